@@ -9,8 +9,18 @@
 
 #![forbid(unsafe_code)]
 
+mod error;
+mod load;
 pub mod model;
+mod resolve;
 pub mod secret;
+mod sources;
+mod validate;
+mod watch;
 
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{DEFAULT_CONFIG_PATH, ENV_PREFIX, load, load_str};
 pub use model::*;
 pub use secret::Secret;
+pub use sources::{MapSources, Sources, SystemSources};
+pub use watch::{ConfigWatcher, WatchEvent};

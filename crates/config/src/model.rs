@@ -549,7 +549,10 @@ pub struct AppGatewayConfig {
     #[serde(default = "default_upstream_connect_timeout", with = "humantime_serde")]
     pub upstream_connect_timeout: Duration,
     /// Time the upstream has to send its response headers.
-    #[serde(default = "default_upstream_response_timeout", with = "humantime_serde")]
+    #[serde(
+        default = "default_upstream_response_timeout",
+        with = "humantime_serde"
+    )]
     pub upstream_response_timeout: Duration,
 }
 

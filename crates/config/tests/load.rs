@@ -1,0 +1,216 @@
+//! Loading, env overrides, secret resolution, validation messages and redaction,
+//! through the public API with in-memory sources.
+
+use std::path::Path;
+
+use orchestrator_config::{CacheBackend, ConfigErrors, MapSources, load};
+
+const PATH: &str = "/etc/orchestrator/orchestrator.yaml";
+
+fn sources(yaml: &str) -> MapSources {
+    MapSources::default().file(PATH, yaml)
+}
+
+fn errors(src: &MapSources) -> Vec<String> {
+    match load(Path::new(PATH), src) {
+        Ok(_) => panic!("config unexpectedly valid"),
+        Err(ConfigErrors(errs)) => errs.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn assert_has(errs: &[String], needle: &str) {
+    assert!(
+        errs.iter().any(|e| e.contains(needle)),
+        "no error contains {needle:?}; got {errs:#?}"
+    );
+}
+
+#[test]
+fn empty_mapping_gives_defaults() {
+    let cfg = load(Path::new(PATH), &sources("{}")).unwrap();
+    assert_eq!(cfg.listen.address.to_string(), "127.0.0.1:8080");
+    assert_eq!(cfg.admin.address.to_string(), "127.0.0.1:9090");
+    assert_eq!(cfg.cache.backend, CacheBackend::Memory);
+    assert!(cfg.oidc_provider.is_none() && cfg.app_gateway.is_none());
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let errs = errors(&MapSources::default());
+    assert_has(&errs, PATH);
+    assert_has(&errs, "cannot be read");
+}
+
+#[test]
+fn yaml_syntax_error_has_line_and_column() {
+    let errs = errors(&sources("listen:\n  address: [unclosed\nadmin: {}\n"));
+    assert_eq!(errs.len(), 1);
+    assert_has(&errs, "line");
+    assert_has(&errs, "column");
+}
+
+#[test]
+fn unknown_key_suggests_nearest() {
+    let errs = errors(&sources("listen:\n  adress: 127.0.0.1:1\n"));
+    assert_eq!(
+        errs,
+        vec!["listen.adress: unknown key \"adress\"; did you mean \"address\"?".to_owned()]
+    );
+    let errs = errors(&sources("apGateway: {}\n"));
+    assert_has(&errs, "did you mean \"appGateway\"?");
+}
+
+#[test]
+fn wrong_type_and_bad_values_name_their_paths() {
+    let errs = errors(&sources(
+        "listen:\n  address: nonsense\nshutdown:\n  delay: 5 parsecs\ncache:\n  backend: memcached\n",
+    ));
+    assert_has(&errs, "listen.address:");
+    assert_has(&errs, "shutdown.delay:");
+    assert_has(
+        &errs,
+        "cache.backend: \"memcached\" is not one of \"memory\", \"redis\"",
+    );
+    assert_eq!(errs.len(), 3, "every section's problem at once: {errs:#?}");
+}
+
+#[test]
+fn missing_required_key() {
+    let errs = errors(&sources("oidcProvider:\n  clients: []\n"));
+    assert_eq!(
+        errs,
+        vec!["oidcProvider.issuer: required key is missing".to_owned()]
+    );
+}
+
+#[test]
+fn invalid_url_reports_value_and_path() {
+    let yaml = r#"
+appGateway:
+  identityProviders:
+    - {name: default, issuer: "https://idp.example", clientId: gw}
+  apps:
+    - {name: demo, upstream: "htp://x", identityProvider: default}
+    - {name: other, pathPrefix: /o, upstream: "http://ok:1", identityProvider: nope}
+"#;
+    let errs = errors(&sources(yaml));
+    assert_has(
+        &errs,
+        "appGateway.apps[0].upstream: \"htp://x\" is not an http(s) URL",
+    );
+    assert_has(
+        &errs,
+        "appGateway.apps[1].identityProvider: \"nope\" is not the name",
+    );
+}
+
+#[test]
+fn env_overrides_win_over_the_file() {
+    let src = sources("listen:\n  address: 127.0.0.1:1000\n")
+        .env("ORCHESTRATOR__LISTEN__ADDRESS", "0.0.0.0:8443")
+        .env(
+            "ORCHESTRATOR__LISTEN__TRUSTED_PROXIES",
+            "10.0.0.0/8,127.0.0.1/32",
+        )
+        .env("ORCHESTRATOR__CACHE__REDIS__KEY_PREFIX", "blue:")
+        .env("UNRELATED", "x");
+    let cfg = load(Path::new(PATH), &src).unwrap();
+    assert_eq!(cfg.listen.address.to_string(), "0.0.0.0:8443");
+    assert_eq!(cfg.listen.trusted_proxies.len(), 2);
+    assert_eq!(cfg.cache.redis.key_prefix, "blue:");
+}
+
+#[test]
+fn secrets_resolve_and_errors_name_the_secret_only() {
+    let yaml = "secretsDir: /s\ncache:\n  redis:\n    password: ${secret:redis-password}\n";
+    let src = sources(yaml).file("/s/redis-password", "s3cr3t-value\n");
+    let cfg = load(Path::new(PATH), &src).unwrap();
+    assert_eq!(cfg.cache.redis.password.unwrap().expose(), "s3cr3t-value");
+
+    let errs = errors(&sources(yaml));
+    assert_eq!(errs.len(), 1);
+    assert_has(
+        &errs,
+        "cache.redis.password: secret \"redis-password\" cannot be read from /s",
+    );
+}
+
+#[test]
+fn secret_name_with_a_path_is_refused() {
+    let errs = errors(&sources(
+        "secretsDir: /s\ncache:\n  redis:\n    password: ${secret:../etc/passwd}\n",
+    ));
+    assert_has(&errs, "cache.redis.password: secret name");
+}
+
+#[test]
+fn secret_values_never_appear_in_errors() {
+    // The secret lands in a field whose parser echoes the bad value.
+    let src = sources("secretsDir: /s\nlisten:\n  address: ${secret:addr}\n")
+        .file("/s/addr", "topsecretvalue");
+    let errs = errors(&src);
+    assert_eq!(errs.len(), 1);
+    assert!(!errs[0].contains("topsecretvalue"), "{}", errs[0]);
+}
+
+#[test]
+fn all_problems_at_once() {
+    let yaml = r#"
+admin: {address: "127.0.0.1:8080"}
+cache: {backend: redis, redis: {url: "http://wrong"}}
+oidcProvider:
+  issuer: "http://localhost:8080/idp?x=1"
+  clients:
+    - {clientId: a, redirectUris: ["https://a.example/cb#frag"]}
+    - {clientId: a, grantTypes: [client_credentials]}
+  users:
+    - {username: bob, passwordHash: plain}
+"#;
+    let errs = errors(&sources(yaml));
+    for needle in [
+        "admin.address:",
+        "cache.redis.url:",
+        "oidcProvider.issuer: must not have a query",
+        "oidcProvider.signingKeys: required with cache.backend redis",
+        "oidcProvider.clients[0].redirectUris[0]:",
+        "oidcProvider.clients[1]: duplicate clientId",
+        "oidcProvider.clients[1].grantTypes:",
+        "oidcProvider.users[0].passwordHash:",
+    ] {
+        assert_has(&errs, needle);
+    }
+}
+
+#[test]
+fn reference_config_parses_with_its_secrets() {
+    let reference = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/orchestrator.yaml"),
+    );
+    // The reference lives beside the repo; the repo's own copy is config/orchestrator.yaml.
+    let text = reference.unwrap_or_else(|_| {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/orchestrator.yaml"),
+        )
+        .unwrap()
+    });
+    let src = MapSources::default()
+        .file(PATH, text)
+        .file(
+            "config/dev-secrets/oidc-signing-key.pem",
+            "-----BEGIN PRIVATE KEY-----\nMC4=\n-----END PRIVATE KEY-----\n",
+        )
+        .file(
+            "config/dev-secrets/demo-gateway-client-secret",
+            "dev-secret\n",
+        );
+    let cfg = load(Path::new(PATH), &src).unwrap();
+    let op = cfg.oidc_provider.unwrap();
+    assert_eq!(op.clients[0].client_id, "demo-gateway");
+    assert_eq!(
+        op.clients[0].client_secret.as_ref().unwrap().expose(),
+        "dev-secret"
+    );
+    let gw = cfg.app_gateway.unwrap();
+    assert_eq!(gw.apps[0].headers["X-Auth-Request-Email"], "email");
+    assert_eq!(gw.apps[0].policy.allow_groups, vec!["engineering"]);
+}
