@@ -40,12 +40,10 @@ fn walk(
     out: &mut Resolved,
 ) {
     match value {
-        Value::String(s) => {
-            if s.contains("${") {
-                match resolve_str(s, secrets_dir, sources, &mut out.secret_values) {
-                    Ok(new) => *s = new,
-                    Err(message) => out.errors.push(ConfigError::new(path.clone(), message)),
-                }
+        Value::String(s) if s.contains("${") => {
+            match resolve_str(s, secrets_dir, sources, &mut out.secret_values) {
+                Ok(new) => *s = new,
+                Err(message) => out.errors.push(ConfigError::new(path.clone(), message)),
             }
         }
         Value::Array(items) => {
