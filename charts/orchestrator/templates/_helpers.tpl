@@ -1,0 +1,321 @@
+{{/*
+Names and labels.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "orchestrator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Release-qualified name, cut to 63 characters (a DNS label). */}}
+{{- define "orchestrator.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The StatefulSet's name is cut to 52 characters: the controller adds a
+`controller-revision-hash: <name>-<10 characters>` label to every pod, and a label value
+may not exceed 63 characters.
+*/}}
+{{- define "orchestrator.statefulsetName" -}}
+{{- include "orchestrator.fullname" . | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The headless Service (the StatefulSet's serviceName); it carries the admin port. */}}
+{{- define "orchestrator.headlessName" -}}
+{{- printf "%s-headless" (include "orchestrator.fullname" . | trunc 54 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* The ConfigMap holding orchestrator.yaml. */}}
+{{- define "orchestrator.configMapName" -}}
+{{- printf "%s-config" (include "orchestrator.fullname" . | trunc 56 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* The Secret mounted at /etc/orchestrator/secrets: created (dev) or existing; empty if none. */}}
+{{- define "orchestrator.secretName" -}}
+{{- if .Values.secrets.create -}}
+{{- printf "%s-secrets" (include "orchestrator.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- else -}}
+{{- .Values.secrets.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "orchestrator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "orchestrator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "orchestrator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "orchestrator.labels" -}}
+helm.sh/chart: {{ include "orchestrator.chart" . }}
+{{ include "orchestrator.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "orchestrator.imageTag" . | trunc 63 | quote }}
+app.kubernetes.io/part-of: orchestrator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Labels that select the orchestrator pods; immutable once installed. */}}
+{{- define "orchestrator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "orchestrator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/*
+Labels of the `helm test` pod. It must not carry the selector labels, or the Services would
+send traffic to it and the NetworkPolicy would apply to it.
+*/}}
+{{- define "orchestrator.testLabels" -}}
+helm.sh/chart: {{ include "orchestrator.chart" . }}
+app.kubernetes.io/name: {{ printf "%s-test" (include "orchestrator.name" .) | trunc 63 }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+app.kubernetes.io/version: {{ include "orchestrator.imageTag" . | trunc 63 | quote }}
+app.kubernetes.io/part-of: orchestrator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/*
+Image.
+*/}}
+
+{{- define "orchestrator.imageTag" -}}
+{{- $tag := toString (default .Chart.AppVersion .Values.image.tag) -}}
+{{- if eq $tag "latest" -}}
+{{- fail "image.tag: `latest` is not allowed; pin a version (e.g. the chart's appVersion) or set image.digest" -}}
+{{- end -}}
+{{- $tag -}}
+{{- end -}}
+
+{{- define "orchestrator.image" -}}
+{{- $ref := printf "%s:%s" .Values.image.repository (include "orchestrator.imageTag" .) -}}
+{{- with .Values.image.digest -}}
+{{- if not (regexMatch "^sha256:[0-9a-f]{64}$" .) -}}
+{{- fail (printf "image.digest: %q is not a digest; write sha256:<64 hex digits>" .) -}}
+{{- end -}}
+{{- $ref = printf "%s@%s" $ref . -}}
+{{- end -}}
+{{- $ref -}}
+{{- end -}}
+
+{{/*
+Durations.
+
+Whole seconds (rounded up) in a humantime duration such as "2s", "20s", "1m", "1m30s",
+"500ms" or "1h 30m", the format the orchestrator reads. Called with (list "key.path" value);
+fails naming the key when the value is not such a duration.
+*/}}
+{{- define "orchestrator.durationSeconds" -}}
+{{- $key := index . 0 -}}
+{{- $raw := index . 1 | toString | trim -}}
+{{- $compact := regexReplaceAll "\\s+" $raw "" -}}
+{{- $units := dict "ms" 1 "msec" 1 "msecs" 1 "millis" 1 "s" 1000 "sec" 1000 "secs" 1000 "second" 1000 "seconds" 1000 "m" 60000 "min" 60000 "mins" 60000 "minute" 60000 "minutes" 60000 "h" 3600000 "hr" 3600000 "hrs" 3600000 "hour" 3600000 "hours" 3600000 "d" 86400000 "day" 86400000 "days" 86400000 -}}
+{{- if not (regexMatch "^([0-9]+[a-z]+)+$" $compact) -}}
+{{- fail (printf "%s: %q is not a duration; write a number with a unit, like \"2s\", \"20s\", \"1m30s\" or \"500ms\"" $key $raw) -}}
+{{- end -}}
+{{- $ms := 0 -}}
+{{- range regexFindAll "[0-9]+[a-z]+" $compact -1 -}}
+{{- $unit := regexFind "[a-z]+$" . -}}
+{{- if not (hasKey $units $unit) -}}
+{{- fail (printf "%s: %q: unit %q is not supported here; use ms, s, m, h or d" $key $raw $unit) -}}
+{{- end -}}
+{{- $ms = add $ms (mul (regexFind "^[0-9]+" . | atoi) (get $units $unit)) -}}
+{{- end -}}
+{{- div (add $ms 999) 1000 -}}
+{{- end -}}
+
+{{/*
+Configuration.
+
+The orchestrator config as rendered into the ConfigMap: .Values.config plus the settings the
+pod layout needs, each only when the user did not set it.
+*/}}
+{{- define "orchestrator.config" -}}
+{{- $defaults := dict
+  "listen" (dict "address" "0.0.0.0:8080")
+  "admin" (dict "address" "0.0.0.0:9090")
+  "secretsDir" "/etc/orchestrator/secrets"
+  "log" (dict "format" "json")
+-}}
+{{- if .Values.tls.enabled -}}
+{{- $_ := set $defaults.listen "tls" (dict "certFile" "/etc/orchestrator/tls/tls.crt" "keyFile" "/etc/orchestrator/tls/tls.key") -}}
+{{- end -}}
+{{- merge (deepCopy (.Values.config | default dict)) $defaults | toYaml -}}
+{{- end -}}
+
+{{/* The port number of a host:port address (defaults given as the second element). */}}
+{{- define "orchestrator.addressPort" -}}
+{{- $address := index . 0 | toString -}}
+{{- $port := regexFind "[0-9]+$" $address -}}
+{{- if and (regexMatch ":[0-9]+$" $address) $port -}}
+{{- $port -}}
+{{- else -}}
+{{- index . 1 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The container port of the proxy listener (config.listen.address). */}}
+{{- define "orchestrator.httpPort" -}}
+{{- $config := include "orchestrator.config" . | fromYaml -}}
+{{- include "orchestrator.addressPort" (list $config.listen.address 8080) -}}
+{{- end -}}
+
+{{/* The container port of the admin listener (config.admin.address). */}}
+{{- define "orchestrator.adminPort" -}}
+{{- $config := include "orchestrator.config" . | fromYaml -}}
+{{- include "orchestrator.addressPort" (list $config.admin.address 9090) -}}
+{{- end -}}
+
+{{/* Every NAME referenced as ${secret:NAME} in config, sorted, one per line. */}}
+{{- define "orchestrator.secretRefs" -}}
+{{- $names := list -}}
+{{- range regexFindAll "\\$\\{secret:[^}]+\\}" (toJson .Values.config) -1 -}}
+{{- $names = append $names (trimSuffix "}" (trimPrefix "${secret:" .)) -}}
+{{- end -}}
+{{- $names | uniq | sortAlpha | join "\n" -}}
+{{- end -}}
+
+{{/*
+Seconds for terminationGracePeriodSeconds: larger than shutdown.delay + shutdown.drainTimeout,
+so the kubelet never kills a pod that is still draining. The defaults match the orchestrator's
+own (2s and 20s).
+*/}}
+{{- define "orchestrator.terminationGracePeriodSeconds" -}}
+{{- $config := include "orchestrator.config" . | fromYaml -}}
+{{- $shutdown := $config.shutdown | default dict -}}
+{{- $delay := include "orchestrator.durationSeconds" (list "config.shutdown.delay" ($shutdown.delay | default "2s")) | atoi -}}
+{{- $drain := include "orchestrator.durationSeconds" (list "config.shutdown.drainTimeout" ($shutdown.drainTimeout | default "20s")) | atoi -}}
+{{- $needed := add $delay $drain -}}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
+{{- add $needed 10 -}}
+{{- else if le (int .Values.terminationGracePeriodSeconds) (int $needed) -}}
+{{- fail (printf "terminationGracePeriodSeconds: %v is not larger than config.shutdown.delay + config.shutdown.drainTimeout (%ds); raise it or leave it null to have it computed" .Values.terminationGracePeriodSeconds $needed) -}}
+{{- else -}}
+{{- int .Values.terminationGracePeriodSeconds -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Guard rails: impossible combinations fail the render with what to set.
+Included once, from the StatefulSet.
+*/}}
+{{- define "orchestrator.validate" -}}
+{{- $config := include "orchestrator.config" . | fromYaml -}}
+{{- $cache := $config.cache | default dict -}}
+{{- $backend := $cache.backend | default "memory" -}}
+{{- $gateway := $config.appGateway | default dict -}}
+{{- $session := $gateway.session | default dict -}}
+{{- $many := or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled -}}
+{{- if and $many (eq $backend "memory") -}}
+{{- if $config.oidcProvider -}}
+{{- fail "config.oidcProvider with more than one replica (replicaCount > 1 or autoscaling.enabled) needs a shared store: set config.cache.backend: redis and config.cache.redis.url (password via ${secret:NAME}), or run replicaCount: 1 with autoscaling.enabled: false. With cache.backend memory each pod would hold its own codes, refresh tokens and SSO sessions." -}}
+{{- end -}}
+{{- if eq ($session.store | default "local") "shared" -}}
+{{- fail "config.appGateway.session.store: shared with more than one replica (replicaCount > 1 or autoscaling.enabled) needs config.cache.backend: redis (and config.cache.redis.url); or use store: local with ingress.stickiness, or replicaCount: 1." -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq $backend "redis") (not (($cache.redis | default dict).url)) -}}
+{{- fail "config.cache.backend is redis but config.cache.redis.url is not set: set it, e.g. redis://redis-master.redis.svc:6379/0" -}}
+{{- end -}}
+{{- $listenHost := regexReplaceAll ":[0-9]+$" (toString $config.listen.address) "" -}}
+{{- $adminHost := regexReplaceAll ":[0-9]+$" (toString $config.admin.address) "" -}}
+{{- range $key, $host := dict "config.listen.address" $listenHost "config.admin.address" $adminHost -}}
+{{- if has $host (list "127.0.0.1" "localhost" "[::1]") -}}
+{{- fail (printf "%s binds a loopback address, which nothing outside the pod can reach; remove it (the chart then uses 0.0.0.0) or bind 0.0.0.0" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq (include "orchestrator.httpPort" .) (include "orchestrator.adminPort" .) -}}
+{{- fail "config.listen.address and config.admin.address use the same port; give the admin listener its own port (default 9090)" -}}
+{{- end -}}
+{{- $refs := include "orchestrator.secretRefs" . -}}
+{{- if and .Values.secrets.create .Values.secrets.existingSecret -}}
+{{- fail "secrets.create and secrets.existingSecret are both set: use existingSecret in production, or secrets.create with secrets.stringData for development, not both" -}}
+{{- end -}}
+{{- if $refs -}}
+{{- if .Values.secrets.create -}}
+{{- $missing := list -}}
+{{- range splitList "\n" $refs -}}
+{{- if not (hasKey $.Values.secrets.stringData .) -}}
+{{- $missing = append $missing . -}}
+{{- end -}}
+{{- end -}}
+{{- if $missing -}}
+{{- fail (printf "config references ${secret:%s} but secrets.stringData has no such key: add %s to secrets.stringData" (join "}, ${secret:" $missing) (join ", " $missing)) -}}
+{{- end -}}
+{{- else if not .Values.secrets.existingSecret -}}
+{{- fail (printf "config references secrets (%s): set secrets.existingSecret to the name of a Secret with one key per name (or, for development only, secrets.create: true with secrets.stringData)" (splitList "\n" $refs | join ", ")) -}}
+{{- end -}}
+{{- end -}}
+{{- $listenTls := ($config.listen | default dict).tls -}}
+{{- if and $listenTls (not .Values.tls.enabled) -}}
+{{- fail "config.listen.tls is set but tls.enabled is false: set tls.enabled: true and tls.secretName to a kubernetes.io/tls Secret (mounted at /etc/orchestrator/tls), and drop config.listen.tls to use its tls.crt/tls.key" -}}
+{{- end -}}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) -}}
+{{- fail "tls.enabled needs tls.secretName: the name of a kubernetes.io/tls Secret with tls.crt and tls.key" -}}
+{{- end -}}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- fail "autoscaling.minReplicas is larger than autoscaling.maxReplicas" -}}
+{{- end -}}
+{{- if and .Values.ingress.enabled (not .Values.ingress.hosts) -}}
+{{- fail "ingress.enabled needs at least one entry in ingress.hosts" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Affinity cookie lifetime in seconds: ingress.stickinessDurationSeconds, else
+config.appGateway.session.maxLifetime, else 8h.
+*/}}
+{{- define "orchestrator.stickinessSeconds" -}}
+{{- if not (kindIs "invalid" .Values.ingress.stickinessDurationSeconds) -}}
+{{- int .Values.ingress.stickinessDurationSeconds -}}
+{{- else -}}
+{{- $config := include "orchestrator.config" . | fromYaml -}}
+{{- $session := ($config.appGateway | default dict).session | default dict -}}
+{{- include "orchestrator.durationSeconds" (list "config.appGateway.session.maxLifetime" ($session.maxLifetime | default "8h")) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A NetworkPolicy peer list and port for a service URL ("redis://host:6379/0",
+"http://app.ns.svc:8080"): an IP gives an ipBlock, `name.namespace.svc[...]` that namespace,
+a bare name this release's namespace. Prints nothing for other host names (which a
+NetworkPolicy cannot express). Called with (dict "url" URL "defaultPort" N "namespace" NS).
+*/}}
+{{- define "orchestrator.urlPeer" -}}
+{{- $url := urlParse .url -}}
+{{- $hostport := $url.host -}}
+{{- $host := regexReplaceAll ":[0-9]+$" $hostport "" -}}
+{{- $port := include "orchestrator.addressPort" (list $hostport .defaultPort) -}}
+{{- $parts := splitList "." $host -}}
+{{- if regexMatch "^[0-9]+\\.[0-9]+\\.[0-9]+\\.[0-9]+$" $host -}}
+to:
+  - ipBlock:
+      cidr: {{ $host }}/32
+port: {{ $port }}
+{{- else if eq (len $parts) 1 -}}
+to:
+  - podSelector: {}
+port: {{ $port }}
+{{- else if and (ge (len $parts) 3) (eq (index $parts 2) "svc") -}}
+to:
+  - namespaceSelector:
+      matchLabels:
+        kubernetes.io/metadata.name: {{ index $parts 1 }}
+port: {{ $port }}
+{{- end -}}
+{{- end -}}
