@@ -59,13 +59,17 @@ pub fn load_str(text: &str, origin: &str, sources: &dyn Sources) -> Result<Confi
     let resolved = resolve_tree(&mut tree, &secrets_dir, sources);
     errors.extend(resolved.errors);
 
-    let config = deserialize_sections(tree, &mut errors);
-    if let Some(config) = &config {
-        errors.extend(validate(config));
-    }
+    let (config, failed_sections) = deserialize_sections(tree, &mut errors);
+    // Semantic checks run even when some sections failed to parse (those are
+    // defaulted), so one run reports every problem; the defaults' findings are dropped.
+    errors.extend(validate(&config).into_iter().filter(|e| {
+        !failed_sections
+            .iter()
+            .any(|s| e.path == *s || e.path.starts_with(&format!("{s}.")))
+    }));
 
     if errors.is_empty() {
-        config.ok_or_else(|| ConfigErrors::one("", "config could not be read"))
+        Ok(config)
     } else {
         for e in &mut errors {
             scrub(&mut e.message, &resolved.secret_values);
@@ -120,12 +124,13 @@ fn secrets_dir(
 }
 
 /// Deserialises each top-level section on its own, so one bad section does not hide
-/// the problems of the others.
-fn deserialize_sections(tree: Value, errors: &mut Vec<ConfigError>) -> Option<Config> {
+/// the problems of the others. Sections that fail are defaulted and named in the
+/// second value.
+fn deserialize_sections(tree: Value, errors: &mut Vec<ConfigError>) -> (Config, Vec<String>) {
+    let mut failed = Vec::new();
     let Value::Object(mut root) = tree else {
-        return None;
+        return (Config::default(), failed);
     };
-    let before = errors.len();
     for key in root.keys() {
         if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
             errors.push(unknown_key(key, key, TOP_LEVEL_KEYS));
@@ -140,15 +145,18 @@ fn deserialize_sections(tree: Value, errors: &mut Vec<ConfigError>) -> Option<Co
             }
             if check_section(key, &value, errors) {
                 sections.insert((*key).to_owned(), value);
+            } else {
+                failed.push((*key).to_owned());
             }
         }
     }
-    if errors.len() > before {
-        return None;
+    match deserialize_at::<Config>("", Value::Object(sections)) {
+        Ok(config) => (config, failed),
+        Err(e) => {
+            errors.push(e);
+            (Config::default(), failed)
+        }
     }
-    deserialize_at::<Config>("", Value::Object(sections))
-        .map_err(|e| errors.push(e))
-        .ok()
 }
 
 /// Deserialises one section to find its problems; true when it is fine.

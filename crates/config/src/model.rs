@@ -44,6 +44,21 @@ pub struct Config {
     pub app_gateway: Option<AppGatewayConfig>,
 }
 
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: ListenConfig::default(),
+            admin: AdminConfig::default(),
+            secrets_dir: default_secrets_dir(),
+            log: LogConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            cache: CacheConfig::default(),
+            oidc_provider: None,
+            app_gateway: None,
+        }
+    }
+}
+
 fn default_secrets_dir() -> PathBuf {
     PathBuf::from("/etc/orchestrator/secrets")
 }
@@ -527,6 +542,10 @@ pub struct AppGatewayConfig {
     /// Path that logs the user out.
     #[serde(default = "default_logout_path")]
     pub logout_path: String,
+    /// Path that starts a login explicitly: `?rd=/path` names where to return
+    /// (a path on an app of the same host; anything else is refused).
+    #[serde(default = "default_login_path")]
+    pub login_path: String,
     /// Session settings.
     #[serde(default)]
     pub session: SessionConfig,
@@ -561,6 +580,9 @@ fn default_callback_path() -> String {
 }
 fn default_logout_path() -> String {
     "/.orchestrator/logout".to_owned()
+}
+fn default_login_path() -> String {
+    "/.orchestrator/login".to_owned()
 }
 fn default_assertion_ttl() -> Duration {
     Duration::from_secs(60)

@@ -20,8 +20,8 @@ pub(crate) fn validate(cfg: &Config) -> Vec<ConfigError> {
         );
     }
     v.positive("listen.headerReadTimeout", cfg.listen.header_read_timeout);
-    if cfg.listen.max_header_bytes < 1024 {
-        v.err("listen.maxHeaderBytes", "must be at least 1024");
+    if cfg.listen.max_header_bytes < 8192 {
+        v.err("listen.maxHeaderBytes", "must be at least 8192");
     }
     if cfg.listen.max_body_bytes < 1024 {
         v.err("listen.maxBodyBytes", "must be at least 1024");

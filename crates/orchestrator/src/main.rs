@@ -1,2 +1,173 @@
-//! placeholder
-fn main() {}
+//! The `orchestrator` binary. It only wires: parse the CLI, load the config,
+//! build the runtime from the other crates, run the listeners, wait for a
+//! signal, drain.
+
+#![forbid(unsafe_code)]
+
+mod admin;
+mod app;
+mod cli;
+mod commands;
+mod dispatch;
+mod listener;
+mod logging;
+mod metrics;
+mod readiness;
+mod reload;
+mod tls;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use orchestrator_config::{CacheBackend, SystemSources};
+use tokio::sync::watch;
+
+use crate::app::{App, Runtime};
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One crypto provider for every rustls user in the process (listener, Redis, IdP client).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        None => run_blocking(&cli.run.config),
+        Some(Command::Run(args)) => run_blocking(&args.config),
+        Some(Command::Validate(args)) => commands::validate(&args.config),
+        Some(Command::HashPassword) => commands::hash_password(),
+        Some(Command::Keys { command }) => {
+            let _ = command;
+            ExitCode::FAILURE
+        }
+        Some(Command::Probe {
+            url,
+            timeout_seconds,
+        }) => match current_thread() {
+            Ok(rt) => rt.block_on(commands::probe(&url, Duration::from_secs(timeout_seconds))),
+            Err(code) => code,
+        },
+    }
+}
+
+fn current_thread() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| commands::report(std::iter::once(format!("cannot start runtime: {e}"))))
+}
+
+fn run_blocking(config_path: &Path) -> ExitCode {
+    let config = match orchestrator_config::load(config_path, &SystemSources) {
+        Ok(c) => c,
+        Err(errors) => return commands::report(errors.iter().map(ToString::to_string)),
+    };
+    if let Err(e) = logging::init(&config.log) {
+        return commands::report(std::iter::once(e));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return commands::report(std::iter::once(format!("cannot start runtime: {e}"))),
+    };
+    match runtime.block_on(run(config_path, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(problems) => {
+            for p in &problems {
+                tracing::error!(problem = %p, "cannot start");
+            }
+            commands::report(problems.into_iter())
+        }
+    }
+}
+
+async fn run(config_path: &Path, config: orchestrator_config::Config) -> Result<(), Vec<String>> {
+    let metrics = metrics::Metrics::new().map_err(|e| vec![format!("metrics: {e}")])?;
+    let cache = orchestrator_cache::build(
+        &config.cache,
+        Arc::new(
+            orchestrator_cache::CacheMetrics::new(&metrics.registry)
+                .map_err(|e| vec![format!("metrics: {e}")])?,
+        ),
+    )
+    .await
+    .map_err(|e| vec![format!("cache: {e}")])?;
+    if config.cache.backend == CacheBackend::Memory && config.oidc_provider.is_some() {
+        tracing::warn!(
+            "cache.backend is memory: OIDC codes, refresh tokens and SSO sessions live in this process only; \
+             run exactly one replica, or use cache.backend redis"
+        );
+    }
+
+    let admin_listener = listener::bind("admin.address", config.admin.address).await;
+    let main_listener = listener::bind("listen.address", config.listen.address).await;
+    let (admin_listener, main_listener) = match (admin_listener, main_listener) {
+        (Ok(a), Ok(m)) => (a, m),
+        (a, m) => return Err([a.err(), m.err()].into_iter().flatten().collect()),
+    };
+
+    let runtime = Runtime::build(config.clone(), &cache)?;
+    let app = Arc::new(App::new(metrics, cache, runtime).map_err(|e| vec![e])?);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let admin_task = tokio::spawn(admin::serve(admin_listener, app.clone(), stop_rx.clone()));
+    let main_task = tokio::spawn(listener::serve(main_listener, app.clone(), stop_rx.clone()));
+    app.readiness.set_listeners_bound();
+    tracing::info!(
+        listen = %config.listen.address,
+        admin = %config.admin.address,
+        tls = config.listen.tls.is_some(),
+        version = env!("CARGO_PKG_VERSION"),
+        "orchestrator started"
+    );
+
+    let _watcher = reload::start(config_path, &config, app.clone());
+
+    wait_for_signal().await;
+    // Shutdown: readiness off first, so endpoints and the ingress stop sending.
+    let shutdown = app.runtime().config.shutdown.clone();
+    app.readiness.start_shutdown();
+    tracing::info!(delay = ?shutdown.delay, "shutdown started: /readyz now 503");
+    tokio::time::sleep(shutdown.delay).await;
+
+    // Stop accepting on the main listener; in-flight requests get drainTimeout.
+    let _ = stop_tx.send(true);
+    let graceful = match main_task.await {
+        Ok(g) => g,
+        Err(e) => return Err(vec![format!("main listener task failed: {e}")]),
+    };
+    let in_flight = graceful.count();
+    tracing::info!(connections = in_flight, timeout = ?shutdown.drain_timeout, "draining");
+    if tokio::time::timeout(shutdown.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+    admin_task.abort();
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            // Without signal handlers, Ctrl-C through tokio is the fallback.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

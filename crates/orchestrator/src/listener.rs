@@ -1,0 +1,133 @@
+//! The main listener: accepts TCP (and TLS when configured), serves HTTP/1.1
+//! and HTTP/2 with hyper-util's auto builder, bounded header size and header
+//! read time, and hands each request to [`crate::dispatch`]. Connections are
+//! tracked so shutdown can drain them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use orchestrator_config::ListenConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::App;
+
+/// Resolves once `stop` says true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send; drop it here, inside.
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// Binds the main listener; the error names the key and the address.
+pub(crate) async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{key}: cannot listen on {addr}: {e}"))
+}
+
+/// The connection builder for the main listener's limits.
+pub(crate) fn builder(cfg: &ListenConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_buf_size(cfg.max_header_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
+    builder
+}
+
+/// Accepts until `stop` flips to true; returns the tracker of live connections.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let listen_cfg = app.runtime().config.listen.clone();
+    let builder = Arc::new(builder(&listen_cfg));
+    loop {
+        let accepted = tokio::select! {
+            res = listener.accept() => res,
+            _ = crate::listener::stopped(&mut stop) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: log, back off briefly, keep the listener.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let builder = builder.clone();
+        let tls = app.tls_acceptor();
+        let watcher = graceful.watcher();
+        let handshake_timeout = listen_cfg.header_read_timeout;
+        tokio::spawn(async move {
+            let service = {
+                let app = app.clone();
+                let is_tls = tls.is_some();
+                service_fn(move |req: hyper::Request<Incoming>| {
+                    let app = app.clone();
+                    async move {
+                        let started = Instant::now();
+                        let resp = crate::dispatch::dispatch(&app, req, peer, is_tls).await;
+                        app.metrics
+                            .request("main", resp.status().as_u16(), started.elapsed());
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                })
+            };
+            match tls {
+                Some(acceptor) => {
+                    // A client that never finishes the handshake must not hold a task forever.
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                None => {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+            }
+        });
+    }
+    graceful
+}

@@ -1,0 +1,96 @@
+//! The process-wide Prometheus registry and the metrics the binary owns.
+
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// Metrics of the binary itself; the crates register their own on the same registry.
+pub(crate) struct Metrics {
+    pub(crate) registry: Registry,
+    reloads: IntCounterVec,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let build_info = IntGaugeVec::new(
+            Opts::new("orchestrator_build_info", "Build information; always 1."),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(build_info))?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "orchestrator_config_reloads_total",
+                "Config reloads after the files changed, by result (success or error).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(reloads.clone()))?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "orchestrator_http_requests_total",
+                "Requests served, by listener and status class.",
+            ),
+            &["listener", "status"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "orchestrator_http_request_duration_seconds",
+                "Time to the response head, by listener.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["listener"],
+        )?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        // Pre-create the series so dashboards see zeros rather than nothing.
+        for result in ["success", "error"] {
+            reloads.with_label_values(&[result]);
+        }
+        Ok(Self {
+            registry,
+            reloads,
+            requests,
+            latency,
+        })
+    }
+
+    pub(crate) fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "error" }])
+            .inc();
+    }
+
+    pub(crate) fn request(&self, listener: &str, status: u16, elapsed: Duration) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests.with_label_values(&[listener, class]).inc();
+        self.latency
+            .with_label_values(&[listener])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition of every registered metric.
+    pub(crate) fn render(&self) -> String {
+        let encoder = prometheus::TextEncoder::new();
+        encoder
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
+    }
+}

@@ -1,0 +1,63 @@
+//! Hot reload: turns watcher events into runtime swaps and metrics.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use orchestrator_config::{Config, ConfigWatcher, SystemSources, WatchEvent};
+
+use crate::app::App;
+
+/// Starts watching; the returned watcher must be kept alive.
+pub(crate) fn start(config_path: &Path, config: &Config, app: Arc<App>) -> Option<ConfigWatcher> {
+    let extra: Vec<_> = config
+        .listen
+        .tls
+        .iter()
+        .flat_map(|t| [t.cert_file.clone(), t.key_file.clone()])
+        .collect();
+    let (watcher, mut events) = match ConfigWatcher::start(
+        config_path.to_path_buf(),
+        &extra,
+        config.clone(),
+        Arc::new(SystemSources),
+    ) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config files; hot reload is off");
+            return None;
+        }
+    };
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match event {
+                WatchEvent::Reloaded(cfg) => match app.apply(*cfg) {
+                    Ok(()) => {
+                        app.metrics.reload(true);
+                        tracing::info!("config reloaded");
+                    }
+                    Err(problems) => {
+                        app.metrics.reload(false);
+                        for p in problems {
+                            tracing::error!(problem = %p, "config reload rejected; the old config keeps serving");
+                        }
+                    }
+                },
+                WatchEvent::Rejected(errors) => {
+                    app.metrics.reload(false);
+                    for e in errors.iter() {
+                        tracing::error!(problem = %e, "config reload rejected; the old config keeps serving");
+                    }
+                }
+                WatchEvent::Touched => {
+                    let cfg = app.runtime().config.clone();
+                    if let Err(problems) = app.reload_certificate(&cfg) {
+                        for p in problems {
+                            tracing::error!(problem = %p, "certificate reload failed; the old certificate keeps serving");
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Some(watcher)
+}
