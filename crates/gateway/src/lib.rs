@@ -1,1 +1,217 @@
-//! placeholder
+//! orchestrator-gateway: the App Gateway, an identity-aware reverse proxy.
+//!
+//! It holds routing (host + longest prefix on the normalised path), browser
+//! login as an OpenID relying party (`openidconnect`, code + PKCE), sessions
+//! (local moka store or the shared [`orchestrator_cache::Cache`]), per-app
+//! policy, identity headers and signed assertions, and the pooled upstream
+//! client (HTTP/1.1, HTTP/2, TLS, WebSocket upgrades).
+//!
+//! It does not hold listeners, TLS termination, the admin surface or the
+//! OpenID Provider: the binary owns those and hands each request to
+//! [`Gateway::handle`]. The gateway talks to every IdP, this process's own
+//! included, over HTTP with discovery.
+//!
+//! Read [`phases`] top to bottom to follow one request.
+
+#![forbid(unsafe_code)]
+
+mod assertion;
+mod body;
+mod error;
+mod forward;
+mod headers;
+mod login;
+mod metrics;
+pub mod phases;
+mod policy;
+mod rescue;
+mod return_url;
+mod route;
+mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::HeaderName;
+use orchestrator_cache::Cache;
+use orchestrator_config::{AppGatewayConfig, ListenConfig};
+
+pub use assertion::ASSERTION_ISSUER;
+pub use body::BoxBody;
+pub use error::GatewayError;
+pub use metrics::GatewayMetrics;
+pub use route::NormalPath;
+pub use session::SessionId;
+
+use assertion::AssertionSigner;
+use forward::Upstream;
+use headers::OwnedHeaders;
+use login::Idp;
+use policy::Policy;
+use route::Router;
+use session::SessionStore;
+
+/// Where the gateway publishes the JWKS of its assertion keys, on every host.
+pub const JWKS_PATH: &str = "/.orchestrator/jwks";
+
+/// One protected app, ready to serve.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) name: String,
+    pub(crate) idp: String,
+    pub(crate) public_paths: Vec<String>,
+    pub(crate) policy: Policy,
+    pub(crate) headers: Vec<(HeaderName, String)>,
+    pub(crate) assertion_header: Option<HeaderName>,
+    pub(crate) upstream: Upstream,
+}
+
+/// Everything derived from one config; swapped whole on reload.
+#[derive(Debug)]
+pub(crate) struct Runtime {
+    pub(crate) callback_path: String,
+    pub(crate) logout_path: String,
+    pub(crate) login_path: String,
+    pub(crate) cookie_name: String,
+    pub(crate) binding_cookie_name: String,
+    pub(crate) session_max_lifetime: Duration,
+    pub(crate) pending_ttl: Duration,
+    pub(crate) router: Router<App>,
+    pub(crate) idps: HashMap<String, Arc<Idp>>,
+    pub(crate) signer: Option<AssertionSigner>,
+    pub(crate) owned: OwnedHeaders,
+    pub(crate) trusted: Vec<ipnet::IpNet>,
+}
+
+impl Runtime {
+    fn build(cfg: &AppGatewayConfig, listen: &ListenConfig) -> Result<Self, GatewayError> {
+        let mut idps = HashMap::new();
+        for (i, idp) in cfg.identity_providers.iter().enumerate() {
+            idps.insert(idp.name.clone(), Arc::new(Idp::new(idp, i)?));
+        }
+        let mut routes = Vec::new();
+        let mut owned_names: Vec<String> = Vec::new();
+        for (i, app) in cfg.apps.iter().enumerate() {
+            let key = |k: &str| format!("appGateway.apps[{i}].{k}");
+            if !idps.contains_key(&app.identity_provider) {
+                return Err(GatewayError::config(
+                    key("identityProvider"),
+                    "names no entry of appGateway.identityProviders",
+                ));
+            }
+            let mut headers = Vec::new();
+            for (name, claim) in &app.headers {
+                let h = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    GatewayError::config(key("headers"), format!("{name:?} is not a header name"))
+                })?;
+                owned_names.push(name.clone());
+                headers.push((h, claim.clone()));
+            }
+            let assertion_header = app
+                .assertion_header
+                .as_ref()
+                .map(|name| {
+                    owned_names.push(name.clone());
+                    HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                        GatewayError::config(key("assertionHeader"), "not a header name")
+                    })
+                })
+                .transpose()?;
+            let prefix = NormalPath::parse(&app.path_prefix)
+                .map_err(|_| GatewayError::config(key("pathPrefix"), "not a normalised path"))?;
+            let built = App {
+                name: app.name.clone(),
+                idp: app.identity_provider.clone(),
+                public_paths: app.public_paths.clone(),
+                policy: Policy::new(&app.policy),
+                headers,
+                assertion_header,
+                upstream: Upstream::new(
+                    app,
+                    i,
+                    cfg.upstream_connect_timeout,
+                    cfg.upstream_response_timeout,
+                )?,
+            };
+            routes.push((
+                app.host.clone(),
+                prefix.as_str().to_owned(),
+                Arc::new(built),
+            ));
+        }
+        let signer = AssertionSigner::new(&cfg.assertion_signing_keys, cfg.assertion_ttl)?;
+        Ok(Self {
+            callback_path: cfg.callback_path.clone(),
+            logout_path: cfg.logout_path.clone(),
+            login_path: cfg.login_path.clone(),
+            cookie_name: cfg.session.cookie_name.clone(),
+            binding_cookie_name: format!("{}_login", cfg.session.cookie_name),
+            session_max_lifetime: cfg.session.max_lifetime,
+            pending_ttl: cfg.pending_login_ttl,
+            router: Router::new(routes),
+            idps,
+            signer,
+            owned: OwnedHeaders::new(owned_names.iter().map(String::as_str)),
+            trusted: listen.trusted_proxies.clone(),
+        })
+    }
+}
+
+/// The App Gateway: build once, [`reconfigure`](Self::reconfigure) on reload,
+/// [`handle`](Self::handle) every request that is not the OIDC provider's.
+#[derive(Debug)]
+pub struct Gateway {
+    runtime: ArcSwap<Runtime>,
+    sessions: SessionStore,
+    metrics: Arc<GatewayMetrics>,
+}
+
+impl Gateway {
+    /// Builds from config. Does NOT contact the IdP (discovery is lazy and
+    /// retried). Fails on bad keys, CA files, URLs or references.
+    pub fn new(
+        cfg: &AppGatewayConfig,
+        listen: &ListenConfig,
+        cache: Arc<dyn Cache>,
+        metrics: Arc<GatewayMetrics>,
+    ) -> Result<Self, GatewayError> {
+        let runtime = Runtime::build(cfg, listen)?;
+        let sessions =
+            SessionStore::new(&cfg.session, cfg.pending_login_ttl, cache, metrics.clone());
+        Ok(Self {
+            runtime: ArcSwap::from_pointee(runtime),
+            sessions,
+            metrics,
+        })
+    }
+
+    /// Hot reload: swaps apps, policies, IdPs and keys; keeps the session
+    /// store and pending logins (session store settings apply at restart).
+    pub fn reconfigure(
+        &self,
+        cfg: &AppGatewayConfig,
+        listen: &ListenConfig,
+    ) -> Result<(), GatewayError> {
+        let runtime = Runtime::build(cfg, listen)?;
+        self.runtime.store(Arc::new(runtime));
+        Ok(())
+    }
+
+    /// Serves one request (whatever app matches; a 404 page when none).
+    pub async fn handle<B>(
+        &self,
+        req: http::Request<B>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> http::Response<BoxBody>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let runtime = self.runtime.load_full();
+        phases::serve(self, &runtime, req, peer, tls).await
+    }
+}

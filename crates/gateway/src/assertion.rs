@@ -1,0 +1,125 @@
+//! Identity assertions: a short-lived ES256 JWT of the user for the upstream,
+//! and the JWKS (published at `/.orchestrator/jwks`) that verifies it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use orchestrator_config::{SigningAlgorithm, SigningKeyConfig};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::GatewayError;
+use crate::session::now_secs;
+
+/// Signs assertions with the first configured key; publishes all of them.
+pub(crate) struct AssertionSigner {
+    kid: String,
+    key: EncodingKey,
+    ttl: Duration,
+    issuer: &'static str,
+    jwks: Bytes,
+}
+
+impl std::fmt::Debug for AssertionSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssertionSigner")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+struct AssertionClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    groups: Option<&'a Value>,
+}
+
+/// The `iss` of every assertion.
+pub const ASSERTION_ISSUER: &str = "orchestrator-gateway";
+
+impl AssertionSigner {
+    /// From `assertionSigningKeys` (ES256 only); `None` when there are no keys.
+    pub(crate) fn new(
+        keys: &[SigningKeyConfig],
+        ttl: Duration,
+    ) -> Result<Option<Self>, GatewayError> {
+        let mut jwks = Vec::new();
+        let mut first: Option<(String, EncodingKey)> = None;
+        for (i, k) in keys.iter().enumerate() {
+            let path = format!("appGateway.assertionSigningKeys[{i}]");
+            if k.algorithm != SigningAlgorithm::ES256 {
+                return Err(GatewayError::config(
+                    format!("{path}.algorithm"),
+                    "assertions are signed with ES256 only",
+                ));
+            }
+            let key =
+                EncodingKey::from_ec_pem(k.private_key.expose().as_bytes()).map_err(|_| {
+                    GatewayError::config(
+                        format!("{path}.privateKey"),
+                        "not a PEM (PKCS#8) P-256 private key",
+                    )
+                })?;
+            let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).map_err(|_| {
+                GatewayError::config(format!("{path}.privateKey"), "cannot derive the public key")
+            })?;
+            jwk.common.key_id = Some(k.id.clone());
+            jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+            jwks.push(jwk);
+            if first.is_none() {
+                first = Some((k.id.clone(), key));
+            }
+        }
+        let Some((kid, key)) = first else {
+            return Ok(None);
+        };
+        let jwks = serde_json::to_vec(&JwkSet { keys: jwks })
+            .map_err(|e| GatewayError::config("appGateway.assertionSigningKeys", e.to_string()))?;
+        Ok(Some(Self {
+            kid,
+            key,
+            ttl,
+            issuer: ASSERTION_ISSUER,
+            jwks: Bytes::from(jwks),
+        }))
+    }
+
+    /// The public JWKS document.
+    pub(crate) fn jwks(&self) -> Bytes {
+        self.jwks.clone()
+    }
+
+    /// A fresh assertion of `claims` for `app`.
+    pub(crate) fn sign(&self, app: &str, claims: &Map<String, Value>) -> Option<String> {
+        let now = now_secs();
+        let body = AssertionClaims {
+            iss: self.issuer,
+            aud: app,
+            sub: claims.get("sub").and_then(Value::as_str).unwrap_or(""),
+            iat: now,
+            nbf: now,
+            exp: now + self.ttl.as_secs().max(1),
+            email: claims.get("email"),
+            groups: claims.get("groups"),
+        };
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some("JWT".to_owned());
+        jsonwebtoken::encode(&header, &body, &self.key).ok()
+    }
+}
+
+/// An empty JWKS, served when no assertion keys are configured.
+pub(crate) fn empty_jwks() -> Bytes {
+    Bytes::from_static(br#"{"keys":[]}"#)
+}

@@ -1,0 +1,67 @@
+//! The gateway's error type. Only [`crate::rescue`] turns it into a response.
+
+use thiserror::Error;
+
+/// Everything that can stop a request or a (re)configuration.
+///
+/// Messages name the app or the config key, never secrets or upstream
+/// internals; [`crate::rescue`] decides what the client sees.
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    /// The configuration cannot be used (bad key, CA file, URL).
+    #[error("invalid gateway config at {key}: {reason}")]
+    Config {
+        /// Key path of the offending value.
+        key: String,
+        /// What is wrong with it (never the value of a secret).
+        reason: String,
+    },
+    /// The request itself is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// No app serves this host and path.
+    #[error("no app serves this address")]
+    NoRoute,
+    /// No (valid) session: the browser must log in.
+    #[error("login required")]
+    LoginRequired,
+    /// The login callback failed (state, code exchange, ID token).
+    #[error("login failed: {0}")]
+    LoginFailed(String),
+    /// The identity provider cannot be reached or discovered right now.
+    #[error("identity provider {idp} unavailable")]
+    IdpUnavailable {
+        /// Configured name of the identity provider.
+        idp: String,
+    },
+    /// The policy of the app refuses this user.
+    #[error("access to {app} denied")]
+    Forbidden {
+        /// App name.
+        app: String,
+    },
+    /// The upstream could not be reached or broke the exchange.
+    #[error("upstream of {app} failed")]
+    Upstream {
+        /// App name.
+        app: String,
+    },
+    /// The upstream did not answer in time.
+    #[error("upstream of {app} timed out")]
+    Timeout {
+        /// App name.
+        app: String,
+    },
+    /// The session store failed.
+    #[error("session store unavailable: {0}")]
+    Cache(String),
+}
+
+impl GatewayError {
+    pub(crate) fn config(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Config {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}

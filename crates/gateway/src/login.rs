@@ -1,0 +1,355 @@
+//! The OpenID relying party: lazy discovery with backoff, the authorization
+//! request (code + PKCE S256 + state + nonce), the code exchange with ID
+//! token verification, userinfo, and the RP-initiated logout URL.
+
+use std::borrow::Cow;
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndSessionUrl, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IssuerUrl, LogoutRequest, Nonce, OAuth2TokenResponse as _,
+    PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout,
+    RedirectUrl, Scope, TokenResponse as _,
+};
+use orchestrator_config::IdentityProviderConfig;
+use serde_json::{Map, Value};
+use tokio::sync::Mutex;
+
+use crate::error::GatewayError;
+
+type OidcClient = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// Discovery documents are refreshed this often, so key rotation at the IdP
+/// is picked up even without a verification failure.
+const METADATA_MAX_AGE: Duration = Duration::from_secs(3600);
+/// A failed verification refreshes the metadata (new keys?) at most this often.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+struct Discovered {
+    client: OidcClient,
+    end_session: Option<EndSessionUrl>,
+    fetched: Instant,
+}
+
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+    next_attempt: Option<Instant>,
+}
+
+/// One identity provider, discovered on first use.
+pub(crate) struct Idp {
+    name: String,
+    issuer: IssuerUrl,
+    client_id: ClientId,
+    client_secret: Option<ClientSecret>,
+    scopes: Vec<Scope>,
+    http: reqwest::Client,
+    discovered: ArcSwapOption<Discovered>,
+    backoff: Mutex<Backoff>,
+}
+
+impl std::fmt::Debug for Idp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idp")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the browser is sent to, and what must be remembered until the callback.
+#[derive(Debug)]
+pub(crate) struct AuthorizationStart {
+    /// The IdP's authorization URL.
+    pub(crate) url: url::Url,
+    /// The `state`, key of the pending login.
+    pub(crate) state: String,
+    /// The `nonce` expected back in the ID token.
+    pub(crate) nonce: String,
+    /// The PKCE verifier.
+    pub(crate) pkce_verifier: String,
+}
+
+/// The verified outcome of a callback.
+#[derive(Debug)]
+pub(crate) struct LoginResult {
+    /// ID token claims merged with userinfo claims.
+    pub(crate) claims: Map<String, Value>,
+    /// The raw ID token.
+    pub(crate) id_token: String,
+}
+
+impl Idp {
+    /// From config; builds the HTTP client (redirects off, optional CA) but
+    /// contacts nobody.
+    pub(crate) fn new(cfg: &IdentityProviderConfig, index: usize) -> Result<Self, GatewayError> {
+        let key = |k: &str| format!("appGateway.identityProviders[{index}].{k}");
+        let issuer = IssuerUrl::new(cfg.issuer.clone())
+            .map_err(|_| GatewayError::config(key("issuer"), "not a URL"))?;
+        // No redirects: a discovery or token endpoint that redirects could
+        // steer the gateway's requests elsewhere (SSRF).
+        let mut http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15));
+        if let Some(ca) = &cfg.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| {
+                GatewayError::config(key("caFile"), format!("cannot read {}: {e}", ca.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|_| GatewayError::config(key("caFile"), "not a PEM certificate bundle"))?;
+            if certs.is_empty() {
+                return Err(GatewayError::config(
+                    key("caFile"),
+                    "no certificate in the file",
+                ));
+            }
+            http = http.tls_built_in_root_certs(false);
+            for c in certs {
+                http = http.add_root_certificate(c);
+            }
+        }
+        let http = http
+            .build()
+            .map_err(|e| GatewayError::config(key("caFile"), e.to_string()))?;
+        Ok(Self {
+            name: cfg.name.clone(),
+            issuer,
+            client_id: ClientId::new(cfg.client_id.clone()),
+            client_secret: cfg
+                .client_secret
+                .as_ref()
+                .map(|s| ClientSecret::new(s.expose().to_owned())),
+            scopes: cfg
+                .scopes
+                .iter()
+                // openidconnect always adds `openid` itself.
+                .filter(|s| s.as_str() != "openid")
+                .map(|s| Scope::new(s.clone()))
+                .collect(),
+            http,
+            discovered: ArcSwapOption::empty(),
+            backoff: Mutex::new(Backoff::default()),
+        })
+    }
+
+    /// The configured name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The issuer URL, as configured (and as discovery must confirm).
+    pub(crate) fn issuer(&self) -> &str {
+        self.issuer.as_str()
+    }
+
+    fn unavailable(&self) -> GatewayError {
+        GatewayError::IdpUnavailable {
+            idp: self.name.clone(),
+        }
+    }
+
+    /// The discovered client: cached, refreshed when old, retried with
+    /// exponential backoff while the IdP is unreachable (it may be this very
+    /// process, still starting).
+    async fn client(&self, force: bool) -> Result<Arc<Discovered>, GatewayError> {
+        let current = self.discovered.load_full();
+        let fresh = |d: &Discovered| {
+            let age = d.fetched.elapsed();
+            if force {
+                age < MIN_REFRESH_INTERVAL
+            } else {
+                age < METADATA_MAX_AGE
+            }
+        };
+        if let Some(d) = &current {
+            if fresh(d) {
+                return Ok(d.clone());
+            }
+        }
+        // One discovery at a time; the others wait for its result.
+        let mut backoff = self.backoff.lock().await;
+        let current = self.discovered.load_full();
+        if let Some(d) = &current {
+            if fresh(d) {
+                return Ok(d.clone());
+            }
+        }
+        if backoff.next_attempt.is_some_and(|t| Instant::now() < t) {
+            return current.ok_or_else(|| self.unavailable());
+        }
+        match ProviderMetadataWithLogout::discover_async(self.issuer.clone(), &self.http).await {
+            Ok(metadata) => {
+                let end_session = metadata.additional_metadata().end_session_endpoint.clone();
+                let client = CoreClient::from_provider_metadata(
+                    metadata,
+                    self.client_id.clone(),
+                    self.client_secret.clone(),
+                );
+                let d = Arc::new(Discovered {
+                    client,
+                    end_session,
+                    fetched: Instant::now(),
+                });
+                self.discovered.store(Some(d.clone()));
+                *backoff = Backoff::default();
+                Ok(d)
+            }
+            Err(e) => {
+                backoff.failures = backoff.failures.saturating_add(1);
+                let delay = FIRST_BACKOFF
+                    .saturating_mul(2u32.saturating_pow(backoff.failures.min(16) - 1))
+                    .min(MAX_BACKOFF);
+                backoff.next_attempt = Some(Instant::now() + delay);
+                tracing::warn!(idp = %self.name, error = %e, retry_in = ?delay, "OpenID discovery failed");
+                current.ok_or_else(|| self.unavailable())
+            }
+        }
+    }
+
+    /// Starts a login: the authorization URL with PKCE S256, state and nonce.
+    pub(crate) async fn start(
+        &self,
+        redirect_uri: &str,
+    ) -> Result<AuthorizationStart, GatewayError> {
+        let d = self.client(false).await?;
+        let redirect = RedirectUrl::new(redirect_uri.to_owned())
+            .map_err(|_| GatewayError::BadRequest("cannot build the callback URL for this host"))?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state, nonce) = d
+            .client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scopes(self.scopes.iter().cloned())
+            .set_pkce_challenge(challenge)
+            .set_redirect_uri(Cow::Owned(redirect))
+            .url();
+        Ok(AuthorizationStart {
+            url,
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            pkce_verifier: verifier.secret().clone(),
+        })
+    }
+
+    /// Redeems the code and verifies the ID token (signature, `iss`, `aud`,
+    /// `exp`, `nonce`); merges userinfo claims when the IdP has the endpoint.
+    pub(crate) async fn finish(
+        &self,
+        code: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+        redirect_uri: &str,
+    ) -> Result<LoginResult, GatewayError> {
+        let failed = |what: &str| {
+            GatewayError::LoginFailed(format!("{what} (identity provider {})", self.name))
+        };
+        let d = self.client(false).await?;
+        let redirect =
+            RedirectUrl::new(redirect_uri.to_owned()).map_err(|_| failed("bad redirect URI"))?;
+        let token = d
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|_| failed("no token endpoint"))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
+            .set_redirect_uri(Cow::Owned(redirect))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| {
+                tracing::info!(idp = %self.name, error = %e, "code exchange failed");
+                failed("code exchange failed")
+            })?;
+        let id_token = token.id_token().ok_or_else(|| failed("no ID token"))?;
+        let nonce = Nonce::new(nonce.to_owned());
+        let verified = match id_token.claims(&d.client.id_token_verifier(), &nonce) {
+            Ok(c) => c.subject().to_string(),
+            Err(first) => {
+                // Perhaps the IdP rotated its keys: refresh once and retry.
+                let d2 = self.client(true).await?;
+                match id_token.claims(&d2.client.id_token_verifier(), &nonce) {
+                    Ok(c) => c.subject().to_string(),
+                    Err(_) => {
+                        tracing::info!(idp = %self.name, error = %first, "ID token rejected");
+                        return Err(failed("ID token rejected"));
+                    }
+                }
+            }
+        };
+        let raw = id_token.to_string();
+        // The signature over exactly these bytes was verified above; read
+        // every claim (groups, custom ones) from the payload.
+        let mut claims = raw
+            .split('.')
+            .nth(1)
+            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
+            .ok_or_else(|| failed("unreadable ID token"))?;
+        if let Some(userinfo) = d.client.user_info_url() {
+            let response = self
+                .http
+                .get(userinfo.url().clone())
+                .bearer_auth(token.access_token().secret())
+                .header(reqwest::header::ACCEPT, "application/json")
+                .send()
+                .await;
+            match response {
+                Ok(r) if r.status().is_success() => match r.json::<Map<String, Value>>().await {
+                    Ok(info) => {
+                        // OIDC Core 5.3.4: a userinfo `sub` that differs is not this user.
+                        if info.get("sub").and_then(Value::as_str) != Some(verified.as_str()) {
+                            return Err(failed("userinfo subject mismatch"));
+                        }
+                        for (k, v) in info {
+                            claims.entry(k).or_insert(v);
+                        }
+                    }
+                    // Signed/encrypted userinfo is not supported; the ID token suffices.
+                    Err(e) => tracing::info!(idp = %self.name, error = %e, "userinfo unreadable"),
+                },
+                Ok(r) => tracing::info!(idp = %self.name, status = %r.status(), "userinfo refused"),
+                Err(e) => tracing::info!(idp = %self.name, error = %e, "userinfo unreachable"),
+            }
+        }
+        Ok(LoginResult {
+            claims,
+            id_token: raw,
+        })
+    }
+
+    /// The RP-initiated logout URL, when the IdP advertises `end_session_endpoint`.
+    pub(crate) async fn logout_url(
+        &self,
+        id_token: &str,
+        post_logout_redirect_uri: &str,
+    ) -> Option<url::Url> {
+        let d = self.client(false).await.ok()?;
+        let end_session = d.end_session.clone()?;
+        let mut req = LogoutRequest::from(end_session).set_client_id(self.client_id.clone());
+        if let Ok(token) = CoreIdToken::from_str(id_token) {
+            req = req.set_id_token_hint(&token);
+        }
+        if let Ok(uri) = PostLogoutRedirectUrl::new(post_logout_redirect_uri.to_owned()) {
+            req = req.set_post_logout_redirect_uri(uri);
+        }
+        Some(req.http_get_url())
+    }
+}

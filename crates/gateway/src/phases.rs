@@ -1,0 +1,512 @@
+//! The request phases, in the order they run. Read this file top to bottom
+//! to follow one request from the listener to the upstream and back.
+//!
+//! 1. **accept** — the host and what we believe about the client
+//!    (`X-Forwarded-*` only from trusted proxies); first, since every later
+//!    decision needs them.
+//! 2. **route** — normalise the path (the path checked is the path
+//!    forwarded), answer the gateway's own endpoints (JWKS, callback, logout,
+//!    login), pick the app by host and longest prefix.
+//! 3. **strip identity headers** — before anything can read them, so no
+//!    client can forge an identity, on public paths too.
+//! 4. **public path?** — skips 5 and 6.
+//! 5. **authenticate** — the session cookie names a session, or a login starts
+//!    (302 for browsers, 401 for API calls).
+//! 6. **authorize** — the app's policy against the session's claims (403).
+//! 7. **upstream_request_filter** — cookies, hop-by-hop, `X-Forwarded-*`,
+//!    identity headers, assertion, upstream URI.
+//! 8. **forward** — pooled client, timeouts; upgrades are tunnelled.
+//! 9. **response_filter** — hop-by-hop removal.
+//!
+//! Errors from any phase go to [`crate::rescue`], the one place that turns
+//! them into pages; metrics are recorded once, at the end of [`serve`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cookie::{Cookie, SameSite};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt as _;
+use hyper_util::rt::TokioIo;
+use subtle::ConstantTimeEq as _;
+
+use crate::body::{BoxBody, empty, full};
+use crate::error::GatewayError;
+use crate::forward::ForwardError;
+use crate::headers::{ClientView, cookie_value, remove_hop_by_hop, set_identity, strip_cookies};
+use crate::route::{NormalPath, host_without_port};
+use crate::session::{PendingLogin, Session, SessionId, binding_hash};
+use crate::{App, Gateway, JWKS_PATH, Runtime, rescue, return_url};
+
+/// Runs every phase for one request and records its metrics.
+pub(crate) async fn serve<B>(
+    gw: &Gateway,
+    rt: &Runtime,
+    req: Request<B>,
+    peer: SocketAddr,
+    tls: bool,
+) -> Response<BoxBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let started = Instant::now();
+    let mut app: Option<Arc<App>> = None;
+    let resp = match pipeline(gw, rt, req, peer, tls, &mut app).await {
+        Ok(resp) => resp,
+        Err(e) => rescue::respond(&e),
+    };
+    let label = app.as_ref().map_or("none", |a| a.name.as_str());
+    gw.metrics.record(label, resp.status());
+    tracing::debug!(app = label, status = resp.status().as_u16(), elapsed = ?started.elapsed(), "gateway request");
+    resp
+}
+
+async fn pipeline<B>(
+    gw: &Gateway,
+    rt: &Runtime,
+    mut req: Request<B>,
+    peer: SocketAddr,
+    tls: bool,
+    app_out: &mut Option<Arc<App>>,
+) -> Result<Response<BoxBody>, GatewayError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // 1. accept
+    let authority = request_authority(&req)?;
+    let host = host_without_port(&authority);
+    let view = ClientView::new(req.headers(), &authority, peer, tls, &rt.trusted);
+
+    // 2. route
+    let path = NormalPath::parse(req.uri().path())?;
+    let query = req.uri().query().map(str::to_owned);
+    let p = path.as_str();
+    if p == JWKS_PATH {
+        return Ok(jwks(rt));
+    }
+    if p == rt.callback_path {
+        return callback(gw, rt, req.headers(), query.as_deref(), &view).await;
+    }
+    if p == rt.logout_path {
+        return logout(gw, rt, req.headers(), &view).await;
+    }
+    if p == rt.login_path {
+        let rd = query_param(query.as_deref(), "rd").unwrap_or_else(|| "/".to_owned());
+        let return_to = return_url::validate(&rd, &view.host, |candidate| {
+            rt.router.find(&host, candidate).is_some()
+        })?;
+        let target = NormalPath::parse(return_to.split('?').next().unwrap_or("/"))?;
+        let app = rt
+            .router
+            .find(&host, &target)
+            .ok_or(GatewayError::NoRoute)?
+            .clone();
+        *app_out = Some(app.clone());
+        return start_login(gw, rt, &app, req.headers(), &view, return_to).await;
+    }
+    let app = rt
+        .router
+        .find(&host, &path)
+        .ok_or(GatewayError::NoRoute)?
+        .clone();
+    *app_out = Some(app.clone());
+
+    // 3. strip identity headers
+    rt.owned.strip(req.headers_mut());
+
+    // 4. public path?
+    let public = app.public_paths.iter().any(|prefix| path.is_under(prefix));
+
+    // 5. authenticate
+    let session = if public {
+        None
+    } else {
+        match authenticate(gw, rt, req.headers(), &app).await? {
+            Some(s) => Some(s),
+            None => {
+                if looks_like_api(&req) {
+                    return Err(GatewayError::LoginRequired);
+                }
+                let return_to = match &query {
+                    Some(q) => format!("{p}?{q}"),
+                    None => p.to_owned(),
+                };
+                return start_login(gw, rt, &app, req.headers(), &view, return_to).await;
+            }
+        }
+    };
+
+    // 6. authorize
+    if let Some(s) = &session {
+        if !app.policy.allows(&s.claims) {
+            return Err(GatewayError::Forbidden {
+                app: app.name.clone(),
+            });
+        }
+    }
+
+    // 7. upstream_request_filter
+    let upgrade = is_upgrade(&req);
+    let inbound_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    strip_cookies(
+        &mut headers,
+        &[rt.cookie_name.as_str(), rt.binding_cookie_name.as_str()],
+    );
+    remove_hop_by_hop(&mut headers, upgrade);
+    view.apply(&mut headers);
+    if let Some(s) = &session {
+        set_identity(&mut headers, &app.headers, &s.claims);
+        if let (Some(name), Some(signer)) = (&app.assertion_header, &rt.signer) {
+            if let Some(jwt) = signer.sign(&app.name, &s.claims) {
+                if let Ok(v) = HeaderValue::from_str(&jwt) {
+                    headers.insert(name.clone(), v);
+                }
+            }
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(app.upstream.authority().as_str()) {
+        headers.insert(header::HOST, v);
+    }
+    let path_and_query = match &query {
+        Some(q) => format!("{p}?{q}"),
+        None => p.to_owned(),
+    };
+    let path_and_query = PathAndQuery::try_from(path_and_query)
+        .map_err(|_| GatewayError::BadRequest("invalid query"))?;
+    let uri = app
+        .upstream
+        .uri(path_and_query)
+        .map_err(|_| GatewayError::BadRequest("invalid request target"))?;
+    let mut upstream_req = Request::new(body.map_err(Into::into).boxed());
+    *upstream_req.method_mut() = parts.method;
+    *upstream_req.uri_mut() = uri;
+    // The client picks HTTP/2 per connection from ALPN; the request starts as 1.1.
+    *upstream_req.version_mut() = Version::HTTP_11;
+    *upstream_req.headers_mut() = headers;
+
+    // 8. forward
+    let sent = Instant::now();
+    let result = app.upstream.send(upstream_req, upgrade).await;
+    gw.metrics
+        .upstream_latency
+        .with_label_values(&[app.name.as_str()])
+        .observe(sent.elapsed().as_secs_f64());
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(ForwardError::Timeout) => {
+            return Err(GatewayError::Timeout {
+                app: app.name.clone(),
+            });
+        }
+        Err(ForwardError::Failed(e)) => {
+            tracing::warn!(app = %app.name, error = %e, "upstream request failed");
+            return Err(GatewayError::Upstream {
+                app: app.name.clone(),
+            });
+        }
+    };
+
+    // 9. response_filter
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(inbound) = inbound_upgrade else {
+            return Err(GatewayError::Upstream {
+                app: app.name.clone(),
+            });
+        };
+        let outbound = hyper::upgrade::on(&mut resp);
+        let name = app.name.clone();
+        tokio::spawn(async move {
+            match tokio::try_join!(inbound, outbound) {
+                Ok((client, upstream)) => {
+                    let mut client = TokioIo::new(client);
+                    let mut upstream = TokioIo::new(upstream);
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                    {
+                        tracing::debug!(app = %name, error = %e, "upgraded connection ended");
+                    }
+                }
+                Err(e) => tracing::debug!(app = %name, error = %e, "upgrade failed"),
+            }
+        });
+        remove_hop_by_hop(resp.headers_mut(), true);
+    } else {
+        remove_hop_by_hop(resp.headers_mut(), false);
+    }
+    Ok(resp.map(|b| b.map_err(Into::into).boxed()))
+}
+
+/// The authority the client asked for: `:authority` / absolute-form first, then `Host`.
+fn request_authority<B>(req: &Request<B>) -> Result<String, GatewayError> {
+    if let Some(a) = req.uri().authority() {
+        return Ok(a.as_str().to_owned());
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && http::uri::Authority::try_from(*h).is_ok())
+        .map(str::to_owned)
+        .ok_or(GatewayError::BadRequest("missing or invalid Host"))
+}
+
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// API clients cannot follow a login redirect; they get 401 instead. A
+/// non-GET would lose its body through the login round trip, so it counts too.
+fn looks_like_api<B>(req: &Request<B>) -> bool {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return true;
+    }
+    if req.headers().contains_key("x-requested-with") {
+        return true;
+    }
+    req.headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json") && !v.contains("text/html"))
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+// ---- 5. authenticate -------------------------------------------------------
+
+async fn authenticate(
+    gw: &Gateway,
+    rt: &Runtime,
+    headers: &HeaderMap,
+    app: &App,
+) -> Result<Option<Arc<Session>>, GatewayError> {
+    let Some(id) = cookie_value(headers, &rt.cookie_name).and_then(|v| SessionId::parse(&v)) else {
+        return Ok(None);
+    };
+    // A session from another IdP proves nothing to this app.
+    Ok(gw.sessions.get(&id).await?.filter(|s| s.idp == app.idp))
+}
+
+fn set_cookie(resp: &mut Response<BoxBody>, c: Cookie<'_>) {
+    if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+fn cookie<'a>(name: &'a str, value: String, secure: bool, max_age: Duration) -> Cookie<'a> {
+    Cookie::build((name, value))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .path("/")
+        .secure(secure)
+        .max_age(cookie::time::Duration::seconds(
+            i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
+        ))
+        .build()
+}
+
+fn redirect(status: StatusCode, location: &str) -> Result<Response<BoxBody>, GatewayError> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = status;
+    let v = HeaderValue::from_str(location)
+        .map_err(|_| GatewayError::BadRequest("invalid redirect target"))?;
+    resp.headers_mut().insert(header::LOCATION, v);
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// Stores a pending login and sends the browser to the IdP.
+async fn start_login(
+    gw: &Gateway,
+    rt: &Runtime,
+    app: &App,
+    headers: &HeaderMap,
+    view: &ClientView,
+    return_to: String,
+) -> Result<Response<BoxBody>, GatewayError> {
+    let idp = rt.idps.get(&app.idp).ok_or(GatewayError::IdpUnavailable {
+        idp: app.idp.clone(),
+    })?;
+    let redirect_uri = format!("{}://{}{}", view.proto, view.host, rt.callback_path);
+    let start = idp.start(&redirect_uri).await?;
+    // One binding value per browser, reused while it lives, so logins
+    // started in several tabs at once all complete.
+    let binding = cookie_value(headers, &rt.binding_cookie_name)
+        .filter(|v| SessionId::parse(v).is_some())
+        .unwrap_or_else(|| SessionId::random().expose().to_owned());
+    let pending = PendingLogin::new(
+        idp.name().to_owned(),
+        app.name.clone(),
+        return_to,
+        start.pkce_verifier,
+        start.nonce,
+        binding_hash(&binding),
+        redirect_uri,
+    );
+    gw.sessions
+        .put_pending(&start.state, pending, rt.pending_ttl)
+        .await?;
+    let mut resp = redirect(StatusCode::FOUND, start.url.as_str())?;
+    set_cookie(
+        &mut resp,
+        cookie(
+            &rt.binding_cookie_name,
+            binding,
+            view.proto == "https",
+            rt.pending_ttl,
+        ),
+    );
+    Ok(resp)
+}
+
+/// The IdP sent the browser back: redeem the code, create a session.
+async fn callback(
+    gw: &Gateway,
+    rt: &Runtime,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    view: &ClientView,
+) -> Result<Response<BoxBody>, GatewayError> {
+    let state = query_param(query, "state").ok_or(GatewayError::BadRequest("missing state"))?;
+    let logins = &gw.metrics.logins;
+    let Some(pending) = gw.sessions.take_pending(&state).await? else {
+        logins.with_label_values(&["expired"]).inc();
+        return Err(GatewayError::LoginFailed("unknown or expired state".into()));
+    };
+    // The callback must come from the browser that started the login.
+    let bound = cookie_value(headers, &rt.binding_cookie_name)
+        .map(|v| binding_hash(&v))
+        .is_some_and(|h| bool::from(h.as_bytes().ct_eq(pending.binding.as_bytes())));
+    if !bound {
+        logins.with_label_values(&["failure"]).inc();
+        return Err(GatewayError::LoginFailed(
+            "login started in another browser".into(),
+        ));
+    }
+    if let Some(err) = query_param(query, "error") {
+        logins.with_label_values(&["denied"]).inc();
+        return Err(GatewayError::LoginFailed(format!(
+            "identity provider answered {err}"
+        )));
+    }
+    let code = query_param(query, "code").ok_or(GatewayError::BadRequest("missing code"))?;
+    let Some(idp) = rt.idps.get(&pending.idp) else {
+        logins.with_label_values(&["failure"]).inc();
+        return Err(GatewayError::LoginFailed(
+            "identity provider no longer configured".into(),
+        ));
+    };
+    // RFC 9207: when the IdP names itself in the response, it must be the one
+    // this login was sent to (mix-up defence).
+    if let Some(iss) = query_param(query, "iss") {
+        if iss != idp.issuer() {
+            logins.with_label_values(&["failure"]).inc();
+            return Err(GatewayError::LoginFailed(
+                "authorization response from another issuer".into(),
+            ));
+        }
+    }
+    let result = match idp
+        .finish(
+            &code,
+            &pending.pkce_verifier,
+            &pending.nonce,
+            &pending.redirect_uri,
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            logins.with_label_values(&["failure"]).inc();
+            return Err(e);
+        }
+    };
+    // A new id at every login, and the old one dropped: an id planted in the
+    // browser before login never becomes an authenticated session.
+    if let Some(old) = cookie_value(headers, &rt.cookie_name).and_then(|v| SessionId::parse(&v)) {
+        gw.sessions.remove(&old).await?;
+    }
+    let session = Session::new(pending.idp.clone(), result.claims, result.id_token);
+    let id = gw.sessions.create(session, &gw.metrics).await?;
+    logins.with_label_values(&["success"]).inc();
+    tracing::info!(app = %pending.app, idp = %pending.idp, client = %view.client_ip, "login");
+    let mut resp = redirect(StatusCode::SEE_OTHER, &pending.return_to)?;
+    set_cookie(
+        &mut resp,
+        cookie(
+            &rt.cookie_name,
+            id.expose().to_owned(),
+            view.proto == "https",
+            rt.session_max_lifetime,
+        ),
+    );
+    Ok(resp)
+}
+
+/// Drops the session and continues to the IdP's end-session endpoint.
+async fn logout(
+    gw: &Gateway,
+    rt: &Runtime,
+    headers: &HeaderMap,
+    view: &ClientView,
+) -> Result<Response<BoxBody>, GatewayError> {
+    let mut session = None;
+    if let Some(id) = cookie_value(headers, &rt.cookie_name).and_then(|v| SessionId::parse(&v)) {
+        session = gw.sessions.get(&id).await?;
+        gw.sessions.remove(&id).await?;
+    }
+    let mut target = None;
+    if let Some(s) = &session {
+        if let Some(idp) = rt.idps.get(&s.idp) {
+            let back = format!("{}://{}/", view.proto, view.host);
+            target = idp.logout_url(&s.id_token, &back).await;
+        }
+    }
+    let mut resp = match target {
+        Some(url) => redirect(StatusCode::FOUND, url.as_str())?,
+        None => rescue::page(StatusCode::OK, "Signed out", "You have been signed out."),
+    };
+    let mut removal = Cookie::build((rt.cookie_name.as_str(), ""))
+        .path("/")
+        .http_only(true)
+        .build();
+    removal.make_removal();
+    set_cookie(&mut resp, removal);
+    Ok(resp)
+}
+
+fn jwks(rt: &Runtime) -> Response<BoxBody> {
+    let body = rt
+        .signer
+        .as_ref()
+        .map_or_else(crate::assertion::empty_jwks, |s| s.jwks());
+    let mut resp = Response::new(full(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}

@@ -1,0 +1,139 @@
+//! Validation of the URL a user returns to after login: it must stay on the
+//! same app, so the gateway can never be used as an open redirector.
+
+use percent_encoding::percent_decode_str;
+
+use crate::error::GatewayError;
+use crate::route::NormalPath;
+
+const REFUSED: GatewayError = GatewayError::BadRequest("return URL must be a path on this app");
+
+/// Checks `raw` and returns the path-and-query to redirect to.
+///
+/// Accepted: a path starting with a single `/`, or an absolute `http(s)://`
+/// URL on `host` (the request's own host, port included), whose normalised
+/// path `same_app` accepts. Refused: `//evil`, `/\evil`, `https:evil`, other
+/// hosts, backslashes, control characters, and the same tricks percent-encoded
+/// (browsers decode some of them before navigating).
+pub(crate) fn validate(
+    raw: &str,
+    host: &str,
+    same_app: impl Fn(&NormalPath) -> bool,
+) -> Result<String, GatewayError> {
+    if raw.is_empty() || raw.bytes().any(|b| b <= 0x20 || b == 0x7f || b == b'\\') {
+        return Err(REFUSED);
+    }
+    // Decode until stable (bounded) and look at every layer: `/%2F%2Fevil`
+    // and `%252F` must fail like their plain forms.
+    let mut layer = raw.to_owned();
+    for _ in 0..4 {
+        let decoded = percent_decode_str(&layer).decode_utf8_lossy().into_owned();
+        if decoded
+            .chars()
+            .any(|c| c.is_control() || c == '\\' || c == ' ')
+            || decoded.starts_with("//")
+            || decoded.starts_with("/\\")
+        {
+            return Err(REFUSED);
+        }
+        if decoded == layer {
+            break;
+        }
+        layer = decoded;
+    }
+    let path_and_query = if raw.starts_with('/') {
+        if raw.starts_with("//") {
+            return Err(REFUSED);
+        }
+        raw.to_owned()
+    } else {
+        let lower = raw.to_ascii_lowercase();
+        if !(lower.starts_with("https://") || lower.starts_with("http://")) {
+            return Err(REFUSED);
+        }
+        let url = url::Url::parse(raw).map_err(|_| REFUSED)?;
+        let authority = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            _ => return Err(REFUSED),
+        };
+        if !url.username().is_empty()
+            || url.password().is_some()
+            || !authority.eq_ignore_ascii_case(host)
+        {
+            return Err(REFUSED);
+        }
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        }
+    };
+    let without_fragment = path_and_query.split('#').next().unwrap_or("/");
+    let (path, query) = match without_fragment.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (without_fragment, None),
+    };
+    let normal = NormalPath::parse(path).map_err(|_| REFUSED)?;
+    if !same_app(&normal) {
+        return Err(REFUSED);
+    }
+    Ok(match query {
+        Some(q) => format!("{}?{q}", normal.as_str()),
+        None => normal.as_str().to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(raw: &str) -> Option<String> {
+        validate(raw, "app.example:8443", |p| !p.is_under("/other-app")).ok()
+    }
+
+    #[test]
+    fn return_url_table() {
+        let accepted = [
+            ("/", "/"),
+            ("/dash?x=1", "/dash?x=1"),
+            ("/a/../b", "/b"),
+            ("/dash#frag", "/dash"),
+            ("https://app.example:8443/x?y", "/x?y"),
+            ("HTTPS://APP.EXAMPLE:8443/x", "/x"),
+        ];
+        for (raw, want) in accepted {
+            assert_eq!(check(raw).as_deref(), Some(want), "{raw}");
+        }
+        let refused = [
+            "",
+            "//evil.example",
+            "//evil.example/path",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "https:evil.example",
+            "https:/evil.example",
+            "http:evil.example",
+            "https://evil.example/",
+            "https://app.example/",
+            "https://app.example:8443@evil.example/",
+            "https://user@app.example:8443/",
+            "//app.example:8443/x",
+            "javascript:alert(1)",
+            "evil.example",
+            "/%2F%2Fevil.example",
+            "%2F%2Fevil.example",
+            "/%2f/evil.example",
+            "/%5Cevil.example",
+            "/%255C%255Cevil.example",
+            "/%09/evil.example",
+            "/\t/evil.example",
+            "/ /evil.example",
+            "/other-app/x",
+            "https://app.example:8443/other-app",
+            "/x/../other-app/y",
+        ];
+        for raw in refused {
+            assert_eq!(check(raw), None, "{raw:?} must be refused");
+        }
+    }
+}
