@@ -222,3 +222,18 @@ def test_long_release_names_stay_within_kubernetes_limits():
         assert len(doc["metadata"]["name"]) <= 63, doc["metadata"]["name"]
     # The controller adds `controller-revision-hash: <name>-<10 chars>` to each pod.
     assert len(r.statefulset()["metadata"]["name"]) <= 52
+
+
+def test_openshift_lets_the_scc_choose_the_uid():
+    """The README's OpenShift values: null removes the fixed IDs, the rest stays hardened."""
+    r = render(
+        {
+            "podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None},
+            "containerSecurityContext": {"runAsUser": None, "runAsGroup": None},
+        }
+    )
+    validate_kubernetes(r)
+    pod = r.statefulset()["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    sc = r.container()["securityContext"]
+    assert "runAsUser" not in sc and sc["readOnlyRootFilesystem"] is True and sc["capabilities"] == {"drop": ["ALL"]}
