@@ -1,0 +1,76 @@
+//! Token introspection (RFC 7662) for authenticated clients: access tokens
+//! (our JWTs, unrevoked) and refresh tokens (live, family not revoked).
+//! Anything else is simply `{"active": false}`.
+
+use http::Response;
+use http::request::Parts;
+use serde_json::{Value, json};
+
+use crate::BoxBody;
+use crate::error::{self, ErrorCode, OAuthError};
+use crate::params::Params;
+use crate::provider::Provider;
+use crate::tokens::now;
+use crate::userinfo::verify_access_token;
+use crate::web;
+
+pub(crate) async fn serve(p: &Provider, parts: &Parts, params: &Params) -> Response<BoxBody> {
+    match introspect(p, parts, params).await {
+        Ok(body) => web::json(http::StatusCode::OK, &body),
+        Err(e) => error::json_response(&e),
+    }
+}
+
+async fn introspect(p: &Provider, parts: &Parts, params: &Params) -> Result<Value, OAuthError> {
+    p.clients.authenticate(&parts.headers, params)?;
+    let token = params.require("token")?;
+    // A JWT has two dots; our refresh tokens are base64url without any.
+    if token.bytes().filter(|b| *b == b'.').count() == 2 {
+        return match verify_access_token(p, token).await {
+            Ok(c) => {
+                let mut body = json!({
+                    "active": true,
+                    "token_type": "Bearer",
+                    "iss": c.iss,
+                    "sub": c.sub,
+                    "aud": c.aud,
+                    "client_id": c.client_id,
+                    "exp": c.exp,
+                    "iat": c.iat,
+                    "jti": c.jti,
+                    "scope": c.scope,
+                });
+                if let Some(u) = c.username {
+                    body["username"] = Value::String(u);
+                }
+                Ok(body)
+            }
+            Err(e) if e.code == ErrorCode::TemporarilyUnavailable => Err(e),
+            Err(_) => Ok(inactive()),
+        };
+    }
+    let Some(rec) = p.store.refresh(token).await? else {
+        return Ok(inactive());
+    };
+    if rec.expires_at < now() || p.store.family(&rec.family_id).await?.is_none() {
+        return Ok(inactive());
+    }
+    let sub = p.users.get(&rec.username).map(|u| u.sub.clone());
+    let Some(sub) = sub else {
+        return Ok(inactive());
+    };
+    Ok(json!({
+        "active": true,
+        "token_type": "refresh_token",
+        "iss": p.issuer,
+        "sub": sub,
+        "client_id": rec.client_id,
+        "username": rec.username,
+        "scope": rec.scope,
+        "exp": rec.expires_at,
+    }))
+}
+
+fn inactive() -> Value {
+    json!({ "active": false })
+}

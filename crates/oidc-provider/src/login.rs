@@ -1,0 +1,194 @@
+//! The login form's POST: CSRF check, throttling per user name and per client
+//! IP, argon2id verification, then a new SSO session and the pending
+//! authorization's code.
+
+use http::request::Parts;
+use http::{Response, StatusCode, header};
+use subtle::ConstantTimeEq as _;
+
+use crate::BoxBody;
+use crate::authorize;
+use crate::error::{self, OAuthError};
+use crate::html;
+use crate::params::Params;
+use crate::provider::{CSRF_COOKIE, Provider, RequestCtx, SESSION_COOKIE};
+use crate::store::{PendingAuthorization, SsoSession, ThrottleSubject, random_id, random_token};
+use crate::tokens::{self, now};
+use crate::users::Verified;
+use crate::web;
+
+const BAD_CREDENTIALS: &str = "Incorrect username or password.";
+const THROTTLED: &str = "Too many failed sign-in attempts. Wait a few minutes and try again.";
+/// Longest user name or password looked at (argon2 cost is per byte too).
+const MAX_CREDENTIAL: usize = 1024;
+
+pub(crate) async fn serve(
+    p: &Provider,
+    parts: &Parts,
+    params: &Params,
+    ctx: RequestCtx,
+) -> Response<BoxBody> {
+    match login(p, parts, params, ctx).await {
+        Ok(resp) => resp,
+        Err(e) => error::page_response(&e),
+    }
+}
+
+async fn login(
+    p: &Provider,
+    parts: &Parts,
+    params: &Params,
+    ctx: RequestCtx,
+) -> Result<Response<BoxBody>, OAuthError> {
+    let tx = params.require("tx")?;
+    let csrf = params.require("csrf")?;
+    let Some(pending) = p.store.pending(tx).await? else {
+        return Err(OAuthError::invalid_request(
+            "this sign-in request has expired; go back to the application and start again",
+        ));
+    };
+    // Double submit, bound to the transaction: the form field, the cookie and
+    // the stored value must all agree (login CSRF).
+    let cookie = web::cookie(&parts.headers, CSRF_COOKIE).unwrap_or_default();
+    let form_ok: bool = csrf.as_bytes().ct_eq(pending.csrf.as_bytes()).into();
+    let cookie_ok: bool = cookie.as_bytes().ct_eq(pending.csrf.as_bytes()).into();
+    if !(form_ok && cookie_ok) {
+        return Err(OAuthError::invalid_request(
+            "CSRF check failed; reload the sign-in page",
+        ));
+    }
+
+    let username = params.get("username").unwrap_or_default();
+    let password = params.get("password").unwrap_or_default();
+    if username.is_empty()
+        || password.is_empty()
+        || username.len() > MAX_CREDENTIAL
+        || password.len() > MAX_CREDENTIAL
+    {
+        p.metrics.logins.with_label_values(&["failure"]).inc();
+        return Ok(form(
+            p,
+            tx,
+            &pending,
+            username,
+            StatusCode::UNAUTHORIZED,
+            BAD_CREDENTIALS,
+        ));
+    }
+
+    let ip = ctx.client_ip.to_string();
+    if p.store
+        .is_locked(ThrottleSubject::Username, username)
+        .await?
+        || p.store.is_locked(ThrottleSubject::ClientIp, &ip).await?
+    {
+        p.metrics.logins.with_label_values(&["throttled"]).inc();
+        return Ok(form(
+            p,
+            tx,
+            &pending,
+            username,
+            StatusCode::TOO_MANY_REQUESTS,
+            THROTTLED,
+        ));
+    }
+
+    let user = match p.users.verify(username, password.to_owned()).await {
+        Verified::Ok(user) => user,
+        Verified::Bad => {
+            p.metrics.logins.with_label_values(&["failure"]).inc();
+            let t = &p.throttle;
+            p.store
+                .record_failure(
+                    ThrottleSubject::Username,
+                    username,
+                    t.max_failures_per_user,
+                    t.window,
+                )
+                .await?;
+            p.store
+                .record_failure(
+                    ThrottleSubject::ClientIp,
+                    &ip,
+                    t.max_failures_per_ip,
+                    t.window,
+                )
+                .await?;
+            tracing::info!(client_ip = %ip, "failed sign-in");
+            return Ok(form(
+                p,
+                tx,
+                &pending,
+                username,
+                StatusCode::UNAUTHORIZED,
+                BAD_CREDENTIALS,
+            ));
+        }
+    };
+    p.metrics.logins.with_label_values(&["success"]).inc();
+
+    // Consume the transaction only now, so a typo does not restart the flow;
+    // `take` makes a double submit issue one code, not two.
+    let Some(pending) = p.store.take_pending(tx).await? else {
+        return Err(OAuthError::invalid_request(
+            "this sign-in request has expired; go back to the application and start again",
+        ));
+    };
+
+    // A fresh session id on every login (no session fixation); the old
+    // session, if any, ends.
+    if let Some(old) = web::cookie(&parts.headers, SESSION_COOKIE) {
+        p.store.delete_session(&old).await?;
+    }
+    let cookie = random_token();
+    let session = SsoSession {
+        sid: random_id(),
+        username: user.username.clone(),
+        auth_time: now(),
+        expires_at: tokens::expiry(p.sso_ttl),
+    };
+    p.store.put_session(&cookie, &session, p.sso_ttl).await?;
+    tracing::info!(sid = %session.sid, "sign-in");
+
+    let mut resp = match authorize::issue_code(p, &pending, &session).await {
+        Ok(r) => r,
+        Err(e) => error::redirect_response(
+            &pending.redirect_uri,
+            pending.state.as_deref(),
+            &p.issuer,
+            &e,
+        ),
+    };
+    let h = resp.headers_mut();
+    if let Some(v) = web::set_cookie(
+        SESSION_COOKIE,
+        Some(&cookie),
+        p.cookie_path(),
+        ctx.tls,
+        Some(p.sso_ttl),
+    ) {
+        h.append(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+/// The form again, with a message.
+fn form(
+    p: &Provider,
+    tx: &str,
+    pending: &PendingAuthorization,
+    username: &str,
+    status: StatusCode,
+    message: &str,
+) -> Response<BoxBody> {
+    let action = p.local_path("/login");
+    let page = html::login_page(&html::LoginForm {
+        action: &action,
+        transaction: tx,
+        csrf: &pending.csrf,
+        username,
+        client: &pending.client_id,
+        message: Some(message),
+    });
+    web::html(status, page)
+}

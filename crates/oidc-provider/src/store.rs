@@ -1,0 +1,430 @@
+//! Typed records of the provider's state in the cache, so endpoints never
+//! touch raw keys or bytes.
+//!
+//! Bearer secrets (codes, refresh tokens, session cookies, login transactions)
+//! are stored under the SHA-256 of their value: a dump of the cache does not
+//! hand out working credentials. Records are JSON with a version tag; a record
+//! that does not decode reads as a miss (and is logged), never as an error
+//! page, so a format change across a rolling upgrade only costs a re-login.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use orchestrator_cache::{Cache, CacheError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// Version of the record format; bump when a record changes incompatibly.
+const VERSION: u8 = 1;
+
+/// The cache failed; the request can be retried.
+#[derive(Debug, thiserror::Error)]
+#[error("cache: {0}")]
+pub(crate) struct StoreError(#[from] CacheError);
+
+/// A validated authorization request waiting for the user to log in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PendingAuthorization {
+    pub(crate) client_id: String,
+    pub(crate) redirect_uri: String,
+    pub(crate) scope: String,
+    pub(crate) state: Option<String>,
+    pub(crate) nonce: Option<String>,
+    pub(crate) code_challenge: Option<String>,
+    pub(crate) login_hint: Option<String>,
+    /// The CSRF token the login form and cookie must both carry.
+    pub(crate) csrf: String,
+}
+
+/// An issued authorization code.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CodeRecord {
+    pub(crate) client_id: String,
+    pub(crate) redirect_uri: String,
+    pub(crate) username: String,
+    pub(crate) scope: String,
+    pub(crate) nonce: Option<String>,
+    pub(crate) code_challenge: Option<String>,
+    pub(crate) auth_time: u64,
+    pub(crate) sid: String,
+    pub(crate) expires_at: u64,
+}
+
+/// Left behind when a code is redeemed, so a replay can revoke what it issued.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CodeRedeemed {
+    pub(crate) family_id: Option<String>,
+    pub(crate) access_jti: String,
+    pub(crate) access_exp: u64,
+}
+
+/// A live refresh token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RefreshRecord {
+    pub(crate) family_id: String,
+    pub(crate) client_id: String,
+    pub(crate) username: String,
+    pub(crate) scope: String,
+    pub(crate) auth_time: u64,
+    pub(crate) sid: String,
+    pub(crate) expires_at: u64,
+}
+
+/// Left behind when a refresh token is rotated, so reuse can be detected.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RefreshSpent {
+    pub(crate) family_id: String,
+}
+
+/// One grant's chain of refresh tokens; deleting it revokes them all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct FamilyRecord {
+    pub(crate) client_id: String,
+    pub(crate) username: String,
+    /// The newest access token of the family, revoked with it.
+    pub(crate) access_jti: String,
+    pub(crate) access_exp: u64,
+}
+
+/// An SSO session at the provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SsoSession {
+    /// Public session id (the ID token's `sid`); not the cookie value.
+    pub(crate) sid: String,
+    pub(crate) username: String,
+    pub(crate) auth_time: u64,
+    pub(crate) expires_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    v: u8,
+    r: T,
+}
+
+/// What a login throttle counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ThrottleSubject {
+    Username,
+    ClientIp,
+}
+
+impl ThrottleSubject {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Username => "user",
+            Self::ClientIp => "ip",
+        }
+    }
+}
+
+/// The provider's view of the cache.
+#[derive(Clone)]
+pub(crate) struct Store {
+    cache: Arc<dyn Cache>,
+}
+
+/// SHA-256 of a secret handle, base64url: the key it is stored under.
+pub(crate) fn digest(secret: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A random 256-bit handle, base64url (codes, refresh tokens, cookies).
+pub(crate) fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A random 128-bit identifier (jti, sid, family ids): unique, not secret.
+pub(crate) fn random_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl Store {
+    pub(crate) fn new(cache: Arc<dyn Cache>) -> Self {
+        Self { cache }
+    }
+
+    async fn put<T: Serialize>(&self, key: &str, rec: &T, ttl: Duration) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(&Envelope { v: VERSION, r: rec })
+            .map_err(|e| StoreError(CacheError::Corrupt(e.to_string())))?;
+        self.cache
+            .set(key, &bytes, ttl.max(Duration::from_secs(1)))
+            .await?;
+        Ok(())
+    }
+
+    fn decode<T: DeserializeOwned>(key_kind: &str, bytes: Option<Vec<u8>>) -> Option<T> {
+        let bytes = bytes?;
+        match serde_json::from_slice::<Envelope<T>>(&bytes) {
+            Ok(env) if env.v == VERSION => Some(env.r),
+            _ => {
+                tracing::warn!(
+                    kind = key_kind,
+                    "undecodable oidc record treated as missing"
+                );
+                None
+            }
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(Self::decode(kind, self.cache.get(key).await?))
+    }
+
+    async fn take<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(Self::decode(kind, self.cache.take(key).await?))
+    }
+
+    // --- pending authorizations (login transactions) ---
+
+    pub(crate) async fn put_pending(
+        &self,
+        tx: &str,
+        rec: &PendingAuthorization,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.put(&format!("oidc:authz:{}", digest(tx)), rec, ttl)
+            .await
+    }
+
+    pub(crate) async fn pending(
+        &self,
+        tx: &str,
+    ) -> Result<Option<PendingAuthorization>, StoreError> {
+        self.get("authz", &format!("oidc:authz:{}", digest(tx)))
+            .await
+    }
+
+    /// Consumes a pending authorization; `None` if another request already did.
+    pub(crate) async fn take_pending(
+        &self,
+        tx: &str,
+    ) -> Result<Option<PendingAuthorization>, StoreError> {
+        self.take("authz", &format!("oidc:authz:{}", digest(tx)))
+            .await
+    }
+
+    // --- authorization codes ---
+
+    pub(crate) async fn put_code(
+        &self,
+        code: &str,
+        rec: &CodeRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.put(&format!("oidc:code:{}", digest(code)), rec, ttl)
+            .await
+    }
+
+    /// Redeems a code: atomic get-and-delete, so it works once across replicas.
+    pub(crate) async fn take_code(&self, code: &str) -> Result<Option<CodeRecord>, StoreError> {
+        self.take("code", &format!("oidc:code:{}", digest(code)))
+            .await
+    }
+
+    pub(crate) async fn mark_code_redeemed(
+        &self,
+        code: &str,
+        rec: &CodeRedeemed,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.put(&format!("oidc:code-used:{}", digest(code)), rec, ttl)
+            .await
+    }
+
+    pub(crate) async fn code_redeemed(
+        &self,
+        code: &str,
+    ) -> Result<Option<CodeRedeemed>, StoreError> {
+        self.get("code-used", &format!("oidc:code-used:{}", digest(code)))
+            .await
+    }
+
+    // --- refresh tokens and their families ---
+
+    pub(crate) async fn put_refresh(
+        &self,
+        token: &str,
+        rec: &RefreshRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.put(&format!("oidc:rt:{}", digest(token)), rec, ttl)
+            .await
+    }
+
+    pub(crate) async fn refresh(&self, token: &str) -> Result<Option<RefreshRecord>, StoreError> {
+        self.get("rt", &format!("oidc:rt:{}", digest(token))).await
+    }
+
+    /// Spends a refresh token (atomic, like codes).
+    pub(crate) async fn take_refresh(
+        &self,
+        token: &str,
+    ) -> Result<Option<RefreshRecord>, StoreError> {
+        self.take("rt", &format!("oidc:rt:{}", digest(token))).await
+    }
+
+    pub(crate) async fn delete_refresh(&self, token: &str) -> Result<(), StoreError> {
+        self.cache
+            .delete(&format!("oidc:rt:{}", digest(token)))
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn mark_refresh_spent(
+        &self,
+        token: &str,
+        rec: &RefreshSpent,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.put(&format!("oidc:rt-spent:{}", digest(token)), rec, ttl)
+            .await
+    }
+
+    pub(crate) async fn refresh_spent(
+        &self,
+        token: &str,
+    ) -> Result<Option<RefreshSpent>, StoreError> {
+        self.get("rt-spent", &format!("oidc:rt-spent:{}", digest(token)))
+            .await
+    }
+
+    pub(crate) async fn put_family(
+        &self,
+        id: &str,
+        rec: &FamilyRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.put(&format!("oidc:family:{id}"), rec, ttl).await
+    }
+
+    pub(crate) async fn family(&self, id: &str) -> Result<Option<FamilyRecord>, StoreError> {
+        self.get("family", &format!("oidc:family:{id}")).await
+    }
+
+    /// Revokes a family: its refresh tokens stop working and its newest
+    /// access token is put on the revocation list.
+    pub(crate) async fn revoke_family(&self, id: &str) -> Result<(), StoreError> {
+        if let Some(fam) = self
+            .take::<FamilyRecord>("family", &format!("oidc:family:{id}"))
+            .await?
+        {
+            self.revoke_jti(&fam.access_jti, fam.access_exp).await?;
+        }
+        Ok(())
+    }
+
+    // --- access-token revocation list ---
+
+    /// Puts an access token's `jti` on the revocation list until it expires anyway.
+    pub(crate) async fn revoke_jti(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
+        let remaining = exp.saturating_sub(crate::tokens::now());
+        if remaining == 0 {
+            return Ok(());
+        }
+        self.cache
+            .set(
+                &format!("oidc:revoked:{jti}"),
+                b"1",
+                Duration::from_secs(remaining + 1),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .cache
+            .get(&format!("oidc:revoked:{jti}"))
+            .await?
+            .is_some())
+    }
+
+    // --- SSO sessions ---
+
+    pub(crate) async fn put_session(
+        &self,
+        cookie: &str,
+        rec: &SsoSession,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.put(&format!("oidc:sso:{}", digest(cookie)), rec, ttl)
+            .await
+    }
+
+    pub(crate) async fn session(&self, cookie: &str) -> Result<Option<SsoSession>, StoreError> {
+        self.get("sso", &format!("oidc:sso:{}", digest(cookie)))
+            .await
+    }
+
+    pub(crate) async fn delete_session(&self, cookie: &str) -> Result<(), StoreError> {
+        self.cache
+            .delete(&format!("oidc:sso:{}", digest(cookie)))
+            .await?;
+        Ok(())
+    }
+
+    // --- login throttling ---
+
+    fn throttle_keys(subject: ThrottleSubject, value: &str) -> (String, String) {
+        let h = digest(value);
+        (
+            format!("oidc:fail:{}:{h}", subject.as_str()),
+            format!("oidc:lock:{}:{h}", subject.as_str()),
+        )
+    }
+
+    /// True while `value` is locked out after too many failures.
+    pub(crate) async fn is_locked(
+        &self,
+        subject: ThrottleSubject,
+        value: &str,
+    ) -> Result<bool, StoreError> {
+        let (_, lock) = Self::throttle_keys(subject, value);
+        Ok(self.cache.get(&lock).await?.is_some())
+    }
+
+    /// Counts one failure; locks `value` for `window` once `max` is reached.
+    /// Both keys expire after the window, so memory stays bounded by the
+    /// number of distinct failing subjects per window.
+    pub(crate) async fn record_failure(
+        &self,
+        subject: ThrottleSubject,
+        value: &str,
+        max: u32,
+        window: Duration,
+    ) -> Result<(), StoreError> {
+        let (count, lock) = Self::throttle_keys(subject, value);
+        let n = self.cache.incr(&count, window).await?;
+        if n >= u64::from(max) {
+            self.cache.set(&lock, b"1", window).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_random_and_digests_stable() {
+        assert_ne!(random_token(), random_token());
+        assert_eq!(random_token().len(), 43);
+        assert_eq!(digest("abc"), digest("abc"));
+        assert_ne!(digest("abc"), "abc");
+    }
+}

@@ -1,0 +1,438 @@
+//! The token endpoint (RFC 6749 §3.2, OpenID Connect Core §3.1.3).
+//!
+//! Client authentication comes first (nothing about a grant is revealed to a
+//! stranger), then the grant:
+//! - `authorization_code`: `take` the code (once, across replicas); a replay
+//!   revokes what the first redemption issued (RFC 9700 §4.2.4); then client,
+//!   redirect URI and PKCE must match what authorize stored;
+//! - `refresh_token`: rotation; a spent token coming back revokes its family
+//!   (RFC 9700 §4.14.2);
+//! - `client_credentials`: an access token for the client itself.
+
+use std::collections::BTreeMap;
+
+use http::Response;
+use http::request::Parts;
+use orchestrator_config::GrantType;
+use serde_json::{Value, json};
+
+use crate::BoxBody;
+use crate::clients::Client;
+use crate::error::{self, ErrorCode, OAuthError};
+use crate::params::Params;
+use crate::provider::Provider;
+use crate::store::{
+    CodeRedeemed, FamilyRecord, RefreshRecord, RefreshSpent, random_id, random_token,
+};
+use crate::tokens::{self, AccessClaims, IdClaims, now};
+use crate::users::User;
+use crate::web;
+
+/// A parsed token request, tagged by `grant_type`.
+enum TokenRequest<'a> {
+    AuthorizationCode {
+        code: &'a str,
+        redirect_uri: Option<&'a str>,
+        code_verifier: Option<&'a str>,
+    },
+    RefreshToken {
+        refresh_token: &'a str,
+        scope: Option<&'a str>,
+    },
+    ClientCredentials {
+        scope: Option<&'a str>,
+    },
+}
+
+impl<'a> TokenRequest<'a> {
+    fn parse(params: &'a Params) -> Result<Self, OAuthError> {
+        match params.require("grant_type")? {
+            "authorization_code" => Ok(Self::AuthorizationCode {
+                code: params.require("code")?,
+                redirect_uri: params.get("redirect_uri"),
+                code_verifier: params.get("code_verifier"),
+            }),
+            "refresh_token" => Ok(Self::RefreshToken {
+                refresh_token: params.require("refresh_token")?,
+                scope: params.get("scope"),
+            }),
+            "client_credentials" => Ok(Self::ClientCredentials {
+                scope: params.get("scope"),
+            }),
+            _ => Err(OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                "grant_type not supported",
+            )),
+        }
+    }
+
+    fn grant(&self) -> GrantType {
+        match self {
+            Self::AuthorizationCode { .. } => GrantType::AuthorizationCode,
+            Self::RefreshToken { .. } => GrantType::RefreshToken,
+            Self::ClientCredentials { .. } => GrantType::ClientCredentials,
+        }
+    }
+}
+
+pub(crate) async fn serve(p: &Provider, parts: &Parts, params: &Params) -> Response<BoxBody> {
+    match exchange(p, parts, params).await {
+        Ok(body) => web::json(http::StatusCode::OK, &body),
+        Err(e) => error::json_response(&e),
+    }
+}
+
+async fn exchange(p: &Provider, parts: &Parts, params: &Params) -> Result<Value, OAuthError> {
+    let client = p.clients.authenticate(&parts.headers, params)?;
+    let request = TokenRequest::parse(params)?;
+    let grant = request.grant();
+    if !client.allows_grant(grant) {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "grant_type not allowed for this client",
+        ));
+    }
+    let body = match request {
+        TokenRequest::AuthorizationCode {
+            code,
+            redirect_uri,
+            code_verifier,
+        } => authorization_code(p, &client, code, redirect_uri, code_verifier).await?,
+        TokenRequest::RefreshToken {
+            refresh_token,
+            scope,
+        } => refresh(p, &client, refresh_token, scope).await?,
+        TokenRequest::ClientCredentials { scope } => client_credentials(p, &client, scope)?,
+    };
+    let label = match grant {
+        GrantType::AuthorizationCode => "authorization_code",
+        GrantType::RefreshToken => "refresh_token",
+        GrantType::ClientCredentials => "client_credentials",
+    };
+    p.metrics.tokens_issued.with_label_values(&[label]).inc();
+    Ok(body)
+}
+
+async fn authorization_code(
+    p: &Provider,
+    client: &Client,
+    code: &str,
+    redirect_uri: Option<&str>,
+    code_verifier: Option<&str>,
+) -> Result<Value, OAuthError> {
+    let Some(rec) = p.store.take_code(code).await? else {
+        if let Some(used) = p.store.code_redeemed(code).await? {
+            // Someone holds a copy of a code that was already redeemed: the
+            // tokens it bought may be in the wrong hands too.
+            p.metrics
+                .replays
+                .with_label_values(&["authorization_code"])
+                .inc();
+            tracing::warn!(client_id = %client.id, "authorization code replayed; revoking its tokens");
+            if let Some(family) = &used.family_id {
+                p.store.revoke_family(family).await?;
+            }
+            p.store
+                .revoke_jti(&used.access_jti, used.access_exp)
+                .await?;
+            return Err(OAuthError::invalid_grant("authorization code already used"));
+        }
+        return Err(OAuthError::invalid_grant(
+            "authorization code invalid or expired",
+        ));
+    };
+    if rec.expires_at < now() {
+        return Err(OAuthError::invalid_grant("authorization code expired"));
+    }
+    if rec.client_id != client.id {
+        return Err(OAuthError::invalid_grant(
+            "authorization code was issued to another client",
+        ));
+    }
+    if redirect_uri != Some(rec.redirect_uri.as_str()) {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri does not match the authorization request",
+        ));
+    }
+    match (&rec.code_challenge, code_verifier) {
+        (Some(challenge), Some(verifier)) => {
+            if !tokens::valid_verifier(verifier) || !tokens::pkce_matches(verifier, challenge) {
+                return Err(OAuthError::invalid_grant("code_verifier does not match"));
+            }
+        }
+        (Some(_), None) => return Err(OAuthError::invalid_grant("code_verifier missing")),
+        // RFC 9700 §2.1.1: a verifier without a challenge is refused, or a
+        // PKCE downgrade would go unnoticed.
+        (None, Some(_)) => {
+            return Err(OAuthError::invalid_grant(
+                "code_verifier without code_challenge",
+            ));
+        }
+        (None, None) => {}
+    }
+    let user = p
+        .users
+        .get(&rec.username)
+        .ok_or_else(|| OAuthError::invalid_grant("user no longer exists"))?;
+
+    let family_id = client.allows_grant(GrantType::RefreshToken).then(random_id);
+    let jti = random_id();
+    let access_exp = tokens::expiry(p.ttls.access_token_ttl);
+    // Recorded before anything is signed, so a replay racing this request
+    // still finds what to revoke.
+    let used = CodeRedeemed {
+        family_id: family_id.clone(),
+        access_jti: jti.clone(),
+        access_exp,
+    };
+    let used_ttl = p.ttls.access_token_ttl.max(p.ttls.authorization_code_ttl);
+    p.store.mark_code_redeemed(code, &used, used_ttl).await?;
+
+    let grant = Grant {
+        client,
+        user: &user,
+        scope: &rec.scope,
+        auth_time: rec.auth_time,
+        sid: &rec.sid,
+        nonce: rec.nonce.as_deref(),
+    };
+    let mut body = grant.mint(p, jti.clone(), access_exp)?;
+    if let Some(family_id) = family_id {
+        let family = FamilyRecord {
+            client_id: client.id.clone(),
+            username: user.username.clone(),
+            access_jti: jti,
+            access_exp,
+        };
+        p.store
+            .put_family(&family_id, &family, p.ttls.refresh_token_ttl)
+            .await?;
+        let rt = new_refresh_token(p, &family_id, &grant, grant.scope).await?;
+        body["refresh_token"] = Value::String(rt);
+    }
+    Ok(body)
+}
+
+async fn refresh(
+    p: &Provider,
+    client: &Client,
+    token: &str,
+    scope: Option<&str>,
+) -> Result<Value, OAuthError> {
+    // Peek first: a token presented by the wrong client must not be spent.
+    let Some(rec) = p.store.refresh(token).await? else {
+        if let Some(spent) = p.store.refresh_spent(token).await? {
+            p.metrics
+                .replays
+                .with_label_values(&["refresh_token"])
+                .inc();
+            tracing::warn!(client_id = %client.id, "spent refresh token reused; revoking its family");
+            p.store.revoke_family(&spent.family_id).await?;
+            return Err(OAuthError::invalid_grant(
+                "refresh token already used; grant revoked",
+            ));
+        }
+        return Err(OAuthError::invalid_grant(
+            "refresh token invalid or expired",
+        ));
+    };
+    if rec.client_id != client.id {
+        return Err(OAuthError::invalid_grant(
+            "refresh token was issued to another client",
+        ));
+    }
+    if rec.expires_at < now() {
+        return Err(OAuthError::invalid_grant("refresh token expired"));
+    }
+    if p.store.family(&rec.family_id).await?.is_none() {
+        return Err(OAuthError::invalid_grant("grant revoked"));
+    }
+    let scope = narrow_scope(&rec.scope, scope)?;
+    let user = p
+        .users
+        .get(&rec.username)
+        .ok_or_else(|| OAuthError::invalid_grant("user no longer exists"))?;
+    // Spend it: of two concurrent refreshes with one token, one wins.
+    if p.store.take_refresh(token).await?.is_none() {
+        return Err(OAuthError::invalid_grant("refresh token already used"));
+    }
+    let spent = RefreshSpent {
+        family_id: rec.family_id.clone(),
+    };
+    p.store
+        .mark_refresh_spent(token, &spent, p.ttls.refresh_token_ttl)
+        .await?;
+
+    let grant = Grant {
+        client,
+        user: &user,
+        scope: &scope,
+        auth_time: rec.auth_time,
+        sid: &rec.sid,
+        nonce: None,
+    };
+    let jti = random_id();
+    let access_exp = tokens::expiry(p.ttls.access_token_ttl);
+    let mut body = grant.mint(p, jti.clone(), access_exp)?;
+    let family = FamilyRecord {
+        client_id: client.id.clone(),
+        username: user.username.clone(),
+        access_jti: jti,
+        access_exp,
+    };
+    p.store
+        .put_family(&rec.family_id, &family, p.ttls.refresh_token_ttl)
+        .await?;
+    // The new refresh token keeps the original grant's scope (RFC 6749 §6).
+    let rt = new_refresh_token(p, &rec.family_id, &grant, &rec.scope).await?;
+    body["refresh_token"] = Value::String(rt);
+    Ok(body)
+}
+
+fn client_credentials(
+    p: &Provider,
+    client: &Client,
+    scope: Option<&str>,
+) -> Result<Value, OAuthError> {
+    let mut scopes: Vec<&str> = Vec::new();
+    for s in scope.unwrap_or("").split(' ').filter(|s| !s.is_empty()) {
+        // `openid` and user-claim scopes mean nothing without a user.
+        if s == "openid" || !client.allows_scope(s) {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                "scope not allowed for this client",
+            ));
+        }
+        if !scopes.contains(&s) {
+            scopes.push(s);
+        }
+    }
+    let scope = scopes.join(" ");
+    let iat = now();
+    let exp = tokens::expiry(p.ttls.access_token_ttl);
+    let claims = AccessClaims {
+        iss: p.issuer.clone(),
+        sub: client.id.clone(),
+        aud: client.id.clone(),
+        client_id: client.id.clone(),
+        exp,
+        iat,
+        jti: random_id(),
+        scope: scope.clone(),
+        auth_time: None,
+        sid: None,
+        username: None,
+    };
+    let access = tokens::sign(p.active_key(), "at+jwt", &claims)?;
+    let mut body = json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": exp - iat,
+    });
+    if !scope.is_empty() {
+        body["scope"] = Value::String(scope);
+    }
+    Ok(body)
+}
+
+/// RFC 6749 §6: a refresh may ask for fewer scopes, never more.
+fn narrow_scope(granted: &str, requested: Option<&str>) -> Result<String, OAuthError> {
+    let Some(requested) = requested else {
+        return Ok(granted.to_owned());
+    };
+    let granted: Vec<&str> = granted.split(' ').collect();
+    let mut out: Vec<&str> = Vec::new();
+    for s in requested.split(' ').filter(|s| !s.is_empty()) {
+        if !granted.contains(&s) {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                "scope exceeds the original grant",
+            ));
+        }
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out.join(" "))
+}
+
+/// What a user's tokens are minted from.
+struct Grant<'a> {
+    client: &'a Client,
+    user: &'a User,
+    scope: &'a str,
+    auth_time: u64,
+    sid: &'a str,
+    nonce: Option<&'a str>,
+}
+
+impl Grant<'_> {
+    fn scopes(&self) -> impl Iterator<Item = &str> + Clone {
+        self.scope.split(' ')
+    }
+
+    /// Signs the access token and, for `openid`, the ID token.
+    fn mint(&self, p: &Provider, jti: String, access_exp: u64) -> Result<Value, OAuthError> {
+        let key = p.active_key();
+        let iat = now();
+        let access_claims = AccessClaims {
+            iss: p.issuer.clone(),
+            sub: self.user.sub.clone(),
+            aud: self.client.id.clone(),
+            client_id: self.client.id.clone(),
+            exp: access_exp,
+            iat,
+            jti,
+            scope: self.scope.to_owned(),
+            auth_time: Some(self.auth_time),
+            sid: Some(self.sid.to_owned()),
+            username: Some(self.user.username.clone()),
+        };
+        let access = tokens::sign(key, "at+jwt", &access_claims)?;
+        let mut body = json!({
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": access_exp.saturating_sub(iat),
+            "scope": self.scope,
+        });
+        if self.scopes().any(|s| s == "openid") {
+            let extra: BTreeMap<String, Value> = self.user.claims_for(self.scopes());
+            let id_claims = IdClaims {
+                iss: p.issuer.clone(),
+                sub: self.user.sub.clone(),
+                aud: self.client.id.clone(),
+                exp: tokens::expiry(p.ttls.id_token_ttl),
+                iat,
+                auth_time: self.auth_time,
+                nonce: self.nonce.map(str::to_owned),
+                at_hash: Some(tokens::at_hash(key.alg, &access)),
+                sid: Some(self.sid.to_owned()),
+                extra,
+            };
+            body["id_token"] = Value::String(tokens::sign(key, "JWT", &id_claims)?);
+        }
+        Ok(body)
+    }
+}
+
+async fn new_refresh_token(
+    p: &Provider,
+    family_id: &str,
+    grant: &Grant<'_>,
+    scope: &str,
+) -> Result<String, OAuthError> {
+    let token = random_token();
+    let rec = RefreshRecord {
+        family_id: family_id.to_owned(),
+        client_id: grant.client.id.clone(),
+        username: grant.user.username.clone(),
+        scope: scope.to_owned(),
+        auth_time: grant.auth_time,
+        sid: grant.sid.to_owned(),
+        expires_at: tokens::expiry(p.ttls.refresh_token_ttl),
+    };
+    p.store
+        .put_refresh(&token, &rec, p.ttls.refresh_token_ttl)
+        .await?;
+    Ok(token)
+}

@@ -1,0 +1,208 @@
+//! The built-in user directory: argon2id password verification (off the
+//! async runtime) and the claims each scope releases.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use orchestrator_config::UserConfig;
+use serde_json::Value;
+
+use crate::error::ProviderError;
+
+/// Claims each scope releases (OpenID Connect Core §5.4, plus `groups`).
+const SCOPE_CLAIMS: &[(&str, &[&str])] = &[
+    (
+        "profile",
+        &[
+            "name",
+            "family_name",
+            "given_name",
+            "middle_name",
+            "nickname",
+            "preferred_username",
+            "profile",
+            "picture",
+            "website",
+            "gender",
+            "birthdate",
+            "zoneinfo",
+            "locale",
+            "updated_at",
+        ],
+    ),
+    ("email", &["email", "email_verified"]),
+    ("phone", &["phone_number", "phone_number_verified"]),
+    ("address", &["address"]),
+    ("groups", &["groups"]),
+];
+
+/// Every claim any scope can release (discovery's `claims_supported`).
+pub(crate) fn supported_claims() -> Vec<&'static str> {
+    let mut all = vec![
+        "sub",
+        "iss",
+        "aud",
+        "exp",
+        "iat",
+        "auth_time",
+        "nonce",
+        "at_hash",
+        "sid",
+    ];
+    for (_, claims) in SCOPE_CLAIMS {
+        all.extend_from_slice(claims);
+    }
+    all
+}
+
+/// One user.
+#[derive(Debug)]
+pub(crate) struct User {
+    pub(crate) username: String,
+    pub(crate) sub: String,
+    password_hash: String,
+    claims: BTreeMap<String, Value>,
+}
+
+impl User {
+    /// The claims `scopes` release about this user.
+    pub(crate) fn claims_for<'a>(
+        &self,
+        scopes: impl Iterator<Item = &'a str> + Clone,
+    ) -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
+        for (scope, names) in SCOPE_CLAIMS {
+            if !scopes.clone().any(|s| s == *scope) {
+                continue;
+            }
+            for name in *names {
+                if let Some(v) = self.claims.get(*name) {
+                    out.insert((*name).to_owned(), v.clone());
+                }
+            }
+            if *scope == "profile" && !out.contains_key("preferred_username") {
+                out.insert(
+                    "preferred_username".into(),
+                    Value::String(self.username.clone()),
+                );
+            }
+            // Addresses in the directory were entered by the operator, so
+            // they count as verified unless the config says otherwise; the
+            // gateway's email-domain policy relies on it.
+            if *scope == "email" && out.contains_key("email") && !out.contains_key("email_verified")
+            {
+                out.insert("email_verified".into(), Value::Bool(true));
+            }
+        }
+        out
+    }
+}
+
+/// All users, by user name.
+#[derive(Debug)]
+pub(crate) struct Users {
+    by_name: HashMap<String, Arc<User>>,
+    /// A hash to verify against for unknown users, so a response's timing
+    /// does not reveal whether a user name exists. Made on first use.
+    dummy: OnceLock<String>,
+}
+
+/// What a login attempt found.
+pub(crate) enum Verified {
+    Ok(Arc<User>),
+    Bad,
+}
+
+impl Users {
+    pub(crate) fn new(cfg: &[UserConfig]) -> Result<Self, ProviderError> {
+        let mut by_name = HashMap::new();
+        for (index, u) in cfg.iter().enumerate() {
+            let hash = u.password_hash.expose().to_owned();
+            let parsed = PasswordHash::new(&hash).map_err(|e| ProviderError::User {
+                index,
+                field: "passwordHash",
+                reason: format!("not a PHC string: {e}"),
+            })?;
+            if parsed.algorithm.as_str() != "argon2id" {
+                return Err(ProviderError::User {
+                    index,
+                    field: "passwordHash",
+                    reason: "must be an argon2id hash".into(),
+                });
+            }
+            let sub = match u.claims.get("sub") {
+                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                None => u.username.clone(),
+                Some(_) => {
+                    return Err(ProviderError::User {
+                        index,
+                        field: "claims.sub",
+                        reason: "must be a non-empty string".into(),
+                    });
+                }
+            };
+            let user = User {
+                username: u.username.clone(),
+                sub,
+                password_hash: hash,
+                claims: u.claims.clone(),
+            };
+            if by_name.insert(u.username.clone(), Arc::new(user)).is_some() {
+                return Err(ProviderError::User {
+                    index,
+                    field: "username",
+                    reason: format!("duplicate user {:?}", u.username),
+                });
+            }
+        }
+        Ok(Self {
+            by_name,
+            dummy: OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn get(&self, username: &str) -> Option<Arc<User>> {
+        self.by_name.get(username).cloned()
+    }
+
+    /// Checks a password with argon2id on the blocking pool.
+    pub(crate) async fn verify(&self, username: &str, password: String) -> Verified {
+        let user = self.get(username);
+        let hash = match &user {
+            Some(u) => u.password_hash.clone(),
+            None => self.dummy_hash(),
+        };
+        let ok = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|h| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &h)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        match (ok, user) {
+            (true, Some(u)) => Verified::Ok(u),
+            _ => Verified::Bad,
+        }
+    }
+
+    fn dummy_hash(&self) -> String {
+        self.dummy
+            .get_or_init(|| {
+                let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).ok();
+                salt.and_then(|s| {
+                    Argon2::default()
+                        .hash_password(crate::store::random_token().as_bytes(), &s)
+                        .ok()
+                        .map(|h| h.to_string())
+                })
+                .unwrap_or_default()
+            })
+            .clone()
+    }
+}

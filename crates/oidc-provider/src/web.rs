@@ -1,0 +1,258 @@
+//! HTTP plumbing shared by the endpoints: building responses, reading bounded
+//! bodies, cookies and the client's address.
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+
+use crate::BoxBody;
+use crate::error::OAuthError;
+
+/// A body from bytes.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> BoxBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A JSON response that must not be cached (tokens, errors, userinfo).
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<BoxBody> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    no_store(h);
+    resp
+}
+
+/// A pre-rendered JSON document clients may cache for a while (discovery, JWKS).
+pub(crate) fn public_json_bytes(body: Bytes, max_age_secs: u64) -> Response<BoxBody> {
+    let mut resp = Response::new(full(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={max_age_secs}")) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    // Browser-based clients fetch these cross-origin.
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    resp
+}
+
+/// An HTML page; never cached, never framed.
+pub(crate) fn html(status: StatusCode, page: String) -> Response<BoxBody> {
+    let mut resp = Response::new(full(page));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    no_store(h);
+    // The login page needs no script and must not be framed (clickjacking).
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+/// A 302 to `location`.
+pub(crate) fn redirect(location: &str) -> Response<BoxBody> {
+    let Ok(location) = HeaderValue::from_str(location) else {
+        // Only reachable with a registered URI that is not a valid header:
+        // refuse rather than redirect somewhere else.
+        return html(
+            StatusCode::BAD_REQUEST,
+            crate::html::error_page("invalid_request", "unusable redirect URI"),
+        );
+    };
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::FOUND;
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, location);
+    no_store(h);
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+fn no_store(h: &mut HeaderMap) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// Reads at most `limit` bytes of body; more is a 413.
+pub(crate) async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, OAuthError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            Err(OAuthError::payload_too_large())
+        }
+        Err(_) => Err(OAuthError::invalid_request("could not read request body")),
+    }
+}
+
+/// True when the request says its body is a form.
+pub(crate) fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            mime.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// The value of cookie `name`, if the request carries exactly one.
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut found = None;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        for c in cookie::Cookie::split_parse_encoded(value).flatten() {
+            if c.name() == name {
+                if found.is_some() {
+                    // Two cookies of one name (e.g. one planted on a parent
+                    // path): trust neither.
+                    return None;
+                }
+                found = Some(c.value().to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// A `Set-Cookie` for one of the provider's cookies: HttpOnly, SameSite=Lax,
+/// Secure over TLS, scoped to the issuer path. `None` as value deletes it.
+pub(crate) fn set_cookie(
+    name: &str,
+    value: Option<&str>,
+    path: &str,
+    tls: bool,
+    max_age: Option<std::time::Duration>,
+) -> Option<HeaderValue> {
+    let mut c = cookie::Cookie::build((name.to_owned(), value.unwrap_or("").to_owned()))
+        .path(path.to_owned())
+        .http_only(true)
+        .secure(tls)
+        .same_site(cookie::SameSite::Lax)
+        .build();
+    match (value, max_age) {
+        (None, _) => c.make_removal(),
+        (Some(_), Some(age)) => {
+            let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+            c.set_max_age(cookie::time::Duration::seconds(secs));
+        }
+        (Some(_), None) => {}
+    }
+    HeaderValue::from_str(&c.encoded().to_string()).ok()
+}
+
+/// The client's address: the peer, or — when the peer is a trusted proxy —
+/// the right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub(crate) fn client_ip(
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    trusted_proxies: &[ipnet::IpNet],
+) -> IpAddr {
+    let peer_ip = peer.ip().to_canonical();
+    if !trusted(trusted_proxies, peer_ip) {
+        return peer_ip;
+    }
+    // Entries are appended left to right by each hop, so read from the right
+    // and stop at the first hop we do not trust: anything left of it could
+    // have been written by the client.
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer_ip;
+    for entry in entries.iter().rev() {
+        let Ok(ip) = entry.parse::<IpAddr>() else {
+            // Garbage in the chain: stop at the last address we could trust.
+            break;
+        };
+        let ip = ip.to_canonical();
+        client = ip;
+        if !trusted(trusted_proxies, ip) {
+            break;
+        }
+    }
+    client
+}
+
+fn trusted(nets: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn client_ip_ignores_forwarded_for_from_untrusted_peers() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        assert_eq!(
+            client_ip(&headers(&["203.0.113.9"]), peer, &trusted),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn client_ip_takes_rightmost_untrusted_entry() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        // The client forged "1.1.1.1"; the real client is 198.51.100.7.
+        let h = headers(&["1.1.1.1, 198.51.100.7", "10.0.0.5"]);
+        assert_eq!(
+            client_ip(&h, peer, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn duplicate_cookies_are_not_trusted() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; b=2; a=3"));
+        assert_eq!(cookie(&h, "b").as_deref(), Some("2"));
+        assert_eq!(cookie(&h, "a"), None);
+    }
+}
