@@ -286,8 +286,13 @@ pub(crate) fn redirect_response(
 
 /// An HTML error page: for authorize errors that must not redirect.
 pub(crate) fn page_response(err: &OAuthError) -> Response<BoxBody> {
+    // 401 asks for HTTP authentication, which a browser cannot give here.
+    let status = match err.status() {
+        StatusCode::UNAUTHORIZED => StatusCode::BAD_REQUEST,
+        s => s,
+    };
     web::html(
-        err.status(),
+        status,
         html::error_page(err.code.as_str(), &err.description),
     )
 }
