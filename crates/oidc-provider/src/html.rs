@@ -58,9 +58,9 @@ pub(crate) fn login_page(form: &LoginForm<'_>) -> String {
         escape(form.client)
     );
     if let Some(message) = form.message {
-        let _ = write!(
+        let _ = writeln!(
             body,
-            "<p class=\"error\" role=\"alert\">{}</p>\n",
+            "<p class=\"error\" role=\"alert\">{}</p>",
             escape(message)
         );
     }

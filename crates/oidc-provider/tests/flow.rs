@@ -1,6 +1,9 @@
 //! The whole flow walked as a browser and a client would, against a provider
 //! served over HTTP on loopback with the memory cache.
 
+// Test helpers panic on unexpected results by design.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

@@ -1,7 +1,7 @@
 //! Test fixtures: a provider served by hyper on 127.0.0.1:0, a browser-like
 //! client with a cookie jar, and helpers that walk the login flow.
 
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
