@@ -92,12 +92,12 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
 async fn readyz(app: &App) -> Response<Full<Bytes>> {
     let reason = match app.readiness.blocker() {
         Some(reason) => Some(reason.to_owned()),
-        None => match tokio::time::timeout(BACKEND_CHECK_TIMEOUT, app.cache.health()).await {
+        None => match tokio::time::timeout(BACKEND_CHECK_TIMEOUT, app.parts.cache.health()).await {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("cache ({}) unavailable: {e}", app.cache.backend())),
+            Ok(Err(e)) => Some(format!("cache ({}) unavailable: {e}", app.parts.cache.backend())),
             Err(_) => Some(format!(
                 "cache ({}) did not answer in time",
-                app.cache.backend()
+                app.parts.cache.backend()
             )),
         },
     };

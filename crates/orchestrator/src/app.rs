@@ -6,21 +6,87 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use orchestrator_cache::Cache;
 use orchestrator_config::Config;
+use orchestrator_gateway::{Gateway, GatewayMetrics};
+use orchestrator_oidc::{Provider, ProviderMetrics};
 use tokio_rustls::TlsAcceptor;
 
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::tls::CertStore;
 
+/// The long-lived parts every runtime is built with.
+pub(crate) struct Parts {
+    pub(crate) cache: Arc<dyn Cache>,
+    pub(crate) provider_metrics: Arc<ProviderMetrics>,
+    pub(crate) gateway_metrics: Arc<GatewayMetrics>,
+}
+
+impl Parts {
+    pub(crate) fn new(cache: Arc<dyn Cache>, registry: &prometheus::Registry) -> Result<Self, String> {
+        Ok(Self {
+            cache,
+            provider_metrics: Arc::new(
+                ProviderMetrics::new(registry).map_err(|e| format!("metrics: {e}"))?,
+            ),
+            gateway_metrics: Arc::new(
+                GatewayMetrics::new(registry).map_err(|e| format!("metrics: {e}"))?,
+            ),
+        })
+    }
+}
+
 /// What one config builds; immutable, replaced whole on reload.
 pub(crate) struct Runtime {
     pub(crate) config: Config,
+    pub(crate) provider: Option<Provider>,
+    pub(crate) gateway: Option<Arc<Gateway>>,
 }
 
 impl Runtime {
     /// Builds every config-derived part; used at start, on reload and by `validate`.
-    pub(crate) fn build(config: Config, _cache: &Arc<dyn Cache>) -> Result<Self, Vec<String>> {
-        Ok(Self { config })
+    /// With a `previous` runtime, its gateway is reconfigured in place so local
+    /// sessions and pending logins survive the reload.
+    pub(crate) fn build(
+        config: Config,
+        parts: &Parts,
+        previous: Option<&Runtime>,
+    ) -> Result<Self, Vec<String>> {
+        let provider = match &config.oidc_provider {
+            Some(op) => Some(
+                Provider::new(
+                    op,
+                    config.cache.backend,
+                    &config.listen,
+                    parts.cache.clone(),
+                    parts.provider_metrics.clone(),
+                )
+                .map_err(|e| vec![format!("oidcProvider: {e}")])?,
+            ),
+            None => None,
+        };
+        // Last, because reconfiguring touches the live gateway: nothing may fail after it.
+        let gateway = match (&config.app_gateway, previous.and_then(|p| p.gateway.as_ref())) {
+            (Some(gw), Some(live)) => {
+                live.reconfigure(gw, &config.listen)
+                    .map_err(|e| vec![format!("appGateway: {e}")])?;
+                Some(live.clone())
+            }
+            (Some(gw), None) => Some(Arc::new(
+                Gateway::new(
+                    gw,
+                    &config.listen,
+                    parts.cache.clone(),
+                    parts.gateway_metrics.clone(),
+                )
+                .map_err(|e| vec![format!("appGateway: {e}")])?,
+            )),
+            (None, _) => None,
+        };
+        Ok(Self {
+            config,
+            provider,
+            gateway,
+        })
     }
 }
 
@@ -28,18 +94,14 @@ impl Runtime {
 pub(crate) struct App {
     pub(crate) metrics: Metrics,
     pub(crate) readiness: Readiness,
-    pub(crate) cache: Arc<dyn Cache>,
+    pub(crate) parts: Parts,
     runtime: ArcSwap<Runtime>,
     certs: Option<Arc<CertStore>>,
     tls: Option<TlsAcceptor>,
 }
 
 impl App {
-    pub(crate) fn new(
-        metrics: Metrics,
-        cache: Arc<dyn Cache>,
-        runtime: Runtime,
-    ) -> Result<Self, String> {
+    pub(crate) fn new(metrics: Metrics, parts: Parts, runtime: Runtime) -> Result<Self, String> {
         let (certs, tls) = match &runtime.config.listen.tls {
             Some(tls_cfg) => {
                 let store = Arc::new(CertStore::new(tls_cfg)?);
@@ -51,7 +113,7 @@ impl App {
         Ok(Self {
             metrics,
             readiness: Readiness::default(),
-            cache,
+            parts,
             runtime: ArcSwap::from_pointee(runtime),
             certs,
             tls,
@@ -79,8 +141,9 @@ impl App {
                 "config change needs a restart to take effect; keeping the old value until then"
             );
         }
-        let runtime = Runtime::build(new, &self.cache)?;
-        self.reload_certificate(&runtime.config)?;
+        // The certificate first: a bad one rejects the reload before the gateway changes.
+        self.reload_certificate(&new)?;
+        let runtime = Runtime::build(new, &self.parts, Some(&old))?;
         self.runtime.store(Arc::new(runtime));
         Ok(())
     }

@@ -10,7 +10,7 @@ use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
 use orchestrator_cache::{Cache, MemoryCache};
 use orchestrator_config::SystemSources;
 
-use crate::app::Runtime;
+use crate::app::{Parts, Runtime};
 
 /// `orchestrator validate`: the config, and everything built from it, without binding.
 pub(crate) fn validate(path: &Path) -> ExitCode {
@@ -26,8 +26,13 @@ pub(crate) fn validate(path: &Path) -> ExitCode {
     }
     // Building needs a cache; a memory one checks the same things without connecting.
     let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new(&config.cache.memory));
-    if let Err(errors) = Runtime::build(config, &cache) {
-        problems.extend(errors);
+    match Parts::new(cache, &prometheus::Registry::new()) {
+        Ok(parts) => {
+            if let Err(errors) = Runtime::build(config, &parts, None) {
+                problems.extend(errors);
+            }
+        }
+        Err(e) => problems.push(e),
     }
     if problems.is_empty() {
         println!("config OK");
@@ -112,5 +117,25 @@ pub(crate) async fn probe(url: &str, timeout: Duration) -> ExitCode {
         Err(_) => report(std::iter::once(format!(
             "{url}: no answer within {timeout:?}"
         ))),
+    }
+}
+
+/// `orchestrator keys generate`: a new PKCS#8 PEM private key on stdout.
+pub(crate) fn keys(command: crate::cli::KeysCommand) -> ExitCode {
+    use crate::cli::{Algorithm, KeysCommand};
+    use orchestrator_config::SigningAlgorithm;
+
+    let KeysCommand::Generate { algorithm } = command;
+    let alg = match algorithm {
+        Algorithm::Es256 => SigningAlgorithm::ES256,
+        Algorithm::Rs256 => SigningAlgorithm::RS256,
+        Algorithm::EdDsa => SigningAlgorithm::EdDSA,
+    };
+    match orchestrator_oidc::keys::generate_pem(alg) {
+        Ok(pem) => {
+            print!("{pem}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => report(std::iter::once(format!("key generation failed: {e}"))),
     }
 }

@@ -19,12 +19,29 @@ pub(crate) type BoxBody =
 pub(crate) async fn dispatch(
     app: &App,
     req: Request<Incoming>,
-    _peer: SocketAddr,
-    _tls: bool,
+    peer: SocketAddr,
+    tls: bool,
 ) -> Response<BoxBody> {
-    let _runtime = app.runtime();
-    let _ = req;
+    let runtime = app.runtime();
+    if let Some(provider) = &runtime.provider {
+        let host = request_host(&req);
+        if provider.matches(host.as_deref(), req.uri().path()) {
+            return provider.handle(req, peer, tls).await;
+        }
+    }
+    if let Some(gateway) = &runtime.gateway {
+        return gateway.handle(req, peer, tls).await;
+    }
     not_found()
+}
+
+/// The Host header, or the authority of an HTTP/2 (or absolute-form) request.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
 }
 
 fn not_found() -> Response<BoxBody> {

@@ -25,7 +25,7 @@ use clap::Parser;
 use orchestrator_config::{CacheBackend, SystemSources};
 use tokio::sync::watch;
 
-use crate::app::{App, Runtime};
+use crate::app::{App, Parts, Runtime};
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
@@ -37,10 +37,7 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run_blocking(&args.config),
         Some(Command::Validate(args)) => commands::validate(&args.config),
         Some(Command::HashPassword) => commands::hash_password(),
-        Some(Command::Keys { command }) => {
-            let _ = command;
-            ExitCode::FAILURE
-        }
+        Some(Command::Keys { command }) => commands::keys(command),
         Some(Command::Probe {
             url,
             timeout_seconds,
@@ -109,8 +106,9 @@ async fn run(config_path: &Path, config: orchestrator_config::Config) -> Result<
         (a, m) => return Err([a.err(), m.err()].into_iter().flatten().collect()),
     };
 
-    let runtime = Runtime::build(config.clone(), &cache)?;
-    let app = Arc::new(App::new(metrics, cache, runtime).map_err(|e| vec![e])?);
+    let parts = Parts::new(cache, &metrics.registry).map_err(|e| vec![e])?;
+    let runtime = Runtime::build(config.clone(), &parts, None)?;
+    let app = Arc::new(App::new(metrics, parts, runtime).map_err(|e| vec![e])?);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(admin_listener, app.clone(), stop_rx.clone()));

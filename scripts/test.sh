@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need when it is missing, then
+# runs formatting and lint checks and every test (Rust workspace, chart, image).
+#
+#   scripts/test.sh
+#
+# Needs: the Rust toolchain (with cargo-nextest if present, else cargo test),
+# python3, node + npm. Installs: redis-server (Debian), the node OP fixture
+# (npm ci), the chart tools (pip, into .venv).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# 1. System packages.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+if ((${#missing[@]})); then
+    step "installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# The Redis tests start their own servers on free ports; a packaged service is not needed.
+
+# 2. The independent OpenID Provider the gateway is tested against (panva's oidc-provider).
+step "node OP fixture"
+(cd tests/fixtures/node-op && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+
+# 3. Rust: format, lint, build, test.
+step "cargo fmt --check"
+cargo fmt --all --check
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo build"
+cargo build --workspace --locked
+export ORCHESTRATOR_BIN="$PWD/target/debug/orchestrator"
+step "Rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
+
+# 4. Chart and image.
+step "chart and image tests"
+scripts/chart-tests.sh
