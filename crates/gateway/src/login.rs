@@ -275,7 +275,7 @@ impl Idp {
             .request_async(&self.http)
             .await
             .map_err(|e| {
-                tracing::info!(idp = %self.name, error = %e, "code exchange failed");
+                tracing::info!(idp = %self.name, error = ?e, "code exchange failed");
                 failed("code exchange failed")
             })?;
         let id_token = token.id_token().ok_or_else(|| failed("no ID token"))?;

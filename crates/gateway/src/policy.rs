@@ -51,7 +51,7 @@ impl Policy {
                 .and_then(Value::as_str)
                 .and_then(email_domain);
             match domain {
-                Some(d) if verified && self.domains.iter().any(|a| *a == d) => {}
+                Some(d) if verified && self.domains.contains(&d) => {}
                 _ => return false,
             }
         }
