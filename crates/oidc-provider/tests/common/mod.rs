@@ -423,8 +423,8 @@ pub async fn walk_full_flow(tp: &TestProvider) {
     // Authorize → login page → code.
     let (verifier, challenge) = pkce();
     let query = auth_query(&challenge, &[]);
-    let (tx, csrf) = open_login(&browser, &tp, &query).await;
-    let resp = submit_login(&browser, &tp, &tx, &csrf, "alice", PASSWORD).await;
+    let (tx, csrf) = open_login(&browser, tp, &query).await;
+    let resp = submit_login(&browser, tp, &tx, &csrf, "alice", PASSWORD).await;
     let set_cookie: Vec<String> = resp
         .headers()
         .get_all("set-cookie")
@@ -446,7 +446,7 @@ pub async fn walk_full_flow(tp: &TestProvider) {
     let code = params["code"].clone();
 
     // Code → tokens.
-    let resp = exchange(&http, &tp, &code, &verifier).await;
+    let resp = exchange(&http, tp, &code, &verifier).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["cache-control"], "no-store");
     let tokens: Value = resp.json().await.unwrap();
@@ -457,7 +457,7 @@ pub async fn walk_full_flow(tp: &TestProvider) {
     let id_token = tokens["id_token"].as_str().unwrap();
 
     // The ID token, verified with the published JWKS only.
-    let claims = verify_id_token(&http, &tp, id_token, "app").await;
+    let claims = verify_id_token(&http, tp, id_token, "app").await;
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["nonce"], "n-456");
     assert_eq!(claims["email"], "alice@example.com");
@@ -502,7 +502,7 @@ pub async fn walk_full_flow(tp: &TestProvider) {
     let refresh2 = refreshed["refresh_token"].as_str().unwrap();
     assert_ne!(refresh2, refresh);
     let access2 = refreshed["access_token"].as_str().unwrap();
-    let id2 = verify_id_token(&http, &tp, refreshed["id_token"].as_str().unwrap(), "app").await;
+    let id2 = verify_id_token(&http, tp, refreshed["id_token"].as_str().unwrap(), "app").await;
     assert_eq!(id2["sid"], claims["sid"]);
 
     // Introspection (client_secret_post this time).
