@@ -1,0 +1,277 @@
+//! The App Gateway through the real binary, logging in through this same
+//! process's own OpenID Provider (issuer `http://127.0.0.1:<port>/idp`),
+//! discovered over HTTP exactly like any other IdP.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use orchestrator_tests::{Orchestrator, TestUpstream, run_cli};
+use reqwest::StatusCode;
+use reqwest::cookie::CookieStore as _;
+use serde_json::Value;
+
+const YAML: &str = r#"
+oidcProvider:
+  issuer: http://127.0.0.1:{port}/idp
+  signingKeys:
+    - id: test-es256
+      algorithm: ES256
+      privateKey: ${secret:op-key.pem}
+  clients:
+    - clientId: demo-gateway
+      clientSecret: ${secret:client-secret}
+      redirectUris: [http://127.0.0.1:{port}/.orchestrator/callback]
+      postLogoutRedirectUris: [http://127.0.0.1:{port}/]
+  users:
+    - username: alice
+      passwordHash: "${secret:alice-hash}"
+      claims:
+        email: alice@example.com
+        email_verified: true
+        groups: [engineering, admins]
+    - username: bob
+      passwordHash: "${secret:alice-hash}"
+      claims:
+        email: bob@example.com
+        groups: [sales]
+appGateway:
+  identityProviders:
+    - name: own
+      issuer: http://127.0.0.1:{port}/idp
+      clientId: demo-gateway
+      clientSecret: ${secret:client-secret}
+      scopes: [openid, profile, email, groups]
+  apps:
+    - name: demo
+      host: "*"
+      pathPrefix: /
+      upstream: {upstream}
+      identityProvider: own
+      publicPaths: [/public/]
+      policy:
+        allowGroups: [engineering]
+      headers:
+        X-Auth-Request-User: sub
+        X-Auth-Request-Email: email
+        X-Auth-Request-Groups: groups
+"#;
+
+struct Browser {
+    client: reqwest::Client,
+    jar: Arc<reqwest::cookie::Jar>,
+}
+
+impl Browser {
+    fn new() -> Self {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let client = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self { client, jar }
+    }
+
+    /// Follows redirects and fills in the provider's login form (hidden
+    /// fields included) when it appears. Returns status, final URL, body and
+    /// how many times the password form was shown.
+    async fn visit(
+        &self,
+        url: &str,
+        user: &str,
+        password: &str,
+    ) -> (StatusCode, String, String, usize) {
+        let mut url = url.to_owned();
+        let mut forms = 0;
+        for _ in 0..20 {
+            let resp = self
+                .client
+                .get(&url)
+                .header("accept", "text/html")
+                .send()
+                .await
+                .unwrap();
+            if resp.status().is_redirection() {
+                let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+                url = reqwest::Url::parse(&url)
+                    .unwrap()
+                    .join(&loc)
+                    .unwrap()
+                    .to_string();
+                continue;
+            }
+            let status = resp.status();
+            let body = resp.text().await.unwrap();
+            if !body.contains("name=\"password\"") {
+                return (status, url, body, forms);
+            }
+            forms += 1;
+            let attr = |name: &str| {
+                let marker = format!("name=\"{name}\" value=\"");
+                body.split(&marker)
+                    .nth(1)
+                    .map(|r| r.split('"').next().unwrap().replace("&amp;", "&"))
+            };
+            let action = body
+                .split("action=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .replace("&amp;", "&");
+            let mut fields = vec![
+                ("username".to_owned(), user.to_owned()),
+                ("password".to_owned(), password.to_owned()),
+            ];
+            for hidden in ["tx", "csrf"] {
+                if let Some(v) = attr(hidden) {
+                    fields.push((hidden.to_owned(), v));
+                }
+            }
+            let post = reqwest::Url::parse(&url).unwrap().join(&action).unwrap();
+            let resp = self
+                .client
+                .post(post.clone())
+                .form(&fields)
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                resp.status().is_redirection(),
+                "login refused: {}",
+                resp.status()
+            );
+            let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+            url = post.join(&loc).unwrap().to_string();
+        }
+        panic!("too many redirects");
+    }
+}
+
+fn header(echo: &Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+        .map(|h| h[1].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn start() -> (Orchestrator, TestUpstream) {
+    let upstream = TestUpstream::echo().await;
+    let hash = run_cli(&["hash-password"], "alice-password\n").await;
+    assert_eq!(hash.code, Some(0), "{}", hash.stderr);
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
+    let yaml = YAML.replace("{upstream}", &upstream.url());
+    let orch = Orchestrator::start(
+        &yaml,
+        &[
+            ("op-key.pem", key.as_str()),
+            ("client-secret", "s3cret-for-the-gateway"),
+            ("alice-hash", hash.stdout.trim()),
+        ],
+    )
+    .await;
+    (orch, upstream)
+}
+
+#[tokio::test]
+async fn login_through_our_own_provider_reaches_the_app_with_identity() {
+    let (orch, _upstream) = start().await;
+    let b = Browser::new();
+    let (status, url, body, forms) = b
+        .visit(
+            &format!("{}/dash?x=1", orch.base_url()),
+            "alice",
+            "alice-password",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}\n{}", orch.all_logs());
+    assert_eq!(forms, 1);
+    assert_eq!(url, format!("{}/dash?x=1", orch.base_url()));
+    let echo: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echo["uri"], "/dash?x=1");
+    assert_eq!(
+        header(&echo, "x-auth-request-user"),
+        vec!["alice".to_owned()]
+    );
+    assert_eq!(
+        header(&echo, "x-auth-request-email"),
+        vec!["alice@example.com".to_owned()]
+    );
+    assert_eq!(
+        header(&echo, "x-auth-request-groups"),
+        vec!["engineering,admins".to_owned()]
+    );
+
+    // Forged identity headers are replaced, whatever their spelling.
+    let r = b
+        .client
+        .get(format!("{}/again", orch.base_url()))
+        .header("X-Auth-Request-User", "mallory")
+        .header("x_auth_request_groups", "admins")
+        .send()
+        .await
+        .unwrap();
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(
+        header(&echo, "x-auth-request-user"),
+        vec!["alice".to_owned()]
+    );
+    assert!(header(&echo, "x_auth_request_groups").is_empty());
+
+    // A session unknown to the gateway (cookie dropped) logs in again through
+    // the provider's SSO session: no password form.
+    let fresh = Browser::new();
+    let base = reqwest::Url::parse(&format!("{}/idp/", orch.base_url())).unwrap();
+    let cookies = b.jar.cookies(&base).unwrap();
+    for c in cookies.to_str().unwrap().split("; ") {
+        if !c.starts_with("orchestrator_session") {
+            fresh.jar.add_cookie_str(&format!("{c}; Path=/"), &base);
+        }
+    }
+    let (status, _, _, forms) = fresh
+        .visit(&format!("{}/sso", orch.base_url()), "alice", "wrong")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        forms, 0,
+        "the IdP session answered without a password prompt"
+    );
+
+    // Logout continues to the provider's end-session endpoint.
+    let r = b
+        .client
+        .get(format!("{}/.orchestrator/logout", orch.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        loc.starts_with(&format!("{}/idp/", orch.base_url())),
+        "{loc}"
+    );
+    assert!(loc.contains("id_token_hint="));
+}
+
+#[tokio::test]
+async fn policy_denies_through_our_own_provider() {
+    let (orch, _upstream) = start().await;
+    let b = Browser::new();
+    let (status, _, body, _) = b
+        .visit(&format!("{}/", orch.base_url()), "bob", "alice-password")
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("demo"));
+    // Public paths need no login at all.
+    let r = reqwest::get(format!("{}/public/x", orch.base_url()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
