@@ -743,3 +743,62 @@ async fn reconfigure_keeps_sessions_and_applies_new_policy() {
         StatusCode::FORBIDDEN
     );
 }
+
+#[tokio::test]
+async fn https_upstream_with_private_ca_speaks_http2_and_mtls() {
+    init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    for mtls in [false, true] {
+        let (addr, task, ca, client) = tls_echo(dir.path(), mtls).await;
+        let bound = Bound::new().await;
+        let op = NodeOp::start(&[bound.callback()]).await;
+        let mut tls = json!({"caFile": ca});
+        if let Some((c, k)) = &client {
+            tls["certFile"] = json!(c);
+            tls["keyFile"] = json!(k);
+        }
+        let mut cfg = config(
+            &op.issuer,
+            "http://127.0.0.1:9",
+            "http://127.0.0.1:9",
+            json!({}),
+        );
+        cfg.apps[0].upstream = format!("https://localhost:{}", addr.port());
+        cfg.apps[0].upstream_tls = Some(serde_json::from_value(tls).unwrap());
+        let gw = GatewayServer::start(bound, &cfg, memory_cache());
+        let r = reqwest::get(gw.url("/public/tls")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "mtls={mtls}");
+        let e = Echoed(r.json().await.unwrap());
+        assert_eq!(e.0["version"], "HTTP/2.0", "ALPN picked h2");
+        assert_eq!(e.path(), "/public/tls");
+        if mtls {
+            // Without the client certificate the upstream refuses the handshake: 502.
+            let bound = Bound::new().await;
+            cfg.apps[0].upstream_tls.as_mut().unwrap().cert_file = None;
+            cfg.apps[0].upstream_tls.as_mut().unwrap().key_file = None;
+            let gw = GatewayServer::start(bound, &cfg, memory_cache());
+            let r = reqwest::get(gw.url("/public/tls")).await.unwrap();
+            assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+        }
+        task.abort();
+    }
+    // A CA file that does not exist fails the build, naming the key.
+    let mut cfg = config(
+        "http://127.0.0.1:9",
+        "https://localhost:1",
+        "http://127.0.0.1:9",
+        json!({}),
+    );
+    cfg.apps[0].upstream_tls =
+        Some(serde_json::from_value(json!({"caFile": "/nonexistent/ca.pem"})).unwrap());
+    let metrics =
+        Arc::new(orchestrator_gateway::GatewayMetrics::new(&prometheus::Registry::new()).unwrap());
+    let err =
+        orchestrator_gateway::Gateway::new(&cfg, &Default::default(), memory_cache(), metrics)
+            .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("appGateway.apps[0].upstreamTls.caFile"),
+        "{err}"
+    );
+}
