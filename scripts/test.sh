@@ -46,6 +46,11 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
-# 4. Chart and image.
+# 4. Chart and image (creates .venv with the chart tools).
 step "chart and image tests"
 scripts/chart-tests.sh
+
+# 5. Interop: the OIDC provider driven by well-known Python client libraries.
+step "interop tests (Authlib, PyJWT)"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/interop

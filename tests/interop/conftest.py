@@ -1,0 +1,95 @@
+"""Starts the real orchestrator binary with an OIDC provider on free loopback ports."""
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def binary() -> str:
+    path = os.environ.get("ORCHESTRATOR_BIN")
+    if not path:
+        if os.environ.get("CI"):
+            pytest.fail("ORCHESTRATOR_BIN is not set (scripts/test.sh sets it)")
+        pytest.skip("ORCHESTRATOR_BIN is not set")
+    return path
+
+
+def run_cli(*args: str, stdin: str = "") -> str:
+    out = subprocess.run([binary(), *args], input=stdin, capture_output=True, text=True, timeout=30, check=True)
+    return out.stdout
+
+
+CLIENT_SECRET = "interop-client-secret"
+PASSWORD = "interop-password"
+
+
+@pytest.fixture(scope="session")
+def provider():
+    """An orchestrator running only the OIDC provider; yields its issuer and client settings."""
+    port, admin = free_port(), free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="interop-"))
+    secrets = tmp / "secrets"
+    secrets.mkdir()
+    (secrets / "signing-key.pem").write_text(run_cli("keys", "generate", "--algorithm", "ES256"))
+    (secrets / "rsa-key.pem").write_text(run_cli("keys", "generate", "--algorithm", "RS256"))
+    (secrets / "client-secret").write_text(CLIENT_SECRET + "\n")
+    pw_hash = run_cli("hash-password", stdin=PASSWORD + "\n").strip()
+    issuer = f"http://127.0.0.1:{port}/idp"
+    redirect = "http://127.0.0.1:1/callback"
+    config = tmp / "orchestrator.yaml"
+    config.write_text(
+        f"""
+listen: {{address: "127.0.0.1:{port}"}}
+admin: {{address: "127.0.0.1:{admin}"}}
+secretsDir: {secrets}
+log: {{format: json}}
+oidcProvider:
+  issuer: {issuer}
+  signingKeys:
+    - {{id: es-1, algorithm: ES256, privateKey: "${{secret:signing-key.pem}}"}}
+    - {{id: rs-old, algorithm: RS256, privateKey: "${{secret:rsa-key.pem}}"}}
+  clients:
+    - clientId: confidential
+      clientSecret: "${{secret:client-secret}}"
+      redirectUris: ["{redirect}"]
+      postLogoutRedirectUris: ["http://127.0.0.1:1/bye"]
+      grantTypes: [authorization_code, refresh_token, client_credentials]
+    - clientId: public-spa
+      redirectUris: ["{redirect}"]
+  users:
+    - username: carol
+      passwordHash: "{pw_hash}"
+      claims: {{email: carol@example.com, email_verified: true, name: Carol, groups: [ops]}}
+"""
+    )
+    log = open(tmp / "stdout.log", "w")
+    proc = subprocess.Popen([binary(), "run", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{admin}/readyz", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("orchestrator did not get ready:\n" + (tmp / "stdout.log").read_text())
+        time.sleep(0.02)
+    yield {"issuer": issuer, "redirect_uri": redirect, "client_secret": CLIENT_SECRET, "password": PASSWORD}
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
