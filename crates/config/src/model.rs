@@ -85,9 +85,6 @@ pub struct ListenConfig {
     /// Largest request body the orchestrator itself reads (login forms, token requests), in bytes.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
-    /// Idle keep-alive connections are closed after this time.
-    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
-    pub idle_timeout: Duration,
 }
 
 fn default_listen_address() -> SocketAddr {
@@ -102,9 +99,6 @@ fn default_max_header_bytes() -> usize {
 fn default_max_body_bytes() -> usize {
     64 * 1024
 }
-fn default_idle_timeout() -> Duration {
-    Duration::from_secs(90)
-}
 
 impl Default for ListenConfig {
     fn default() -> Self {
@@ -115,7 +109,6 @@ impl Default for ListenConfig {
             header_read_timeout: default_header_read_timeout(),
             max_header_bytes: default_max_header_bytes(),
             max_body_bytes: default_max_body_bytes(),
-            idle_timeout: default_idle_timeout(),
         }
     }
 }

@@ -243,6 +243,14 @@ fn redirect_uri(v: &mut Validator, path: &str, uri: &str) {
 fn check_gateway(v: &mut Validator, gw: &AppGatewayConfig, backend: CacheBackend) {
     v.abs_path("appGateway.callbackPath", &gw.callback_path);
     v.abs_path("appGateway.logoutPath", &gw.logout_path);
+    v.abs_path("appGateway.loginPath", &gw.login_path);
+    let own = [&gw.callback_path, &gw.logout_path, &gw.login_path];
+    if own[0] == own[1] || own[0] == own[2] || own[1] == own[2] {
+        v.err(
+            "appGateway",
+            "callbackPath, logoutPath and loginPath must be three different paths",
+        );
+    }
     let s = &gw.session;
     let cookie_ok = !s.cookie_name.is_empty()
         && s.cookie_name

@@ -44,6 +44,23 @@ struct AssertionClaims<'a> {
     groups: Option<&'a Value>,
 }
 
+/// A new ES256 key, for when `assertionSigningKeys` is empty.
+pub(crate) fn generate_fallback_key() -> Result<SigningKeyConfig, GatewayError> {
+    use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
+    let sk = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let pem = sk.to_pkcs8_pem(LineEnding::LF).map_err(|e| {
+        GatewayError::config(
+            "appGateway.assertionSigningKeys",
+            format!("key generation: {e}"),
+        )
+    })?;
+    Ok(SigningKeyConfig {
+        id: "generated-at-start".to_owned(),
+        algorithm: SigningAlgorithm::ES256,
+        private_key: orchestrator_config::Secret::new(pem.to_string()),
+    })
+}
+
 /// The `iss` of every assertion.
 pub const ASSERTION_ISSUER: &str = "orchestrator-gateway";
 
@@ -122,4 +139,32 @@ impl AssertionSigner {
 /// An empty JWKS, served when no assertion keys are configured.
 pub(crate) fn empty_jwks() -> Bytes {
     Bytes::from_static(br#"{"keys":[]}"#)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fallback_key_signs_and_is_published() {
+        let key = generate_fallback_key().unwrap();
+        let signer = AssertionSigner::new(std::slice::from_ref(&key), Duration::from_secs(60))
+            .unwrap()
+            .expect("a signer");
+        let mut claims = Map::new();
+        claims.insert("sub".into(), Value::String("alice".into()));
+        let token = signer.sign("demo", &claims).expect("signed");
+        let jwks: JwkSet = serde_json::from_slice(&signer.jwks()).unwrap();
+        let jwk = jwks.find("generated-at-start").expect("published");
+        let mut validation = jsonwebtoken::Validation::new(Algorithm::ES256);
+        validation.set_audience(&["demo"]);
+        validation.set_issuer(&[ASSERTION_ISSUER]);
+        let decoded = jsonwebtoken::decode::<Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+            &validation,
+        )
+        .unwrap();
+        assert_eq!(decoded.claims["sub"], "alice");
+    }
 }

@@ -37,7 +37,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::HeaderName;
 use orchestrator_cache::Cache;
-use orchestrator_config::{AppGatewayConfig, ListenConfig};
+use orchestrator_config::{AppGatewayConfig, ListenConfig, SigningKeyConfig};
 
 pub use assertion::ASSERTION_ISSUER;
 pub use body::BoxBody;
@@ -87,7 +87,11 @@ pub(crate) struct Runtime {
 }
 
 impl Runtime {
-    fn build(cfg: &AppGatewayConfig, listen: &ListenConfig) -> Result<Self, GatewayError> {
+    fn build(
+        cfg: &AppGatewayConfig,
+        listen: &ListenConfig,
+        fallback_key: &SigningKeyConfig,
+    ) -> Result<Self, GatewayError> {
         let mut idps = HashMap::new();
         for (i, idp) in cfg.identity_providers.iter().enumerate() {
             idps.insert(idp.name.clone(), Arc::new(Idp::new(idp, i)?));
@@ -142,7 +146,19 @@ impl Runtime {
                 Arc::new(built),
             ));
         }
-        let signer = AssertionSigner::new(&cfg.assertion_signing_keys, cfg.assertion_ttl)?;
+        let wants_assertions = cfg.apps.iter().any(|a| a.assertion_header.is_some());
+        let keys = if cfg.assertion_signing_keys.is_empty() && wants_assertions {
+            // Config validation allows this only with the memory cache (one replica).
+            tracing::warn!(
+                "appGateway.assertionSigningKeys is empty: assertions are signed with a key generated \
+                 at start and published at /.orchestrator/jwks; configure a key before running more \
+                 than one replica"
+            );
+            std::slice::from_ref(fallback_key)
+        } else {
+            &cfg.assertion_signing_keys[..]
+        };
+        let signer = AssertionSigner::new(keys, cfg.assertion_ttl)?;
         Ok(Self {
             callback_path: cfg.callback_path.clone(),
             logout_path: cfg.logout_path.clone(),
@@ -165,6 +181,9 @@ impl Runtime {
 #[derive(Debug)]
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
+    /// Signs assertions when no key is configured; kept for the process's life so
+    /// reloads do not invalidate what upstreams have cached from the JWKS.
+    fallback_assertion_key: SigningKeyConfig,
     sessions: SessionStore,
     metrics: Arc<GatewayMetrics>,
 }
@@ -178,11 +197,13 @@ impl Gateway {
         cache: Arc<dyn Cache>,
         metrics: Arc<GatewayMetrics>,
     ) -> Result<Self, GatewayError> {
-        let runtime = Runtime::build(cfg, listen)?;
+        let fallback_assertion_key = assertion::generate_fallback_key()?;
+        let runtime = Runtime::build(cfg, listen, &fallback_assertion_key)?;
         let sessions =
             SessionStore::new(&cfg.session, cfg.pending_login_ttl, cache, metrics.clone());
         Ok(Self {
             runtime: ArcSwap::from_pointee(runtime),
+            fallback_assertion_key,
             sessions,
             metrics,
         })
@@ -195,7 +216,7 @@ impl Gateway {
         cfg: &AppGatewayConfig,
         listen: &ListenConfig,
     ) -> Result<(), GatewayError> {
-        let runtime = Runtime::build(cfg, listen)?;
+        let runtime = Runtime::build(cfg, listen, &self.fallback_assertion_key)?;
         self.runtime.store(Arc::new(runtime));
         Ok(())
     }

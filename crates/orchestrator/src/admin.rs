@@ -94,7 +94,10 @@ async fn readyz(app: &App) -> Response<Full<Bytes>> {
         Some(reason) => Some(reason.to_owned()),
         None => match tokio::time::timeout(BACKEND_CHECK_TIMEOUT, app.parts.cache.health()).await {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("cache ({}) unavailable: {e}", app.parts.cache.backend())),
+            Ok(Err(e)) => Some(format!(
+                "cache ({}) unavailable: {e}",
+                app.parts.cache.backend()
+            )),
             Err(_) => Some(format!(
                 "cache ({}) did not answer in time",
                 app.parts.cache.backend()

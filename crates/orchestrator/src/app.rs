@@ -22,7 +22,10 @@ pub(crate) struct Parts {
 }
 
 impl Parts {
-    pub(crate) fn new(cache: Arc<dyn Cache>, registry: &prometheus::Registry) -> Result<Self, String> {
+    pub(crate) fn new(
+        cache: Arc<dyn Cache>,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, String> {
         Ok(Self {
             cache,
             provider_metrics: Arc::new(
@@ -65,7 +68,10 @@ impl Runtime {
             None => None,
         };
         // Last, because reconfiguring touches the live gateway: nothing may fail after it.
-        let gateway = match (&config.app_gateway, previous.and_then(|p| p.gateway.as_ref())) {
+        let gateway = match (
+            &config.app_gateway,
+            previous.and_then(|p| p.gateway.as_ref()),
+        ) {
             (Some(gw), Some(live)) => {
                 live.reconfigure(gw, &config.listen)
                     .map_err(|e| vec![format!("appGateway: {e}")])?;
@@ -183,6 +189,15 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.log != new.log {
         keys.push("log");
+    }
+    // The gateway's session store is sized and typed once; sessions must survive reloads.
+    let session = |c: &Config| c.app_gateway.as_ref().map(|g| g.session.clone());
+    if session(old) != session(new) {
+        keys.push("appGateway.session");
+    }
+    let pending = |c: &Config| c.app_gateway.as_ref().map(|g| g.pending_login_ttl);
+    if pending(old) != pending(new) {
+        keys.push("appGateway.pendingLoginTtl");
     }
     keys
 }

@@ -19,6 +19,14 @@ pub(crate) fn validate(path: &Path) -> ExitCode {
         Err(errors) => return report(errors.iter().map(ToString::to_string)),
     };
     let mut problems = Vec::new();
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        problems.push(format!("log.level: {e}"));
+    }
+    if let Some(ca) = &config.cache.redis.ca_file {
+        if let Err(e) = std::fs::read(ca) {
+            problems.push(format!("cache.redis.caFile: {}: {e}", ca.display()));
+        }
+    }
     if let Some(tls) = &config.listen.tls {
         if let Err(e) = crate::tls::load(tls) {
             problems.push(e);
