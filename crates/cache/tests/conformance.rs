@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use orchestrator_cache::testing::{TestRedis, conformance};
+use orchestrator_cache::testing::{TestRedis, TestRedisCluster, conformance};
 use orchestrator_cache::{Cache, MemoryCache, Prefixed, RedisCache};
 use orchestrator_config::MemoryCacheConfig;
 
@@ -102,4 +102,38 @@ async fn redis_with_password() {
         !err.to_string().contains("wrong-pw"),
         "error leaks the password: {err}"
     );
+}
+
+/// `rediss://` with the CA from `caFile`: the suite's core properties over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = TestRedis::start_tls();
+    let cache: Arc<dyn Cache> = Arc::new(RedisCache::new(&server.config("tls:")).expect("cache"));
+    cache.health().await.expect("health over TLS");
+    conformance::take_once(Arc::clone(&cache)).await;
+    conformance::binary_values(Arc::clone(&cache)).await;
+    conformance::take_race_64(cache).await;
+
+    // Without the CA the server's certificate is not trusted.
+    let mut untrusted = server.config("tls:");
+    untrusted.ca_file = None;
+    let untrusted = RedisCache::new(&untrusted).expect("cache");
+    assert!(
+        untrusted.health().await.is_err(),
+        "untrusted certificate accepted"
+    );
+}
+
+/// Cluster mode (`clusterUrls`): keys spread over three masters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster() {
+    let cluster = TestRedisCluster::start();
+    let cache: Arc<dyn Cache> = Arc::new(RedisCache::new(&cluster.config("c:")).expect("cache"));
+    cache.health().await.expect("cluster health");
+    conformance::take_once(Arc::clone(&cache)).await;
+    conformance::nx_semantics(Arc::clone(&cache)).await;
+    conformance::incr_counter(Arc::clone(&cache)).await;
+    conformance::version_mismatch(Arc::clone(&cache)).await;
+    conformance::take_race_64(cache).await;
 }

@@ -10,4 +10,4 @@
 pub mod conformance;
 mod redis_server;
 
-pub use redis_server::TestRedis;
+pub use redis_server::{TestRedis, TestRedisCluster};
