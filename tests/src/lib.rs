@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod browser;
+pub mod raw;
 mod upstream;
 
 use std::net::TcpListener as StdTcpListener;

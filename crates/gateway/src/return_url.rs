@@ -20,7 +20,10 @@ pub(crate) fn validate(
     host: &str,
     same_app: impl Fn(&NormalPath) -> bool,
 ) -> Result<String, GatewayError> {
-    if raw.is_empty() || raw.bytes().any(|b| b <= 0x20 || b == 0x7f || b == b'\\') {
+    // Non-ASCII too: browsers send it percent-encoded, and a raw one could
+    // never be put in the Location header after login (the user would be
+    // stuck on an error page after signing in).
+    if raw.is_empty() || raw.bytes().any(|b| b <= 0x20 || b >= 0x7f || b == b'\\') {
         return Err(REFUSED);
     }
     // Decode until stable (bounded) and look at every layer: `/%2F%2Fevil`
@@ -128,6 +131,8 @@ mod tests {
             "/%09/evil.example",
             "/\t/evil.example",
             "/ /evil.example",
+            "/\u{3000}/evil.example",
+            "/caf\u{e9}",
             "/other-app/x",
             "https://app.example:8443/other-app",
             "/x/../other-app/y",

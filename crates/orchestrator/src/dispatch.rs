@@ -22,6 +22,12 @@ pub(crate) async fn dispatch(
     peer: SocketAddr,
     tls: bool,
 ) -> Response<BoxBody> {
+    // RFC 9112 §3.2: more than one Host is a 400. Every later decision (which
+    // of provider or gateway, which app, the callback URL) reads the host, so
+    // two of them could make two parts of this process see different requests.
+    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+        return plain(StatusCode::BAD_REQUEST, "more than one Host header\n");
+    }
     let runtime = app.runtime();
     if let Some(provider) = &runtime.provider {
         let host = request_host(&req);
@@ -35,22 +41,32 @@ pub(crate) async fn dispatch(
     not_found()
 }
 
-/// The Host header, or the authority of an HTTP/2 (or absolute-form) request.
+/// The authority of an HTTP/2 or absolute-form request, else the Host header:
+/// the order the gateway uses too (RFC 9112 §3.2.2 says an absolute-form
+/// target wins over Host), so both route a request by the same host.
 fn request_host<B>(req: &Request<B>) -> Option<String> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
 }
 
 fn not_found() -> Response<BoxBody> {
+    plain(StatusCode::NOT_FOUND, "not found\n")
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<BoxBody> {
     let mut resp = Response::new(
-        Full::new(Bytes::from_static(b"not found\n"))
+        Full::new(Bytes::from_static(text.as_bytes()))
             .map_err(|never| match never {})
             .boxed(),
     );
-    *resp.status_mut() = StatusCode::NOT_FOUND;
+    *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),

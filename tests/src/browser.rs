@@ -1,0 +1,153 @@
+//! A simulated browser for end-to-end tests: a cookie jar, redirects followed
+//! by hand (so each hop can be counted and inspected), and the provider's
+//! login form filled in when it shows up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::cookie::{CookieStore as _, Jar};
+
+/// Most redirects one visit follows (login is 4–5 hops).
+const MAX_HOPS: usize = 12;
+
+/// What one visit ended with.
+#[derive(Debug)]
+pub struct Visit {
+    /// Status of the last response.
+    pub status: u16,
+    /// Body of the last response.
+    pub body: String,
+    /// How many times the login form was shown and submitted.
+    pub prompts: u32,
+    /// How many times the visit went through the IdP's authorize endpoint
+    /// (a re-login, with or without a password prompt).
+    pub authorizations: u32,
+    /// Final URL.
+    pub url: String,
+}
+
+/// A browser: one cookie jar, no automatic redirects.
+#[derive(Clone)]
+pub struct Browser {
+    client: reqwest::Client,
+    jar: Arc<Jar>,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Browser {
+    /// A fresh browser with an empty cookie jar.
+    pub fn new() -> Self {
+        let jar = Arc::new(Jar::default());
+        let client = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(2)
+            .build()
+            .expect("client");
+        Self { client, jar }
+    }
+
+    /// The underlying client (shares the cookie jar).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The jar, to plant or read cookies.
+    pub fn jar(&self) -> &Jar {
+        &self.jar
+    }
+
+    /// The `Cookie` header this browser would send to `url`.
+    pub fn cookies_for(&self, url: &str) -> String {
+        let url = url::Url::parse(url).expect("url");
+        self.jar
+            .cookies(&url)
+            .and_then(|v| v.to_str().ok().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// The value of cookie `name` sent to `url`, if any.
+    pub fn cookie(&self, url: &str, name: &str) -> Option<String> {
+        self.cookies_for(url).split(';').find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then(|| v.to_owned())
+        })
+    }
+
+    /// GETs `url` and follows redirects, logging in as `user` / `password`
+    /// whenever the login form shows up. Errors are transport failures or
+    /// a redirect loop, as text.
+    pub async fn visit(&self, url: &str, user: &str, password: &str) -> Result<Visit, String> {
+        let mut current = url::Url::parse(url).map_err(|e| e.to_string())?;
+        let mut prompts = 0;
+        let mut authorizations = 0;
+        let mut post: Option<(url::Url, Vec<(String, String)>)> = None;
+        for _ in 0..MAX_HOPS {
+            let resp = match post.take() {
+                Some((action, form)) => self.client.post(action).form(&form).send().await,
+                None => {
+                    if current.path().ends_with("/authorize") {
+                        authorizations += 1;
+                    }
+                    self.client.get(current.clone()).send().await
+                }
+            }
+            .map_err(|e| format!("{current}: {e}"))?;
+            let status = resp.status().as_u16();
+            if resp.status().is_redirection() {
+                let loc = resp
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| format!("{current}: {status} without Location"))?;
+                current = current
+                    .join(loc)
+                    .map_err(|e| format!("bad Location {loc}: {e}"))?;
+                continue;
+            }
+            let final_url = resp.url().to_string();
+            let body = resp.text().await.map_err(|e| format!("{current}: {e}"))?;
+            if status == 200 && body.contains("name=\"tx\"") && body.contains("name=\"csrf\"") {
+                prompts += 1;
+                if prompts > 2 {
+                    return Err(format!("login form shown {prompts} times: wrong password?"));
+                }
+                let action = attr(&body, "action=\"").ok_or("form without action")?;
+                let form = vec![
+                    ("tx".to_owned(), hidden(&body, "tx").ok_or("no tx")?),
+                    ("csrf".to_owned(), hidden(&body, "csrf").ok_or("no csrf")?),
+                    ("username".to_owned(), user.to_owned()),
+                    ("password".to_owned(), password.to_owned()),
+                ];
+                let action = current.join(&action).map_err(|e| e.to_string())?;
+                post = Some((action, form));
+                continue;
+            }
+            return Ok(Visit {
+                status,
+                body,
+                prompts,
+                authorizations,
+                url: final_url,
+            });
+        }
+        Err(format!("more than {MAX_HOPS} redirects from {url}"))
+    }
+}
+
+/// The value of hidden input `name` in an HTML form.
+pub fn hidden(html: &str, name: &str) -> Option<String> {
+    attr(html, &format!("name=\"{name}\" value=\""))
+}
+
+fn attr(html: &str, marker: &str) -> Option<String> {
+    let start = html.find(marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].replace("&amp;", "&"))
+}
