@@ -5,7 +5,7 @@
 #   scripts/test.sh
 #
 # Needs: the Rust toolchain (with cargo-nextest if present, else cargo test),
-# python3, node + npm. Installs: redis-server (Debian), the node OP fixture
+# python3, node + npm. Installs: redis-server and haproxy (Debian), the node OP fixture
 # (npm ci), the chart tools (pip, into .venv).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,6 +19,7 @@ as_root() {
 # 1. System packages.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then
     step "installing ${missing[*]}"
