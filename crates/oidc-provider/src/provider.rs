@@ -188,7 +188,14 @@ impl Provider {
             tls,
         };
         let endpoint = self.route(req.uri().path());
-        let resp = self.dispatch(endpoint, req, ctx).await;
+        let mut resp = if req.method() == Method::OPTIONS && endpoint.cors() {
+            web::cors_preflight()
+        } else {
+            self.dispatch(endpoint, req, ctx).await
+        };
+        if endpoint.cors() {
+            web::allow_any_origin(&mut resp);
+        }
         let label = endpoint.label();
         self.metrics
             .requests
@@ -323,6 +330,20 @@ enum Endpoint {
 }
 
 impl Endpoint {
+    /// Endpoints browser-based (public) clients call with `fetch`: CORS from
+    /// any origin is safe there, as none of them relies on cookies.
+    fn cors(self) -> bool {
+        matches!(
+            self,
+            Self::Discovery
+                | Self::Jwks
+                | Self::Token
+                | Self::Userinfo
+                | Self::Revoke
+                | Self::Introspect
+        )
+    }
+
     fn label(self) -> &'static str {
         match self {
             Self::Discovery => "discovery",

@@ -42,10 +42,34 @@ pub(crate) fn public_json_bytes(body: Bytes, max_age_secs: u64) -> Response<BoxB
     if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={max_age_secs}")) {
         h.insert(header::CACHE_CONTROL, v);
     }
-    // Browser-based clients fetch these cross-origin.
-    h.insert(
+    resp
+}
+
+/// Lets any origin read the response (no credentials: these endpoints take
+/// tokens and client secrets in headers or bodies, never cookies).
+pub(crate) fn allow_any_origin(resp: &mut Response<BoxBody>) {
+    resp.headers_mut().insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
+    );
+}
+
+/// The answer to a CORS preflight.
+pub(crate) fn cors_preflight() -> Response<BoxBody> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
     );
     resp
 }
@@ -246,6 +270,33 @@ mod tests {
             client_ip(&h, peer, &trusted),
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn provider_cookies_are_http_only_lax_and_secure_over_tls() {
+        let v = set_cookie(
+            "oidc_session",
+            Some("abc"),
+            "/idp",
+            true,
+            Some(std::time::Duration::from_secs(60)),
+        )
+        .unwrap();
+        let v = v.to_str().unwrap();
+        for part in [
+            "oidc_session=abc",
+            "HttpOnly",
+            "SameSite=Lax",
+            "Secure",
+            "Path=/idp",
+            "Max-Age=60",
+        ] {
+            assert!(v.contains(part), "{part} missing in {v}");
+        }
+        let removal = set_cookie("oidc_session", None, "/idp", false, None).unwrap();
+        let removal = removal.to_str().unwrap();
+        assert!(removal.contains("Max-Age=0"), "{removal}");
+        assert!(!removal.contains("Secure"));
     }
 
     #[test]

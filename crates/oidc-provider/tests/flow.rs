@@ -205,3 +205,156 @@ async fn discovery_and_jwks_are_cacheable_and_not_found_is_404() {
         .unwrap();
     assert_eq!(resp.status(), 418);
 }
+
+#[tokio::test]
+async fn rotated_keys_are_all_published_and_old_tokens_still_verify() {
+    use orchestrator_config::{Secret, SigningAlgorithm, SigningKeyConfig};
+    // The key being rotated out is EdDSA, the new (first) one ES256.
+    let old_pem = orchestrator_oidc::keys::generate_pem(SigningAlgorithm::EdDSA).unwrap();
+    let old = old_pem.clone();
+    let tp = TestProvider::start(memory_cache(), move |cfg| {
+        cfg.signing_keys.push(SigningKeyConfig {
+            id: "old-key".into(),
+            algorithm: SigningAlgorithm::EdDSA,
+            private_key: Secret::new(old),
+        });
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let jwks: Value = http
+        .get(tp.url("/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, ["test-key", "old-key"]);
+    assert_eq!(jwks["keys"][1]["kty"], "OKP");
+    assert_eq!(jwks["keys"][1]["crv"], "Ed25519");
+
+    // New tokens are signed by the first key.
+    let (verifier, challenge) = pkce();
+    let code = login_for_code(&browser(), &tp, &auth_query(&challenge, &[])).await;
+    let tokens: Value = exchange(&http, &tp, &code, &verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let header = jsonwebtoken::decode_header(tokens["id_token"].as_str().unwrap()).unwrap();
+    assert_eq!(header.kid.as_deref(), Some("test-key"));
+
+    // A token the old key signed before the rotation still works.
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    h.typ = Some("at+jwt".into());
+    h.kid = Some("old-key".into());
+    let claims = serde_json::json!({
+        "iss": tp.issuer, "sub": "alice", "aud": "app", "client_id": "app",
+        "exp": now + 300, "iat": now, "jti": "pre-rotation", "scope": "openid email",
+        "username": "alice",
+    });
+    let key = jsonwebtoken::EncodingKey::from_ed_pem(old_pem.as_bytes()).unwrap();
+    let token = jsonwebtoken::encode(&h, &claims, &key).unwrap();
+    let resp = http
+        .get(tp.url("/userinfo"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The same token claiming the new key's kid does not.
+    h.kid = Some("test-key".into());
+    let token = jsonwebtoken::encode(&h, &claims, &key).unwrap();
+    let resp = http
+        .get(tp.url("/userinfo"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expect_error(resp, "invalid_token").await, 401);
+}
+
+#[tokio::test]
+async fn rs256_and_eddsa_id_tokens_verify_from_the_jwks() {
+    use orchestrator_config::{Secret, SigningAlgorithm};
+    for alg in [SigningAlgorithm::RS256, SigningAlgorithm::EdDSA] {
+        let pem = orchestrator_oidc::keys::generate_pem(alg).unwrap();
+        let tp = TestProvider::start(memory_cache(), move |cfg| {
+            cfg.signing_keys[0].algorithm = alg;
+            cfg.signing_keys[0].private_key = Secret::new(pem);
+        })
+        .await;
+        let http = reqwest::Client::new();
+        let (verifier, challenge) = pkce();
+        let code = login_for_code(&browser(), &tp, &auth_query(&challenge, &[])).await;
+        let tokens: Value = exchange(&http, &tp, &code, &verifier)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let claims = verify_id_token(&http, &tp, tokens["id_token"].as_str().unwrap(), "app").await;
+        assert_eq!(claims["sub"], "alice", "{alg:?}");
+        let resp = http
+            .get(tp.url("/userinfo"))
+            .bearer_auth(tokens["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{alg:?}");
+    }
+}
+
+#[tokio::test]
+async fn token_endpoint_answers_cors_preflights_and_counts_requests() {
+    let tp = TestProvider::start(memory_cache(), |_| {}).await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .request(reqwest::Method::OPTIONS, tp.url("/token"))
+        .header("origin", "http://spa.test")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert!(
+        resp.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    // The login page is not for other origins.
+    let resp = http
+        .request(reqwest::Method::OPTIONS, tp.url("/login"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+
+    let resp = http
+        .post(tp.url("/token"))
+        .form(&[("grant_type", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let text = {
+        let mut buf = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        encoder
+            .encode_utf8(&tp.registry.gather(), &mut buf)
+            .unwrap();
+        buf
+    };
+    assert!(
+        text.contains("orchestrator_oidc_requests_total{endpoint=\"token\",status=\"401\"} 1"),
+        "{text}"
+    );
+}

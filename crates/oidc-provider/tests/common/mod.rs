@@ -29,6 +29,7 @@ pub struct TestProvider {
     pub issuer: String,
     pub key_pem: String,
     pub provider: Arc<Provider>,
+    pub registry: prometheus::Registry,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -128,7 +129,8 @@ impl TestProvider {
             max_body_bytes: 16 * 1024,
             ..ListenConfig::default()
         };
-        let metrics = Arc::new(ProviderMetrics::new(&prometheus::Registry::new()).unwrap());
+        let registry = prometheus::Registry::new();
+        let metrics = Arc::new(ProviderMetrics::new(&registry).unwrap());
         let provider = Arc::new(Provider::new(&cfg, backend, &listen, cache, metrics).unwrap());
         let served = provider.clone();
         let server = tokio::spawn(async move {
@@ -169,6 +171,7 @@ impl TestProvider {
             issuer,
             key_pem: key_pem.to_owned(),
             provider,
+            registry,
             server,
         }
     }
@@ -362,12 +365,16 @@ pub async fn verify_id_token(
         .await
         .unwrap();
     let header = jsonwebtoken::decode_header(id_token).unwrap();
-    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    let advertised = discovery["id_token_signing_alg_values_supported"]
+        .as_array()
+        .unwrap();
+    let alg_name = serde_json::to_value(header.alg).unwrap();
+    assert!(advertised.contains(&alg_name), "{alg_name} not advertised");
     let jwk = jwks
         .find(header.kid.as_deref().unwrap())
         .expect("kid published in JWKS");
     let key = DecodingKey::from_jwk(jwk).unwrap();
-    let mut validation = Validation::new(jsonwebtoken::Algorithm::ES256);
+    let mut validation = Validation::new(header.alg);
     validation.set_audience(&[aud]);
     validation.set_issuer(&[tp.issuer.as_str()]);
     jsonwebtoken::decode::<Value>(id_token, &key, &validation)
