@@ -9,6 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, header};
 use orchestrator_config::{GrantType, OidcClientConfig, Secret};
+use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use crate::error::{OAuthError, ProviderError};
@@ -158,7 +159,11 @@ impl Clients {
             .ok_or_else(OAuthError::invalid_client)?;
         match (&client.secret, presented.secret) {
             (Some(expected), Some(given)) => {
-                if bool::from(expected.expose().as_bytes().ct_eq(given.as_bytes())) {
+                // Compare fixed-size digests so neither content nor length
+                // of the secret leaks through timing.
+                let expected = Sha256::digest(expected.expose().as_bytes());
+                let given = Sha256::digest(given.as_bytes());
+                if bool::from(expected.ct_eq(&given)) {
                     Ok(client)
                 } else {
                     Err(OAuthError::invalid_client())
