@@ -36,6 +36,9 @@ pub enum KeyError {
     /// Key generation or PEM encoding failed.
     #[error("key generation failed: {0}")]
     Generate(String),
+    /// Signing with a loaded key failed.
+    #[error("signing failed: {0}")]
+    Sign(&'static str),
 }
 
 /// One loaded key: what signs, what verifies, and what JWKS publishes.
@@ -168,7 +171,7 @@ impl SigningKey {
     /// Signs a JWS signing input (`b64(header).b64(payload)`), returning the
     /// raw JWS signature (r||s for ECDSA, as RFC 7518 §3.4 wants).
     pub(crate) fn sign_input(&self, input: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let fail = |what: &str| KeyError::Generate(format!("signing failed: {what}"));
+        let fail = KeyError::Sign;
         match &self.signer {
             Some(RingSigner::Ecdsa(kp)) => kp
                 .sign(&ring::rand::SystemRandom::new(), input)
@@ -188,7 +191,7 @@ impl SigningKey {
             Some(RingSigner::Ed25519(kp)) => Ok(kp.sign(input).as_ref().to_vec()),
             None => {
                 let sig = jsonwebtoken::crypto::sign(input, &self.encoding, self.jwt_alg())
-                    .map_err(|e| fail(&e.to_string()))?;
+                    .map_err(|_| fail("jsonwebtoken"))?;
                 URL_SAFE_NO_PAD.decode(sig).map_err(|_| fail("encoding"))
             }
         }
