@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use orchestrator_cache::Cache;
-use orchestrator_config::Config;
+use orchestrator_config::{
+    CacheBackend, Config, OidcProviderConfig, Secret, SigningAlgorithm, SigningKeyConfig,
+};
 use orchestrator_gateway::{Gateway, GatewayMetrics};
 use orchestrator_oidc::{Provider, ProviderMetrics};
 use tokio_rustls::TlsAcceptor;
@@ -17,6 +19,9 @@ use crate::tls::CertStore;
 /// The long-lived parts every runtime is built with.
 pub(crate) struct Parts {
     pub(crate) cache: Arc<dyn Cache>,
+    /// Signs for the OIDC provider when no key is configured (memory cache only);
+    /// made once so tokens keep verifying across hot reloads.
+    dev_signing_key: SigningKeyConfig,
     pub(crate) provider_metrics: Arc<ProviderMetrics>,
     pub(crate) gateway_metrics: Arc<GatewayMetrics>,
 }
@@ -26,8 +31,15 @@ impl Parts {
         cache: Arc<dyn Cache>,
         registry: &prometheus::Registry,
     ) -> Result<Self, String> {
+        let pem = orchestrator_oidc::keys::generate_pem(SigningAlgorithm::ES256)
+            .map_err(|e| format!("dev signing key: {e}"))?;
         Ok(Self {
             cache,
+            dev_signing_key: SigningKeyConfig {
+                id: "dev-generated-at-start".to_owned(),
+                algorithm: SigningAlgorithm::ES256,
+                private_key: Secret::new(pem),
+            },
             provider_metrics: Arc::new(
                 ProviderMetrics::new(registry).map_err(|e| format!("metrics: {e}"))?,
             ),
@@ -54,7 +66,24 @@ impl Runtime {
         parts: &Parts,
         previous: Option<&Runtime>,
     ) -> Result<Self, Vec<String>> {
-        let provider = match &config.oidc_provider {
+        let with_dev_key;
+        let oidc = match &config.oidc_provider {
+            Some(op)
+                if op.signing_keys.is_empty() && config.cache.backend == CacheBackend::Memory =>
+            {
+                tracing::warn!(
+                    "oidcProvider.signingKeys is empty: signing with an ES256 DEVELOPMENT key generated \
+                     at start; tokens will not survive a restart or verify at another replica"
+                );
+                with_dev_key = OidcProviderConfig {
+                    signing_keys: vec![parts.dev_signing_key.clone()],
+                    ..op.clone()
+                };
+                Some(&with_dev_key)
+            }
+            other => other.as_ref(),
+        };
+        let provider = match oidc {
             Some(op) => Some(
                 Provider::new(
                     op,
