@@ -9,15 +9,15 @@ use orchestrator_tests::{Orchestrator, run_cli};
 async fn jwks_kids(orch: &Orchestrator) -> Vec<String> {
     let jwks: serde_json::Value = reqwest::get(format!("{}/idp/jwks", orch.base_url()))
         .await
-        .unwrap()
+        .expect("JWKS request")
         .json()
         .await
-        .unwrap();
+        .expect("JWKS JSON");
     jwks["keys"]
         .as_array()
-        .unwrap()
+        .expect("keys array")
         .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .map(|k| k["kid"].as_str().expect("kid").to_owned())
         .collect()
 }
 
