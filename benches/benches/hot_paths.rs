@@ -241,6 +241,14 @@ async fn setup() -> Setup {
         )
         .await;
     let assertion = String::from_utf8(body(resp).await.to_vec()).unwrap();
+    assert!(
+        assertion.starts_with("ey"),
+        "the signed app sends an assertion"
+    );
+    let resp = local
+        .handle(get("localhost", "/assertion", Some(&cookie)), PEER, false)
+        .await;
+    assert!(body(resp).await.is_empty(), "the plain app sends none");
     let resp = local
         .handle(get("localhost", "/.orchestrator/jwks", None), PEER, false)
         .await;
