@@ -1179,6 +1179,7 @@ async fn attacks_on_gateway_and_provider() {
         "/public/%2e%2e%5cadmin",
         "/public/..\\admin",
         "/public/%252e%252e/admin",
+        "/public/%25%32%65%25%32%65/admin",
         "/public/%00/../admin",
         "/public/%zz",
     ] {

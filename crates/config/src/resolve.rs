@@ -121,6 +121,11 @@ pub(crate) fn resolve_str(
                 let value = sources
                     .env_var(name)
                     .ok_or_else(|| format!("environment variable \"{name}\" is not set"))?;
+                // `${env:…}` carries secrets too (a password from a Kubernetes
+                // secretKeyRef): scrub it from errors like a secret file.
+                if !value.is_empty() {
+                    secret_values.push(value.clone());
+                }
                 out.push_str(&value);
             }
             other => {
@@ -213,6 +218,10 @@ mod tests {
         let mut seen = Vec::new();
         resolve_str("${secret:pw}", Path::new("/s"), &sources(), &mut seen).unwrap();
         assert_eq!(seen, vec!["p@ss".to_owned()]);
+        // Found by fuzz/config_load: an env value echoed by a type error.
+        let mut seen = Vec::new();
+        resolve_str("${env:REDIS_HOST}", Path::new("/s"), &sources(), &mut seen).unwrap();
+        assert_eq!(seen, vec!["redis.internal".to_owned()]);
     }
 
     #[test]

@@ -145,6 +145,15 @@ fn decode_unreserved(raw: &str) -> Result<String, GatewayError> {
             i += 1;
         }
     }
+    // Double encoding can also be assembled from escapes that decode to hex
+    // digits (`%25%32%65` → `%252e`): look at the result, not just the input.
+    let bytes = out.as_bytes();
+    if bytes
+        .windows(4)
+        .any(|w| w.starts_with(b"%25") && hex_val(w[3]).is_some())
+    {
+        return Err(GatewayError::BadRequest("double percent-encoding in path"));
+    }
     Ok(out)
 }
 
@@ -267,6 +276,9 @@ mod tests {
             "/a%2",
             "/a%3b/b",
             "/a%252e%252e/admin",
+            // Found by fuzz/path_normalise: escapes that decode to hex digits.
+            "/public/%25%32%65%25%32%65/admin",
+            "//%25%25%64o",
             "/a b",
         ];
         for raw in refused {
