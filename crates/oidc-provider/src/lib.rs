@@ -30,6 +30,7 @@ pub mod keys;
 mod login;
 mod metrics;
 mod params;
+mod password;
 mod provider;
 mod revoke;
 mod store;

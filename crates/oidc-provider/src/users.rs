@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use orchestrator_config::UserConfig;
 use serde_json::Value;
 
 use crate::error::ProviderError;
+use crate::password::PasswordChecker;
 
 /// Claims each scope releases (OpenID Connect Core §5.4, plus `groups`).
 const SCOPE_CLAIMS: &[(&str, &[&str])] = &[
@@ -107,6 +108,8 @@ pub(crate) struct Users {
     /// A hash to verify against for unknown users, so a response's timing
     /// does not reveal whether a user name exists. Made on first use.
     dummy: OnceLock<String>,
+    /// Bounded, buffer-reusing argon2 verification (see [`crate::password`]).
+    checker: PasswordChecker,
 }
 
 /// What a login attempt found.
@@ -160,6 +163,7 @@ impl Users {
         Ok(Self {
             by_name,
             dummy: OnceLock::new(),
+            checker: PasswordChecker::per_cpu(),
         })
     }
 
@@ -167,24 +171,14 @@ impl Users {
         self.by_name.get(username).cloned()
     }
 
-    /// Checks a password with argon2id on the blocking pool.
+    /// Checks a password with argon2id on the verification threads.
     pub(crate) async fn verify(&self, username: &str, password: String) -> Verified {
         let user = self.get(username);
         let hash = match &user {
             Some(u) => u.password_hash.clone(),
             None => self.dummy_hash(),
         };
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|h| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &h)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
+        let ok = self.checker.verify(hash, password).await;
         match (ok, user) {
             (true, Some(u)) => Verified::Ok(u),
             _ => Verified::Bad,
