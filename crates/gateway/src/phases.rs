@@ -165,7 +165,7 @@ where
     if let Some(s) = &session {
         set_identity(&mut headers, &app.headers, &s.claims);
         if let (Some(name), Some(signer)) = (&app.assertion_header, &rt.signer) {
-            if let Some(jwt) = signer.sign(&app.name, &s.claims) {
+            if let Some(jwt) = signer.sign_cached(&s.assertions, &app.name, &s.claims) {
                 if let Ok(v) = HeaderValue::from_str(&jwt) {
                     headers.insert(name.clone(), v);
                 }

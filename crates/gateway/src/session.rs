@@ -16,6 +16,8 @@ use orchestrator_cache::Cache;
 use orchestrator_config::{SessionConfig, SessionStore as StoreKind};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
+
+use crate::assertion::AssertionCache;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -98,6 +100,9 @@ pub(crate) struct Session {
     pub(crate) id_token: String,
     /// Creation time, seconds since the epoch.
     pub(crate) created: u64,
+    /// Assertions already signed for this session (never stored: each process signs its own).
+    #[serde(skip)]
+    pub(crate) assertions: AssertionCache,
 }
 
 impl Session {
@@ -109,6 +114,7 @@ impl Session {
             claims,
             id_token,
             created: now_secs(),
+            assertions: AssertionCache::default(),
         }
     }
 
