@@ -406,7 +406,7 @@ pub struct TokenTtls {
     /// ID tokens.
     #[serde(default = "default_access_ttl", with = "humantime_serde")]
     pub id_token_ttl: Duration,
-    /// Refresh tokens (each rotation starts a new lifetime, capped by the family's start).
+    /// Refresh tokens: the grant ends this long after the code exchange; rotation never extends it.
     #[serde(default = "default_refresh_ttl", with = "humantime_serde")]
     pub refresh_token_ttl: Duration,
 }

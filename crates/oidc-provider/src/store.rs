@@ -87,6 +87,11 @@ pub(crate) struct FamilyRecord {
     /// The newest access token of the family, revoked with it.
     pub(crate) access_jti: String,
     pub(crate) access_exp: u64,
+    /// When the family ends, whatever the rotations (seconds since the epoch): the
+    /// code's redemption plus `refreshTokenTtl`. 0 (records written before this
+    /// field existed) means "from now".
+    #[serde(default)]
+    pub(crate) expires_at: u64,
 }
 
 /// An SSO session at the provider.

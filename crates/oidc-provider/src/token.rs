@@ -203,11 +203,12 @@ async fn authorization_code(
             username: user.username.clone(),
             access_jti: jti,
             access_exp,
+            expires_at: tokens::expiry(p.ttls.refresh_token_ttl),
         };
         p.store
             .put_family(&family_id, &family, p.ttls.refresh_token_ttl)
             .await?;
-        let rt = new_refresh_token(p, &family_id, &grant, grant.scope).await?;
+        let rt = new_refresh_token(p, &family_id, &grant, grant.scope, family.expires_at).await?;
         body["refresh_token"] = Value::String(rt);
     }
     Ok(body)
@@ -244,9 +245,19 @@ async fn refresh(
     if rec.expires_at < now() {
         return Err(OAuthError::invalid_grant("refresh token expired"));
     }
-    if p.store.family(&rec.family_id).await?.is_none() {
+    let Some(old_family) = p.store.family(&rec.family_id).await? else {
         return Err(OAuthError::invalid_grant("grant revoked"));
-    }
+    };
+    // Rotation never extends the grant: the family ends refreshTokenTtl after the
+    // code was redeemed, so a stolen-and-rotated token cannot live forever.
+    let family_end = match old_family.expires_at {
+        0 => tokens::expiry(p.ttls.refresh_token_ttl),
+        end => end,
+    };
+    let Some(remaining) = family_end.checked_sub(now()).filter(|r| *r > 0) else {
+        return Err(OAuthError::invalid_grant("refresh token expired"));
+    };
+    let remaining = std::time::Duration::from_secs(remaining);
     let scope = narrow_scope(&rec.scope, scope)?;
     let user = p
         .users
@@ -279,12 +290,13 @@ async fn refresh(
         username: user.username.clone(),
         access_jti: jti,
         access_exp,
+        expires_at: family_end,
     };
     p.store
-        .put_family(&rec.family_id, &family, p.ttls.refresh_token_ttl)
+        .put_family(&rec.family_id, &family, remaining)
         .await?;
     // The new refresh token keeps the original grant's scope (RFC 6749 §6).
-    let rt = new_refresh_token(p, &rec.family_id, &grant, &rec.scope).await?;
+    let rt = new_refresh_token(p, &rec.family_id, &grant, &rec.scope, family_end).await?;
     body["refresh_token"] = Value::String(rt);
     Ok(body)
 }
@@ -415,13 +427,16 @@ impl Grant<'_> {
     }
 }
 
+/// A new refresh token of `family_id`, valid until `expires_at` (the family's end).
 async fn new_refresh_token(
     p: &Provider,
     family_id: &str,
     grant: &Grant<'_>,
     scope: &str,
+    expires_at: u64,
 ) -> Result<String, OAuthError> {
     let token = random_token();
+    let ttl = std::time::Duration::from_secs(expires_at.saturating_sub(now()).max(1));
     let rec = RefreshRecord {
         family_id: family_id.to_owned(),
         client_id: grant.client.id.clone(),
@@ -429,10 +444,8 @@ async fn new_refresh_token(
         scope: scope.to_owned(),
         auth_time: grant.auth_time,
         sid: grant.sid.to_owned(),
-        expires_at: tokens::expiry(p.ttls.refresh_token_ttl),
+        expires_at,
     };
-    p.store
-        .put_refresh(&token, &rec, p.ttls.refresh_token_ttl)
-        .await?;
+    p.store.put_refresh(&token, &rec, ttl).await?;
     Ok(token)
 }

@@ -390,6 +390,40 @@ async fn reused_refresh_token_revokes_the_family() {
 }
 
 #[tokio::test]
+async fn rotation_never_outlives_the_refresh_token_ttl() {
+    let tp = TestProvider::start(memory_cache(), |cfg| {
+        cfg.tokens.refresh_token_ttl = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let (_, first) = tokens(&tp).await;
+    let mut refresh = first["refresh_token"].as_str().unwrap().to_owned();
+    // Rotate as often as the provider allows; each rotation must not extend the grant.
+    let mut rotations = 0;
+    loop {
+        let resp = token_request(
+            &tp,
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await;
+        if resp.status() != 200 {
+            assert_eq!(expect_error(resp, "invalid_grant").await, 400);
+            break;
+        }
+        let body: Value = resp.json().await.unwrap();
+        refresh = body["refresh_token"].as_str().unwrap().to_owned();
+        rotations += 1;
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "rotations kept the grant alive past refreshTokenTtl ({rotations} rotations)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(rotations >= 1, "refresh worked within its lifetime");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+}
+
+#[tokio::test]
 async fn refresh_cannot_widen_scope() {
     let tp = TestProvider::start(memory_cache(), |cfg| {
         cfg.clients[0].allowed_scopes = vec![
