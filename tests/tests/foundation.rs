@@ -423,3 +423,36 @@ async fn probe_reports_readiness() {
     .await;
     assert_eq!(missing.code, Some(1));
 }
+
+#[tokio::test]
+async fn log_level_changes_without_a_restart() {
+    // An empty RUST_LOG leaves the level to the config file.
+    let mut orch = Orchestrator::start_with(Setup {
+        yaml: "log:\n  format: json\n  level: warn\n",
+        env: &[("RUST_LOG", "")],
+        ..Setup::default()
+    })
+    .await;
+    assert!(
+        !orch.all_logs().contains("orchestrator started"),
+        "info is filtered at level warn"
+    );
+    orch.update_config("log:\n  format: json\n  level: info\n");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !orch.all_logs().contains("log level changed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "level not applied\n{}",
+            orch.all_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // A bad level is rejected and counted; the old filter stays.
+    orch.update_config("log:\n  format: json\n  level: \"info,[[[\"\n");
+    orch.wait_metric_at_least(
+        "orchestrator_config_reloads_total{result=\"error\"}",
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+}

@@ -12,6 +12,7 @@ use orchestrator_gateway::{Gateway, GatewayMetrics};
 use orchestrator_oidc::{Provider, ProviderMetrics};
 use tokio_rustls::TlsAcceptor;
 
+use crate::logging::LevelHandle;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::tls::CertStore;
@@ -131,12 +132,18 @@ pub(crate) struct App {
     pub(crate) readiness: Readiness,
     pub(crate) parts: Parts,
     runtime: ArcSwap<Runtime>,
+    levels: LevelHandle,
     certs: Option<Arc<CertStore>>,
     tls: Option<TlsAcceptor>,
 }
 
 impl App {
-    pub(crate) fn new(metrics: Metrics, parts: Parts, runtime: Runtime) -> Result<Self, String> {
+    pub(crate) fn new(
+        metrics: Metrics,
+        parts: Parts,
+        runtime: Runtime,
+        levels: LevelHandle,
+    ) -> Result<Self, String> {
         let (certs, tls) = match &runtime.config.listen.tls {
             Some(tls_cfg) => {
                 let store = Arc::new(CertStore::new(tls_cfg)?);
@@ -150,6 +157,7 @@ impl App {
             readiness: Readiness::default(),
             parts,
             runtime: ArcSwap::from_pointee(runtime),
+            levels,
             certs,
             tls,
         })
@@ -176,10 +184,20 @@ impl App {
                 "config change needs a restart to take effect; keeping the old value until then"
             );
         }
-        // The certificate first: a bad one rejects the reload before the gateway changes.
+        // What can fail goes first: a bad certificate or level rejects the reload
+        // before the gateway is reconfigured in place.
+        let new_level = (old.config.log.level != new.log.level).then(|| new.log.level.clone());
+        if let Some(level) = &new_level {
+            tracing_subscriber::EnvFilter::try_new(level)
+                .map_err(|e| vec![format!("log.level: {e}")])?;
+        }
         self.reload_certificate(&new)?;
         let runtime = Runtime::build(new, &self.parts, Some(&old))?;
         self.runtime.store(Arc::new(runtime));
+        if let Some(level) = new_level {
+            self.levels.set_level(&level).map_err(|e| vec![e])?;
+            tracing::info!(level, "log level changed");
+        }
         Ok(())
     }
 
@@ -216,8 +234,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.secrets_dir != new.secrets_dir {
         keys.push("secretsDir");
     }
-    if old.log != new.log {
-        keys.push("log");
+    if old.log.format != new.log.format {
+        keys.push("log.format");
     }
     // The gateway's session store is sized and typed once; sessions must survive reloads.
     let session = |c: &Config| c.app_gateway.as_ref().map(|g| g.session.clone());

@@ -60,9 +60,10 @@ fn run_blocking(config_path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(errors) => return commands::report(errors.iter().map(ToString::to_string)),
     };
-    if let Err(e) = logging::init(&config.log) {
-        return commands::report(std::iter::once(e));
-    }
+    let levels = match logging::init(&config.log) {
+        Ok(levels) => levels,
+        Err(e) => return commands::report(std::iter::once(e)),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -70,7 +71,7 @@ fn run_blocking(config_path: &Path) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return commands::report(std::iter::once(format!("cannot start runtime: {e}"))),
     };
-    match runtime.block_on(run(config_path, config)) {
+    match runtime.block_on(run(config_path, config, levels)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(problems) => {
             for p in &problems {
@@ -81,7 +82,11 @@ fn run_blocking(config_path: &Path) -> ExitCode {
     }
 }
 
-async fn run(config_path: &Path, config: orchestrator_config::Config) -> Result<(), Vec<String>> {
+async fn run(
+    config_path: &Path,
+    config: orchestrator_config::Config,
+    levels: logging::LevelHandle,
+) -> Result<(), Vec<String>> {
     let metrics = metrics::Metrics::new().map_err(|e| vec![format!("metrics: {e}")])?;
     let cache = orchestrator_cache::build(
         &config.cache,
@@ -108,7 +113,7 @@ async fn run(config_path: &Path, config: orchestrator_config::Config) -> Result<
 
     let parts = Parts::new(cache, &metrics.registry).map_err(|e| vec![e])?;
     let runtime = Runtime::build(config.clone(), &parts, None)?;
-    let app = Arc::new(App::new(metrics, parts, runtime).map_err(|e| vec![e])?);
+    let app = Arc::new(App::new(metrics, parts, runtime, levels).map_err(|e| vec![e])?);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(admin_listener, app.clone(), stop_rx.clone()));
