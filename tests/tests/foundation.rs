@@ -456,3 +456,56 @@ async fn log_level_changes_without_a_restart() {
     )
     .await;
 }
+
+/// Reads from `stream` until a full response head has arrived (bounded by `limit`).
+async fn read_head(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Some(String::from_utf8_lossy(&buf).into_owned())
+    };
+    tokio::time::timeout(limit, read).await.ok().flatten()
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_for_a_free_slot() {
+    use tokio::io::AsyncWriteExt as _;
+    let orch = Orchestrator::start(
+        "listen:\n  address: 127.0.0.1:{port}\n  maxConnections: 1\n",
+        &[],
+    )
+    .await;
+    let addr = format!("127.0.0.1:{}", orch.port());
+    let request = b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+    let mut first = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    first.write_all(request).await.unwrap();
+    let head = read_head(&mut first, Duration::from_secs(5))
+        .await
+        .expect("first served");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    // The first connection stays open (keep-alive) and holds the only slot.
+    let mut second = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    second.write_all(request).await.unwrap();
+    assert!(
+        read_head(&mut second, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "a second connection was served beyond maxConnections"
+    );
+
+    drop(first);
+    let head = read_head(&mut second, Duration::from_secs(5))
+        .await
+        .expect("served once the slot is free");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}

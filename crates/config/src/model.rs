@@ -82,6 +82,10 @@ pub struct ListenConfig {
     /// Largest request head (request line + headers) accepted, in bytes.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// Most client connections served at once; beyond it new connections wait in the
+    /// kernel's accept queue until one closes, so a spike cannot exhaust memory or file handles.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Largest request body the orchestrator itself reads (login forms, token requests), in bytes.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -96,6 +100,9 @@ fn default_header_read_timeout() -> Duration {
 fn default_max_header_bytes() -> usize {
     64 * 1024
 }
+fn default_max_connections() -> usize {
+    10_000
+}
 fn default_max_body_bytes() -> usize {
     64 * 1024
 }
@@ -108,6 +115,7 @@ impl Default for ListenConfig {
             tls: None,
             header_read_timeout: default_header_read_timeout(),
             max_header_bytes: default_max_header_bytes(),
+            max_connections: default_max_connections(),
             max_body_bytes: default_max_body_bytes(),
         }
     }

@@ -23,6 +23,9 @@ pub(crate) fn validate(cfg: &Config) -> Vec<ConfigError> {
     if cfg.listen.max_header_bytes < 8192 {
         v.err("listen.maxHeaderBytes", "must be at least 8192");
     }
+    if cfg.listen.max_connections == 0 {
+        v.err("listen.maxConnections", "must be at least 1");
+    }
     if cfg.listen.max_body_bytes < 1024 {
         v.err("listen.maxBodyBytes", "must be at least 1024");
     }

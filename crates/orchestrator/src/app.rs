@@ -225,6 +225,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.listen.max_header_bytes != new.listen.max_header_bytes {
         keys.push("listen.maxHeaderBytes");
     }
+    if old.listen.max_connections != new.listen.max_connections {
+        keys.push("listen.maxConnections");
+    }
     if old.admin.address != new.admin.address {
         keys.push("admin.address");
     }

@@ -14,7 +14,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use orchestrator_config::ListenConfig;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::app::App;
 
@@ -57,10 +57,20 @@ pub(crate) async fn serve(
     let graceful = GracefulShutdown::new();
     let listen_cfg = app.runtime().config.listen.clone();
     let builder = Arc::new(builder(&listen_cfg));
+    let slots = Arc::new(Semaphore::new(listen_cfg.max_connections));
     loop {
+        // A free slot first: at the limit, new connections wait in the kernel's
+        // accept queue instead of costing memory here.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = stopped(&mut stop) => break,
+        };
         let accepted = tokio::select! {
             res = listener.accept() => res,
-            _ = crate::listener::stopped(&mut stop) => break,
+            _ = stopped(&mut stop) => break,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
@@ -78,6 +88,7 @@ pub(crate) async fn serve(
         let watcher = graceful.watcher();
         let handshake_timeout = listen_cfg.header_read_timeout;
         tokio::spawn(async move {
+            let _slot = slot;
             let service = {
                 let app = app.clone();
                 let is_tls = tls.is_some();
