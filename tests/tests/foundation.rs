@@ -119,10 +119,10 @@ async fn kubernetes_data_symlink_swap_is_reloaded() {
 #[tokio::test]
 async fn changed_secret_file_triggers_a_reload() {
     let yaml = "cache:\n  redis:\n    password: ${secret:redis-password}\n";
-    let orch = Orchestrator::start(yaml, &[("redis-password", "one")]).await;
+    let orch = Orchestrator::start(yaml, &[("redis-password", "first-secret-value")]).await;
     // Kubernetes swaps Secret files the same way; a plain rename is enough here.
     let tmp = orch.secrets_dir().join(".tmp");
-    std::fs::write(&tmp, "two").unwrap();
+    std::fs::write(&tmp, "second-secret-value").unwrap();
     std::fs::rename(&tmp, orch.secrets_dir().join("redis-password")).unwrap();
     orch.wait_metric_at_least(
         "orchestrator_config_reloads_total{result=\"success\"}",
@@ -132,7 +132,10 @@ async fn changed_secret_file_triggers_a_reload() {
     .await;
     // The value never reaches a log line.
     let logs = orch.all_logs();
-    assert!(!logs.contains("\"two\"") && !logs.contains("one"), "{logs}");
+    assert!(
+        !logs.contains("first-secret-value") && !logs.contains("second-secret-value"),
+        "{logs}"
+    );
 }
 
 #[tokio::test]
