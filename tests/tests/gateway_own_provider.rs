@@ -55,6 +55,8 @@ appGateway:
         X-Auth-Request-User: sub
         X-Auth-Request-Email: email
         X-Auth-Request-Groups: groups
+        X-Auth-Request-Sid: sid
+        X-Token-Nonce: nonce
 "#;
 
 struct Browser {
@@ -207,6 +209,12 @@ async fn login_through_our_own_provider_reaches_the_app_with_identity() {
     assert_eq!(
         header(&echo, "x-auth-request-groups"),
         vec!["engineering,admins".to_owned()]
+    );
+    // Session claims keep who the user is (sid included) but not what only bound the token.
+    assert_eq!(header(&echo, "x-auth-request-sid").len(), 1);
+    assert!(
+        header(&echo, "x-token-nonce").is_empty(),
+        "nonce kept in the session"
     );
 
     // Forged identity headers are replaced, whatever their spelling.

@@ -86,10 +86,14 @@ pub(crate) struct AuthorizationStart {
     pub(crate) pkce_verifier: String,
 }
 
+/// ID token claims dropped before a session is stored (OIDC Core §2, §3.1.3.6):
+/// they bind and time the token, not the user.
+const TOKEN_ONLY_CLAIMS: &[&str] = &["nonce", "at_hash", "c_hash", "exp", "iat", "nbf"];
+
 /// The verified outcome of a callback.
 #[derive(Debug)]
 pub(crate) struct LoginResult {
-    /// ID token claims merged with userinfo claims.
+    /// ID token claims merged with userinfo claims, less [`TOKEN_ONLY_CLAIMS`].
     pub(crate) claims: Map<String, Value>,
     /// The raw ID token.
     pub(crate) id_token: String,
@@ -328,6 +332,11 @@ impl Idp {
                 Ok(r) => tracing::info!(idp = %self.name, status = %r.status(), "userinfo refused"),
                 Err(e) => tracing::info!(idp = %self.name, error = %e, "userinfo unreachable"),
             }
+        }
+        // Claims that only describe the ID token itself mean nothing once it is
+        // verified; every session would carry them for hours.
+        for k in TOKEN_ONLY_CLAIMS {
+            claims.remove(*k);
         }
         Ok(LoginResult {
             claims,
