@@ -210,6 +210,26 @@ async fn login_through_our_own_provider_reaches_the_app_with_identity() {
         header(&echo, "x-auth-request-groups"),
         vec!["engineering,admins".to_owned()]
     );
+    // The access log names app and user, and never the query (the callback's carries the code).
+    let logs = orch.all_logs();
+    let access: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "access")
+        .collect();
+    assert!(
+        access
+            .iter()
+            .any(|l| l["path"] == "/dash" && l["user"] == "alice" && l["status"] == 200),
+        "{logs}"
+    );
+    assert!(
+        access
+            .iter()
+            .any(|l| l["path"] == "/.orchestrator/callback"),
+        "{logs}"
+    );
+    assert!(!logs.contains("code="), "a query reached the logs:\n{logs}");
     // Session claims keep who the user is (sid included) but not what only bound the token.
     assert_eq!(header(&echo, "x-auth-request-sid").len(), 1);
     assert!(

@@ -162,6 +162,10 @@ pub struct LogConfig {
     /// Output format; unset means JSON unless stdout is a terminal.
     #[serde(default)]
     pub format: Option<LogFormat>,
+    /// One `info` line per request of the main listener (target `access`): method, path
+    /// without the query (it may carry codes or tokens), status, duration, client, app, user.
+    #[serde(default = "default_true")]
+    pub access_log: bool,
 }
 
 fn default_log_level() -> String {
@@ -173,6 +177,7 @@ impl Default for LogConfig {
         Self {
             level: default_log_level(),
             format: None,
+            access_log: true,
         }
     }
 }

@@ -43,6 +43,7 @@ pub use assertion::ASSERTION_ISSUER;
 pub use body::BoxBody;
 pub use error::GatewayError;
 pub use metrics::GatewayMetrics;
+pub use phases::RequestIdentity;
 pub use route::NormalPath;
 pub use session::SessionId;
 

@@ -42,6 +42,16 @@ use crate::route::{NormalPath, host_without_port};
 use crate::session::{PendingLogin, Session, SessionId, binding_hash};
 use crate::{App, Gateway, JWKS_PATH, Runtime, rescue, return_url};
 
+/// Who a request was served for, attached to the gateway's responses as an
+/// extension so the listener's access log can name the app and the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestIdentity {
+    /// The app that matched, if any.
+    pub app: Option<String>,
+    /// The session's `sub`, when the request was authenticated.
+    pub user: Option<String>,
+}
+
 /// Runs every phase for one request and records its metrics.
 pub(crate) async fn serve<B>(
     gw: &Gateway,
@@ -56,13 +66,19 @@ where
 {
     let started = Instant::now();
     let mut app: Option<Arc<App>> = None;
-    let resp = match pipeline(gw, rt, req, peer, tls, &mut app).await {
+    let mut user: Option<String> = None;
+    let mut resp = match pipeline(gw, rt, req, peer, tls, &mut app, &mut user).await {
         Ok(resp) => resp,
         Err(e) => rescue::respond(&e),
     };
     let label = app.as_ref().map_or("none", |a| a.name.as_str());
     gw.metrics.record(label, resp.status());
     tracing::debug!(app = label, status = resp.status().as_u16(), elapsed = ?started.elapsed(), "gateway request");
+    // For the access log of whoever serves the listener; never sent to the client.
+    resp.extensions_mut().insert(RequestIdentity {
+        app: app.as_ref().map(|a| a.name.clone()),
+        user,
+    });
     resp
 }
 
@@ -73,6 +89,7 @@ async fn pipeline<B>(
     peer: SocketAddr,
     tls: bool,
     app_out: &mut Option<Arc<App>>,
+    user_out: &mut Option<String>,
 ) -> Result<Response<BoxBody>, GatewayError>
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -143,6 +160,7 @@ where
     };
 
     // 6. authorize
+    *user_out = session.as_ref().map(|s| s.subject().to_owned());
     if let Some(s) = &session {
         if !app.policy.allows(&s.claims) {
             return Err(GatewayError::Forbidden {

@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use orchestrator_config::ListenConfig;
+use orchestrator_gateway::RequestIdentity;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -96,9 +97,32 @@ pub(crate) async fn serve(
                     let app = app.clone();
                     async move {
                         let started = Instant::now();
-                        let resp = crate::dispatch::dispatch(&app, req, peer, is_tls).await;
-                        app.metrics
-                            .request("main", resp.status().as_u16(), started.elapsed());
+                        let access = app.runtime().config.log.access_log.then(|| {
+                            (
+                                req.method().clone(),
+                                req.uri().path().to_owned(),
+                                req.version(),
+                            )
+                        });
+                        let mut resp = crate::dispatch::dispatch(&app, req, peer, is_tls).await;
+                        let elapsed = started.elapsed();
+                        app.metrics.request("main", resp.status().as_u16(), elapsed);
+                        let who = resp.extensions_mut().remove::<RequestIdentity>();
+                        if let Some((method, path, version)) = access {
+                            let (app_name, user) = who.map_or((None, None), |w| (w.app, w.user));
+                            tracing::info!(
+                                target: "access",
+                                method = %method,
+                                path,
+                                version = ?version,
+                                status = resp.status().as_u16(),
+                                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                                peer = %peer,
+                                app = app_name.as_deref().unwrap_or("-"),
+                                user = user.as_deref().unwrap_or("-"),
+                                "request"
+                            );
+                        }
                         Ok::<_, std::convert::Infallible>(resp)
                     }
                 })

@@ -512,6 +512,7 @@ secretsDir: {secrets_dir}
 log:
   level: info
   format: json
+  accessLog: false   # NGINX runs with access_log off too
 shutdown:
   delay: 0s
   drainTimeout: 1s
