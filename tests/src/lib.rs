@@ -70,6 +70,11 @@ pub enum Layout {
 /// A running orchestrator process.
 pub struct Orchestrator {
     child: Child,
+    files: ConfigFiles,
+}
+
+/// The temp dir of one process: its config (in a [`Layout`]), secrets and logs.
+struct ConfigFiles {
     dir: tempfile::TempDir,
     port: u16,
     admin_port: u16,
@@ -130,51 +135,35 @@ impl Orchestrator {
         for (name, value) in setup.secrets {
             std::fs::write(secrets_dir.join(name), value).unwrap();
         }
-        let mut orch = Self {
-            child: Command::new("true").spawn().unwrap(),
+        let mut files = ConfigFiles {
             dir,
             port,
             admin_port,
             layout: setup.layout,
             generation: 0,
         };
-        let yaml = orch.render(setup.yaml);
-        orch.write_config(&yaml);
+        let yaml = files.render(setup.yaml);
+        files.write(&yaml);
         let mut cmd = Command::new(binary());
         cmd.arg("run")
             .arg("--config")
-            .arg(orch.config_path())
+            .arg(files.config_path())
             .env_remove("RUST_LOG")
             .env("RUST_LOG", "info,orchestrator=debug")
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(orch.log_path()).unwrap())
-            .stderr(std::fs::File::create(orch.dir.path().join("stderr.log")).unwrap())
+            .stdout(std::fs::File::create(files.log_path()).unwrap())
+            .stderr(std::fs::File::create(files.stderr_path()).unwrap())
             .kill_on_drop(true);
         for (k, v) in setup.env {
             cmd.env(k, v);
         }
-        orch.child = cmd.spawn().expect("spawn orchestrator");
-        orch
+        let child = cmd.spawn().expect("spawn orchestrator");
+        Self { child, files }
     }
 
     /// The config with ports filled in and the listener keys added.
     pub fn render(&self, yaml: &str) -> String {
-        let mut out = String::new();
-        if !yaml.lines().any(|l| l.starts_with("listen:")) {
-            out.push_str("listen:\n  address: 127.0.0.1:{port}\n");
-        }
-        if !yaml.lines().any(|l| l.starts_with("admin:")) {
-            out.push_str("admin:\n  address: 127.0.0.1:{admin_port}\n");
-        }
-        if !yaml.lines().any(|l| l.starts_with("secretsDir:")) {
-            out.push_str(&format!("secretsDir: {}\n", self.secrets_dir().display()));
-        }
-        if !yaml.lines().any(|l| l.starts_with("log:")) {
-            out.push_str("log:\n  format: json\n");
-        }
-        out.push_str(yaml);
-        out.replace("{port}", &self.port.to_string())
-            .replace("{admin_port}", &self.admin_port.to_string())
+        self.files.render(yaml)
     }
 
     /// Polls `/readyz` (bounded: 20 s); panics with the logs if the process exits or never gets ready.
@@ -208,22 +197,22 @@ impl Orchestrator {
 
     /// `http://127.0.0.1:<port>`.
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.files.port)
     }
 
     /// `http://127.0.0.1:<admin port>`.
     pub fn admin_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.admin_port)
+        format!("http://127.0.0.1:{}", self.files.admin_port)
     }
 
     /// The main listener's port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.files.port
     }
 
     /// The admin listener's port.
     pub fn admin_port(&self) -> u16 {
-        self.admin_port
+        self.files.admin_port
     }
 
     /// The process id.
@@ -233,27 +222,23 @@ impl Orchestrator {
 
     /// The temp dir holding config, secrets and logs.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.files.dir.path()
     }
 
     /// The secrets directory.
     pub fn secrets_dir(&self) -> PathBuf {
-        self.dir.path().join("secrets")
+        self.files.secrets_dir()
     }
 
     /// The path given to `--config`.
     pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("config").join("orchestrator.yaml")
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("stdout.log")
+        self.files.config_path()
     }
 
     /// Everything the process logged so far (stdout JSON lines, then stderr).
     pub fn all_logs(&self) -> String {
-        let out = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let err = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
+        let out = std::fs::read_to_string(self.files.log_path()).unwrap_or_default();
+        let err = std::fs::read_to_string(self.files.stderr_path()).unwrap_or_default();
         format!("--- stdout ---\n{out}\n--- stderr ---\n{err}")
     }
 
@@ -261,39 +246,13 @@ impl Orchestrator {
     /// plain = write a temp file and rename it over; Kubernetes = a new
     /// timestamped directory and an atomic `..data` symlink swap.
     pub fn write_config(&mut self, yaml: &str) {
-        let config_dir = self.dir.path().join("config");
-        std::fs::create_dir_all(&config_dir).unwrap();
-        self.generation += 1;
-        match self.layout {
-            Layout::Plain => {
-                let tmp = config_dir.join(".orchestrator.yaml.tmp");
-                std::fs::write(&tmp, yaml).unwrap();
-                std::fs::rename(&tmp, config_dir.join("orchestrator.yaml")).unwrap();
-            }
-            Layout::Kubernetes => {
-                let ts = format!(
-                    "..2026_11_23_00_00_{:02}.{}",
-                    self.generation, self.generation
-                );
-                let ts_dir = config_dir.join(&ts);
-                std::fs::create_dir_all(&ts_dir).unwrap();
-                std::fs::write(ts_dir.join("orchestrator.yaml"), yaml).unwrap();
-                let tmp_link = config_dir.join("..data_tmp");
-                let _ = std::fs::remove_file(&tmp_link);
-                std::os::unix::fs::symlink(&ts, &tmp_link).unwrap();
-                std::fs::rename(&tmp_link, config_dir.join("..data")).unwrap();
-                let visible = config_dir.join("orchestrator.yaml");
-                if std::fs::symlink_metadata(&visible).is_err() {
-                    std::os::unix::fs::symlink("..data/orchestrator.yaml", &visible).unwrap();
-                }
-            }
-        }
+        self.files.write(yaml);
     }
 
     /// Renders and writes a new config (see [`Orchestrator::write_config`]).
     pub fn update_config(&mut self, yaml: &str) {
-        let rendered = self.render(yaml);
-        self.write_config(&rendered);
+        let rendered = self.files.render(yaml);
+        self.files.write(&rendered);
     }
 
     /// Sends a signal.
@@ -341,6 +300,77 @@ impl Orchestrator {
                 self.all_logs()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl ConfigFiles {
+    fn secrets_dir(&self) -> PathBuf {
+        self.dir.path().join("secrets")
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config").join("orchestrator.yaml")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("stdout.log")
+    }
+
+    fn stderr_path(&self) -> PathBuf {
+        self.dir.path().join("stderr.log")
+    }
+
+    /// The config with ports filled in and the listener keys added.
+    fn render(&self, yaml: &str) -> String {
+        let mut out = String::new();
+        if !yaml.lines().any(|l| l.starts_with("listen:")) {
+            out.push_str("listen:\n  address: 127.0.0.1:{port}\n");
+        }
+        if !yaml.lines().any(|l| l.starts_with("admin:")) {
+            out.push_str("admin:\n  address: 127.0.0.1:{admin_port}\n");
+        }
+        if !yaml.lines().any(|l| l.starts_with("secretsDir:")) {
+            out.push_str(&format!("secretsDir: {}\n", self.secrets_dir().display()));
+        }
+        if !yaml.lines().any(|l| l.starts_with("log:")) {
+            out.push_str("log:\n  format: json\n");
+        }
+        out.push_str(yaml);
+        out.replace("{port}", &self.port.to_string())
+            .replace("{admin_port}", &self.admin_port.to_string())
+    }
+
+    /// Writes a new config (ports filled in) the way the layout does it:
+    /// plain = write a temp file and rename it over; Kubernetes = a new
+    /// timestamped directory and an atomic `..data` symlink swap.
+    fn write(&mut self, yaml: &str) {
+        let config_dir = self.dir.path().join("config");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        self.generation += 1;
+        match self.layout {
+            Layout::Plain => {
+                let tmp = config_dir.join(".orchestrator.yaml.tmp");
+                std::fs::write(&tmp, yaml).unwrap();
+                std::fs::rename(&tmp, config_dir.join("orchestrator.yaml")).unwrap();
+            }
+            Layout::Kubernetes => {
+                let ts = format!(
+                    "..2026_11_23_00_00_{:02}.{}",
+                    self.generation, self.generation
+                );
+                let ts_dir = config_dir.join(&ts);
+                std::fs::create_dir_all(&ts_dir).unwrap();
+                std::fs::write(ts_dir.join("orchestrator.yaml"), yaml).unwrap();
+                let tmp_link = config_dir.join("..data_tmp");
+                let _ = std::fs::remove_file(&tmp_link);
+                std::os::unix::fs::symlink(&ts, &tmp_link).unwrap();
+                std::fs::rename(&tmp_link, config_dir.join("..data")).unwrap();
+                let visible = config_dir.join("orchestrator.yaml");
+                if std::fs::symlink_metadata(&visible).is_err() {
+                    std::os::unix::fs::symlink("..data/orchestrator.yaml", &visible).unwrap();
+                }
+            }
         }
     }
 }

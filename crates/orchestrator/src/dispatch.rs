@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use crate::app::App;
+use crate::app::Runtime;
 
 /// The response body type of every handler.
 pub(crate) type BoxBody =
@@ -17,7 +17,7 @@ pub(crate) type BoxBody =
 
 /// Serves one request of the main listener.
 pub(crate) async fn dispatch(
-    app: &App,
+    runtime: &Runtime,
     req: Request<Incoming>,
     peer: SocketAddr,
     tls: bool,
@@ -28,7 +28,6 @@ pub(crate) async fn dispatch(
     if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
         return plain(StatusCode::BAD_REQUEST, "more than one Host header\n");
     }
-    let runtime = app.runtime();
     if let Some(provider) = &runtime.provider {
         let host = request_host(&req);
         if provider.matches(host.as_deref(), req.uri().path()) {

@@ -97,14 +97,17 @@ pub(crate) async fn serve(
                     let app = app.clone();
                     async move {
                         let started = Instant::now();
-                        let access = app.runtime().config.log.access_log.then(|| {
+                        // One runtime per request: the access-log switch and the
+                        // dispatch read the same config even across a reload.
+                        let runtime = app.runtime();
+                        let access = runtime.config.log.access_log.then(|| {
                             (
                                 req.method().clone(),
                                 req.uri().path().to_owned(),
                                 req.version(),
                             )
                         });
-                        let mut resp = crate::dispatch::dispatch(&app, req, peer, is_tls).await;
+                        let mut resp = crate::dispatch::dispatch(&runtime, req, peer, is_tls).await;
                         let elapsed = started.elapsed();
                         app.metrics.request("main", resp.status().as_u16(), elapsed);
                         let who = resp.extensions_mut().remove::<RequestIdentity>();
