@@ -57,6 +57,7 @@ appGateway:
         X-Auth-Request-Groups: groups
         X-Auth-Request-Sid: sid
         X-Token-Nonce: nonce
+      assertionHeader: X-Orchestrator-Assertion
 "#;
 
 struct Browser {
@@ -163,13 +164,17 @@ fn header(echo: &Value, name: &str) -> Vec<String> {
 }
 
 async fn start() -> (Orchestrator, TestUpstream) {
+    start_with(YAML).await
+}
+
+async fn start_with(yaml: &str) -> (Orchestrator, TestUpstream) {
     let upstream = TestUpstream::echo().await;
     let hash = run_cli(&["hash-password"], "alice-password\n").await;
     assert_eq!(hash.code, Some(0), "{}", hash.stderr);
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .unwrap()
         .serialize_pem();
-    let yaml = YAML.replace("{upstream}", &upstream.url());
+    let yaml = yaml.replace("{upstream}", &upstream.url());
     let orch = Orchestrator::start(
         &yaml,
         &[
@@ -286,6 +291,13 @@ async fn login_through_our_own_provider_reaches_the_app_with_identity() {
         "{loc}"
     );
     assert!(loc.contains("id_token_hint="));
+    // The hint is the ID token byte for byte: the provider accepts it.
+    let r = b.client.get(&loc).send().await.unwrap();
+    assert!(
+        r.status().is_success() || r.status().is_redirection(),
+        "end-session refused the hint: {}",
+        r.status()
+    );
 }
 
 #[tokio::test]
@@ -302,4 +314,69 @@ async fn policy_denies_through_our_own_provider() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_assertion_verifies_is_reused_and_a_reload_reapplies_the_policy() {
+    let (mut orch, upstream) = start().await;
+    let b = Browser::new();
+    let (status, _, body, _) = b
+        .visit(&format!("{}/a", orch.base_url()), "alice", "alice-password")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let echo: Value = serde_json::from_str(&body).unwrap();
+    let jwt = header(&echo, "x-orchestrator-assertion");
+    assert_eq!(jwt.len(), 1, "{echo}");
+
+    // An upstream verifies it with the gateway's published keys.
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        reqwest::get(format!("{}/.orchestrator/jwks", orch.base_url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let kid = jsonwebtoken::decode_header(&jwt[0]).unwrap().kid.unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&["demo"]);
+    validation.set_issuer(&[orchestrator_gateway::ASSERTION_ISSUER]);
+    let claims = jsonwebtoken::decode::<Value>(&jwt[0], &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["email"], "alice@example.com");
+    assert_eq!(
+        claims["groups"],
+        serde_json::json!(["engineering", "admins"])
+    );
+
+    // The next request reuses it (signing is the costliest step of a request).
+    let r = b
+        .client
+        .get(format!("{}/b", orch.base_url()))
+        .send()
+        .await
+        .unwrap();
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(header(&echo, "x-orchestrator-assertion"), jwt);
+
+    // A reload that changes the policy applies to this live session at once.
+    let denying = YAML
+        .replace("{upstream}", &upstream.url())
+        .replace("allowGroups: [engineering]", "allowGroups: [sales]");
+    orch.update_config(&denying);
+    orch.wait_metric_at_least(
+        "orchestrator_config_reloads_total{result=\"success\"}",
+        1.0,
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    let r = b
+        .client
+        .get(format!("{}/c", orch.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }

@@ -27,8 +27,6 @@ pub(crate) struct AssertionSigner {
     ttl: Duration,
     issuer: &'static str,
     jwks: Bytes,
-    /// Random per signer, so sessions' cached assertions are re-signed after a reload.
-    epoch: u64,
 }
 
 impl std::fmt::Debug for AssertionSigner {
@@ -160,8 +158,12 @@ impl AssertionSigner {
             ttl,
             issuer: ASSERTION_ISSUER,
             jwks: Bytes::from(jwks),
-            epoch: rand::random(),
         }))
+    }
+
+    /// How long an assertion is valid (`appGateway.assertionTtl`).
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// The public JWKS document.
@@ -192,59 +194,6 @@ impl AssertionSigner {
     }
 }
 
-/// The assertions signed for one session, by app. Signing costs far more than
-/// the rest of a proxied request, so a token is reused until half its lifetime
-/// has passed (the upstream always gets at least `assertionTtl / 2` of validity).
-#[derive(Debug, Default)]
-pub(crate) struct AssertionCache(std::sync::Mutex<Vec<CachedAssertion>>);
-
-#[derive(Debug)]
-struct CachedAssertion {
-    app: String,
-    signer: u64,
-    renew_at: u64,
-    jwt: String,
-}
-
-impl Clone for AssertionCache {
-    /// A copy starts empty: cached tokens belong to the session object that made them.
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl AssertionSigner {
-    /// The session's current assertion for `app`, signed anew when there is none, it is
-    /// past half its lifetime, or another signer made it (a reload may have changed the key).
-    pub(crate) fn sign_cached(
-        &self,
-        cache: &AssertionCache,
-        app: &str,
-        claims: &Map<String, Value>,
-    ) -> Option<String> {
-        let now = now_secs();
-        if let Ok(entries) = cache.0.lock() {
-            if let Some(hit) = entries
-                .iter()
-                .find(|e| e.app == app && e.signer == self.epoch && e.renew_at > now)
-            {
-                return Some(hit.jwt.clone());
-            }
-        }
-        let jwt = self.sign(app, claims)?;
-        if let Ok(mut entries) = cache.0.lock() {
-            entries.retain(|e| e.app != app);
-            entries.push(CachedAssertion {
-                app: app.to_owned(),
-                signer: self.epoch,
-                renew_at: now + self.ttl.as_secs() / 2,
-                jwt: jwt.clone(),
-            });
-        }
-        Some(jwt)
-    }
-}
-
 /// An empty JWKS, served when no assertion keys are configured.
 pub(crate) fn empty_jwks() -> Bytes {
     Bytes::from_static(br#"{"keys":[]}"#)
@@ -253,38 +202,6 @@ pub(crate) fn empty_jwks() -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cached_assertions_are_reused_per_app_and_key() {
-        let key = generate_fallback_key().unwrap();
-        let signer = AssertionSigner::new(std::slice::from_ref(&key), Duration::from_secs(60))
-            .unwrap()
-            .expect("a signer");
-        let mut claims = Map::new();
-        claims.insert("sub".into(), Value::String("alice".into()));
-        let cache = AssertionCache::default();
-        let a1 = signer.sign_cached(&cache, "a", &claims).unwrap();
-        assert_eq!(
-            signer.sign_cached(&cache, "a", &claims).unwrap(),
-            a1,
-            "reused"
-        );
-        let b = signer.sign_cached(&cache, "b", &claims).unwrap();
-        assert_ne!(a1, b, "one token per audience");
-        // Another key (a reload rotated it) signs anew.
-        let other = generate_fallback_key().unwrap();
-        let rotated = AssertionSigner::new(std::slice::from_ref(&other), Duration::from_secs(60))
-            .unwrap()
-            .expect("a signer");
-        assert_ne!(rotated.sign_cached(&cache, "a", &claims).unwrap(), a1);
-        // A token with no lifetime left to share is never reused.
-        let short = AssertionSigner::new(std::slice::from_ref(&key), Duration::from_secs(1))
-            .unwrap()
-            .expect("a signer");
-        let fresh = AssertionCache::default();
-        short.sign_cached(&fresh, "a", &claims).unwrap();
-        assert!(fresh.0.lock().unwrap()[0].renew_at <= now_secs());
-    }
 
     #[test]
     fn the_fallback_key_signs_and_is_published() {

@@ -227,17 +227,17 @@ impl ClientView {
     }
 }
 
-/// Sets each `header → claim` pair from the claims; arrays are joined with
-/// `,`; claims that are absent, objects, or not valid header bytes are skipped.
-pub(crate) fn set_identity(
-    headers: &mut HeaderMap,
-    mapping: &[(HeaderName, String)],
-    claims: &Map<String, Value>,
-) {
-    for (name, claim) in mapping {
-        let value = match claims.get(claim) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(items)) => items
+/// The `header → claim` pairs' values from the claims; arrays are joined
+/// with `,`; claims that are absent, objects, or not valid header bytes are
+/// skipped.
+pub(crate) fn identity_values<'a>(
+    mapping: &'a [(HeaderName, String)],
+    claims: &'a Map<String, Value>,
+) -> impl Iterator<Item = (HeaderName, HeaderValue)> + 'a {
+    mapping.iter().filter_map(|(name, claim)| {
+        let value = match claims.get(claim)? {
+            Value::String(s) => s.clone(),
+            Value::Array(items) => items
                 .iter()
                 .filter_map(|v| match v {
                     Value::String(s) => Some(s.clone()),
@@ -247,14 +247,13 @@ pub(crate) fn set_identity(
                 })
                 .collect::<Vec<_>>()
                 .join(","),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(Value::Bool(b)) => b.to_string(),
-            _ => continue,
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => return None,
         };
-        if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
-            headers.insert(name.clone(), v);
-        }
-    }
+        let value = HeaderValue::from_bytes(value.as_bytes()).ok()?;
+        Some((name.clone(), value))
+    })
 }
 
 #[cfg(test)]
@@ -350,7 +349,6 @@ mod tests {
 
     #[test]
     fn identity_headers_from_claims() {
-        let mut h = HeaderMap::new();
         let mapping = vec![
             (HeaderName::from_static("x-user"), "sub".to_owned()),
             (HeaderName::from_static("x-groups"), "groups".to_owned()),
@@ -358,7 +356,7 @@ mod tests {
             (HeaderName::from_static("x-evil"), "evil".to_owned()),
         ];
         let claims = json!({"sub": "alice", "groups": ["a", "b"], "evil": "x\r\nInjected: 1"});
-        set_identity(&mut h, &mapping, claims.as_object().expect("object"));
+        let h: HeaderMap = identity_values(&mapping, claims.as_object().expect("object")).collect();
         assert_eq!(h.get("x-user").map(|v| v.as_bytes()), Some(&b"alice"[..]));
         assert_eq!(h.get("x-groups").map(|v| v.as_bytes()), Some(&b"a,b"[..]));
         assert!(h.get("x-missing").is_none());

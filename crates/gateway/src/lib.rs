@@ -20,6 +20,7 @@ mod body;
 mod error;
 mod forward;
 mod headers;
+mod identity;
 mod login;
 mod metrics;
 pub mod phases;
@@ -50,6 +51,7 @@ pub use session::SessionId;
 use assertion::AssertionSigner;
 use forward::Upstream;
 use headers::OwnedHeaders;
+use identity::IdentityCache;
 use login::Idp;
 use policy::Policy;
 use route::Router;
@@ -61,6 +63,8 @@ pub const JWKS_PATH: &str = "/.orchestrator/jwks";
 /// One protected app, ready to serve.
 #[derive(Debug)]
 pub(crate) struct App {
+    /// Position in `appGateway.apps` (with the runtime's generation, a key).
+    pub(crate) index: u32,
     pub(crate) name: String,
     pub(crate) idp: String,
     pub(crate) public_paths: Vec<String>,
@@ -73,6 +77,8 @@ pub(crate) struct App {
 /// Everything derived from one config; swapped whole on reload.
 #[derive(Debug)]
 pub(crate) struct Runtime {
+    /// Unique per build: identities computed under another config are not reused.
+    pub(crate) generation: u64,
     pub(crate) callback_path: String,
     pub(crate) logout_path: String,
     pub(crate) login_path: String,
@@ -128,6 +134,7 @@ impl Runtime {
             let prefix = NormalPath::parse(&app.path_prefix)
                 .map_err(|_| GatewayError::config(key("pathPrefix"), "not a normalised path"))?;
             let built = App {
+                index: u32::try_from(i).unwrap_or(u32::MAX),
                 name: app.name.clone(),
                 idp: app.identity_provider.clone(),
                 public_paths: app.public_paths.clone(),
@@ -161,6 +168,7 @@ impl Runtime {
         };
         let signer = AssertionSigner::new(keys, cfg.assertion_ttl)?;
         Ok(Self {
+            generation: identity::next_generation(),
             callback_path: cfg.callback_path.clone(),
             logout_path: cfg.logout_path.clone(),
             login_path: cfg.login_path.clone(),
@@ -186,6 +194,7 @@ pub struct Gateway {
     /// reloads do not invalidate what upstreams have cached from the JWKS.
     fallback_assertion_key: SigningKeyConfig,
     sessions: SessionStore,
+    identities: IdentityCache,
     metrics: Arc<GatewayMetrics>,
 }
 
@@ -206,6 +215,7 @@ impl Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             fallback_assertion_key,
             sessions,
+            identities: IdentityCache::new(),
             metrics,
         })
     }

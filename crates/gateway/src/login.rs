@@ -54,7 +54,7 @@ struct Backoff {
 
 /// One identity provider, discovered on first use.
 pub(crate) struct Idp {
-    name: String,
+    name: Arc<str>,
     issuer: IssuerUrl,
     client_id: ClientId,
     client_secret: Option<ClientSecret>,
@@ -86,17 +86,13 @@ pub(crate) struct AuthorizationStart {
     pub(crate) pkce_verifier: String,
 }
 
-/// ID token claims dropped before a session is stored (OIDC Core §2, §3.1.3.6):
-/// they bind and time the token, not the user.
-const TOKEN_ONLY_CLAIMS: &[&str] = &["nonce", "at_hash", "c_hash", "exp", "iat", "nbf"];
-
 /// The verified outcome of a callback.
 #[derive(Debug)]
 pub(crate) struct LoginResult {
-    /// ID token claims merged with userinfo claims, less [`TOKEN_ONLY_CLAIMS`].
-    pub(crate) claims: Map<String, Value>,
-    /// The raw ID token.
+    /// The raw, verified ID token: its payload is the user's claims.
     pub(crate) id_token: String,
+    /// Userinfo claims the ID token lacks.
+    pub(crate) extra: Map<String, Value>,
 }
 
 impl Idp {
@@ -133,7 +129,7 @@ impl Idp {
             .build()
             .map_err(|e| GatewayError::config(key("caFile"), e.to_string()))?;
         Ok(Self {
-            name: cfg.name.clone(),
+            name: cfg.name.as_str().into(),
             issuer,
             client_id: ClientId::new(cfg.client_id.clone()),
             client_secret: cfg
@@ -158,6 +154,11 @@ impl Idp {
         &self.name
     }
 
+    /// The configured name, shared by every session this IdP logs in.
+    pub(crate) fn name_shared(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
     /// The issuer URL, as configured (and as discovery must confirm).
     pub(crate) fn issuer(&self) -> &str {
         self.issuer.as_str()
@@ -165,7 +166,7 @@ impl Idp {
 
     fn unavailable(&self) -> GatewayError {
         GatewayError::IdpUnavailable {
-            idp: self.name.clone(),
+            idp: self.name.to_string(),
         }
     }
 
@@ -301,12 +302,13 @@ impl Idp {
         let raw = id_token.to_string();
         // The signature over exactly these bytes was verified above; read
         // every claim (groups, custom ones) from the payload.
-        let mut claims = raw
+        let claims = raw
             .split('.')
             .nth(1)
             .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
             .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
             .ok_or_else(|| failed("unreadable ID token"))?;
+        let mut extra = Map::new();
         if let Some(userinfo) = d.client.user_info_url() {
             let response = self
                 .http
@@ -322,9 +324,10 @@ impl Idp {
                         if info.get("sub").and_then(Value::as_str) != Some(verified.as_str()) {
                             return Err(failed("userinfo subject mismatch"));
                         }
-                        for (k, v) in info {
-                            claims.entry(k).or_insert(v);
-                        }
+                        extra = info
+                            .into_iter()
+                            .filter(|(k, _)| !claims.contains_key(k))
+                            .collect();
                     }
                     // Signed/encrypted userinfo is not supported; the ID token suffices.
                     Err(e) => tracing::info!(idp = %self.name, error = %e, "userinfo unreadable"),
@@ -333,14 +336,9 @@ impl Idp {
                 Err(e) => tracing::info!(idp = %self.name, error = %e, "userinfo unreachable"),
             }
         }
-        // Claims that only describe the ID token itself mean nothing once it is
-        // verified; every session would carry them for hours.
-        for k in TOKEN_ONLY_CLAIMS {
-            claims.remove(*k);
-        }
         Ok(LoginResult {
-            claims,
             id_token: raw,
+            extra,
         })
     }
 

@@ -37,7 +37,8 @@ use subtle::ConstantTimeEq as _;
 use crate::body::{BoxBody, empty, full};
 use crate::error::GatewayError;
 use crate::forward::ForwardError;
-use crate::headers::{ClientView, cookie_value, remove_hop_by_hop, set_identity, strip_cookies};
+use crate::headers::{ClientView, cookie_value, remove_hop_by_hop, strip_cookies};
+use crate::identity::Identity;
 use crate::route::{NormalPath, host_without_port};
 use crate::session::{PendingLogin, Session, SessionId, binding_hash};
 use crate::{App, Gateway, JWKS_PATH, Runtime, rescue, return_url};
@@ -49,7 +50,7 @@ pub struct RequestIdentity {
     /// The app that matched, if any.
     pub app: Option<String>,
     /// The session's `sub`, when the request was authenticated.
-    pub user: Option<String>,
+    pub user: Option<Arc<str>>,
 }
 
 /// Runs every phase for one request and records its metrics.
@@ -66,7 +67,7 @@ where
 {
     let started = Instant::now();
     let mut app: Option<Arc<App>> = None;
-    let mut user: Option<String> = None;
+    let mut user: Option<Arc<str>> = None;
     let mut resp = match pipeline(gw, rt, req, peer, tls, &mut app, &mut user).await {
         Ok(resp) => resp,
         Err(e) => rescue::respond(&e),
@@ -89,7 +90,7 @@ async fn pipeline<B>(
     peer: SocketAddr,
     tls: bool,
     app_out: &mut Option<Arc<App>>,
-    user_out: &mut Option<String>,
+    user_out: &mut Option<Arc<str>>,
 ) -> Result<Response<BoxBody>, GatewayError>
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -141,11 +142,11 @@ where
     let public = app.public_paths.iter().any(|prefix| path.is_under(prefix));
 
     // 5. authenticate
-    let session = if public {
+    let identity = if public {
         None
     } else {
         match authenticate(gw, rt, req.headers(), &app).await? {
-            Some(s) => Some(s),
+            Some(identity) => Some(identity),
             None => {
                 if looks_like_api(&req) {
                     return Err(GatewayError::LoginRequired);
@@ -160,13 +161,11 @@ where
     };
 
     // 6. authorize
-    *user_out = session.as_ref().map(|s| s.subject().to_owned());
-    if let Some(s) = &session {
-        if !app.policy.allows(&s.claims) {
-            return Err(GatewayError::Forbidden {
-                app: app.name.clone(),
-            });
-        }
+    *user_out = identity.as_ref().map(|i| i.subject.clone());
+    if identity.as_ref().is_some_and(|i| !i.allowed) {
+        return Err(GatewayError::Forbidden {
+            app: app.name.clone(),
+        });
     }
 
     // 7. upstream_request_filter
@@ -180,14 +179,9 @@ where
     );
     remove_hop_by_hop(&mut headers, upgrade);
     view.apply(&mut headers);
-    if let Some(s) = &session {
-        set_identity(&mut headers, &app.headers, &s.claims);
-        if let (Some(name), Some(signer)) = (&app.assertion_header, &rt.signer) {
-            if let Some(jwt) = signer.sign_cached(&s.assertions, &app.name, &s.claims) {
-                if let Ok(v) = HeaderValue::from_str(&jwt) {
-                    headers.insert(name.clone(), v);
-                }
-            }
+    if let Some(identity) = &identity {
+        for (name, value) in &identity.headers {
+            headers.insert(name.clone(), value.clone());
         }
     }
     if let Ok(v) = HeaderValue::from_str(app.upstream.authority().as_str()) {
@@ -310,17 +304,24 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 
 // ---- 5. authenticate -------------------------------------------------------
 
+/// The session's identity for `app`, or `None` when there is no usable session.
 async fn authenticate(
     gw: &Gateway,
     rt: &Runtime,
     headers: &HeaderMap,
     app: &App,
-) -> Result<Option<Arc<Session>>, GatewayError> {
+) -> Result<Option<Arc<Identity>>, GatewayError> {
     let Some(id) = cookie_value(headers, &rt.cookie_name).and_then(|v| SessionId::parse(&v)) else {
         return Ok(None);
     };
+    let Some(session) = gw.sessions.get(&id).await? else {
+        return Ok(None);
+    };
     // A session from another IdP proves nothing to this app.
-    Ok(gw.sessions.get(&id).await?.filter(|s| s.idp == app.idp))
+    if *session.idp != *app.idp {
+        return Ok(None);
+    }
+    Ok(gw.identities.get(rt, app, &id, &session))
 }
 
 fn set_cookie(resp: &mut Response<BoxBody>, c: Cookie<'_>) {
@@ -370,7 +371,7 @@ async fn start_login(
     // started in several tabs at once all complete.
     let binding = cookie_value(headers, &rt.binding_cookie_name)
         .filter(|v| SessionId::parse(v).is_some())
-        .unwrap_or_else(|| SessionId::random().expose().to_owned());
+        .unwrap_or_else(|| SessionId::random().expose());
     let pending = PendingLogin::new(
         idp.name().to_owned(),
         app.name.clone(),
@@ -463,7 +464,7 @@ async fn callback(
     if let Some(old) = cookie_value(headers, &rt.cookie_name).and_then(|v| SessionId::parse(&v)) {
         gw.sessions.remove(&old).await?;
     }
-    let session = Session::new(pending.idp.clone(), result.claims, result.id_token);
+    let session = Session::new(idp.name_shared(), &result.id_token, &result.extra);
     let id = gw.sessions.create(session, &gw.metrics).await?;
     logins.with_label_values(&["success"]).inc();
     tracing::info!(app = %pending.app, idp = %pending.idp, client = %view.client_ip, "login");
@@ -472,7 +473,7 @@ async fn callback(
         &mut resp,
         cookie(
             &rt.cookie_name,
-            id.expose().to_owned(),
+            id.expose(),
             view.proto == "https",
             rt.session_max_lifetime,
         ),
@@ -494,9 +495,9 @@ async fn logout(
     }
     let mut target = None;
     if let Some(s) = &session {
-        if let Some(idp) = rt.idps.get(&s.idp) {
+        if let Some(idp) = rt.idps.get(&*s.idp) {
             let back = format!("{}://{}/", view.proto, view.host);
-            target = idp.logout_url(&s.id_token, &back).await;
+            target = idp.logout_url(&s.id_token(), &back).await;
         }
     }
     let mut resp = match target {

@@ -17,7 +17,6 @@ use orchestrator_config::{SessionConfig, SessionStore as StoreKind};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
-use crate::assertion::AssertionCache;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -26,7 +25,7 @@ use crate::metrics::GatewayMetrics;
 
 /// Version of the serialised [`Session`] and [`PendingLogin`]; another
 /// version reads as a miss, so a rolling upgrade only costs a re-login.
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
 
 /// How long a shared session may be served from the near-cache before the
 /// backend is asked again (bounds how late a logout on another replica is seen).
@@ -36,37 +35,52 @@ const NEAR_CACHE_TTL: Duration = Duration::from_secs(5);
 /// requests, so they must be bounded.
 const MAX_PENDING_LOGINS: u64 = 100_000;
 
-/// A random 256-bit token, base64url without padding (43 characters).
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SessionId(String);
+/// A random 256-bit token; in the cookie as base64url without padding (43
+/// characters), in memory as its 32 bytes (no allocation per session key).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId([u8; 32]);
 
 impl SessionId {
     /// A fresh random id from the OS-seeded CSPRNG.
     pub fn random() -> Self {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
-        Self(URL_SAFE_NO_PAD.encode(bytes))
+        Self(bytes)
     }
 
     /// Parses a cookie value; anything that is not exactly a 256-bit
     /// base64url token is no session at all.
     pub fn parse(value: &str) -> Option<Self> {
-        let ok = value.len() == 43
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            && URL_SAFE_NO_PAD.decode(value).is_ok_and(|b| b.len() == 32);
-        ok.then(|| Self(value.to_owned()))
+        if value.len() != 43 {
+            return None;
+        }
+        // 43 characters decode to 32 bytes (the buffer is the decoder's
+        // estimate); the engine refuses non-canonical spellings of the same
+        // bytes (non-zero trailing bits).
+        let mut buf = [0u8; 33];
+        match URL_SAFE_NO_PAD.decode_slice(value, &mut buf) {
+            Ok(32) => {
+                let mut bytes = [0u8; 32];
+                bytes.copy_from_slice(&buf[..32]);
+                Some(Self(bytes))
+            }
+            _ => None,
+        }
     }
 
     /// The cookie value.
-    pub fn expose(&self) -> &str {
-        &self.0
+    pub fn expose(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// The raw bytes (a key for per-session caches in this process).
+    pub(crate) fn bytes(&self) -> [u8; 32] {
+        self.0
     }
 
     /// The key under which the backend stores it: a hash, never the id itself.
     fn storage_key(&self, prefix: &str) -> String {
-        storage_key(prefix, &self.0)
+        storage_key(prefix, &self.expose())
     }
 }
 
@@ -88,39 +102,64 @@ pub(crate) fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A logged-in user: the claims of the verified ID token, never in the cookie.
+/// ID token claims that describe the token, not the user (OIDC Core §2,
+/// §3.1.3.6): not part of a session's claims.
+const TOKEN_ONLY_CLAIMS: &[&str] = &["nonce", "at_hash", "c_hash", "exp", "iat", "nbf"];
+
+/// A logged-in user, never in the cookie. The verified ID token is kept once,
+/// compactly: it is the `id_token_hint` at logout and its payload is the
+/// claims, read when a request first needs them (see [`crate::identity`]).
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Session {
     v: u8,
     /// Name of the identity provider that logged the user in.
-    pub(crate) idp: String,
-    /// Claims of the ID token (and userinfo).
-    pub(crate) claims: Map<String, Value>,
-    /// The raw ID token, sent back as `id_token_hint` at logout.
-    pub(crate) id_token: String,
+    pub(crate) idp: Arc<str>,
+    /// The ID token the login verified.
+    id_token: CompactJwt,
+    /// Userinfo claims the ID token lacks (a JSON object), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    extra: Option<Box<str>>,
     /// Creation time, seconds since the epoch.
     pub(crate) created: u64,
-    /// Assertions already signed for this session (never stored: each process signs its own).
-    #[serde(skip)]
-    pub(crate) assertions: AssertionCache,
 }
 
 impl Session {
-    /// A new session created now.
-    pub(crate) fn new(idp: String, claims: Map<String, Value>, id_token: String) -> Self {
+    /// A new session created now from a verified ID token and the userinfo
+    /// claims it lacks.
+    pub(crate) fn new(idp: Arc<str>, id_token: &str, extra: &Map<String, Value>) -> Self {
+        let extra = (!extra.is_empty())
+            .then(|| serde_json::to_string(extra).ok())
+            .flatten()
+            .map(String::into_boxed_str);
         Self {
             v: FORMAT_VERSION,
             idp,
-            claims,
-            id_token,
+            id_token: CompactJwt::new(id_token),
+            extra,
             created: now_secs(),
-            assertions: AssertionCache::default(),
         }
     }
 
-    /// The `sub` claim.
-    pub(crate) fn subject(&self) -> &str {
-        self.claims.get("sub").and_then(Value::as_str).unwrap_or("")
+    /// The raw ID token, for `id_token_hint`.
+    pub(crate) fn id_token(&self) -> String {
+        self.id_token.to_string()
+    }
+
+    /// The user's claims: the ID token's (less [`TOKEN_ONLY_CLAIMS`]), then
+    /// userinfo's where the token has none. `None` if they cannot be read.
+    pub(crate) fn claims(&self) -> Option<Map<String, Value>> {
+        let payload = self.id_token.payload()?;
+        let mut claims = serde_json::from_slice::<Map<String, Value>>(&payload).ok()?;
+        if let Some(extra) = &self.extra {
+            let extra = serde_json::from_str::<Map<String, Value>>(extra).ok()?;
+            for (k, v) in extra {
+                claims.entry(k).or_insert(v);
+            }
+        }
+        for k in TOKEN_ONLY_CLAIMS {
+            claims.remove(*k);
+        }
+        Some(claims)
     }
 }
 
@@ -128,9 +167,105 @@ impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
             .field("idp", &self.idp)
-            .field("sub", &self.subject())
             .field("created", &self.created)
             .finish_non_exhaustive()
+    }
+}
+
+/// A compact JWS (`header.payload.signature`) held as its decoded bytes: a
+/// quarter smaller than the base64url text, and the payload needs no decoding
+/// to read. A token whose text would not come back byte for byte from its
+/// bytes (non-canonical base64url) is kept as text.
+#[derive(Clone)]
+enum CompactJwt {
+    Decoded {
+        /// Header, payload and signature bytes, one after the other.
+        bytes: Box<[u8]>,
+        header_len: u32,
+        payload_len: u32,
+    },
+    Text(Box<str>),
+}
+
+impl CompactJwt {
+    fn new(text: &str) -> Self {
+        let decoded = (|| {
+            let mut parts = text.split('.');
+            let (h, p, s) = (parts.next()?, parts.next()?, parts.next()?);
+            if parts.next().is_some() {
+                return None;
+            }
+            let mut bytes = URL_SAFE_NO_PAD.decode(h).ok()?;
+            let header_len = u32::try_from(bytes.len()).ok()?;
+            URL_SAFE_NO_PAD.decode_vec(p, &mut bytes).ok()?;
+            let payload_len = u32::try_from(bytes.len()).ok()? - header_len;
+            URL_SAFE_NO_PAD.decode_vec(s, &mut bytes).ok()?;
+            let jwt = Self::Decoded {
+                bytes: bytes.into_boxed_slice(),
+                header_len,
+                payload_len,
+            };
+            (jwt.to_string() == text).then_some(jwt)
+        })();
+        decoded.unwrap_or_else(|| Self::Text(text.into()))
+    }
+
+    /// The payload's bytes (the claims JSON).
+    fn payload(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            Self::Decoded {
+                bytes,
+                header_len,
+                payload_len,
+            } => {
+                let start = usize::try_from(*header_len).ok()?;
+                let end = start + usize::try_from(*payload_len).ok()?;
+                bytes.get(start..end).map(std::borrow::Cow::Borrowed)
+            }
+            Self::Text(t) => {
+                let p = t.split('.').nth(1)?;
+                URL_SAFE_NO_PAD.decode(p).ok().map(std::borrow::Cow::Owned)
+            }
+        }
+    }
+}
+
+impl fmt::Display for CompactJwt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Decoded {
+                bytes,
+                header_len,
+                payload_len,
+            } => {
+                let h = usize::try_from(*header_len).map_err(|_| fmt::Error)?;
+                let p = h + usize::try_from(*payload_len).map_err(|_| fmt::Error)?;
+                let (header, rest) = bytes.split_at_checked(h).ok_or(fmt::Error)?;
+                let (payload, signature) = rest.split_at_checked(p - h).ok_or(fmt::Error)?;
+                write!(
+                    f,
+                    "{}.{}.{}",
+                    URL_SAFE_NO_PAD.encode(header),
+                    URL_SAFE_NO_PAD.encode(payload),
+                    URL_SAFE_NO_PAD.encode(signature)
+                )
+            }
+            Self::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// In the shared store a session's token is its text.
+impl Serialize for CompactJwt {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for CompactJwt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(Self::new(&text))
     }
 }
 
@@ -217,9 +352,10 @@ impl SessionStore {
         metrics: Arc<GatewayMetrics>,
     ) -> Self {
         let gauge = metrics.active_sessions.clone();
+        // The max lifetime is checked on every read (`remaining`), so moka
+        // keeps one expiry order per entry (idle), not two.
         let local = moka::future::Cache::builder()
             .max_capacity(cfg.max_entries)
-            .time_to_live(cfg.max_lifetime)
             .time_to_idle(cfg.idle_timeout)
             .eviction_listener(move |_k, _v, cause| {
                 if cause != moka::notification::RemovalCause::Replaced {
@@ -257,8 +393,14 @@ impl SessionStore {
     /// The session named by `id`, if it exists and is neither expired nor idle.
     pub(crate) async fn get(&self, id: &SessionId) -> Result<Option<Arc<Session>>, GatewayError> {
         let Some(shared) = &self.shared else {
-            let found = self.local.get(id).await;
-            return Ok(found.filter(|s| self.remaining(s).is_some()));
+            let Some(found) = self.local.get(id).await else {
+                return Ok(None);
+            };
+            if self.remaining(&found).is_none() {
+                self.local.invalidate(id).await;
+                return Ok(None);
+            }
+            return Ok(Some(found));
         };
         if let Some(s) = shared.near.get(id).await {
             if self.remaining(&s).is_some() {
@@ -286,7 +428,7 @@ impl SessionStore {
             .await
             .map_err(cache_err)?;
         let session = Arc::new(session);
-        shared.near.insert(id.clone(), session.clone()).await;
+        shared.near.insert(*id, session.clone()).await;
         Ok(Some(session))
     }
 
@@ -300,7 +442,7 @@ impl SessionStore {
         let session = Arc::new(session);
         match &self.shared {
             None => {
-                self.local.insert(id.clone(), session).await;
+                self.local.insert(id, session).await;
                 metrics.active_sessions.inc();
             }
             Some(shared) => {
@@ -312,7 +454,7 @@ impl SessionStore {
                     .set(&id.storage_key(SESSION_PREFIX), &bytes, ttl)
                     .await
                     .map_err(cache_err)?;
-                shared.near.insert(id.clone(), session).await;
+                shared.near.insert(id, session).await;
             }
         }
         Ok(id)
@@ -400,10 +542,57 @@ mod tests {
         let b = SessionId::random();
         assert_ne!(a, b);
         assert_eq!(a.expose().len(), 43);
-        assert_eq!(SessionId::parse(a.expose()), Some(a.clone()));
+        assert_eq!(SessionId::parse(&a.expose()), Some(a));
         assert!(SessionId::parse("short").is_none());
         assert!(SessionId::parse(&format!("{}=", &a.expose()[..42])).is_none());
         assert!(SessionId::parse(&"+".repeat(43)).is_none());
         assert_eq!(format!("{a:?}"), "SessionId([redacted])");
+    }
+
+    fn jwt(payload: &serde_json::Value) -> String {
+        format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","kid":"k"}"#),
+            URL_SAFE_NO_PAD.encode(payload.to_string()),
+            URL_SAFE_NO_PAD.encode([7u8; 64])
+        )
+    }
+
+    #[test]
+    fn a_session_keeps_its_id_token_byte_for_byte_and_reads_claims_from_it() {
+        let token = jwt(&serde_json::json!({
+            "sub": "alice", "email": "a@example.com", "groups": ["eng", "ops"],
+            "nonce": "n", "at_hash": "h", "exp": 2, "iat": 1, "nbf": 1,
+        }));
+        let extra = serde_json::json!({"sub": "ignored", "department": "R&D"});
+        let session = Session::new("idp".into(), &token, extra.as_object().unwrap());
+        assert!(matches!(session.id_token, CompactJwt::Decoded { .. }));
+        assert_eq!(session.id_token(), token);
+        let claims = session.claims().unwrap();
+        assert_eq!(claims["sub"], "alice", "the ID token wins over userinfo");
+        assert_eq!(
+            claims["department"], "R&D",
+            "userinfo fills what the token lacks"
+        );
+        assert_eq!(claims["groups"], serde_json::json!(["eng", "ops"]));
+        for k in TOKEN_ONLY_CLAIMS {
+            assert!(!claims.contains_key(*k), "{k} is dropped");
+        }
+        // Through the shared store's serialisation and back.
+        let stored = serde_json::to_vec(&session).unwrap();
+        let back: Session = serde_json::from_slice(&stored).unwrap();
+        assert_eq!(back.id_token(), token);
+        assert_eq!(back.claims(), Some(claims));
+    }
+
+    #[test]
+    fn a_token_that_would_not_round_trip_is_kept_as_text() {
+        // "Ag" and "Ah" decode to the same byte only if trailing bits were
+        // allowed; the engine refuses them, so this token stays text.
+        let token = format!("{}.Ah.sig", URL_SAFE_NO_PAD.encode(b"{}"));
+        let session = Session::new("idp".into(), &token, &Map::new());
+        assert!(matches!(session.id_token, CompactJwt::Text(_)));
+        assert_eq!(session.id_token(), token);
+        assert_eq!(session.claims(), None, "unreadable claims are no claims");
     }
 }

@@ -36,7 +36,7 @@ use hyper::header;
 use hyper::{Method, Request};
 
 use drive::{Outcome, Pace};
-use procs::{Backend, Cpus, Nginx, Orchestrator, ProcStats, Secrets, Upstream};
+use procs::{Backend, Cpus, Nginx, Orchestrator, ProcStats, Role, Secrets, Upstream};
 use report::{Fact, Report, Row};
 
 /// Load benches: orchestrator vs NGINX vs the bare upstream, on loopback.
@@ -723,7 +723,10 @@ async fn exchanges(
     Ok(())
 }
 
-/// RSS before and after `--sessions` live gateway sessions, in a fresh process.
+/// RSS before and after `--sessions` live gateway sessions. The gateway runs
+/// in a fresh process of its own, logging users in at a provider in another
+/// process (as in front of an external IdP), so its RSS holds gateway
+/// sessions only; the provider's growth per login is reported beside it.
 async fn sessions(
     args: &Args,
     cpus: &Cpus,
@@ -732,43 +735,74 @@ async fn sessions(
     secrets: &Secrets,
     upstream: SocketAddr,
 ) -> Result<(), Error> {
-    let orch = Orchestrator::start(bin, cpus, secrets, upstream, &Backend::Memory).await?;
-    let mut b = Browser::connect(orch.addr, &orch.host).await?;
+    let (op_port, gw_port) = (procs::free_port()?, procs::free_port()?);
+    let op = Orchestrator::start_as(
+        bin,
+        cpus,
+        secrets,
+        upstream,
+        &Backend::Memory,
+        Role::Provider {
+            gateway_port: gw_port,
+        },
+        op_port,
+    )
+    .await?;
+    let gw = Orchestrator::start_as(
+        bin,
+        cpus,
+        secrets,
+        upstream,
+        &Backend::Memory,
+        Role::Gateway {
+            provider_port: op_port,
+        },
+        gw_port,
+    )
+    .await?;
+    let mut b = Browser::connect(gw.addr, &gw.host).await?;
     b.login("/", procs::USER, procs::PASSWORD).await?;
     let sso = Arc::new(b.jar.get("oidc_session").ok_or("no SSO cookie")?.to_owned());
     // A few hundred logins first, so one-time growth (connection buffers,
     // caches' first segments, the allocator's arenas) is in the baseline.
-    let warm = create_sessions(&orch, &sso, args.connections, 500, Duration::from_secs(30)).await;
-    let base = orch.stats().rss_kib;
-    let base_sessions = orch
+    let warm = create_sessions(&gw, &sso, args.connections, 500, Duration::from_secs(30)).await;
+    let (base, op_base) = (gw.stats().rss_kib, op.stats().rss_kib);
+    let base_sessions = gw
         .metric("orchestrator_gateway_active_sessions")
         .await?
         .unwrap_or(0.0);
     let budget = Duration::from_secs(120).max(Duration::from_secs(args.sessions / 100));
     let started = Instant::now();
-    let created = create_sessions(&orch, &sso, args.connections, args.sessions, budget).await;
+    let created = create_sessions(&gw, &sso, args.connections, args.sessions, budget).await;
     let took = started.elapsed();
-    let after = orch.stats().rss_kib;
-    let live = orch
+    let (after, op_after) = (gw.stats().rss_kib, op.stats().rss_kib);
+    let live = gw
         .metric("orchestrator_gateway_active_sessions")
         .await?
         .unwrap_or(0.0);
-    orch.stop().await;
+    gw.stop().await;
+    op.stop().await;
     let added = (live - base_sessions).max(0.0);
-    let per_session = if added > 0.0 {
-        (after.saturating_sub(base) as f64 * 1024.0) / added
-    } else {
-        0.0
+    let per = |grown_kib: u64, n: f64| {
+        if n > 0.0 {
+            grown_kib as f64 * 1024.0 / n
+        } else {
+            0.0
+        }
     };
+    let per_session = per(after.saturating_sub(base), added);
     let at_100k = mib(base) + per_session * 100_000.0 / (1024.0 * 1024.0);
     report.note(format!(
         "sessions: {warm} warm-up logins, then {created} more in {:.1} s ({:.0}/s, SSO logins with {} browsers); \
-         live sessions (gauge) {base_sessions:.0} → {live:.0}; RSS {:.1} → {:.1} MiB",
+         live sessions (gauge) {base_sessions:.0} → {live:.0}; gateway RSS {:.1} → {:.1} MiB; \
+         provider (own process) RSS {:.1} → {:.1} MiB",
         took.as_secs_f64(),
         created as f64 / took.as_secs_f64().max(1e-9),
         args.connections,
         mib(base),
         mib(after),
+        mib(op_base),
+        mib(op_after),
     ));
     report.fact(Fact::new(
         "RSS per live gateway session",
@@ -782,10 +816,19 @@ async fn sessions(
         ""
     };
     report.fact(Fact::new(
-        "RSS with 100,000 live sessions",
+        "gateway RSS with 100,000 live sessions",
         format!("{at_100k:.1} MiB{extrapolated}"),
         "≤ 100 MiB",
         Some(at_100k <= 100.0),
+    ));
+    report.fact(Fact::new(
+        "provider RSS growth per login (what it keeps until the access token expires)",
+        format!(
+            "{:.0} B (over {created} logins)",
+            per(op_after.saturating_sub(op_base), created as f64)
+        ),
+        "—",
+        None,
     ));
     Ok(())
 }

@@ -323,6 +323,17 @@ pub(crate) enum Backend {
     Redis(String),
 }
 
+/// What one orchestrator process serves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Role {
+    /// Provider and gateway on one listener (the shape of `config/orchestrator.yaml`).
+    Both,
+    /// Only the OIDC provider, for a gateway listening on `gateway_port`.
+    Provider { gateway_port: u16 },
+    /// Only the App Gateway, logging users in at the provider on `provider_port`.
+    Gateway { provider_port: u16 },
+}
+
 /// One orchestrator process with a generated config in a temp dir.
 pub(crate) struct Orchestrator {
     child: Child,
@@ -343,6 +354,8 @@ pub(crate) struct Secrets {
     oidc_key: String,
     assertion_key: String,
     password_hash: String,
+    /// The gateway's client secret at the provider (shared when they run apart).
+    gateway_secret: String,
 }
 
 impl Secrets {
@@ -374,13 +387,15 @@ impl Secrets {
             oidc_key: key().await?,
             assertion_key: key().await?,
             password_hash: String::from_utf8(out.stdout)?.trim().to_owned(),
+            gateway_secret: orchestrator_gateway::SessionId::random()
+                .expose()
+                .to_owned(),
         })
     }
 }
 
 impl Orchestrator {
-    /// Writes a config and starts the binary on the server CPUs; returns once
-    /// `/readyz` answers 200.
+    /// Provider and gateway in one process on a free port; see [`Self::start_as`].
     pub(crate) async fn start(
         bin: &Path,
         cpus: &Cpus,
@@ -388,28 +403,55 @@ impl Orchestrator {
         upstream: SocketAddr,
         backend: &Backend,
     ) -> Result<Self, Error> {
+        Self::start_as(
+            bin,
+            cpus,
+            secrets,
+            upstream,
+            backend,
+            Role::Both,
+            free_port()?,
+        )
+        .await
+    }
+
+    /// Writes a config for `role` listening on `port` and starts the binary on
+    /// the server CPUs; returns once `/readyz` answers 200.
+    pub(crate) async fn start_as(
+        bin: &Path,
+        cpus: &Cpus,
+        secrets: &Secrets,
+        upstream: SocketAddr,
+        backend: &Backend,
+        role: Role,
+        port: u16,
+    ) -> Result<Self, Error> {
         let dir = tempfile::Builder::new()
             .prefix("orchestrator-bench-")
             .tempdir()?;
         let secrets_dir = dir.path().join("secrets");
         std::fs::create_dir_all(&secrets_dir)?;
-        let gateway_secret = orchestrator_gateway::SessionId::random()
-            .expose()
-            .to_owned();
         let client_secret = orchestrator_gateway::SessionId::random()
             .expose()
             .to_owned();
         for (name, value) in [
             ("oidc-signing-key.pem", secrets.oidc_key.as_str()),
             ("gateway-assertion-key.pem", secrets.assertion_key.as_str()),
-            ("gateway-client-secret", gateway_secret.as_str()),
+            ("gateway-client-secret", secrets.gateway_secret.as_str()),
             ("bench-client-secret", client_secret.as_str()),
         ] {
             std::fs::write(secrets_dir.join(name), value)?;
         }
-        let port = free_port()?;
         let admin_port = free_port()?;
-        let yaml = config_yaml(port, admin_port, &secrets_dir, upstream, backend, secrets);
+        let yaml = config_yaml(
+            port,
+            admin_port,
+            &secrets_dir,
+            upstream,
+            backend,
+            secrets,
+            role,
+        );
         let config = dir.path().join("orchestrator.yaml");
         std::fs::write(&config, yaml)?;
         let started = Instant::now();
@@ -488,6 +530,7 @@ fn config_yaml(
     upstream: SocketAddr,
     backend: &Backend,
     secrets: &Secrets,
+    role: Role,
 ) -> String {
     let cache = match backend {
         Backend::Memory => "cache:\n  backend: memory\n".to_owned(),
@@ -495,15 +538,8 @@ fn config_yaml(
             "cache:\n  backend: redis\n  redis:\n    url: {url}\n    keyPrefix: \"bench:\"\n"
         ),
     };
-    let hash = &secrets.password_hash;
     let secrets_dir = secrets_dir.display();
-    // The shape of config/orchestrator.yaml: provider + gateway on one
-    // listener, the gateway reaching the provider over HTTP. Differences: the
-    // clients only have the authorization_code grant (the gateway never
-    // refreshes, so no refresh tokens pile up in the cache), one more client
-    // for the code-exchange bench, and a second app (`plain.localhost`)
-    // without the assertion JWT to show what signing it costs.
-    format!(
+    let common = format!(
         r#"listen:
   address: 127.0.0.1:{port}
 admin:
@@ -516,7 +552,24 @@ log:
 shutdown:
   delay: 0s
   drainTimeout: 1s
-{cache}oidcProvider:
+{cache}"#
+    );
+    match role {
+        Role::Both => common + &provider_yaml(port, port, secrets) + &gateway_yaml(port, upstream),
+        Role::Provider { gateway_port } => common + &provider_yaml(port, gateway_port, secrets),
+        Role::Gateway { provider_port } => common + &gateway_yaml(provider_port, upstream),
+    }
+}
+
+/// The provider, issuer `http://localhost:<port>/idp`, with the gateway's
+/// client registered for callbacks on `gateway_port`. The shape of
+/// `config/orchestrator.yaml`; differences: the clients only have the
+/// authorization_code grant (the gateway never refreshes, so no refresh
+/// tokens pile up in the cache) and one more client for the code-exchange bench.
+fn provider_yaml(port: u16, gateway_port: u16, secrets: &Secrets) -> String {
+    let hash = &secrets.password_hash;
+    format!(
+        r#"oidcProvider:
   issuer: http://{APP_HOST}:{port}/idp
   signingKeys:
     - id: bench-es256
@@ -525,7 +578,7 @@ shutdown:
   clients:
     - clientId: bench-gateway
       clientSecret: ${{secret:gateway-client-secret}}
-      redirectUris: [http://{APP_HOST}:{port}/.orchestrator/callback, http://{PLAIN_HOST}:{port}/.orchestrator/callback]
+      redirectUris: [http://{APP_HOST}:{gateway_port}/.orchestrator/callback, http://{PLAIN_HOST}:{gateway_port}/.orchestrator/callback]
       grantTypes: [authorization_code]
     - clientId: bench-client
       clientSecret: ${{secret:bench-client-secret}}
@@ -539,7 +592,16 @@ shutdown:
         email_verified: true
         name: Bench User
         groups: [engineering, admins]
-appGateway:
+"#
+    )
+}
+
+/// The gateway, logging users in at the provider on `provider_port` over
+/// HTTP; a second app, `plain.localhost`, has no assertion JWT, to show
+/// what signing it costs.
+fn gateway_yaml(provider_port: u16, upstream: SocketAddr) -> String {
+    format!(
+        r#"appGateway:
   session:
     cookieName: orchestrator_session
     store: local
@@ -552,7 +614,7 @@ appGateway:
       privateKey: ${{secret:gateway-assertion-key.pem}}
   identityProviders:
     - name: default
-      issuer: http://{APP_HOST}:{port}/idp
+      issuer: http://{APP_HOST}:{provider_port}/idp
       clientId: bench-gateway
       clientSecret: ${{secret:gateway-client-secret}}
       scopes: [openid, profile, email, groups]

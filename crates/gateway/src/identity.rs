@@ -1,0 +1,159 @@
+//! What a session means to one app: whether the app's policy lets the user
+//! in, and the identity headers (assertion included) the upstream gets.
+//! Computed from the session's claims on its first request to the app, then
+//! reused by every request after it until the assertion is past half its
+//! lifetime, from a cache bounded in bytes: sessions themselves stay small
+//! (they keep only the ID token), and only recently active ones cost more.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderName, HeaderValue};
+use moka::Expiry;
+use serde_json::{Map, Value};
+
+use crate::headers::identity_values;
+use crate::session::{Session, SessionId};
+use crate::{App, Runtime};
+
+/// Most memory held by computed identities (moka weighs each entry).
+const MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How long an identity without an assertion is reused (policy and headers
+/// depend only on the session's fixed claims and on the config generation,
+/// which is part of the key; this only bounds idle entries).
+const MAX_AGE: Duration = Duration::from_secs(300);
+
+/// Rough bytes per entry beyond its header values (moka's node, key, `Arc`).
+const ENTRY_OVERHEAD: usize = 256;
+
+/// A fresh number per config generation: identities of an older config are
+/// never read again (and age out).
+pub(crate) fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One session's identity for one app under one config.
+#[derive(Debug)]
+pub(crate) struct Identity {
+    /// The app's policy lets this user in.
+    pub(crate) allowed: bool,
+    /// The `sub` claim.
+    pub(crate) subject: Arc<str>,
+    /// Headers to set on the upstream request (identity headers, assertion).
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    /// How long this may be reused.
+    lifetime: Duration,
+}
+
+impl Identity {
+    fn compute(rt: &Runtime, app: &App, claims: &Map<String, Value>) -> Self {
+        let allowed = app.policy.allows(claims);
+        let subject: Arc<str> = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into();
+        let mut headers = Vec::new();
+        let mut lifetime = MAX_AGE;
+        if allowed {
+            headers.extend(identity_values(&app.headers, claims));
+            if let (Some(name), Some(signer)) = (&app.assertion_header, &rt.signer) {
+                if let Some(v) = signer
+                    .sign(&app.name, claims)
+                    .and_then(|jwt| HeaderValue::from_str(&jwt).ok())
+                {
+                    headers.push((name.clone(), v));
+                    // The upstream always gets at least half the assertion's lifetime.
+                    lifetime = lifetime.min((signer.ttl() / 2).max(Duration::from_secs(1)));
+                }
+            }
+        }
+        Self {
+            allowed,
+            subject,
+            headers,
+            lifetime,
+        }
+    }
+
+    fn weight(&self) -> u32 {
+        let bytes = ENTRY_OVERHEAD
+            + self.subject.len()
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 64)
+                .sum::<usize>();
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    session: [u8; 32],
+    generation: u64,
+    app: u32,
+}
+
+struct OwnLifetime;
+
+impl Expiry<Key, Arc<Identity>> for OwnLifetime {
+    fn expire_after_create(
+        &self,
+        _key: &Key,
+        value: &Arc<Identity>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.lifetime)
+    }
+}
+
+/// The bounded cache of computed identities; built once, kept across reloads.
+pub(crate) struct IdentityCache {
+    cache: moka::sync::Cache<Key, Arc<Identity>>,
+}
+
+impl std::fmt::Debug for IdentityCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityCache")
+            .field("entries", &self.cache.entry_count())
+            .finish()
+    }
+}
+
+impl IdentityCache {
+    pub(crate) fn new() -> Self {
+        Self {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(MAX_BYTES)
+                .weigher(|_k, v: &Arc<Identity>| v.weight())
+                .expire_after(OwnLifetime)
+                .build(),
+        }
+    }
+
+    /// The identity of session `id` for `app`; `None` when the session's
+    /// claims cannot be read (the caller treats it as no session).
+    pub(crate) fn get(
+        &self,
+        rt: &Runtime,
+        app: &App,
+        id: &SessionId,
+        session: &Session,
+    ) -> Option<Arc<Identity>> {
+        let key = Key {
+            session: id.bytes(),
+            generation: rt.generation,
+            app: app.index,
+        };
+        if let Some(hit) = self.cache.get(&key) {
+            return Some(hit);
+        }
+        let identity = Arc::new(Identity::compute(rt, app, &session.claims()?));
+        self.cache.insert(key, identity.clone());
+        Some(identity)
+    }
+}
