@@ -25,8 +25,9 @@ const MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// which is part of the key; this only bounds idle entries).
 const MAX_AGE: Duration = Duration::from_secs(300);
 
-/// Rough bytes per entry beyond its header values (moka's node, key, `Arc`).
-const ENTRY_OVERHEAD: usize = 256;
+/// Bytes per entry beyond its header values (moka's nodes, key, `Arc`, the
+/// `Vec`); measured with 100,000 entries of four headers and an assertion.
+const ENTRY_OVERHEAD: usize = 512;
 
 /// A fresh number per config generation: identities of an older config are
 /// never read again (and age out).

@@ -112,6 +112,22 @@ impl Cpus {
         }
     }
 
+    /// Moves an already running process (all its threads) to the load
+    /// generator's CPUs.
+    pub(crate) fn pin_loadgen_side(&self, pid: u32) {
+        if self.pinned {
+            let _ = std::process::Command::new("taskset")
+                .args(["-a", "-c", "-p", &self.loadgen, &pid.to_string()])
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+
+    /// True when processes are pinned to CPUs.
+    pub(crate) fn pinned(&self) -> bool {
+        self.pinned
+    }
+
     /// One line for the report.
     pub(crate) fn describe(&self) -> String {
         if self.pinned {
