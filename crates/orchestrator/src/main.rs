@@ -26,6 +26,13 @@ use orchestrator_config::{CacheBackend, SystemSources};
 use tokio::sync::watch;
 
 use crate::app::{App, Parts, Runtime};
+
+/// jemalloc keeps RSS per live session and per login markedly lower than
+/// glibc's allocator under the gateway's mix of short- and long-lived
+/// allocations (see `benches/README.md`).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
