@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
+use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -35,6 +35,8 @@ pub(crate) enum ForwardError {
 pub(crate) struct Upstream {
     scheme: Scheme,
     authority: Authority,
+    /// `authority` as the `Host` header value, made once.
+    host: HeaderValue,
     client: HttpClient,
     /// HTTP/1.1 only: upgrades (WebSocket) need an HTTP/1.1 connection even
     /// when the upstream would offer HTTP/2 through ALPN.
@@ -117,9 +119,13 @@ impl Upstream {
                 .retry_canceled_requests(true)
                 .build(connector)
         };
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
+            GatewayError::config(key("upstream"), "host is not a valid header value")
+        })?;
         Ok(Self {
             scheme,
             authority,
+            host,
             client: build(true),
             upgrade_client: build(false),
             response_timeout,
@@ -136,8 +142,8 @@ impl Upstream {
     }
 
     /// The `Host` the upstream sees.
-    pub(crate) fn authority(&self) -> &Authority {
-        &self.authority
+    pub(crate) fn host_header(&self) -> HeaderValue {
+        self.host.clone()
     }
 
     /// Sends the request; waits at most the response timeout for headers.

@@ -43,6 +43,7 @@ use orchestrator_config::{AppGatewayConfig, ListenConfig, SigningKeyConfig};
 pub use assertion::ASSERTION_ISSUER;
 pub use body::BoxBody;
 pub use error::GatewayError;
+use metrics::AppMetrics;
 pub use metrics::GatewayMetrics;
 pub use phases::RequestIdentity;
 pub use route::NormalPath;
@@ -65,13 +66,14 @@ pub const JWKS_PATH: &str = "/.orchestrator/jwks";
 pub(crate) struct App {
     /// Position in `appGateway.apps` (with the runtime's generation, a key).
     pub(crate) index: u32,
-    pub(crate) name: String,
+    pub(crate) name: Arc<str>,
     pub(crate) idp: String,
     pub(crate) public_paths: Vec<String>,
     pub(crate) policy: Policy,
     pub(crate) headers: Vec<(HeaderName, String)>,
     pub(crate) assertion_header: Option<HeaderName>,
     pub(crate) upstream: Upstream,
+    pub(crate) metrics: AppMetrics,
 }
 
 /// Everything derived from one config; swapped whole on reload.
@@ -98,6 +100,7 @@ impl Runtime {
         cfg: &AppGatewayConfig,
         listen: &ListenConfig,
         fallback_key: &SigningKeyConfig,
+        metrics: &GatewayMetrics,
     ) -> Result<Self, GatewayError> {
         let mut idps = HashMap::new();
         for (i, idp) in cfg.identity_providers.iter().enumerate() {
@@ -135,7 +138,7 @@ impl Runtime {
                 .map_err(|_| GatewayError::config(key("pathPrefix"), "not a normalised path"))?;
             let built = App {
                 index: u32::try_from(i).unwrap_or(u32::MAX),
-                name: app.name.clone(),
+                name: app.name.as_str().into(),
                 idp: app.identity_provider.clone(),
                 public_paths: app.public_paths.clone(),
                 policy: Policy::new(&app.policy),
@@ -147,6 +150,7 @@ impl Runtime {
                     cfg.upstream_connect_timeout,
                     cfg.upstream_response_timeout,
                 )?,
+                metrics: AppMetrics::new(metrics, &app.name),
             };
             routes.push((
                 app.host.clone(),
@@ -208,7 +212,7 @@ impl Gateway {
         metrics: Arc<GatewayMetrics>,
     ) -> Result<Self, GatewayError> {
         let fallback_assertion_key = assertion::generate_fallback_key()?;
-        let runtime = Runtime::build(cfg, listen, &fallback_assertion_key)?;
+        let runtime = Runtime::build(cfg, listen, &fallback_assertion_key, &metrics)?;
         let sessions =
             SessionStore::new(&cfg.session, cfg.pending_login_ttl, cache, metrics.clone());
         Ok(Self {
@@ -227,7 +231,7 @@ impl Gateway {
         cfg: &AppGatewayConfig,
         listen: &ListenConfig,
     ) -> Result<(), GatewayError> {
-        let runtime = Runtime::build(cfg, listen, &self.fallback_assertion_key)?;
+        let runtime = Runtime::build(cfg, listen, &self.fallback_assertion_key, &self.metrics)?;
         self.runtime.store(Arc::new(runtime));
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! The gateway's Prometheus metrics, registered once per process.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 /// Gateway metrics; create once with [`GatewayMetrics::new`] and share the `Arc`
 /// across hot reloads (constructors of the gateway never register anything).
@@ -60,13 +62,42 @@ impl GatewayMetrics {
     }
 
     pub(crate) fn record(&self, app: &str, status: http::StatusCode) {
-        let class = match status.as_u16() {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        self.requests.with_label_values(&[app, class]).inc();
+        self.requests
+            .with_label_values(&[app, CLASSES[class_index(status)]])
+            .inc();
+    }
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(status: http::StatusCode) -> usize {
+    usize::from((status.as_u16() / 100).clamp(1, 5)) - 1
+}
+
+/// One app's series, resolved when the app is built (no label lookup per request).
+#[derive(Debug)]
+pub(crate) struct AppMetrics {
+    by_class: [IntCounter; 5],
+    upstream_latency: Histogram,
+}
+
+impl AppMetrics {
+    pub(crate) fn new(metrics: &GatewayMetrics, app: &str) -> Self {
+        Self {
+            by_class: CLASSES.map(|class| metrics.requests.with_label_values(&[app, class])),
+            upstream_latency: metrics.upstream_latency.with_label_values(&[app]),
+        }
+    }
+
+    /// Counts one response of this app.
+    pub(crate) fn record(&self, status: http::StatusCode) {
+        if let Some(counter) = self.by_class.get(class_index(status)) {
+            counter.inc();
+        }
+    }
+
+    /// Time from sending upstream to the response head.
+    pub(crate) fn upstream(&self, elapsed: std::time::Duration) {
+        self.upstream_latency.observe(elapsed.as_secs_f64());
     }
 }

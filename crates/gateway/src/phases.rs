@@ -48,7 +48,7 @@ use crate::{App, Gateway, JWKS_PATH, Runtime, rescue, return_url};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestIdentity {
     /// The app that matched, if any.
-    pub app: Option<String>,
+    pub app: Option<Arc<str>>,
     /// The session's `sub`, when the request was authenticated.
     pub user: Option<Arc<str>>,
 }
@@ -72,8 +72,11 @@ where
         Ok(resp) => resp,
         Err(e) => rescue::respond(&e),
     };
-    let label = app.as_ref().map_or("none", |a| a.name.as_str());
-    gw.metrics.record(label, resp.status());
+    match &app {
+        Some(a) => a.metrics.record(resp.status()),
+        None => gw.metrics.record("none", resp.status()),
+    }
+    let label = app.as_ref().map_or("none", |a| &*a.name);
     tracing::debug!(app = label, status = resp.status().as_u16(), elapsed = ?started.elapsed(), "gateway request");
     // For the access log of whoever serves the listener; never sent to the client.
     resp.extensions_mut().insert(RequestIdentity {
@@ -164,7 +167,7 @@ where
     *user_out = identity.as_ref().map(|i| i.subject.clone());
     if identity.as_ref().is_some_and(|i| !i.allowed) {
         return Err(GatewayError::Forbidden {
-            app: app.name.clone(),
+            app: app.name.to_string(),
         });
     }
 
@@ -184,9 +187,7 @@ where
             headers.insert(name.clone(), value.clone());
         }
     }
-    if let Ok(v) = HeaderValue::from_str(app.upstream.authority().as_str()) {
-        headers.insert(header::HOST, v);
-    }
+    headers.insert(header::HOST, app.upstream.host_header());
     let path_and_query = match &query {
         Some(q) => format!("{p}?{q}"),
         None => p.to_owned(),
@@ -207,21 +208,18 @@ where
     // 8. forward
     let sent = Instant::now();
     let result = app.upstream.send(upstream_req, upgrade).await;
-    gw.metrics
-        .upstream_latency
-        .with_label_values(&[app.name.as_str()])
-        .observe(sent.elapsed().as_secs_f64());
+    app.metrics.upstream(sent.elapsed());
     let mut resp = match result {
         Ok(resp) => resp,
         Err(ForwardError::Timeout) => {
             return Err(GatewayError::Timeout {
-                app: app.name.clone(),
+                app: app.name.to_string(),
             });
         }
         Err(ForwardError::Failed(e)) => {
             tracing::warn!(app = %app.name, error = %e, "upstream request failed");
             return Err(GatewayError::Upstream {
-                app: app.name.clone(),
+                app: app.name.to_string(),
             });
         }
     };
@@ -230,7 +228,7 @@ where
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(inbound) = inbound_upgrade else {
             return Err(GatewayError::Upstream {
-                app: app.name.clone(),
+                app: app.name.to_string(),
             });
         };
         let outbound = hyper::upgrade::on(&mut resp);
@@ -374,7 +372,7 @@ async fn start_login(
         .unwrap_or_else(|| SessionId::random().expose());
     let pending = PendingLogin::new(
         idp.name().to_owned(),
-        app.name.clone(),
+        app.name.to_string(),
         return_to,
         start.pkce_verifier,
         start.nonce,

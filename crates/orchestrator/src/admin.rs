@@ -56,7 +56,8 @@ pub(crate) async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch:
                     let started = Instant::now();
                     let resp = route(&app, req).await;
                     app.metrics
-                        .request("admin", resp.status().as_u16(), started.elapsed());
+                        .admin
+                        .request(resp.status().as_u16(), started.elapsed());
                     Ok::<_, Infallible>(resp)
                 }
             });

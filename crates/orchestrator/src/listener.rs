@@ -109,7 +109,7 @@ pub(crate) async fn serve(
                         });
                         let mut resp = crate::dispatch::dispatch(&runtime, req, peer, is_tls).await;
                         let elapsed = started.elapsed();
-                        app.metrics.request("main", resp.status().as_u16(), elapsed);
+                        app.metrics.main.request(resp.status().as_u16(), elapsed);
                         let who = resp.extensions_mut().remove::<RequestIdentity>();
                         if let Some((method, path, version)) = access {
                             let (app_name, user) = who.map_or((None, None), |w| (w.app, w.user));

@@ -2,14 +2,44 @@
 
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// Metrics of the binary itself; the crates register their own on the same registry.
 pub(crate) struct Metrics {
     pub(crate) registry: Registry,
     reloads: IntCounterVec,
-    requests: IntCounterVec,
-    latency: HistogramVec,
+    /// The main listener's series, resolved once (no label lookup per request).
+    pub(crate) main: ListenerMetrics,
+    /// The admin listener's series.
+    pub(crate) admin: ListenerMetrics,
+}
+
+/// One listener's request counter (by status class) and latency histogram.
+pub(crate) struct ListenerMetrics {
+    /// `1xx` … `5xx`.
+    by_class: [IntCounter; 5],
+    latency: Histogram,
+}
+
+impl ListenerMetrics {
+    fn new(requests: &IntCounterVec, latency: &HistogramVec, listener: &str) -> Self {
+        Self {
+            by_class: ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                .map(|class| requests.with_label_values(&[listener, class])),
+            latency: latency.with_label_values(&[listener]),
+        }
+    }
+
+    /// Counts one response and its time to the response head.
+    pub(crate) fn request(&self, status: u16, elapsed: Duration) {
+        let class = usize::from((status / 100).clamp(1, 5)) - 1;
+        if let Some(counter) = self.by_class.get(class) {
+            counter.inc();
+        }
+        self.latency.observe(elapsed.as_secs_f64());
+    }
 }
 
 impl Metrics {
@@ -61,8 +91,8 @@ impl Metrics {
         Ok(Self {
             registry,
             reloads,
-            requests,
-            latency,
+            main: ListenerMetrics::new(&requests, &latency, "main"),
+            admin: ListenerMetrics::new(&requests, &latency, "admin"),
         })
     }
 
@@ -70,20 +100,6 @@ impl Metrics {
         self.reloads
             .with_label_values(&[if ok { "success" } else { "error" }])
             .inc();
-    }
-
-    pub(crate) fn request(&self, listener: &str, status: u16, elapsed: Duration) {
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        self.requests.with_label_values(&[listener, class]).inc();
-        self.latency
-            .with_label_values(&[listener])
-            .observe(elapsed.as_secs_f64());
     }
 
     /// The text exposition of every registered metric.
