@@ -8,10 +8,10 @@
 //! | bench | phases it runs |
 //! | --- | --- |
 //! | `gateway/route+session_miss (401)` | route, strip, cookie parse, session lookup (miss), 401 page |
-//! | `gateway/route+session+policy_deny (403)` | route, strip, local session lookup (hit), policy (deny), 403 page |
+//! | `gateway/route+session+policy_deny (403)` | route, strip, local session lookup (hit), the session's cached identity for the app (deny), 403 page |
 //! | `gateway/public_path_forward` | route, strip, forward to the upstream (no session, no identity) |
-//! | `gateway/authenticated_forward/local` | + local session lookup, policy (allow), identity headers |
-//! | `gateway/authenticated_forward/local+assertion` | + an ES256 assertion JWT per request |
+//! | `gateway/authenticated_forward/local` | + local session lookup, cached identity (allow), identity headers |
+//! | `gateway/authenticated_forward/local+assertion` | + the assertion header (signed on the session's first request to the app, then reused until half its lifetime) |
 //! | `gateway/authenticated_forward/shared_near_cache` | `store: shared`, session from the near-cache |
 //! | `gateway/sso_login` | a new gateway session: redirect, authorize with the SSO cookie, callback (code exchange over HTTP, ID token verification) |
 //! | `provider/code_exchange` | `Provider::handle`: authorize (SSO) + token (two ES256 signatures) |
