@@ -210,6 +210,13 @@ impl CompactJwt {
         decoded.unwrap_or_else(|| Self::Text(text.into()))
     }
 
+    /// Header, payload and signature bytes of a decoded token.
+    fn parts(bytes: &[u8], header_len: u32, payload_len: u32) -> Option<(&[u8], &[u8], &[u8])> {
+        let (header, rest) = bytes.split_at_checked(usize::try_from(header_len).ok()?)?;
+        let (payload, signature) = rest.split_at_checked(usize::try_from(payload_len).ok()?)?;
+        Some((header, payload, signature))
+    }
+
     /// The payload's bytes (the claims JSON).
     fn payload(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
         match self {
@@ -217,11 +224,8 @@ impl CompactJwt {
                 bytes,
                 header_len,
                 payload_len,
-            } => {
-                let start = usize::try_from(*header_len).ok()?;
-                let end = start + usize::try_from(*payload_len).ok()?;
-                bytes.get(start..end).map(std::borrow::Cow::Borrowed)
-            }
+            } => Self::parts(bytes, *header_len, *payload_len)
+                .map(|(_, payload, _)| std::borrow::Cow::Borrowed(payload)),
             Self::Text(t) => {
                 let p = t.split('.').nth(1)?;
                 URL_SAFE_NO_PAD.decode(p).ok().map(std::borrow::Cow::Owned)
@@ -238,10 +242,8 @@ impl fmt::Display for CompactJwt {
                 header_len,
                 payload_len,
             } => {
-                let h = usize::try_from(*header_len).map_err(|_| fmt::Error)?;
-                let p = h + usize::try_from(*payload_len).map_err(|_| fmt::Error)?;
-                let (header, rest) = bytes.split_at_checked(h).ok_or(fmt::Error)?;
-                let (payload, signature) = rest.split_at_checked(p - h).ok_or(fmt::Error)?;
+                let (header, payload, signature) =
+                    Self::parts(bytes, *header_len, *payload_len).ok_or(fmt::Error)?;
                 write!(
                     f,
                     "{}.{}.{}",

@@ -104,20 +104,19 @@ impl Cpus {
 
     /// Moves an already running process (all its threads) to the server CPUs.
     pub(crate) fn pin_server(&self, pid: u32) {
-        if self.pinned {
-            let _ = std::process::Command::new("taskset")
-                .args(["-a", "-c", "-p", &self.servers, &pid.to_string()])
-                .stdout(Stdio::null())
-                .status();
-        }
+        self.move_to(&self.servers, pid);
     }
 
     /// Moves an already running process (all its threads) to the load
     /// generator's CPUs.
     pub(crate) fn pin_loadgen_side(&self, pid: u32) {
+        self.move_to(&self.loadgen, pid);
+    }
+
+    fn move_to(&self, cpus: &str, pid: u32) {
         if self.pinned {
             let _ = std::process::Command::new("taskset")
-                .args(["-a", "-c", "-p", &self.loadgen, &pid.to_string()])
+                .args(["-a", "-c", "-p", cpus, &pid.to_string()])
                 .stdout(Stdio::null())
                 .status();
         }
