@@ -11,7 +11,9 @@
 //!    client can forge an identity, on public paths too.
 //! 4. **public path?** — skips 5 and 6.
 //! 5. **authenticate** — the session cookie names a session, or a login starts
-//!    (302 for browsers, 401 for API calls).
+//!    (302 for browsers, 401 for API calls); the session's identity for this
+//!    app (policy decision, header values, assertion) comes from
+//!    [`crate::identity`], computed on the first request and then reused.
 //! 6. **authorize** — the app's policy against the session's claims (403).
 //! 7. **upstream_request_filter** — cookies, hop-by-hop, `X-Forwarded-*`,
 //!    identity headers, assertion, upstream URI.
