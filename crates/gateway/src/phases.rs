@@ -114,10 +114,13 @@ where
         return Ok(jwks(rt));
     }
     if p == rt.callback_path {
-        return callback(gw, rt, req.headers(), query.as_deref(), &view).await;
+        // Login and logout futures (IdP calls over HTTP) are large and rare:
+        // boxed, they keep every proxied request's future small (it is moved
+        // through each layer of the stack).
+        return Box::pin(callback(gw, rt, req.headers(), query.as_deref(), &view)).await;
     }
     if p == rt.logout_path {
-        return logout(gw, rt, req.headers(), &view).await;
+        return Box::pin(logout(gw, rt, req.headers(), &view)).await;
     }
     if p == rt.login_path {
         let rd = query_param(query.as_deref(), "rd").unwrap_or_else(|| "/".to_owned());
@@ -131,7 +134,7 @@ where
             .ok_or(GatewayError::NoRoute)?
             .clone();
         *app_out = Some(app.clone());
-        return start_login(gw, rt, &app, req.headers(), &view, return_to).await;
+        return Box::pin(start_login(gw, rt, &app, req.headers(), &view, return_to)).await;
     }
     let app = rt
         .router
@@ -160,7 +163,7 @@ where
                     Some(q) => format!("{p}?{q}"),
                     None => p.to_owned(),
                 };
-                return start_login(gw, rt, &app, req.headers(), &view, return_to).await;
+                return Box::pin(start_login(gw, rt, &app, req.headers(), &view, return_to)).await;
             }
         }
     };

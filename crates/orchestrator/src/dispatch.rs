@@ -31,7 +31,9 @@ pub(crate) async fn dispatch(
     if let Some(provider) = &runtime.provider {
         let host = request_host(&req);
         if provider.matches(host.as_deref(), req.uri().path()) {
-            return provider.handle(req, peer, tls).await;
+            // Boxed: the provider's future is large, and inline it would
+            // enlarge (and be copied with) every proxied request's future.
+            return Box::pin(provider.handle(req, peer, tls)).await;
         }
     }
     if let Some(gateway) = &runtime.gateway {
