@@ -202,6 +202,11 @@ fn reference_config_parses_with_its_secrets() {
         .file(
             "config/dev-secrets/demo-gateway-client-secret",
             "dev-secret\n",
+        )
+        // The repo's copy also signs assertions (the shared reference may not).
+        .file(
+            "config/dev-secrets/gateway-assertion-key.pem",
+            "-----BEGIN PRIVATE KEY-----\nMC4=\n-----END PRIVATE KEY-----\n",
         );
     let cfg = load(Path::new(PATH), &src).unwrap();
     let op = cfg.oidc_provider.unwrap();
