@@ -86,6 +86,7 @@ impl Identity {
             + self
                 .headers
                 .iter()
+                // Each value is an allocation of its own, plus its slot in the `Vec`.
                 .map(|(n, v)| n.as_str().len() + v.len() + 64)
                 .sum::<usize>();
         u32::try_from(bytes).unwrap_or(u32::MAX)
