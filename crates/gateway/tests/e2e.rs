@@ -233,51 +233,63 @@ async fn policy_allows_and_denies() {
     let s = setup(json!({})).await;
     let alice = browser();
     let bob = browser();
-    assert_eq!(
-        alice
-            .visit(&s.gw.url("/admin/x"), "alice", "alice-password")
-            .await
-            .status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        alice
-            .visit(&s.gw.url("/mail"), "alice", "alice-password")
-            .await
-            .status,
-        StatusCode::OK
-    );
-    // No `department` claim.
-    assert_eq!(
-        alice
-            .visit(&s.gw.url("/sales"), "alice", "alice-password")
-            .await
-            .status,
-        StatusCode::FORBIDDEN
-    );
-    let denied = bob
-        .visit(&s.gw.url("/admin/x"), "bob", "bob-password")
-        .await;
-    assert_eq!(denied.status, StatusCode::FORBIDDEN);
-    assert!(denied.body.contains("admin"), "the page names the app");
-    assert!(
-        !denied.body.contains(&s.upstream.addr.port().to_string()),
-        "no internals"
-    );
-    // Bob's address is in the domain but not verified.
-    assert_eq!(
-        bob.visit(&s.gw.url("/mail"), "bob", "bob-password")
-            .await
-            .status,
-        StatusCode::FORBIDDEN
-    );
-    // No policy on the root app: any logged-in user.
-    assert_eq!(
-        bob.visit(&s.gw.url("/"), "bob", "bob-password")
-            .await
-            .status,
-        StatusCode::OK
-    );
+    let cases = [
+        (
+            &alice,
+            "alice",
+            "/admin/x",
+            StatusCode::OK,
+            "in the admins group",
+        ),
+        (
+            &alice,
+            "alice",
+            "/mail",
+            StatusCode::OK,
+            "verified address in the domain",
+        ),
+        (
+            &alice,
+            "alice",
+            "/sales",
+            StatusCode::FORBIDDEN,
+            "no `department` claim",
+        ),
+        (
+            &bob,
+            "bob",
+            "/admin/x",
+            StatusCode::FORBIDDEN,
+            "not an admin",
+        ),
+        (
+            &bob,
+            "bob",
+            "/mail",
+            StatusCode::FORBIDDEN,
+            "address in the domain but not verified",
+        ),
+        (
+            &bob,
+            "bob",
+            "/",
+            StatusCode::OK,
+            "no policy on the root app: any logged-in user",
+        ),
+    ];
+    for (who, user, path, expected, why) in cases {
+        let page = who
+            .visit(&s.gw.url(path), user, &format!("{user}-password"))
+            .await;
+        assert_eq!(page.status, expected, "{user} {path}: {why}");
+        if expected == StatusCode::FORBIDDEN && path == "/admin/x" {
+            assert!(page.body.contains("admin"), "the page names the app");
+            assert!(
+                !page.body.contains(&s.upstream.addr.port().to_string()),
+                "no internals"
+            );
+        }
+    }
 }
 
 #[tokio::test]

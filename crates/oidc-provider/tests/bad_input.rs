@@ -123,27 +123,27 @@ async fn wrong_secret_is_invalid_client() {
         assert_eq!(expect_error(resp, "invalid_client").await, 401);
     }
     // Same through client_secret_post, and a confidential client without any secret.
-    let resp = reqwest::Client::new()
-        .post(tp.url("/introspect"))
-        .form(&[
+    let resp = post_form(
+        &tp,
+        "/introspect",
+        &[
             ("token", "x"),
             ("client_id", "app"),
             ("client_secret", "wrong"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(expect_error(resp, "invalid_client").await, 401);
-    let resp = reqwest::Client::new()
-        .post(tp.url("/token"))
-        .form(&[
+    let resp = post_form(
+        &tp,
+        "/token",
+        &[
             ("grant_type", "authorization_code"),
             ("code", "x"),
             ("client_id", "app"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(expect_error(resp, "invalid_client").await, 401);
 }
 

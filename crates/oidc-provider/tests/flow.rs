@@ -73,18 +73,18 @@ async fn public_client_uses_pkce_without_secret() {
         &[("client_id", "spa"), ("redirect_uri", "http://spa.test/cb")],
     );
     let code = login_for_code(&browser, &tp, &query).await;
-    let resp = reqwest::Client::new()
-        .post(tp.url("/token"))
-        .form(&[
+    let resp = post_form(
+        &tp,
+        "/token",
+        &[
             ("grant_type", "authorization_code"),
             ("code", code.as_str()),
             ("redirect_uri", "http://spa.test/cb"),
             ("client_id", "spa"),
             ("code_verifier", verifier.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert!(body["id_token"].is_string());

@@ -18,6 +18,29 @@ fn redis_cache(redis: &TestRedis, prefix: &str) -> Arc<dyn Cache> {
     Arc::new(RedisCache::new(&redis.config(prefix)).unwrap())
 }
 
+/// Two providers over one Redis key prefix: B shares A's issuer and keys, as
+/// replicas behind one Service do; its own Redis connection, its own process state.
+async fn replica_pair(redis: &TestRedis, prefix: &str) -> (TestProvider, TestProvider) {
+    let key = orchestrator_oidc::keys::generate_pem(SigningAlgorithm::ES256).unwrap();
+    let a = TestProvider::start_with(
+        redis_cache(redis, prefix),
+        CacheBackend::Redis,
+        &key,
+        None,
+        |_| {},
+    )
+    .await;
+    let b = TestProvider::start_with(
+        redis_cache(redis, prefix),
+        CacheBackend::Redis,
+        &key,
+        Some(&a.issuer),
+        |_| {},
+    )
+    .await;
+    (a, b)
+}
+
 #[tokio::test]
 async fn browser_flow_over_redis() {
     let redis = TestRedis::start();
@@ -36,25 +59,7 @@ async fn browser_flow_over_redis() {
 #[tokio::test]
 async fn two_replicas_over_one_redis_behave_as_one_provider() {
     let redis = TestRedis::start();
-    let key = orchestrator_oidc::keys::generate_pem(SigningAlgorithm::ES256).unwrap();
-    let a = TestProvider::start_with(
-        redis_cache(&redis, "pair:"),
-        CacheBackend::Redis,
-        &key,
-        None,
-        |_| {},
-    )
-    .await;
-    // B shares A's issuer and keys, as replicas behind one Service do; its
-    // own Redis connection, its own process state.
-    let b = TestProvider::start_with(
-        redis_cache(&redis, "pair:"),
-        CacheBackend::Redis,
-        &key,
-        Some(&a.issuer),
-        |_| {},
-    )
-    .await;
+    let (a, b) = replica_pair(&redis, "pair:").await;
     let browser = browser();
     let http = reqwest::Client::new();
 
@@ -143,23 +148,7 @@ async fn two_replicas_over_one_redis_behave_as_one_provider() {
 #[tokio::test]
 async fn login_throttling_is_shared_across_replicas() {
     let redis = TestRedis::start();
-    let key = orchestrator_oidc::keys::generate_pem(SigningAlgorithm::ES256).unwrap();
-    let a = TestProvider::start_with(
-        redis_cache(&redis, "thr:"),
-        CacheBackend::Redis,
-        &key,
-        None,
-        |_| {},
-    )
-    .await;
-    let b = TestProvider::start_with(
-        redis_cache(&redis, "thr:"),
-        CacheBackend::Redis,
-        &key,
-        Some(&a.issuer),
-        |_| {},
-    )
-    .await;
+    let (a, b) = replica_pair(&redis, "thr:").await;
     let browser = browser();
     let (_, challenge) = pkce();
     let (tx, csrf) = open_login(&browser, &a, &auth_query(&challenge, &[])).await;

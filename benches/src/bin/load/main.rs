@@ -607,16 +607,9 @@ async fn logins(args: &Args, report: &mut Report, orch: &Orchestrator, sso: &str
         },
     )
     .await;
-    let cpu = orch.stats().cpu_seconds - before.cpu_seconds;
     report.rows(
         "new login (password, full flow)",
-        vec![Row::new(
-            "orchestrator",
-            out,
-            cpu,
-            orch.stats().peak_rss_kib,
-            None,
-        )],
+        orchestrator_row(orch, out, &before),
     );
 
     let tasks = args.connections.max(1);
@@ -635,16 +628,9 @@ async fn logins(args: &Args, report: &mut Report, orch: &Orchestrator, sso: &str
         move |b: Browser| sso_login(b, sso.clone()),
     )
     .await;
-    let cpu = orch.stats().cpu_seconds - before.cpu_seconds;
     report.rows(
         "new login (existing SSO session)",
-        vec![Row::new(
-            "orchestrator",
-            out,
-            cpu,
-            orch.stats().peak_rss_kib,
-            None,
-        )],
+        orchestrator_row(orch, out, &before),
     );
 }
 
@@ -662,6 +648,18 @@ async fn sso_login(mut b: Browser, sso: Arc<String>) -> (Browser, Result<(), Err
         Err(e) => Err(e),
     };
     (b, r)
+}
+
+/// One orchestrator-only row: `out`, with the CPU the process used since `before`.
+fn orchestrator_row(orch: &Orchestrator, out: Outcome, before: &ProcStats) -> Vec<Row> {
+    let now = orch.stats();
+    vec![Row::new(
+        "orchestrator",
+        out,
+        now.cpu_seconds - before.cpu_seconds,
+        now.peak_rss_kib,
+        None,
+    )]
 }
 
 /// OIDC code exchanges per second: authorize with the SSO cookie, then token.
@@ -707,17 +705,10 @@ async fn exchanges(
         },
     )
     .await;
-    let cpu = orch.stats().cpu_seconds - before.cpu_seconds;
     let rate = out.rate();
     report.rows(
         &format!("OIDC code exchange ({backend})"),
-        vec![Row::new(
-            "orchestrator",
-            out,
-            cpu,
-            orch.stats().peak_rss_kib,
-            None,
-        )],
+        orchestrator_row(orch, out, &before),
     );
     if backend == "memory" {
         report.fact(Fact::new(

@@ -324,6 +324,21 @@ pub async fn exchange(
         .unwrap()
 }
 
+/// POSTs `fields` as a form to the provider's `path`; any client
+/// authentication is in the fields (`client_secret_post`) or absent.
+pub async fn post_form(
+    tp: &TestProvider,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(tp.url(path))
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Asserts an RFC 6749 §5.2 error body with `code` and returns the status.
 pub async fn expect_error(resp: reqwest::Response, code: &str) -> u16 {
     let status = resp.status().as_u16();
