@@ -151,3 +151,19 @@ fn attr(html: &str, marker: &str) -> Option<String> {
     let end = html[start..].find('"')? + start;
     Some(html[start..end].replace("&amp;", "&"))
 }
+
+/// Signs out of the gateway as a person would: opens the sign-out page at
+/// `url` with `client` (which holds the session cookie) and submits its
+/// form. Returns the form POST's response.
+pub async fn sign_out(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    let page = client.get(url).send().await.expect("sign-out page");
+    assert_eq!(page.status(), 200, "sign-out page");
+    let page = page.text().await.expect("sign-out page body");
+    let token = hidden(&page, "token").unwrap_or_else(|| panic!("no sign-out form in {page}"));
+    client
+        .post(url)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("sign-out POST")
+}

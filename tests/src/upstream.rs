@@ -88,8 +88,23 @@ impl Drop for TestUpstream {
 
 async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
-    if path == "/ws" && req.headers().contains_key(hyper::header::UPGRADE) {
+    if path.ends_with("/ws") && req.headers().contains_key(hyper::header::UPGRADE) {
         return Ok(websocket(&mut req));
+    }
+    // A misbehaving upstream: switches any upgrade request to `proto`.
+    if let Some((_, proto)) = path.rsplit_once("/switch-to/") {
+        if req.headers().contains_key(hyper::header::UPGRADE) {
+            let mut resp = Response::new(Full::new(Bytes::new()).boxed());
+            *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+            if let Ok(v) = hyper::header::HeaderValue::from_str(proto) {
+                resp.headers_mut().insert(hyper::header::UPGRADE, v);
+            }
+            resp.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("Upgrade"),
+            );
+            return Ok(resp);
+        }
     }
     if let Some(rest) = path.strip_prefix("/bytes/") {
         let n: usize = rest.parse().unwrap_or(0);

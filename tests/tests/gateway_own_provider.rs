@@ -278,13 +278,12 @@ async fn login_through_our_own_provider_reaches_the_app_with_identity() {
     );
 
     // Logout continues to the provider's end-session endpoint.
-    let r = b
-        .client
-        .get(format!("{}/.orchestrator/logout", orch.base_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::FOUND);
+    let r = orchestrator_tests::browser::sign_out(
+        &b.client,
+        &format!("{}/.orchestrator/logout", orch.base_url()),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     assert!(
         loc.starts_with(&format!("{}/idp/", orch.base_url())),

@@ -173,6 +173,9 @@ enum Flow {
     SessionFixation,
     /// Every Set-Cookie of a full login, over plain HTTP.
     CookieFlags,
+    /// A GET of the logout path (an image tag elsewhere), a cross-site POST
+    /// without the form's token, then the real form: which ends the session?
+    Logout,
 }
 
 /// What came back.
@@ -684,6 +687,47 @@ impl Env {
                     ..Outcome::default()
                 }
             }
+            Flow::Logout => {
+                let b = Browser::new();
+                let app = format!("{}/whoami", self.base());
+                let logout = format!("{}/.orchestrator/logout", self.base());
+                b.visit(&app, "alice", ALICE_PW).await.unwrap();
+                let status_of = |r: reqwest::Response| r.status().as_u16();
+                let session_status = || async {
+                    status_of(
+                        b.client()
+                            .get(&app)
+                            .header("accept", "application/json")
+                            .send()
+                            .await
+                            .unwrap(),
+                    )
+                };
+                let get = status_of(b.client().get(&logout).send().await.unwrap());
+                let after_get = session_status().await;
+                let foreign_post = status_of(
+                    b.client()
+                        .post(&logout)
+                        .form(&[("token", "guessed")])
+                        .send()
+                        .await
+                        .unwrap(),
+                );
+                let after_foreign_post = session_status().await;
+                let form_post =
+                    status_of(orchestrator_tests::browser::sign_out(b.client(), &logout).await);
+                let after_form_post = session_status().await;
+                Outcome {
+                    status: Some(200),
+                    body: json!({
+                        "get": get, "after_get": after_get,
+                        "foreign_post": foreign_post, "after_foreign_post": after_foreign_post,
+                        "form_post": form_post, "after_form_post": after_form_post,
+                    })
+                    .to_string(),
+                    ..Outcome::default()
+                }
+            }
             Flow::CookieFlags => {
                 let set_cookies =
                     login_collecting_cookies(&self.base(), reqwest::Client::builder()).await;
@@ -772,13 +816,15 @@ async fn login_collecting_cookies(base: &str, builder: reqwest::ClientBuilder) -
 fn cookie_flags(tls: bool) -> Check {
     Box::new(move |o| {
         let cookies = o.headers_named("set-cookie");
+        // Over TLS the gateway's cookies carry the __Host- prefix.
+        let gw = if tls { "__Host-" } else { "" };
         for name in [
-            "orchestrator_session=",
-            "orchestrator_session_login=",
-            "oidc_session=",
-            "oidc_csrf=",
+            format!("{gw}orchestrator_session="),
+            format!("{gw}orchestrator_session_login="),
+            "oidc_session=".to_owned(),
+            "oidc_csrf=".to_owned(),
         ] {
-            let Some(c) = cookies.iter().find(|c| c.starts_with(name)) else {
+            let Some(c) = cookies.iter().find(|c| c.starts_with(name.as_str())) else {
                 return Err(format!("no {name} cookie in {cookies:?}"));
             };
             let lower = c.to_ascii_lowercase();
@@ -790,6 +836,11 @@ fn cookie_flags(tls: bool) -> Check {
             }
             if lower.contains("; secure") != tls {
                 return Err(format!("{c}: Secure must be {tls}"));
+            }
+            if name.starts_with("__Host-")
+                && (!lower.contains("path=/") || lower.contains("domain="))
+            {
+                return Err(format!("{c}: a __Host- cookie needs Path=/ and no Domain"));
             }
         }
         Ok(())
@@ -1836,6 +1887,153 @@ Connection: close
         // The target's authority wins (RFC 9112 §3.2.2), for the provider as
         // for the gateway: the provider answers, nothing reaches the app.
         vec![status(200), upstream_got(0), body_contains("\"issuer\"")],
+    );
+
+    // ---- request tunnelling: only WebSocket upgrades pass ----
+    let upgrade = |path: &str, extra: &str| {
+        raw_req(format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close, Upgrade\r\n{extra}\r\n"
+        ))
+    };
+    add(
+        "h2c upgrade on a public path is refused (h2c smuggling)",
+        upgrade(
+            "/public/x",
+            "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
+        ),
+        vec![status(400), upstream_got(0)],
+    );
+    add(
+        "an upgrade to another protocol than WebSocket is refused",
+        upgrade("/public/x", "Upgrade: foo/1\r\n"),
+        vec![status(400), upstream_got(0)],
+    );
+    add(
+        "a WebSocket upgrade without its handshake headers is refused",
+        upgrade("/public/ws", "Upgrade: websocket\r\n"),
+        vec![status(400), upstream_got(0)],
+    );
+    add(
+        "an upstream 101 to another protocol than asked is not tunnelled",
+        upgrade(
+            "/public/switch-to/h2c",
+            "Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        ),
+        vec![status(502), upstream_got(1)],
+    );
+    add(
+        "a WebSocket upgrade on a public path is tunnelled",
+        upgrade(
+            "/public/ws",
+            "Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        ),
+        vec![status(101), upstream_got(1)],
+    );
+
+    // ---- the session cookie: parsed as bytes, bound to its host, one only ----
+    let alice_sid = env.alice.cookie(&base, "orchestrator_session").unwrap();
+    let bob_sid = env.bob.cookie(&base, "orchestrator_session").unwrap();
+    let with_cookies = |lines: &[&[u8]]| {
+        let mut bytes = format!(
+            "GET /whoami HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n"
+        )
+        .into_bytes();
+        for line in lines {
+            bytes.extend_from_slice(b"Cookie: ");
+            bytes.extend_from_slice(line);
+            bytes.extend_from_slice(b"\r\n");
+        }
+        bytes.extend_from_slice(b"\r\n");
+        raw_req(bytes)
+    };
+    let sid_cookie = format!("orchestrator_session={alice_sid}");
+    add(
+        "the session cookie never reaches the upstream beside a non-ASCII cookie line",
+        with_cookies(&[b"pref=caf\xc3\xa9\xff", sid_cookie.as_bytes()]),
+        vec![status(200), upstream_got(1), body_lacks(alice_sid.clone())],
+    );
+    let mixed = [b"pref=caf\xff; ".as_slice(), sid_cookie.as_bytes()].concat();
+    add(
+        "a session beside a non-ASCII cookie in one line still works and is stripped",
+        with_cookies(&[&mixed]),
+        vec![
+            status(200),
+            upstream_got(1),
+            body_lacks(alice_sid.clone()),
+            body_contains("pref=caf"),
+        ],
+    );
+    add(
+        "a session id is refused on another host than it was made on",
+        raw_req(format!(
+            "GET /whoami HTTP/1.1\r\nHost: other-app.test:{}\r\nAccept: application/json\r\nCookie: {sid_cookie}\r\nConnection: close\r\n\r\n",
+            env.orch.port()
+        )),
+        vec![status(401), upstream_got(0)],
+    );
+    add(
+        "two session cookies are no session (cookie tossing)",
+        with_cookies(&[format!("orchestrator_session={bob_sid}; {sid_cookie}").as_bytes()]),
+        vec![status(401), upstream_got(0)],
+    );
+    add(
+        "two session cookies on two lines are no session either",
+        with_cookies(&[
+            sid_cookie.as_bytes(),
+            format!("orchestrator_session={bob_sid}").as_bytes(),
+        ]),
+        vec![status(401), upstream_got(0)],
+    );
+
+    // ---- routing and client-address headers from an untrusted client ----
+    let mut checks = vec![status(200), upstream_got(1)];
+    for name in [
+        "x-original-url",
+        "x-rewrite-url",
+        "true-client-ip",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-original-uri",
+        "x-forwarded-uri",
+    ] {
+        checks.push(echoed(name, None));
+    }
+    checks.push(echoed("x-real-ip", Some("127.0.0.1".to_owned())));
+    add(
+        "X-Original-URL and friends from an untrusted client never reach the upstream",
+        with_headers(
+            get(Who::Anon, format!("{base}/public/x")),
+            &[
+                ("X-Original-URL", "/admin"),
+                ("X-Rewrite-URL", "/admin"),
+                ("X-Real-IP", "6.6.6.6"),
+                ("True-Client-IP", "6.6.6.6"),
+                ("X-Forwarded-Port", "443"),
+                ("X-Forwarded-Prefix", "/admin"),
+                ("X-Original-URI", "/admin"),
+                ("X-Forwarded-Uri", "/admin"),
+            ],
+        ),
+        checks,
+    );
+
+    // ---- cross-site logout ----
+    add(
+        "logout needs the sign-out form's POST; a GET or a foreign POST ends nothing",
+        Req::Flow(Flow::Logout),
+        vec![check(|o| {
+            let v: Value = serde_json::from_str(&o.body).map_err(|e| e.to_string())?;
+            let want = json!({
+                "get": 200, "after_get": 200,
+                "foreign_post": 403, "after_foreign_post": 200,
+                "form_post": 303, "after_form_post": 401,
+            });
+            if v == want {
+                Ok(())
+            } else {
+                Err(format!("{v}, want {want}"))
+            }
+        })],
     );
 
     // ---- run ----

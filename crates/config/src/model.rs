@@ -570,6 +570,11 @@ pub struct AppGatewayConfig {
     /// How long a started login may take before its state expires.
     #[serde(default = "default_pending_login_ttl", with = "humantime_serde")]
     pub pending_login_ttl: Duration,
+    /// Most logins one client IP may start per `pendingLoginTtl` on one
+    /// replica (unauthenticated requests create them); beyond it, 429.
+    /// 0 turns the limit off.
+    #[serde(default = "default_max_pending_logins_per_client")]
+    pub max_pending_logins_per_client: u32,
     /// Upstream connect timeout.
     #[serde(default = "default_upstream_connect_timeout", with = "humantime_serde")]
     pub upstream_connect_timeout: Duration,
@@ -595,6 +600,9 @@ fn default_assertion_ttl() -> Duration {
 }
 fn default_pending_login_ttl() -> Duration {
     Duration::from_secs(600)
+}
+fn default_max_pending_logins_per_client() -> u32 {
+    100
 }
 fn default_upstream_connect_timeout() -> Duration {
     Duration::from_secs(5)
@@ -679,6 +687,11 @@ pub struct IdentityProviderConfig {
     /// PEM CA bundle to trust for the IdP instead of the public roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Treat this IdP's `email` as verified even without `email_verified: true`
+    /// (only for IdPs whose addresses cannot be chosen by users). Default false:
+    /// `allowEmailDomains` then needs `email_verified == true`.
+    #[serde(default)]
+    pub trust_email: bool,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -716,6 +729,11 @@ pub struct AppConfig {
     /// Header carrying a short-lived signed JWT of the identity.
     #[serde(default)]
     pub assertion_header: Option<String>,
+    /// `Upgrade` protocols tunnelled to this app besides WebSocket (which is
+    /// always allowed); any other upgrade request is refused with 400. `h2c`
+    /// is never allowed (RFC 9113 §3.1).
+    #[serde(default)]
+    pub allow_upgrades: Vec<String>,
 }
 
 fn default_host() -> String {

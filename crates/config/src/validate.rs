@@ -368,6 +368,21 @@ fn check_gateway(v: &mut Validator, gw: &AppGatewayConfig, backend: CacheBackend
         for (j, pp) in app.public_paths.iter().enumerate() {
             v.abs_path(&format!("{p}.publicPaths[{j}]"), pp);
         }
+        for (j, token) in app.allow_upgrades.iter().enumerate() {
+            let key = format!("{p}.allowUpgrades[{j}]");
+            let is_token = !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b));
+            if !is_token {
+                v.err(key, format!("\"{token}\" is not an Upgrade protocol token"));
+            } else if token.eq_ignore_ascii_case("h2c") {
+                v.err(
+                    key,
+                    "h2c upgrades are never tunnelled (RFC 9113 §3.1 deprecates them; they bypass the gateway's checks)",
+                );
+            }
+        }
         for name in app.headers.keys() {
             v.header_name(&format!("{p}.headers.{name}"), name);
         }

@@ -22,6 +22,12 @@ pub enum GatewayError {
     /// No app serves this host and path.
     #[error("no app serves this address")]
     NoRoute,
+    /// This client started more logins than `maxPendingLoginsPerClient` allows.
+    #[error("too many logins started from this address")]
+    TooManyLogins,
+    /// A sign-out POST without the session's confirmation token (cross-site).
+    #[error("sign-out not confirmed")]
+    LogoutUnconfirmed,
     /// No (valid) session: the browser must log in.
     #[error("login required")]
     LoginRequired,

@@ -44,52 +44,94 @@ impl OwnedHeaders {
     }
 }
 
-/// Removes the named cookies from the `Cookie` header(s) the upstream will see.
+/// The `name=value` pairs of every `Cookie` field, as bytes: browsers may
+/// send several fields (HTTP/2 splits the header into crumbs), and a value
+/// need not be ASCII, so nothing here assumes one field or valid UTF-8.
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .filter_map(|part| {
+            let part = part.trim_ascii();
+            let eq = part.iter().position(|b| *b == b'=')?;
+            let (name, value) = (part[..eq].trim_ascii(), part[eq + 1..].trim_ascii());
+            (!name.is_empty()).then_some((name, value))
+        })
+}
+
+/// Removes the named cookies from the `Cookie` field(s) the upstream will see.
+///
+/// Works on bytes and never gives up on a field it cannot decode: a cookie
+/// with a non-ASCII value elsewhere in the header must not shield the session
+/// cookie from removal. Parts that are not `name=value` are dropped too; the
+/// rest is sent as one field (RFC 9113 §8.2.3 joins crumbs with "; ").
 pub(crate) fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
-    let mut kept: Vec<String> = Vec::new();
-    let mut changed = false;
+    let fields = headers.get_all(header::COOKIE).iter().count();
+    if fields == 0 {
+        return;
+    }
+    let mut kept: Vec<u8> = Vec::new();
+    let mut dropped = false;
     for value in headers.get_all(header::COOKIE) {
-        let Ok(value) = value.to_str() else {
-            // Not ours to judge; forward opaque bytes as they came.
-            return;
-        };
-        for part in value.split(';') {
-            let part = part.trim();
+        for part in value.as_bytes().split(|b| *b == b';') {
+            let part = part.trim_ascii();
             if part.is_empty() {
                 continue;
             }
-            let name = part.split_once('=').map_or(part, |(n, _)| n).trim();
-            if names.contains(&name) {
-                changed = true;
-            } else {
-                kept.push(part.to_owned());
+            let name = part
+                .iter()
+                .position(|b| *b == b'=')
+                .map(|eq| part[..eq].trim_ascii());
+            match name {
+                Some(n) if !n.is_empty() && !names.iter().any(|x| x.as_bytes() == n) => {
+                    if !kept.is_empty() {
+                        kept.extend_from_slice(b"; ");
+                    }
+                    kept.extend_from_slice(part);
+                }
+                _ => dropped = true,
             }
         }
     }
-    if !changed {
+    if !dropped && fields == 1 {
         return;
     }
     headers.remove(header::COOKIE);
     if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+        // The bytes came from header values, so they are valid in one.
+        if let Ok(v) = HeaderValue::from_bytes(&kept) {
             headers.insert(header::COOKIE, v);
         }
     }
 }
 
-/// The value of one cookie in the request, if present (first wins).
+/// The value of cookie `name`, if the request carries exactly one cookie of
+/// that name with an ASCII value. Two of them mean none: a sibling subdomain
+/// can plant a second cookie that browsers send first (cookie tossing), and
+/// which one is the victim's cannot be known.
 pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(cookie::Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_owned())
+    let mut found = None;
+    for (n, v) in cookie_pairs(headers) {
+        if n == name.as_bytes() {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(v);
+        }
+    }
+    let v = found?;
+    let v = v
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+        .unwrap_or(v);
+    std::str::from_utf8(v)
+        .ok()
+        .filter(|v| v.is_ascii())
+        .map(str::to_owned)
 }
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -98,6 +140,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    // Only meaningful with an h2c upgrade, which is never forwarded.
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Removes hop-by-hop headers and those named in `Connection`; `Upgrade`
@@ -133,10 +177,41 @@ pub(crate) fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
+/// Headers through which a proxy tells the app another path, host, scheme or
+/// client address than the request's own. Frameworks honour them (Symfony and
+/// IIS take `X-Original-URL` as the path: CVE-2018-14773), so from anyone but
+/// a trusted proxy they would let the app serve another path than the one the
+/// policy checked. `X-Forwarded-For/-Proto/-Host` and `Forwarded` are replaced
+/// by [`ClientView::apply`] instead.
+const PROXY_ONLY: [&str; 20] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-original-method",
+    "x-original-host",
+    "x-forwarded-uri",
+    "x-forwarded-method",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-url-scheme",
+    "x-host",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+];
+
 /// What the gateway believes about the client, after weighing `X-Forwarded-*`
 /// against the list of trusted proxies.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientView {
+    /// The peer is a trusted proxy (its routing headers are believed).
+    pub(crate) via_trusted_proxy: bool,
     /// The client's address: the rightmost untrusted hop of `X-Forwarded-For`.
     pub(crate) client_ip: IpAddr,
     /// `https` or `http`, as the client used it.
@@ -160,6 +235,7 @@ impl ClientView {
         let own_proto = if tls { "https" } else { "http" };
         if !is_trusted(trusted, peer.ip()) {
             return Self {
+                via_trusted_proxy: false,
                 client_ip: peer.ip(),
                 proto: own_proto,
                 host: host.to_owned(),
@@ -200,6 +276,7 @@ impl ClientView {
         }
         forwarded_for.push_str(&peer.ip().to_string());
         Self {
+            via_trusted_proxy: true,
             client_ip,
             proto,
             host: fwd_host.unwrap_or_else(|| host.to_owned()),
@@ -207,9 +284,19 @@ impl ClientView {
         }
     }
 
-    /// Replaces inbound `X-Forwarded-*` / `Forwarded` with the gateway's own.
+    /// Replaces inbound `X-Forwarded-*` / `Forwarded` with the gateway's own,
+    /// sets `X-Real-IP` to the client's address, and drops the other proxy
+    /// headers ([`PROXY_ONLY`]) unless a trusted proxy sent them.
     pub(crate) fn apply(&self, headers: &mut HeaderMap) {
         headers.remove(header::FORWARDED);
+        if !self.via_trusted_proxy {
+            for name in PROXY_ONLY {
+                headers.remove(name);
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&self.client_ip.to_string()) {
+            headers.insert("x-real-ip", v);
+        }
         for (name, value) in [
             ("x-forwarded-for", self.forwarded_for.as_str()),
             ("x-forwarded-proto", self.proto),
@@ -294,6 +381,63 @@ mod tests {
         only.append(header::COOKIE, HeaderValue::from_static("sess=secret"));
         strip_cookies(&mut only, &["sess"]);
         assert!(only.get(header::COOKIE).is_none());
+    }
+
+    #[test]
+    fn strips_the_session_cookie_whatever_bytes_stand_beside_it() {
+        // HTTP/1.1 with two Cookie lines, one not UTF-8, and HTTP/2 crumbs.
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"pref=caf\xe9; sess=secret").unwrap(),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("sess=again; b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("junk; c=3"));
+        strip_cookies(&mut h, &["sess"]);
+        let all: Vec<&[u8]> = h
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        assert_eq!(all, vec![&b"pref=caf\xe9; b=2; c=3"[..]]);
+    }
+
+    #[test]
+    fn two_cookies_of_one_name_are_no_cookie() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"pref=caf\xe9; sess=mine").unwrap(),
+        );
+        assert_eq!(cookie_value(&h, "sess").as_deref(), Some("mine"));
+        h.append(header::COOKIE, HeaderValue::from_static("sess=tossed"));
+        assert_eq!(cookie_value(&h, "sess"), None);
+        let mut one = HeaderMap::new();
+        one.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; sess=x; sess=y"),
+        );
+        assert_eq!(cookie_value(&one, "sess"), None);
+    }
+
+    #[test]
+    fn routing_headers_count_only_from_trusted_proxies() {
+        let mut h = HeaderMap::new();
+        for name in PROXY_ONLY {
+            h.insert(name, HeaderValue::from_static("/admin"));
+        }
+        let peer: SocketAddr = ([10, 0, 0, 1], 5000).into();
+        let mut from_client = h.clone();
+        ClientView::new(&h, "app.example", peer, false, &[]).apply(&mut from_client);
+        for name in PROXY_ONLY.iter().filter(|n| **n != "x-real-ip") {
+            assert!(from_client.get(*name).is_none(), "{name} kept");
+        }
+        assert_eq!(from_client["x-real-ip"], "10.0.0.1");
+        let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
+        let mut from_proxy = h.clone();
+        ClientView::new(&h, "app.example", peer, false, &nets).apply(&mut from_proxy);
+        assert_eq!(from_proxy["x-original-url"], "/admin");
+        assert_eq!(from_proxy["x-real-ip"], "10.0.0.1", "set by the gateway");
     }
 
     #[test]

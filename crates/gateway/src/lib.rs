@@ -17,6 +17,7 @@
 
 mod assertion;
 mod body;
+mod cookies;
 mod error;
 mod forward;
 mod headers;
@@ -50,6 +51,7 @@ pub use route::NormalPath;
 pub use session::SessionId;
 
 use assertion::AssertionSigner;
+use cookies::CookieNames;
 use forward::Upstream;
 use headers::OwnedHeaders;
 use identity::IdentityCache;
@@ -69,6 +71,8 @@ pub(crate) struct App {
     pub(crate) name: Arc<str>,
     pub(crate) idp: String,
     pub(crate) public_paths: Vec<String>,
+    /// `Upgrade` tokens tunnelled besides `websocket`, lower-cased.
+    pub(crate) allow_upgrades: Vec<String>,
     pub(crate) policy: Policy,
     pub(crate) headers: Vec<(HeaderName, String)>,
     pub(crate) assertion_header: Option<HeaderName>,
@@ -84,10 +88,10 @@ pub(crate) struct Runtime {
     pub(crate) callback_path: String,
     pub(crate) logout_path: String,
     pub(crate) login_path: String,
-    pub(crate) cookie_name: String,
-    pub(crate) binding_cookie_name: String,
+    pub(crate) cookies: CookieNames,
     pub(crate) session_max_lifetime: Duration,
     pub(crate) pending_ttl: Duration,
+    pub(crate) max_pending_per_client: u32,
     pub(crate) router: Router<App>,
     pub(crate) idps: HashMap<String, Arc<Idp>>,
     pub(crate) signer: Option<AssertionSigner>,
@@ -134,6 +138,10 @@ impl Runtime {
                     })
                 })
                 .transpose()?;
+            let trust_email = cfg
+                .identity_providers
+                .iter()
+                .any(|p| p.name == app.identity_provider && p.trust_email);
             let prefix = NormalPath::parse(&app.path_prefix)
                 .map_err(|_| GatewayError::config(key("pathPrefix"), "not a normalised path"))?;
             let built = App {
@@ -141,7 +149,12 @@ impl Runtime {
                 name: app.name.as_str().into(),
                 idp: app.identity_provider.clone(),
                 public_paths: app.public_paths.clone(),
-                policy: Policy::new(&app.policy),
+                allow_upgrades: app
+                    .allow_upgrades
+                    .iter()
+                    .map(|t| t.to_ascii_lowercase())
+                    .collect(),
+                policy: Policy::new(&app.policy, trust_email),
                 headers,
                 assertion_header,
                 upstream: Upstream::new(
@@ -176,10 +189,10 @@ impl Runtime {
             callback_path: cfg.callback_path.clone(),
             logout_path: cfg.logout_path.clone(),
             login_path: cfg.login_path.clone(),
-            cookie_name: cfg.session.cookie_name.clone(),
-            binding_cookie_name: format!("{}_login", cfg.session.cookie_name),
+            cookies: CookieNames::new(&cfg.session.cookie_name),
             session_max_lifetime: cfg.session.max_lifetime,
             pending_ttl: cfg.pending_login_ttl,
+            max_pending_per_client: cfg.max_pending_logins_per_client,
             router: Router::new(routes),
             idps,
             signer,

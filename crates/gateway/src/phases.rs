@@ -25,10 +25,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use cookie::{Cookie, SameSite};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
@@ -37,6 +36,7 @@ use hyper_util::rt::TokioIo;
 use subtle::ConstantTimeEq as _;
 
 use crate::body::{BoxBody, empty, full};
+use crate::cookies::{cookie, removal, set_cookie};
 use crate::error::GatewayError;
 use crate::forward::ForwardError;
 use crate::headers::{ClientView, cookie_value, remove_hop_by_hop, strip_cookies};
@@ -120,13 +120,13 @@ where
         return Box::pin(callback(gw, rt, req.headers(), query.as_deref(), &view)).await;
     }
     if p == rt.logout_path {
-        return Box::pin(logout(gw, rt, req.headers(), &view)).await;
+        return Box::pin(logout(gw, rt, req, &view)).await;
     }
     if p == rt.login_path {
         let rd = query_param(query.as_deref(), "rd").unwrap_or_else(|| "/".to_owned());
-        let return_to = return_url::validate(&rd, &view.host, |candidate| {
+        let return_to = return_url::bounded(return_url::validate(&rd, &view.host, |candidate| {
             rt.router.find(&host, candidate).is_some()
-        })?;
+        })?);
         let target = NormalPath::parse(return_to.split('?').next().unwrap_or("/"))?;
         let app = rt
             .router
@@ -143,8 +143,10 @@ where
         .clone();
     *app_out = Some(app.clone());
 
-    // 3. strip identity headers
+    // 3. strip identity headers; refuse upgrades other than WebSocket (an
+    // h2c tunnel would carry requests no later phase ever sees)
     rt.owned.strip(req.headers_mut());
+    let upgrade = upgrade_request(&req, &app)?;
 
     // 4. public path?
     let public = app.public_paths.iter().any(|prefix| path.is_under(prefix));
@@ -153,16 +155,16 @@ where
     let identity = if public {
         None
     } else {
-        match authenticate(gw, rt, req.headers(), &app).await? {
+        match authenticate(gw, rt, req.headers(), &app, &view).await? {
             Some(identity) => Some(identity),
             None => {
                 if looks_like_api(&req) {
                     return Err(GatewayError::LoginRequired);
                 }
-                let return_to = match &query {
+                let return_to = return_url::bounded(match &query {
                     Some(q) => format!("{p}?{q}"),
                     None => p.to_owned(),
-                };
+                });
                 return Box::pin(start_login(gw, rt, &app, req.headers(), &view, return_to)).await;
             }
         }
@@ -177,15 +179,11 @@ where
     }
 
     // 7. upstream_request_filter
-    let upgrade = is_upgrade(&req);
-    let inbound_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let inbound_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
-    strip_cookies(
-        &mut headers,
-        &[rt.cookie_name.as_str(), rt.binding_cookie_name.as_str()],
-    );
-    remove_hop_by_hop(&mut headers, upgrade);
+    strip_cookies(&mut headers, &rt.cookies.all());
+    remove_hop_by_hop(&mut headers, upgrade.is_some());
     view.apply(&mut headers);
     if let Some(identity) = &identity {
         for (name, value) in &identity.headers {
@@ -212,7 +210,7 @@ where
 
     // 8. forward
     let sent = Instant::now();
-    let result = app.upstream.send(upstream_req, upgrade).await;
+    let result = app.upstream.send(upstream_req, upgrade.is_some()).await;
     app.metrics.upstream(sent.elapsed());
     let mut resp = match result {
         Ok(resp) => resp,
@@ -231,11 +229,20 @@ where
 
     // 9. response_filter
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(inbound) = inbound_upgrade else {
+        // Tunnel only the protocol that was asked for and allowed: a 101 to
+        // anything else would turn the connection into an unchecked pipe.
+        let (Some(inbound), Some(asked)) = (inbound_upgrade, upgrade.as_deref()) else {
             return Err(GatewayError::Upstream {
                 app: app.name.to_string(),
             });
         };
+        let echoed = upgrade_token(resp.headers()).ok().flatten();
+        if echoed.as_deref() != Some(asked) {
+            tracing::warn!(app = %app.name, "upstream switched to another protocol than asked");
+            return Err(GatewayError::Upstream {
+                app: app.name.to_string(),
+            });
+        }
         let outbound = hyper::upgrade::on(&mut resp);
         let name = app.name.clone();
         tokio::spawn(async move {
@@ -271,16 +278,61 @@ fn request_authority<B>(req: &Request<B>) -> Result<String, GatewayError> {
         .ok_or(GatewayError::BadRequest("missing or invalid Host"))
 }
 
-fn is_upgrade<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
+/// The protocol an HTTP/1.1 request asks to upgrade to, if the gateway will
+/// tunnel it: `websocket` (a GET with `Sec-WebSocket-Key` and
+/// `-Version`, RFC 6455 §4.1) or a token the app lists in `allowUpgrades`.
+/// Anything else that asks for an upgrade is refused (400), `h2c` always:
+/// after a 101 the upstream would read HTTP/2 requests the gateway never
+/// checked. Without `Connection: upgrade` there is no upgrade, and `Upgrade`
+/// is dropped with the other hop-by-hop headers.
+fn upgrade_request<B>(req: &Request<B>, app: &App) -> Result<Option<String>, GatewayError> {
+    let headers = req.headers();
+    let asks = req.version() == Version::HTTP_11
+        && headers.contains_key(header::UPGRADE)
+        && headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+    if !asks {
+        return Ok(None);
+    }
+    let token = upgrade_token(headers)?.ok_or(GatewayError::BadRequest("empty Upgrade"))?;
+    if token == "websocket" {
+        let handshake = req.method() == Method::GET
+            && headers.contains_key(header::SEC_WEBSOCKET_KEY)
+            && headers.contains_key(header::SEC_WEBSOCKET_VERSION);
+        if !handshake {
+            return Err(GatewayError::BadRequest(
+                "a WebSocket upgrade needs GET, Sec-WebSocket-Key and Sec-WebSocket-Version",
+            ));
+        }
+        return Ok(Some(token));
+    }
+    if token != "h2c" && app.allow_upgrades.contains(&token) {
+        return Ok(Some(token));
+    }
+    Err(GatewayError::BadRequest(
+        "this upgrade is not allowed (only WebSocket is tunnelled)",
+    ))
+}
+
+/// The one protocol named by the `Upgrade` field(s), lower-cased; more than
+/// one is refused, as is a value that is not text.
+fn upgrade_token(headers: &HeaderMap) -> Result<Option<String>, GatewayError> {
+    let mut found: Option<String> = None;
+    for value in headers.get_all(header::UPGRADE) {
+        let value = value
+            .to_str()
+            .map_err(|_| GatewayError::BadRequest("malformed Upgrade"))?;
+        for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if found.is_some() {
+                return Err(GatewayError::BadRequest("more than one Upgrade protocol"));
+            }
+            found = Some(t.to_ascii_lowercase());
+        }
+    }
+    Ok(found)
 }
 
 /// API clients cannot follow a login redirect; they get 401 instead. A
@@ -313,11 +365,9 @@ async fn authenticate(
     rt: &Runtime,
     headers: &HeaderMap,
     app: &App,
+    view: &ClientView,
 ) -> Result<Option<Arc<Identity>>, GatewayError> {
-    let Some(id) = cookie_value(headers, &rt.cookie_name).and_then(|v| SessionId::parse(&v)) else {
-        return Ok(None);
-    };
-    let Some(session) = gw.sessions.get(&id).await? else {
+    let Some((id, session)) = current_session(gw, rt, headers, view).await? else {
         return Ok(None);
     };
     // A session from another IdP proves nothing to this app.
@@ -327,22 +377,26 @@ async fn authenticate(
     Ok(gw.identities.get(rt, app, &id, &session))
 }
 
-fn set_cookie(resp: &mut Response<BoxBody>, c: Cookie<'_>) {
-    if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
-        resp.headers_mut().append(header::SET_COOKIE, v);
+/// The session named by the request's session cookie, if it is live and was
+/// made on this host. The cookie is host-only, so the same id on another host
+/// was copied there (from a log, an upstream, a proxy) or planted: no session.
+async fn current_session(
+    gw: &Gateway,
+    rt: &Runtime,
+    headers: &HeaderMap,
+    view: &ClientView,
+) -> Result<Option<(SessionId, Arc<Session>)>, GatewayError> {
+    let name = rt.cookies.session(view.proto == "https");
+    let Some(id) = cookie_value(headers, name).and_then(|v| SessionId::parse(&v)) else {
+        return Ok(None);
+    };
+    let Some(session) = gw.sessions.get(&id).await? else {
+        return Ok(None);
+    };
+    if *session.host != host_without_port(&view.host) {
+        return Ok(None);
     }
-}
-
-fn cookie<'a>(name: &'a str, value: String, secure: bool, max_age: Duration) -> Cookie<'a> {
-    Cookie::build((name, value))
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .path("/")
-        .secure(secure)
-        .max_age(cookie::time::Duration::seconds(
-            i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
-        ))
-        .build()
+    Ok(Some((id, session)))
 }
 
 fn redirect(status: StatusCode, location: &str) -> Result<Response<BoxBody>, GatewayError> {
@@ -368,11 +422,18 @@ async fn start_login(
     let idp = rt.idps.get(&app.idp).ok_or(GatewayError::IdpUnavailable {
         idp: app.idp.clone(),
     })?;
+    if !gw
+        .sessions
+        .admit_login(view.client_ip, rt.max_pending_per_client)
+    {
+        return Err(GatewayError::TooManyLogins);
+    }
+    let https = view.proto == "https";
     let redirect_uri = format!("{}://{}{}", view.proto, view.host, rt.callback_path);
     let start = idp.start(&redirect_uri).await?;
     // One binding value per browser, reused while it lives, so logins
     // started in several tabs at once all complete.
-    let binding = cookie_value(headers, &rt.binding_cookie_name)
+    let binding = cookie_value(headers, rt.cookies.binding(https))
         .filter(|v| SessionId::parse(v).is_some())
         .unwrap_or_else(|| SessionId::random().expose());
     let pending = PendingLogin::new(
@@ -390,12 +451,7 @@ async fn start_login(
     let mut resp = redirect(StatusCode::FOUND, start.url.as_str())?;
     set_cookie(
         &mut resp,
-        cookie(
-            &rt.binding_cookie_name,
-            binding,
-            view.proto == "https",
-            rt.pending_ttl,
-        ),
+        &cookie(rt.cookies.binding(https), binding, https, rt.pending_ttl),
     );
     Ok(resp)
 }
@@ -415,7 +471,8 @@ async fn callback(
         return Err(GatewayError::LoginFailed("unknown or expired state".into()));
     };
     // The callback must come from the browser that started the login.
-    let bound = cookie_value(headers, &rt.binding_cookie_name)
+    let https = view.proto == "https";
+    let bound = cookie_value(headers, rt.cookies.binding(https))
         .map(|v| binding_hash(&v))
         .is_some_and(|h| bool::from(h.as_bytes().ct_eq(pending.binding.as_bytes())));
     if !bound {
@@ -464,38 +521,99 @@ async fn callback(
     };
     // A new id at every login, and the old one dropped: an id planted in the
     // browser before login never becomes an authenticated session.
-    if let Some(old) = cookie_value(headers, &rt.cookie_name).and_then(|v| SessionId::parse(&v)) {
+    if let Some(old) =
+        cookie_value(headers, rt.cookies.session(https)).and_then(|v| SessionId::parse(&v))
+    {
         gw.sessions.remove(&old).await?;
     }
-    let session = Session::new(idp.name_shared(), &result.id_token, &result.extra);
+    let session = Session::new(
+        idp.name_shared(),
+        &host_without_port(&view.host),
+        &result.id_token,
+        &result.extra,
+    );
     let id = gw.sessions.create(session, &gw.metrics).await?;
     logins.with_label_values(&["success"]).inc();
     tracing::info!(app = %pending.app, idp = %pending.idp, client = %view.client_ip, "login");
     let mut resp = redirect(StatusCode::SEE_OTHER, &pending.return_to)?;
     set_cookie(
         &mut resp,
-        cookie(
-            &rt.cookie_name,
+        &cookie(
+            rt.cookies.session(https),
             id.expose(),
-            view.proto == "https",
+            https,
             rt.session_max_lifetime,
         ),
     );
     Ok(resp)
 }
 
-/// Drops the session and continues to the IdP's end-session endpoint.
-async fn logout(
+/// Largest sign-out form read (it holds one token).
+const MAX_LOGOUT_FORM: usize = 4096;
+
+/// Sign-out. A GET only shows a confirmation form, so a link or an image on
+/// another site cannot end a session; the form's POST carries a token that
+/// only the session's own pages know ([`SessionId::logout_token`]), ends
+/// the session and continues to the IdP's end-session endpoint.
+async fn logout<B>(
     gw: &Gateway,
     rt: &Runtime,
-    headers: &HeaderMap,
+    req: Request<B>,
     view: &ClientView,
-) -> Result<Response<BoxBody>, GatewayError> {
-    let mut session = None;
-    if let Some(id) = cookie_value(headers, &rt.cookie_name).and_then(|v| SessionId::parse(&v)) {
-        session = gw.sessions.get(&id).await?;
-        gw.sessions.remove(&id).await?;
+) -> Result<Response<BoxBody>, GatewayError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let https = view.proto == "https";
+    let name = rt.cookies.session(https);
+    let id = cookie_value(req.headers(), name).and_then(|v| SessionId::parse(&v));
+    let method = req.method().clone();
+    if method == Method::GET || method == Method::HEAD {
+        return Ok(match id {
+            Some(id)
+                if current_session(gw, rt, req.headers(), view)
+                    .await?
+                    .is_some() =>
+            {
+                rescue::confirm_page(
+                    "Sign out",
+                    "Do you want to sign out?",
+                    &rt.logout_path,
+                    &id.logout_token(),
+                )
+            }
+            _ => rescue::page(StatusCode::OK, "Signed out", "You are not signed in."),
+        });
     }
+    if method != Method::POST {
+        let mut resp = rescue::page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+            "Sign out with the form on this page.",
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+        return Ok(resp);
+    }
+    let Some(id) = id else {
+        return Ok(rescue::page(
+            StatusCode::OK,
+            "Signed out",
+            "You are not signed in.",
+        ));
+    };
+    let form = read_form(req.into_body()).await?;
+    let token = form
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default();
+    if !bool::from(token.as_bytes().ct_eq(id.logout_token().as_bytes())) {
+        return Err(GatewayError::LogoutUnconfirmed);
+    }
+    let session = gw.sessions.get(&id).await?;
+    gw.sessions.remove(&id).await?;
     let mut target = None;
     if let Some(s) = &session {
         if let Some(idp) = rt.idps.get(&*s.idp) {
@@ -504,16 +622,26 @@ async fn logout(
         }
     }
     let mut resp = match target {
-        Some(url) => redirect(StatusCode::FOUND, url.as_str())?,
+        Some(url) => redirect(StatusCode::SEE_OTHER, url.as_str())?,
         None => rescue::page(StatusCode::OK, "Signed out", "You have been signed out."),
     };
-    let mut removal = Cookie::build((rt.cookie_name.as_str(), ""))
-        .path("/")
-        .http_only(true)
-        .build();
-    removal.make_removal();
-    set_cookie(&mut resp, removal);
+    set_cookie(&mut resp, &removal(name, https));
     Ok(resp)
+}
+
+/// A small `application/x-www-form-urlencoded` body, read within
+/// [`MAX_LOGOUT_FORM`] bytes.
+async fn read_form<B>(body: B) -> Result<Vec<(String, String)>, GatewayError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let bytes = http_body_util::Limited::new(body, MAX_LOGOUT_FORM)
+        .collect()
+        .await
+        .map_err(|_| GatewayError::BadRequest("sign-out form too large or unreadable"))?
+        .to_bytes();
+    Ok(form_urlencoded::parse(&bytes).into_owned().collect())
 }
 
 fn jwks(rt: &Runtime) -> Response<BoxBody> {

@@ -9,12 +9,15 @@ pub(crate) struct Policy {
     groups: Vec<String>,
     domains: Vec<String>,
     claims: Vec<(String, Vec<String>)>,
+    /// The IdP's `email` counts as verified without `email_verified`.
+    trust_email: bool,
 }
 
 impl Policy {
-    /// From the app's `policy:` section.
-    pub(crate) fn new(cfg: &PolicyConfig) -> Self {
+    /// From the app's `policy:` section and its IdP's `trustEmail`.
+    pub(crate) fn new(cfg: &PolicyConfig, trust_email: bool) -> Self {
         Self {
+            trust_email,
             groups: cfg.allow_groups.clone(),
             domains: cfg
                 .allow_email_domains
@@ -38,14 +41,16 @@ impl Policy {
             }
         }
         if !self.domains.is_empty() {
-            // An address the IdP says is unverified proves nothing; a missing
-            // `email_verified` is accepted (many IdPs only send verified ones).
-            let verified = match claims.get("email_verified") {
-                None => true,
-                Some(Value::Bool(b)) => *b,
-                Some(Value::String(s)) => s == "true",
-                Some(_) => false,
-            };
+            // Only an address the IdP vouches for proves a domain: Entra ID
+            // sends no `email_verified` and lets users edit `email` (the
+            // "nOAuth" takeover), so a missing one counts as unverified
+            // unless the IdP is trusted to verify every address it sends.
+            let verified = self.trust_email
+                || match claims.get("email_verified") {
+                    Some(Value::Bool(b)) => *b,
+                    Some(Value::String(s)) => s == "true",
+                    _ => false,
+                };
             let domain = claims
                 .get("email")
                 .and_then(Value::as_str)
@@ -110,14 +115,26 @@ mod tests {
     use serde_json::json;
 
     fn policy(groups: &[&str], domains: &[&str], claims: &[(&str, &[&str])]) -> Policy {
-        Policy::new(&PolicyConfig {
-            allow_groups: groups.iter().map(|s| (*s).to_owned()).collect(),
-            allow_email_domains: domains.iter().map(|s| (*s).to_owned()).collect(),
-            claims: claims
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.iter().map(|s| (*s).to_owned()).collect()))
-                .collect(),
-        })
+        policy_trusting(groups, domains, claims, false)
+    }
+
+    fn policy_trusting(
+        groups: &[&str],
+        domains: &[&str],
+        claims: &[(&str, &[&str])],
+        trust_email: bool,
+    ) -> Policy {
+        Policy::new(
+            &PolicyConfig {
+                allow_groups: groups.iter().map(|s| (*s).to_owned()).collect(),
+                allow_email_domains: domains.iter().map(|s| (*s).to_owned()).collect(),
+                claims: claims
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.iter().map(|s| (*s).to_owned()).collect()))
+                    .collect(),
+            },
+            trust_email,
+        )
     }
 
     fn claims(v: Value) -> Map<String, Value> {
@@ -129,15 +146,25 @@ mod tests {
         let open = policy(&[], &[], &[]);
         let eng = policy(&["engineering"], &[], &[]);
         let dom = policy(&[], &["example.com"], &[]);
+        let trusted = policy_trusting(&[], &["example.com"], &[], true);
         let sales = policy(&[], &[], &[("department", &["sales", "support"])]);
         let both = policy(&["engineering"], &["example.com"], &[]);
+        let verified = |email: &str| json!({"email": email, "email_verified": true});
         let cases: &[(&Policy, Value, bool)] = &[
             (&open, json!({"sub": "a"}), true),
             (&eng, json!({"groups": ["admins", "engineering"]}), true),
             (&eng, json!({"groups": "engineering"}), true),
             (&eng, json!({"groups": ["sales"]}), false),
             (&eng, json!({}), false),
-            (&dom, json!({"email": "a@example.com"}), true),
+            // No `email_verified` (Entra ID): unverified unless the IdP is trusted.
+            (&dom, json!({"email": "a@example.com"}), false),
+            (&trusted, json!({"email": "a@example.com"}), true),
+            (&trusted, json!({"email": "a@evil.example"}), false),
+            (
+                &dom,
+                json!({"email": "a@example.com", "email_verified": "true"}),
+                true,
+            ),
             (
                 &dom,
                 json!({"email": "A@EXAMPLE.COM", "email_verified": true}),
@@ -153,12 +180,12 @@ mod tests {
                 json!({"email": "a@example.com", "email_verified": "false"}),
                 false,
             ),
-            (&dom, json!({"email": "a@evil.example@example.com"}), false),
-            (&dom, json!({"email": "a@example.com.evil.example"}), false),
-            (&dom, json!({"email": "a@sub.example.com"}), false),
-            (&dom, json!({"email": "\"a@x\"@example.com"}), false),
-            (&dom, json!({"email": "a b@example.com"}), false),
-            (&dom, json!({"email": "@example.com"}), false),
+            (&dom, verified("a@evil.example@example.com"), false),
+            (&dom, verified("a@example.com.evil.example"), false),
+            (&dom, verified("a@sub.example.com"), false),
+            (&dom, verified("\"a@x\"@example.com"), false),
+            (&dom, verified("a b@example.com"), false),
+            (&dom, verified("@example.com"), false),
             (&dom, json!({"email": ["a@example.com"]}), false),
             (&dom, json!({}), false),
             (&sales, json!({"department": "sales"}), true),
@@ -166,12 +193,12 @@ mod tests {
             (&sales, json!({"department": "engineering"}), false),
             (
                 &both,
-                json!({"groups": ["engineering"], "email": "a@example.com"}),
+                json!({"groups": ["engineering"], "email": "a@example.com", "email_verified": true}),
                 true,
             ),
             (
                 &both,
-                json!({"groups": ["engineering"], "email": "a@evil.example"}),
+                json!({"groups": ["engineering"], "email": "a@evil.example", "email_verified": true}),
                 false,
             ),
         ];

@@ -18,6 +18,18 @@ pub(crate) fn respond(err: &GatewayError) -> Response<BoxBody> {
             "Not found",
             "No application is served at this address.".to_owned(),
         ),
+        GatewayError::TooManyLogins => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-ins",
+            "Too many sign-ins were started from your address. Wait a few minutes and try again."
+                .to_owned(),
+        ),
+        GatewayError::LogoutUnconfirmed => (
+            StatusCode::FORBIDDEN,
+            "Sign-out not confirmed",
+            "This sign-out request did not come from the sign-out page. Open it again to sign out."
+                .to_owned(),
+        ),
         GatewayError::LoginRequired => (
             StatusCode::UNAUTHORIZED,
             "Login required",
@@ -87,6 +99,42 @@ pub(crate) fn page(status: StatusCode, title: &str, detail: &str) -> Response<Bo
     resp
 }
 
+/// A page with one button that POSTs `token` to `action` (a confirmation).
+///
+/// The CSP allows no script, no framing, and forms only to this origin and
+/// whatever it redirects to: Chromium applies `form-action` to a form's
+/// redirects too, and sign-out continues at the IdP.
+pub(crate) fn confirm_page(
+    title: &str,
+    question: &str,
+    action: &str,
+    token: &str,
+) -> Response<BoxBody> {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+         <body><h1>{t}</h1><p>{q}</p>\
+         <form method=\"post\" action=\"{a}\"><input type=\"hidden\" name=\"token\" value=\"{v}\">\
+         <button type=\"submit\">{t}</button></form></body></html>\n",
+        t = escape(title),
+        q = escape(question),
+        a = escape(action),
+        v = escape(token),
+    );
+    let mut resp = Response::new(full(html));
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    resp
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -109,6 +157,8 @@ mod tests {
             (GatewayError::Timeout { app: "demo".into() }, 504),
             (GatewayError::IdpUnavailable { idp: "corp".into() }, 503),
             (GatewayError::LoginFailed("secret detail".into()), 400),
+            (GatewayError::TooManyLogins, 429),
+            (GatewayError::LogoutUnconfirmed, 403),
         ];
         for (e, code) in cases {
             assert_eq!(respond(&e).status().as_u16(), code, "{e}");

@@ -6,6 +6,22 @@ use percent_encoding::percent_decode_str;
 use crate::error::GatewayError;
 use crate::route::NormalPath;
 
+/// Longest return URL kept in a pending login; unauthenticated requests
+/// choose it, and each one is held for `pendingLoginTtl`.
+pub(crate) const MAX_RETURN_URL: usize = 2048;
+
+/// `path_and_query`, or only its path when it is longer than
+/// [`MAX_RETURN_URL`], or `/` when even the path is.
+pub(crate) fn bounded(path_and_query: String) -> String {
+    if path_and_query.len() <= MAX_RETURN_URL {
+        return path_and_query;
+    }
+    match path_and_query.split_once('?') {
+        Some((path, _)) if path.len() <= MAX_RETURN_URL => path.to_owned(),
+        _ => "/".to_owned(),
+    }
+}
+
 const REFUSED: GatewayError = GatewayError::BadRequest("return URL must be a path on this app");
 
 /// Checks `raw` and returns the path-and-query to redirect to.
@@ -140,5 +156,14 @@ mod tests {
         for raw in refused {
             assert_eq!(check(raw), None, "{raw:?} must be refused");
         }
+    }
+
+    #[test]
+    fn long_return_urls_are_cut_to_their_path_or_the_root() {
+        let long_query = format!("/dash?q={}", "x".repeat(MAX_RETURN_URL));
+        assert_eq!(bounded(long_query), "/dash");
+        let long_path = format!("/{}", "p".repeat(MAX_RETURN_URL));
+        assert_eq!(bounded(format!("{long_path}?q=1")), "/");
+        assert_eq!(bounded("/dash?q=1".to_owned()), "/dash?q=1");
     }
 }

@@ -7,7 +7,9 @@
 //! Pending logins follow the same split, so a callback may land on any replica.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -25,15 +27,21 @@ use crate::metrics::GatewayMetrics;
 
 /// Version of the serialised [`Session`] and [`PendingLogin`]; another
 /// version reads as a miss, so a rolling upgrade only costs a re-login.
-const FORMAT_VERSION: u8 = 2;
+const FORMAT_VERSION: u8 = 3;
 
 /// How long a shared session may be served from the near-cache before the
 /// backend is asked again (bounds how late a logout on another replica is seen).
 const NEAR_CACHE_TTL: Duration = Duration::from_secs(5);
 
-/// Most pending logins held locally: they are created by unauthenticated
-/// requests, so they must be bounded.
-const MAX_PENDING_LOGINS: u64 = 100_000;
+/// Most bytes of pending logins held locally: unauthenticated requests create
+/// them, so they are bounded by what they weigh, not only by their number.
+const MAX_PENDING_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Bytes a pending login costs beyond its strings (moka's node, key, `Arc`).
+const PENDING_OVERHEAD: usize = 256;
+
+/// Most client addresses whose started logins are counted at once.
+const MAX_COUNTED_CLIENTS: u64 = 100_000;
 
 /// A random 256-bit token; in the cookie as base64url without padding (43
 /// characters), in memory as its 32 bytes (no allocation per session key).
@@ -71,6 +79,16 @@ impl SessionId {
     /// The cookie value.
     pub fn expose(&self) -> String {
         URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// The sign-out form's token: derived from the id, so only a page that
+    /// was served to this session's browser can carry it (a cross-site form
+    /// cannot read it), and it needs no storage.
+    pub(crate) fn logout_token(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"orchestrator logout\0");
+        h.update(self.0);
+        URL_SAFE_NO_PAD.encode(h.finalize())
     }
 
     /// The raw bytes (a key for per-session caches in this process).
@@ -114,6 +132,9 @@ pub(crate) struct Session {
     v: u8,
     /// Name of the identity provider that logged the user in.
     pub(crate) idp: Arc<str>,
+    /// The host (lower-case, no port) the session was created on: its cookie
+    /// is host-only, so on any other host the id is a stolen or planted one.
+    pub(crate) host: Box<str>,
     /// The ID token the login verified.
     id_token: CompactJwt,
     /// Userinfo claims the ID token lacks (a JSON object), if any.
@@ -126,7 +147,12 @@ pub(crate) struct Session {
 impl Session {
     /// A new session created now from a verified ID token and the userinfo
     /// claims it lacks.
-    pub(crate) fn new(idp: Arc<str>, id_token: &str, extra: &Map<String, Value>) -> Self {
+    pub(crate) fn new(
+        idp: Arc<str>,
+        host: &str,
+        id_token: &str,
+        extra: &Map<String, Value>,
+    ) -> Self {
         let extra = (!extra.is_empty())
             .then(|| serde_json::to_string(extra).ok())
             .flatten()
@@ -134,6 +160,7 @@ impl Session {
         Self {
             v: FORMAT_VERSION,
             idp,
+            host: host.into(),
             id_token: CompactJwt::new(id_token),
             extra,
             created: now_secs(),
@@ -167,6 +194,7 @@ impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
             .field("idp", &self.idp)
+            .field("host", &self.host)
             .field("created", &self.created)
             .finish_non_exhaustive()
     }
@@ -313,6 +341,19 @@ impl PendingLogin {
             redirect_uri,
         }
     }
+
+    /// What it weighs in the local store, in bytes.
+    fn weight(&self) -> u32 {
+        let bytes = PENDING_OVERHEAD
+            + self.idp.len()
+            + self.app.len()
+            + self.return_to.len()
+            + self.pkce_verifier.len()
+            + self.nonce.len()
+            + self.binding.len()
+            + self.redirect_uri.len();
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
 }
 
 /// Hash of the browser-binding cookie as stored in a pending login.
@@ -331,6 +372,8 @@ pub(crate) struct SessionStore {
     idle_timeout: Duration,
     local: moka::future::Cache<SessionId, Arc<Session>>,
     pending_local: moka::future::Cache<String, Arc<PendingLogin>>,
+    /// Logins started per client address in the current `pendingLoginTtl`.
+    started_by_client: moka::sync::Cache<IpAddr, Arc<AtomicU32>>,
     shared: Option<SharedBackend>,
 }
 
@@ -366,7 +409,15 @@ impl SessionStore {
             })
             .build();
         let pending_local = moka::future::Cache::builder()
-            .max_capacity(MAX_PENDING_LOGINS)
+            .max_capacity(MAX_PENDING_BYTES)
+            .weigher(|k: &String, v: &Arc<PendingLogin>| {
+                v.weight()
+                    .saturating_add(u32::try_from(k.len()).unwrap_or(u32::MAX))
+            })
+            .time_to_live(pending_ttl)
+            .build();
+        let started_by_client = moka::sync::Cache::builder()
+            .max_capacity(MAX_COUNTED_CLIENTS)
             .time_to_live(pending_ttl)
             .build();
         let shared = (cfg.store == StoreKind::Shared).then(|| SharedBackend {
@@ -381,8 +432,22 @@ impl SessionStore {
             idle_timeout: cfg.idle_timeout,
             local,
             pending_local,
+            started_by_client,
             shared,
         }
+    }
+
+    /// Counts a login started by `client`; `false` once it has started
+    /// `limit` in the current window (0: no limit). The count is one atomic
+    /// step, so parallel requests cannot all slip under the limit.
+    pub(crate) fn admit_login(&self, client: IpAddr, limit: u32) -> bool {
+        if limit == 0 {
+            return true;
+        }
+        let counter = self
+            .started_by_client
+            .get_with(client, || Arc::new(AtomicU32::new(0)));
+        counter.fetch_add(1, Ordering::Relaxed) < limit
     }
 
     fn remaining(&self, session: &Session) -> Option<Duration> {
@@ -567,7 +632,12 @@ mod tests {
             "nonce": "n", "at_hash": "h", "exp": 2, "iat": 1, "nbf": 1,
         }));
         let extra = serde_json::json!({"sub": "ignored", "department": "R&D"});
-        let session = Session::new("idp".into(), &token, extra.as_object().unwrap());
+        let session = Session::new(
+            "idp".into(),
+            "app.example",
+            &token,
+            extra.as_object().unwrap(),
+        );
         assert!(matches!(session.id_token, CompactJwt::Decoded { .. }));
         assert_eq!(session.id_token(), token);
         let claims = session.claims().unwrap();
@@ -592,7 +662,7 @@ mod tests {
         // "Ag" and "Ah" decode to the same byte only if trailing bits were
         // allowed; the engine refuses them, so this token stays text.
         let token = format!("{}.Ah.sig", URL_SAFE_NO_PAD.encode(b"{}"));
-        let session = Session::new("idp".into(), &token, &Map::new());
+        let session = Session::new("idp".into(), "app.example", &token, &Map::new());
         assert!(matches!(session.id_token, CompactJwt::Text(_)));
         assert_eq!(session.id_token(), token);
         assert_eq!(session.claims(), None, "unreadable claims are no claims");

@@ -509,13 +509,8 @@ async fn logout_drops_the_session_and_continues_to_the_idp() {
     let s = setup(json!({})).await;
     let b = browser();
     b.visit(&s.gw.url("/"), "alice", "alice-password").await;
-    let r = b
-        .client
-        .get(s.gw.url("/.orchestrator/logout"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::FOUND);
+    let r = b.logout(&s.gw.url("/.orchestrator/logout")).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let loc = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
     assert!(
         loc.as_str()
@@ -624,11 +619,7 @@ async fn shared_store_serves_a_session_from_any_gateway() {
         Some("alice@example.com")
     );
     // Logout through B ends it for A too (A's near-cache is bounded by a few seconds).
-    b.client
-        .get(b_gw.url("/.orchestrator/logout"))
-        .send()
-        .await
-        .unwrap();
+    b.logout(&b_gw.url("/.orchestrator/logout")).await;
     let cookie = format!("gw_session={}", "A".repeat(43));
     let r = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

@@ -28,6 +28,12 @@ pub(crate) async fn dispatch(
     if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
         return plain(StatusCode::BAD_REQUEST, "more than one Host header\n");
     }
+    if authority_conflicts_with_host(&req) {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            ":authority and Host name different hosts\n",
+        );
+    }
     if let Some(provider) = &runtime.provider {
         let host = request_host(&req);
         if provider.matches(host.as_deref(), req.uri().path()) {
@@ -55,6 +61,22 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
                 .and_then(|h| h.to_str().ok())
                 .map(str::to_owned)
         })
+}
+
+/// RFC 9113 §8.3.1: an HTTP/2 request whose `Host` differs from its
+/// `:authority` is malformed. Routing reads `:authority`, but an upstream or a
+/// log may read `Host`: the two must never name different sites.
+fn authority_conflicts_with_host<B>(req: &Request<B>) -> bool {
+    if req.version() != http::Version::HTTP_2 {
+        return false;
+    }
+    let (Some(authority), Some(host)) = (req.uri().authority(), req.headers().get(header::HOST))
+    else {
+        return false;
+    };
+    !host
+        .as_bytes()
+        .eq_ignore_ascii_case(authority.as_str().as_bytes())
 }
 
 fn not_found() -> Response<BoxBody> {

@@ -385,6 +385,29 @@ impl Browser {
     pub async fn visit(&self, url: &str, user: &str, password: &str) -> Visit {
         visit(&self.client, url, user, password).await
     }
+
+    /// Signs out as a person would: opens the sign-out page at `url` and
+    /// submits its form. Returns the form POST's response.
+    pub async fn logout(&self, url: &str) -> reqwest::Response {
+        let page = self.client.get(url).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let page = page.text().await.unwrap();
+        let token =
+            hidden_value(&page, "token").unwrap_or_else(|| panic!("no sign-out form in {page}"));
+        self.client
+            .post(url)
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The value of the hidden form field `name` in `html`.
+pub fn hidden_value(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\" value=\""))?;
+    let rest = &html[at + name.len() + 15..];
+    rest.split('"').next().map(str::to_owned)
 }
 
 /// What happened while following a URL like a browser.
