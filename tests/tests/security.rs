@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::StreamExt as _;
 use orchestrator_tests::browser::{Browser, hidden};
 use orchestrator_tests::raw::{self, RawResponse};
 use orchestrator_tests::{Orchestrator, TestUpstream, run_cli, self_signed};
@@ -173,6 +174,8 @@ enum Flow {
     SessionFixation,
     /// Every Set-Cookie of a full login, over plain HTTP.
     CookieFlags,
+    /// HTTP/2 requests whose `Host` does or does not match `:authority`.
+    Http2Authority,
     /// A GET of the logout path (an image tag elsewhere), a cross-site POST
     /// without the form's token, then the real form: which ends the session?
     Logout,
@@ -684,6 +687,35 @@ impl Env {
                         "prompts": visit.prompts,
                     })
                     .to_string(),
+                    ..Outcome::default()
+                }
+            }
+            Flow::Http2Authority => {
+                let h2_status = |host: &'static str| async move {
+                    let tcp = tokio::net::TcpStream::connect(self.addr()).await.unwrap();
+                    let (mut send, conn) = hyper::client::conn::http2::handshake(
+                        hyper_util::rt::TokioExecutor::new(),
+                        hyper_util::rt::TokioIo::new(tcp),
+                    )
+                    .await
+                    .unwrap();
+                    tokio::spawn(conn);
+                    let mut req = hyper::Request::get(format!("http://{}/public/x", self.host()))
+                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap();
+                    let host = if host.is_empty() {
+                        self.host()
+                    } else {
+                        host.to_owned()
+                    };
+                    req.headers_mut().insert("host", host.parse().unwrap());
+                    send.send_request(req).await.unwrap().status().as_u16()
+                };
+                let same = h2_status("").await;
+                let other = h2_status("evil.example").await;
+                Outcome {
+                    status: Some(other),
+                    body: json!({"same": same, "other": other}).to_string(),
                     ..Outcome::default()
                 }
             }
@@ -2017,6 +2049,12 @@ Connection: close
         checks,
     );
 
+    add(
+        "HTTP/2: a Host that differs from :authority is malformed (RFC 9113 §8.3.1)",
+        Req::Flow(Flow::Http2Authority),
+        vec![status(400), body_contains("\"same\":200"), upstream_got(1)],
+    );
+
     // ---- cross-site logout ----
     add(
         "logout needs the sign-out form's POST; a GET or a foreign POST ends nothing",
@@ -2110,4 +2148,85 @@ async fn cookie_flags_over_tls() {
     if let Err(why) = cookie_flags(true)(&out) {
         panic!("{why}\n{}", orch.all_logs());
     }
+}
+
+/// RSS of process `pid` in bytes (Linux).
+fn rss_bytes(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Pending logins are what unauthenticated browser GETs create: 20,000 of
+/// them from 20,000 client addresses, each with a 12 KiB return URL, must not
+/// grow the process by more than the store's byte bound, and one address
+/// may start only `maxPendingLoginsPerClient` logins per window.
+#[tokio::test]
+async fn pending_logins_are_bounded_in_bytes_and_per_client() {
+    const REQUESTS: usize = 20_000;
+    let m = Material::new().await;
+    let upstream = TestUpstream::echo().await;
+    let yaml = config(&upstream.url(), &m.alice_hash, &m.bob_hash, None).replacen(
+        "listen:\n",
+        "listen:\n  trustedProxies: [127.0.0.1/32]\n",
+        1,
+    );
+    let orch = Orchestrator::start(
+        &yaml,
+        &[
+            ("op-key.pem", &m.op_key),
+            ("gw-key.pem", &m.gw_key),
+            ("gateway-secret", GATEWAY_SECRET),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let pad = "p".repeat(12 * 1024);
+    let start = |ip: String| {
+        client
+            .get(format!("{}/x?pad={pad}", orch.base_url()))
+            .header("accept", "text/html")
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    // Warm up (discovery, first allocations), then measure.
+    assert_eq!(start("10.255.0.1".into()).await.unwrap().status(), 302);
+    let before = rss_bytes(orch.pid());
+    let statuses: Vec<u16> = futures::stream::iter(0..REQUESTS)
+        .map(|i| {
+            let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+            async move { start(ip).await.unwrap().status().as_u16() }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 302), "every login starts");
+    let grown = rss_bytes(orch.pid()).saturating_sub(before);
+    println!(
+        "RSS grew by {} KiB after {REQUESTS} unauthenticated logins with 12 KiB return URLs",
+        grown / 1024
+    );
+    // The store holds at most 32 MiB; the URLs alone would be 240 MiB.
+    assert!(grown < 48 * 1024 * 1024, "RSS grew by {grown} bytes");
+
+    // One client address: 100 logins per window, then 429.
+    let mut per_client = Vec::new();
+    for _ in 0..105 {
+        per_client.push(start("192.0.2.7".into()).await.unwrap().status().as_u16());
+    }
+    assert!(
+        per_client[..100].iter().all(|s| *s == 302),
+        "{per_client:?}"
+    );
+    assert!(
+        per_client[100..].iter().all(|s| *s == 429),
+        "{per_client:?}"
+    );
 }

@@ -45,12 +45,13 @@ impl Policy {
             // sends no `email_verified` and lets users edit `email` (the
             // "nOAuth" takeover), so a missing one counts as unverified
             // unless the IdP is trusted to verify every address it sends.
-            let verified = self.trust_email
-                || match claims.get("email_verified") {
-                    Some(Value::Bool(b)) => *b,
-                    Some(Value::String(s)) => s == "true",
-                    _ => false,
-                };
+            // An explicit `false` is the IdP's own word and always counts.
+            let verified = match claims.get("email_verified") {
+                None => self.trust_email,
+                Some(Value::Bool(b)) => *b,
+                Some(Value::String(s)) => s == "true",
+                Some(_) => false,
+            };
             let domain = claims
                 .get("email")
                 .and_then(Value::as_str)
@@ -160,6 +161,11 @@ mod tests {
             (&dom, json!({"email": "a@example.com"}), false),
             (&trusted, json!({"email": "a@example.com"}), true),
             (&trusted, json!({"email": "a@evil.example"}), false),
+            (
+                &trusted,
+                json!({"email": "a@example.com", "email_verified": false}),
+                false,
+            ),
             (
                 &dom,
                 json!({"email": "a@example.com", "email_verified": "true"}),

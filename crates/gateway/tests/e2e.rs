@@ -233,6 +233,7 @@ async fn policy_allows_and_denies() {
     let s = setup(json!({})).await;
     let alice = browser();
     let bob = browser();
+    let carol = browser();
     let cases = [
         (
             &alice,
@@ -270,6 +271,13 @@ async fn policy_allows_and_denies() {
             "address in the domain but not verified",
         ),
         (
+            &carol,
+            "carol",
+            "/mail",
+            StatusCode::FORBIDDEN,
+            "address in the domain without email_verified (Entra ID's nOAuth class)",
+        ),
+        (
             &bob,
             "bob",
             "/",
@@ -290,6 +298,29 @@ async fn policy_allows_and_denies() {
             );
         }
     }
+}
+
+/// `trustEmail: true` is the one way an IdP's unverified-looking address
+/// passes `allowEmailDomains`; an explicit `email_verified: false` never does.
+#[tokio::test]
+async fn trust_email_accepts_addresses_without_email_verified() {
+    let s = setup(json!({})).await;
+    let mut cfg = config(
+        &s.op.issuer,
+        &s.upstream.url(),
+        &closed_port_url().await,
+        json!({}),
+    );
+    cfg.identity_providers[0].trust_email = true;
+    s.gw.gateway.reconfigure(&cfg, &Default::default()).unwrap();
+    let carol = browser()
+        .visit(&s.gw.url("/mail"), "carol", "carol-password")
+        .await;
+    assert_eq!(carol.status, StatusCode::OK, "{}", carol.body);
+    let bob = browser()
+        .visit(&s.gw.url("/mail"), "bob", "bob-password")
+        .await;
+    assert_eq!(bob.status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
