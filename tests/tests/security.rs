@@ -746,8 +746,20 @@ impl Env {
                         .unwrap(),
                 );
                 let after_foreign_post = session_status().await;
-                let form_post =
-                    status_of(orchestrator_tests::browser::sign_out(b.client(), &logout).await);
+                // The real form, read from the page (0: there was none).
+                let page = b.client().get(&logout).send().await.unwrap();
+                let token = hidden(&page.text().await.unwrap(), "token");
+                let form_post = match token {
+                    Some(t) => status_of(
+                        b.client()
+                            .post(&logout)
+                            .form(&[("token", t)])
+                            .send()
+                            .await
+                            .unwrap(),
+                    ),
+                    None => 0,
+                };
                 let after_form_post = session_status().await;
                 Outcome {
                     status: Some(200),
