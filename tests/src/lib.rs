@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod browser;
+pub mod chromium;
 pub mod haproxy;
 pub mod raw;
 mod upstream;

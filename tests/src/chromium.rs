@@ -1,0 +1,212 @@
+//! A real browser for end-to-end tests: Debian's headless Chromium, driven
+//! through WebDriver (`chromedriver` + fantoccini). Each [`Chromium`] is a
+//! fresh profile in a temp dir and its own chromedriver on a free port, both
+//! gone on drop. Where the simulated [`crate::browser::Browser`] follows
+//! redirects by hand, this one enforces what real browsers enforce: CSP
+//! (`form-action` on a form's redirects), cookie prefixes and SameSite.
+//!
+//! [`Chromium::start`] returns `None` when `/usr/bin/chromium` or
+//! `chromedriver` is missing, so a developer without them gets a skipped test
+//! with a message; `scripts/test.sh` installs both, and sets
+//! `ORCHESTRATOR_REQUIRE_BROWSER=1` so that CI fails instead of skipping.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use tokio::process::{Child, Command};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// How long one navigation or wait may take.
+const STEP: Duration = Duration::from_secs(15);
+
+/// One headless Chromium with a fresh profile.
+pub struct Chromium {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+    name: String,
+}
+
+impl Chromium {
+    /// Starts chromedriver and a headless Chromium for the test `name` (used
+    /// for the screenshot file). `host_rules` maps test host names to loopback
+    /// addresses (`--host-resolver-rules`), e.g. `MAP app.test 127.0.0.2`.
+    ///
+    /// `None` when the browser is not installed and
+    /// `ORCHESTRATOR_REQUIRE_BROWSER` is not set.
+    pub async fn start(name: &str, host_rules: &str) -> Option<Self> {
+        if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+            assert!(
+                std::env::var_os("ORCHESTRATOR_REQUIRE_BROWSER").is_none(),
+                "{CHROMIUM} or {CHROMEDRIVER} missing (apt-get install chromium chromium-driver)"
+            );
+            eprintln!("skipping {name}: {CHROMIUM} or {CHROMEDRIVER} is not installed");
+            return None;
+        }
+        let port = crate::free_port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromedriver");
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        if !host_rules.is_empty() {
+            args.push(format!("--host-resolver-rules={host_rules}"));
+        }
+        let caps = serde_json::json!({
+            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+        });
+        let serde_json::Value::Object(caps) = caps else {
+            unreachable!("a JSON object literal")
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        // chromedriver needs a moment to listen: retry the session (bounded).
+        let deadline = Instant::now() + STEP;
+        let client = loop {
+            // chromedriver speaks plain HTTP on loopback: no TLS connector.
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("no WebDriver session with chromedriver: {e}"),
+            }
+        };
+        Some(Self {
+            client,
+            driver,
+            _profile: profile,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The WebDriver client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Navigates to `url` and waits for the page to load.
+    pub async fn goto(&self, url: &str) {
+        if let Err(e) = self.client.goto(url).await {
+            self.fail(&format!("navigating to {url}: {e}")).await;
+        }
+    }
+
+    /// The current URL.
+    pub async fn url(&self) -> String {
+        self.client
+            .current_url()
+            .await
+            .map(|u| u.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The page's visible text.
+    pub async fn text(&self) -> String {
+        match self.client.find(Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Types `value` into the input named `name`.
+    pub async fn fill(&self, name: &str, value: &str) {
+        let field = match self
+            .client
+            .wait()
+            .at_most(STEP)
+            .for_element(Locator::Css(&format!("input[name=\"{name}\"]")))
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => self.fail(&format!("no input {name}: {e}")).await,
+        };
+        if let Err(e) = field.send_keys(value).await {
+            self.fail(&format!("typing into {name}: {e}")).await;
+        }
+    }
+
+    /// Clicks the form's submit button.
+    pub async fn submit(&self) {
+        let button = match self
+            .client
+            .find(Locator::Css("button[type=\"submit\"], input[type=\"submit\"], button"))
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => self.fail(&format!("no submit button: {e}")).await,
+        };
+        if let Err(e) = button.click().await {
+            self.fail(&format!("clicking submit: {e}")).await;
+        }
+    }
+
+    /// Waits (bounded) until the current URL starts with `prefix`; fails the
+    /// test with a screenshot otherwise.
+    pub async fn wait_for_url(&self, prefix: &str) {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let url = self.url().await;
+            if url.starts_with(prefix) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let text = self.text().await;
+                self.fail(&format!("still at {url}, want {prefix}…; page: {text}"))
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Saves a screenshot and panics with `why` and its path.
+    pub async fn fail(&self, why: &str) -> ! {
+        let path = self.screenshot().await;
+        panic!("{}: {why}\nscreenshot: {}", self.name, path.display());
+    }
+
+    /// Saves a PNG of the page under `target/browser-screenshots/` and
+    /// returns its path.
+    pub async fn screenshot(&self) -> PathBuf {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-screenshots");
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join(format!("{}.png", self.name));
+        match self.client.screenshot().await {
+            Ok(png) => {
+                let _ = std::fs::write(&path, png);
+            }
+            Err(e) => eprintln!("no screenshot: {e}"),
+        }
+        path
+    }
+
+    /// Ends the WebDriver session (the browser exits) and chromedriver.
+    pub async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill().await;
+    }
+}
