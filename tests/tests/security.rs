@@ -1913,3 +1913,353 @@ async fn cookie_flags_over_tls() {
         panic!("{why}\n{}", orch.all_logs());
     }
 }
+
+// ---- the provider alone: introspection, clients, grants ---------------------
+
+/// A provider-only config: `app` (confidential, code flow), `other`
+/// (confidential, another client), `spa` (public), `rs` (a resource server for
+/// `app`), `rs-all` (a resource server for everyone), `machine`
+/// (client_credentials, scope `api`) and `{doomed}` — the client a reload
+/// removes (pass an empty string to leave it out). `extra` goes under
+/// `oidcProvider:`; `cache` is the top-level cache section, if any.
+fn provider_config(alice_hash: &str, doomed: bool, extra: &str, cache: &str) -> String {
+    let doomed = if doomed {
+        "    - clientId: doomed\n      clientSecret: doomed-secret\n      redirectUris: [http://doomed.test/cb]\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"{cache}oidcProvider:
+  issuer: http://127.0.0.1:{{port}}/idp
+  signingKeys:
+    - id: op-key
+      algorithm: ES256
+      privateKey: ${{secret:op-key.pem}}
+  clients:
+    - clientId: app
+      clientSecret: app-secret
+      redirectUris: [http://app.test/cb]
+    - clientId: other
+      clientSecret: other-secret
+      redirectUris: [http://other.test/cb]
+    - clientId: spa
+      redirectUris: [http://spa.test/cb]
+    - clientId: rs
+      clientSecret: rs-secret
+      grantTypes: [client_credentials]
+      allowedScopes: [api]
+      introspectionAllowed: [app]
+    - clientId: rs-all
+      clientSecret: rs-all-secret
+      grantTypes: [client_credentials]
+      allowedScopes: [api]
+      introspectionAllowed: true
+    - clientId: machine
+      clientSecret: machine-secret
+      grantTypes: [client_credentials]
+      allowedScopes: [api]
+{doomed}  users:
+    - username: alice
+      passwordHash: "{alice_hash}"
+      claims: {{email: alice@example.com}}
+{extra}"#
+    )
+}
+
+/// An authorization code for `client` at the provider under `idp`, logging
+/// in as alice when the form shows up (the browser keeps the SSO session).
+async fn provider_code(b: &Browser, idp: &str, client: &str, redirect: &str) -> (String, String) {
+    let (verifier, challenge) = pkce();
+    let resp = b
+        .client()
+        .get(format!("{idp}/authorize"))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", client),
+            ("redirect_uri", redirect),
+            ("scope", "openid email offline_access"),
+            ("state", "st"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let resp = if resp.status() == 200 {
+        let page = resp.text().await.unwrap();
+        b.client()
+            .post(format!("{idp}/login"))
+            .form(&[
+                ("tx", hidden(&page, "tx").unwrap().as_str()),
+                ("csrf", &hidden(&page, "csrf").unwrap()),
+                ("username", "alice"),
+                ("password", ALICE_PW),
+            ])
+            .send()
+            .await
+            .unwrap()
+    } else {
+        resp
+    };
+    assert_eq!(resp.status(), 302, "{}", resp.text().await.unwrap());
+    let loc = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    let code = loc
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no code in {loc}"));
+    (code, verifier)
+}
+
+/// Tokens for `client` (alice), through the code flow.
+async fn provider_tokens(b: &Browser, idp: &str, client: &str, secret: &str) -> Value {
+    let redirect = format!("http://{client}.test/cb");
+    let (code, verifier) = provider_code(b, idp, client, &redirect).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{idp}/token"))
+        .basic_auth(client, Some(secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &redirect),
+            ("code_verifier", &verifier),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+/// Introspects `token` as `client` (`secret` None: a public client, id only).
+async fn introspect_as(idp: &str, client: &str, secret: Option<&str>, token: &str) -> Outcome {
+    let http = reqwest::Client::new();
+    let mut req = http.post(format!("{idp}/introspect"));
+    req = match secret {
+        Some(s) => req.basic_auth(client, Some(s)).form(&[("token", token)]),
+        None => req.form(&[("token", token), ("client_id", client)]),
+    };
+    let resp = req.send().await.unwrap();
+    Outcome {
+        status: Some(resp.status().as_u16()),
+        headers: resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect(),
+        body: resp.text().await.unwrap(),
+        ..Outcome::default()
+    }
+}
+
+async fn userinfo_status(idp: &str, token: &str) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .get(format!("{idp}/userinfo"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let challenge = resp
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap_or("").to_owned())
+        .unwrap_or_default();
+    (status, challenge)
+}
+
+fn active(o: &Outcome) -> Option<bool> {
+    serde_json::from_str::<Value>(&o.body).ok()?["active"].as_bool()
+}
+
+/// Items 12, 13, 15 and revocation (11c) against one provider-only process:
+/// who may introspect what, tokens of a client a reload removed, and
+/// `client_credentials` asking for user scopes.
+#[tokio::test]
+async fn introspection_is_for_the_token_s_client_and_its_resource_servers() {
+    let m = Material::new().await;
+    let secrets = [("op-key.pem", m.op_key.as_str())];
+    let mut orch =
+        Orchestrator::start(&provider_config(&m.alice_hash, true, "", ""), &secrets).await;
+    let idp = format!("{}/idp", orch.base_url());
+    let alice = Browser::new();
+    let tokens = provider_tokens(&alice, &idp, "app", "app-secret").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let mut failures = Vec::new();
+    let mut expect = |name: &str, ok: bool, detail: String| {
+        if !ok {
+            failures.push(format!("{name}: {detail}"));
+        }
+    };
+
+    // Item 12: a public client proves nothing with its id: 401 invalid_client.
+    let o = introspect_as(&idp, "spa", None, access).await;
+    expect(
+        "public client introspecting",
+        o.status == Some(401) && o.body.contains("invalid_client"),
+        format!("{:?} {}", o.status, o.body),
+    );
+    // Another confidential client learns nothing about app's tokens.
+    for (what, token) in [("access", access), ("refresh", refresh)] {
+        let o = introspect_as(&idp, "other", Some("other-secret"), token).await;
+        expect(
+            &format!("client B introspecting A's {what} token"),
+            o.status == Some(200) && active(&o) == Some(false) && !o.body.contains("sub"),
+            format!("{:?} {}", o.status, o.body),
+        );
+    }
+    // The token's own client: active, without the user name.
+    for (what, token) in [("access", access), ("refresh", refresh)] {
+        let o = introspect_as(&idp, "app", Some("app-secret"), token).await;
+        expect(
+            &format!("A introspecting its own {what} token"),
+            active(&o) == Some(true) && !o.body.contains("username"),
+            o.body.clone(),
+        );
+        expect(
+            &format!("no Access-Control-Allow-Origin on introspect ({what})"),
+            o.header("access-control-allow-origin").is_none(),
+            format!("{:?}", o.headers),
+        );
+    }
+    // Resource servers configured for app (by list, and for everyone).
+    for (rs, secret) in [("rs", "rs-secret"), ("rs-all", "rs-all-secret")] {
+        let o = introspect_as(&idp, rs, Some(secret), access).await;
+        expect(
+            &format!("resource server {rs} introspecting app's token"),
+            active(&o) == Some(true) && o.body.contains("\"client_id\":\"app\""),
+            o.body.clone(),
+        );
+    }
+    // A preflight gets no CORS grant either.
+    let pre = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, format!("{idp}/introspect"))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    expect(
+        "introspect preflight",
+        pre.headers().get("access-control-allow-origin").is_none()
+            && pre.headers().get("access-control-allow-methods").is_none(),
+        format!("{:?}", pre.headers()),
+    );
+
+    // Item 15: client_credentials asking for user scopes gets the rest.
+    let resp = reqwest::Client::new()
+        .post(format!("{idp}/token"))
+        .basic_auth("machine", Some("machine-secret"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "openid api"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or_default();
+    expect(
+        "client_credentials with scope=openid api",
+        status == 200 && body["scope"] == "api" && body["access_token"].is_string(),
+        format!("{status} {body}"),
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{idp}/token"))
+        .basic_auth("machine", Some("machine-secret"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "openid admin"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    expect(
+        "client_credentials with a scope the client may not have",
+        status == 400 && body.contains("invalid_scope"),
+        format!("{status} {body}"),
+    );
+
+    // Revocation of an access token revokes its grant (11c): the token, and
+    // the refresh token bought with it, stop working everywhere.
+    let revoked = provider_tokens(&alice, &idp, "app", "app-secret").await;
+    let revoked_access = revoked["access_token"].as_str().unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{idp}/revoke"))
+        .basic_auth("app", Some("app-secret"))
+        .form(&[("token", revoked_access)])
+        .send()
+        .await
+        .unwrap();
+    expect("revoke", resp.status() == 200, resp.status().to_string());
+    let (s, _) = userinfo_status(&idp, revoked_access).await;
+    expect("revoked access token at userinfo", s == 401, s.to_string());
+    let o = introspect_as(&idp, "app", Some("app-secret"), revoked_access).await;
+    expect(
+        "revoked access token at introspect",
+        active(&o) == Some(false),
+        o.body,
+    );
+    let o = introspect_as(
+        &idp,
+        "app",
+        Some("app-secret"),
+        revoked["refresh_token"].as_str().unwrap(),
+    )
+    .await;
+    expect(
+        "refresh token of a revoked grant",
+        active(&o) == Some(false),
+        o.body,
+    );
+
+    // Item 13: a reload that drops a client kills its tokens at once.
+    let doomed = provider_tokens(&alice, &idp, "doomed", "doomed-secret").await;
+    let doomed_access = doomed["access_token"].as_str().unwrap();
+    let doomed_refresh = doomed["refresh_token"].as_str().unwrap();
+    let (s, _) = userinfo_status(&idp, doomed_access).await;
+    expect(
+        "doomed client's token before the reload",
+        s == 200,
+        s.to_string(),
+    );
+    let o = introspect_as(&idp, "rs-all", Some("rs-all-secret"), doomed_access).await;
+    expect(
+        "doomed token introspected before",
+        active(&o) == Some(true),
+        o.body,
+    );
+    let reloads = "orchestrator_config_reloads_total{result=\"success\"}";
+    let before = orch.metric(reloads).await.unwrap_or(0.0);
+    orch.update_config(&provider_config(&m.alice_hash, false, "", ""));
+    orch.wait_metric_at_least(reloads, before + 1.0, Duration::from_secs(10))
+        .await;
+    let (s, challenge) = userinfo_status(&idp, doomed_access).await;
+    expect(
+        "removed client's access token at userinfo",
+        s == 401 && challenge.contains("invalid_token"),
+        format!("{s} {challenge}"),
+    );
+    for (what, token) in [("access", doomed_access), ("refresh", doomed_refresh)] {
+        let o = introspect_as(&idp, "rs-all", Some("rs-all-secret"), token).await;
+        expect(
+            &format!("removed client's {what} token at introspect"),
+            o.status == Some(200) && active(&o) == Some(false),
+            o.body,
+        );
+    }
+    // The other clients' tokens are untouched by the reload.
+    let (s, _) = userinfo_status(&idp, access).await;
+    expect("app's token after the reload", s == 200, s.to_string());
+
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n  {}\n{}",
+        failures.len(),
+        failures.join("\n  "),
+        snippet(&orch.all_logs())
+    );
+}

@@ -332,15 +332,12 @@ enum Endpoint {
 impl Endpoint {
     /// Endpoints browser-based (public) clients call with `fetch`: CORS from
     /// any origin is safe there, as none of them relies on cookies.
+    /// Introspection is not one of them: only confidential clients (servers)
+    /// may call it, so no browser needs to read its answers.
     fn cors(self) -> bool {
         matches!(
             self,
-            Self::Discovery
-                | Self::Jwks
-                | Self::Token
-                | Self::Userinfo
-                | Self::Revoke
-                | Self::Introspect
+            Self::Discovery | Self::Jwks | Self::Token | Self::Userinfo | Self::Revoke
         )
     }
 

@@ -56,9 +56,7 @@ pub(crate) struct CodeRecord {
 /// Left behind when a code is redeemed, so a replay can revoke what it issued.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CodeRedeemed {
-    pub(crate) family_id: Option<String>,
-    pub(crate) access_jti: String,
-    pub(crate) access_exp: u64,
+    pub(crate) grant_id: String,
 }
 
 /// A live refresh token.
@@ -79,19 +77,20 @@ pub(crate) struct RefreshSpent {
     pub(crate) family_id: String,
 }
 
-/// One grant's chain of refresh tokens; deleting it revokes them all.
+/// One grant: what a code redemption or a `client_credentials` request
+/// bought. Every access token names its grant (`gid`) and every refresh token
+/// its family (the same id); both work only while this record exists, so
+/// deleting it revokes them all, and a record lost for any reason (expiry,
+/// eviction, a flushed Redis) fails closed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct FamilyRecord {
+pub(crate) struct GrantRecord {
     pub(crate) client_id: String,
-    pub(crate) username: String,
-    /// The newest access token of the family, revoked with it.
-    pub(crate) access_jti: String,
-    pub(crate) access_exp: u64,
-    /// When the family ends, whatever the rotations (seconds since the epoch): the
-    /// code's redemption plus `refreshTokenTtl`. 0 (records written before this
-    /// field existed) means "from now".
+    /// The user behind the grant; none for `client_credentials`.
     #[serde(default)]
-    pub(crate) expires_at: u64,
+    pub(crate) username: Option<String>,
+    /// When refresh tokens of the grant stop working, whatever the rotations
+    /// (seconds since the epoch): the code's redemption plus `refreshTokenTtl`.
+    pub(crate) refresh_until: u64,
 }
 
 /// An SSO session at the provider.
@@ -307,55 +306,32 @@ impl Store {
             .await
     }
 
-    pub(crate) async fn put_family(
+    /// Stores a grant for `ttl`, which must cover every token it backs.
+    pub(crate) async fn put_grant(
         &self,
         id: &str,
-        rec: &FamilyRecord,
+        rec: &GrantRecord,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.put(&format!("oidc:family:{id}"), rec, ttl).await
+        self.put(&format!("oidc:grant:{id}"), rec, ttl).await
     }
 
-    pub(crate) async fn family(&self, id: &str) -> Result<Option<FamilyRecord>, StoreError> {
-        self.get("family", &format!("oidc:family:{id}")).await
+    pub(crate) async fn grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
+        self.get("grant", &format!("oidc:grant:{id}")).await
     }
 
-    /// Revokes a family: its refresh tokens stop working and its newest
-    /// access token is put on the revocation list.
-    pub(crate) async fn revoke_family(&self, id: &str) -> Result<(), StoreError> {
-        if let Some(fam) = self
-            .take::<FamilyRecord>("family", &format!("oidc:family:{id}"))
-            .await?
-        {
-            self.revoke_jti(&fam.access_jti, fam.access_exp).await?;
-        }
-        Ok(())
-    }
-
-    // --- access-token revocation list ---
-
-    /// Puts an access token's `jti` on the revocation list until it expires anyway.
-    pub(crate) async fn revoke_jti(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
-        let remaining = exp.saturating_sub(crate::tokens::now());
-        if remaining == 0 {
-            return Ok(());
-        }
-        self.cache
-            .set(
-                &format!("oidc:revoked:{jti}"),
-                b"1",
-                Duration::from_secs(remaining + 1),
-            )
-            .await?;
-        Ok(())
-    }
-
-    pub(crate) async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+    /// Sets a live grant's TTL; `false` (and nothing stored) when it is gone.
+    pub(crate) async fn extend_grant(&self, id: &str, ttl: Duration) -> Result<bool, StoreError> {
         Ok(self
             .cache
-            .get(&format!("oidc:revoked:{jti}"))
-            .await?
-            .is_some())
+            .expire(&format!("oidc:grant:{id}"), ttl.max(Duration::from_secs(1)))
+            .await?)
+    }
+
+    /// Revokes a grant: its access and refresh tokens stop working at once.
+    pub(crate) async fn revoke_grant(&self, id: &str) -> Result<(), StoreError> {
+        self.cache.delete(&format!("oidc:grant:{id}")).await?;
+        Ok(())
     }
 
     // --- SSO sessions ---
