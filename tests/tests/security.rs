@@ -2263,3 +2263,209 @@ async fn introspection_is_for_the_token_s_client_and_its_resource_servers() {
         snippet(&orch.all_logs())
     );
 }
+
+/// Sum of `orchestrator_cache_operations_total` samples, health checks aside:
+/// every read and write the provider made.
+fn cache_operations(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("orchestrator_cache_operations_total{"))
+        .filter(|l| !l.contains("op=\"health\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Resident memory of a process, in KiB (Linux).
+fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Item 11: unauthenticated `/authorize` traffic stores nothing, so it cannot
+/// evict security state from a small cache: after 20,000 requests a revoked
+/// token is still revoked and a reused refresh token still revokes its family.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_authorize_floods_evict_no_security_state() {
+    use futures::StreamExt as _;
+
+    let m = Material::new().await;
+    // 256 KiB: a few hundred login transactions would fill it, were they stored.
+    let cache = "cache:\n  backend: memory\n  memory: {maxBytes: 262144}\n";
+    let yaml = provider_config(&m.alice_hash, false, "", cache);
+    let orch = Orchestrator::start(&yaml, &[("op-key.pem", m.op_key.as_str())]).await;
+    let idp = format!("{}/idp", orch.base_url());
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let alice = Browser::new();
+
+    // Grant 1: its access token is revoked.
+    let g1 = provider_tokens(&alice, &idp, "app", "app-secret").await;
+    let revoked = g1["access_token"].as_str().unwrap().to_owned();
+    let resp = http
+        .post(format!("{idp}/revoke"))
+        .basic_auth("app", Some("app-secret"))
+        .form(&[("token", revoked.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(userinfo_status(&idp, &revoked).await.0, 401);
+    // Grant 2: its first refresh token is spent.
+    let g2 = provider_tokens(&alice, &idp, "app", "app-secret").await;
+    let spent = g2["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = |token: String| {
+        http.post(format!("{idp}/token"))
+            .basic_auth("app", Some("app-secret"))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", &token)])
+            .send()
+    };
+    let rotated: Value = refresh(spent.clone()).await.unwrap().json().await.unwrap();
+    let live_refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
+    let live_access = rotated["access_token"].as_str().unwrap().to_owned();
+    let o = introspect_as(&idp, "app", Some("app-secret"), &live_refresh).await;
+    assert_eq!(active(&o), Some(true), "{}", o.body);
+
+    // The flood: 10,000 requests with 4 KB state, nonce and login_hint, and
+    // 10,000 with values just under the cap, all without cookies.
+    let ops_before = cache_operations(&orch.metrics().await);
+    let rss_before = rss_kib(orch.pid());
+    let (_, challenge) = pkce();
+    let authorize = |len: usize| {
+        let v = "x".repeat(len);
+        format!(
+            "{idp}/authorize?response_type=code&client_id=app&redirect_uri={}&scope=openid&code_challenge={challenge}&code_challenge_method=S256&state={v}&nonce={v}&login_hint={v}",
+            enc("http://app.test/cb")
+        )
+    };
+    let (long, short) = (authorize(4000), authorize(500));
+    let started = std::time::Instant::now();
+    let results: Vec<(bool, u16, bool)> = futures::stream::iter(0..20_000)
+        .map(|i| {
+            let (http, url) = (http.clone(), if i % 2 == 0 { &long } else { &short });
+            async move {
+                let resp = http.get(url).send().await.unwrap();
+                let status = resp.status().as_u16();
+                let redirected = resp.headers().contains_key("location");
+                (i % 2 == 0, status, redirected)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let long_ok = results
+        .iter()
+        .filter(|(long, status, redirected)| *long && *status == 400 && !redirected)
+        .count();
+    let short_ok = results
+        .iter()
+        .filter(|(long, status, _)| !long && *status == 200)
+        .count();
+    assert_eq!(
+        long_ok, 10_000,
+        "over-long values must be a 400 page, never a redirect"
+    );
+    assert_eq!(short_ok, 10_000, "values within the cap get the login page");
+
+    // Nothing was read or written for them, and nothing was evicted.
+    let ops_after = cache_operations(&orch.metrics().await);
+    let ready = reqwest::get(format!("{}/readyz", orch.admin_url()))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = orch.metrics().await;
+    let evicted = orchestrator_tests::metric_value(
+        &metrics,
+        "orchestrator_cache_evictions_total{backend=\"memory\"}",
+    )
+    .unwrap_or(0.0);
+    let rss_after = rss_kib(orch.pid());
+    println!(
+        "20,000 unauthenticated GET /authorize in {elapsed:?}: cache operations {ops_before} -> \
+         {ops_after}, evictions {evicted}, RSS {rss_before:?} -> {rss_after:?} KiB"
+    );
+    assert_eq!(
+        ops_after - ops_before,
+        0.0,
+        "unauthenticated authorize used the cache"
+    );
+    assert_eq!(evicted, 0.0, "the cache evicted entries");
+
+    // The security state is intact.
+    assert_eq!(
+        userinfo_status(&idp, &revoked).await.0,
+        401,
+        "revoked token works again"
+    );
+    let o = introspect_as(&idp, "app", Some("app-secret"), &revoked).await;
+    assert_eq!(active(&o), Some(false), "{}", o.body);
+    let resp = refresh(spent).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(
+        resp.text().await.unwrap().contains("already used"),
+        "reuse not detected"
+    );
+    let o = introspect_as(&idp, "app", Some("app-secret"), &live_refresh).await;
+    assert_eq!(
+        active(&o),
+        Some(false),
+        "reuse did not revoke the family: {}",
+        o.body
+    );
+    assert_eq!(userinfo_status(&idp, &live_access).await.0, 401);
+
+    // A sealed transaction works once: a double submit issues one code.
+    let fresh = Browser::new();
+    let page = fresh
+        .client()
+        .get(&short)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = [
+        ("tx", hidden(&page, "tx").unwrap()),
+        ("csrf", hidden(&page, "csrf").unwrap()),
+        ("username", "alice".to_owned()),
+        ("password", ALICE_PW.to_owned()),
+    ];
+    let submit = || {
+        fresh
+            .client()
+            .post(format!("{idp}/login"))
+            .form(&form)
+            .send()
+    };
+    assert_eq!(submit().await.unwrap().status(), 302, "first submit");
+    let again = submit().await.unwrap();
+    assert_eq!(again.status(), 400, "second submit of one transaction");
+    assert!(again.headers().get("location").is_none());
+    // A tampered transaction is refused like an expired one.
+    let mut tampered = form.clone();
+    tampered[0].1.replace_range(
+        10..11,
+        if &tampered[0].1[10..11] == "A" {
+            "B"
+        } else {
+            "A"
+        },
+    );
+    let resp = fresh
+        .client()
+        .post(format!("{idp}/login"))
+        .form(&tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}

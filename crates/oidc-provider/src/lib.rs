@@ -33,6 +33,7 @@ mod params;
 mod password;
 mod provider;
 mod revoke;
+mod seal;
 mod store;
 mod token;
 mod tokens;

@@ -2,6 +2,8 @@
 //! IP, argon2id verification, then a new SSO session and the pending
 //! authorization's code.
 
+use std::time::Duration;
+
 use http::request::Parts;
 use http::{Response, StatusCode, header};
 use subtle::ConstantTimeEq as _;
@@ -12,6 +14,7 @@ use crate::error::{self, OAuthError};
 use crate::html;
 use crate::params::Params;
 use crate::provider::{CSRF_COOKIE, Provider, RequestCtx, SESSION_COOKIE};
+use crate::seal::{self, LoginTx};
 use crate::store::{PendingAuthorization, SsoSession, ThrottleSubject, random_id, random_token};
 use crate::tokens::{self, now};
 use crate::users::Verified;
@@ -42,11 +45,22 @@ async fn login(
 ) -> Result<Response<BoxBody>, OAuthError> {
     let tx = params.require("tx")?;
     let csrf = params.require("csrf")?;
-    let Some(pending) = p.store.pending(tx).await? else {
-        return Err(OAuthError::invalid_request(
-            "this sign-in request has expired; go back to the application and start again",
-        ));
+    let Some(LoginTx {
+        pending,
+        expires_at,
+    }) = seal::open(&p.keys, tx)
+    else {
+        return Err(expired());
     };
+    // The seal proves we wrote it; the client may have gone (or changed its
+    // redirect URIs) since, and a code must not go anywhere unregistered.
+    if !p
+        .clients
+        .get(&pending.client_id)
+        .is_some_and(|c| c.has_redirect_uri(&pending.redirect_uri))
+    {
+        return Err(expired());
+    }
     // Double submit, bound to the transaction: the form field, the cookie and
     // the stored value must all agree (login CSRF).
     let cookie = web::cookie(&parts.headers, CSRF_COOKIE).unwrap_or_default();
@@ -128,12 +142,11 @@ async fn login(
     p.metrics.logins.with_label_values(&["success"]).inc();
 
     // Consume the transaction only now, so a typo does not restart the flow;
-    // `take` makes a double submit issue one code, not two.
-    let Some(pending) = p.store.take_pending(tx).await? else {
-        return Err(OAuthError::invalid_request(
-            "this sign-in request has expired; go back to the application and start again",
-        ));
-    };
+    // the atomic claim makes a double submit issue one code, not two.
+    let remaining = Duration::from_secs(expires_at.saturating_sub(now()));
+    if !p.store.claim_login_tx(tx, remaining).await? {
+        return Err(expired());
+    }
 
     // A fresh session id on every login (no session fixation); the old
     // session, if any, ends.
@@ -170,6 +183,12 @@ async fn login(
         h.append(header::SET_COOKIE, v);
     }
     Ok(resp)
+}
+
+fn expired() -> OAuthError {
+    OAuthError::invalid_request(
+        "this sign-in request has expired; go back to the application and start again",
+    )
 }
 
 /// The form again, with a message.

@@ -1,8 +1,8 @@
 //! Typed records of the provider's state in the cache, so endpoints never
 //! touch raw keys or bytes.
 //!
-//! Bearer secrets (codes, refresh tokens, session cookies, login transactions)
-//! are stored under the SHA-256 of their value: a dump of the cache does not
+//! Bearer secrets (codes, refresh tokens, session cookies, used login
+//! transactions) are stored under the SHA-256 of their value: a dump of the cache does not
 //! hand out working credentials. Records are JSON with a version tag; a record
 //! that does not decode reads as a miss (and is logged), never as an error
 //! page, so a format change across a rolling upgrade only costs a re-login.
@@ -25,7 +25,8 @@ const VERSION: u8 = 1;
 #[error("cache: {0}")]
 pub(crate) struct StoreError(#[from] CacheError);
 
-/// A validated authorization request waiting for the user to log in.
+/// A validated authorization request waiting for the user to log in; it
+/// travels sealed in the login form (see `seal`), never in the cache.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PendingAuthorization {
     pub(crate) client_id: String,
@@ -192,33 +193,20 @@ impl Store {
         Ok(Self::decode(kind, self.cache.take(key).await?))
     }
 
-    // --- pending authorizations (login transactions) ---
+    // --- login transactions (sealed, see `seal`; only their use is stored) ---
 
-    pub(crate) async fn put_pending(
-        &self,
-        tx: &str,
-        rec: &PendingAuthorization,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        self.put(&format!("oidc:authz:{}", digest(tx)), rec, ttl)
-            .await
-    }
-
-    pub(crate) async fn pending(
-        &self,
-        tx: &str,
-    ) -> Result<Option<PendingAuthorization>, StoreError> {
-        self.get("authz", &format!("oidc:authz:{}", digest(tx)))
-            .await
-    }
-
-    /// Consumes a pending authorization; `None` if another request already did.
-    pub(crate) async fn take_pending(
-        &self,
-        tx: &str,
-    ) -> Result<Option<PendingAuthorization>, StoreError> {
-        self.take("authz", &format!("oidc:authz:{}", digest(tx)))
-            .await
+    /// Claims a login transaction for one successful sign-in; `false` when it
+    /// was already used (a double submit, a replayed form). Kept until the
+    /// transaction would have expired anyway.
+    pub(crate) async fn claim_login_tx(&self, tx: &str, ttl: Duration) -> Result<bool, StoreError> {
+        Ok(self
+            .cache
+            .set_if_absent(
+                &format!("oidc:tx-used:{}", digest(tx)),
+                b"1",
+                ttl.max(Duration::from_secs(1)),
+            )
+            .await?)
     }
 
     // --- authorization codes ---
