@@ -2469,3 +2469,135 @@ async fn unauthenticated_authorize_floods_evict_no_security_state() {
         .unwrap();
     assert_eq!(resp.status(), 400);
 }
+
+/// A cookie-keeping client whose connections leave from `ip` (any 127.0.0.0/8
+/// address reaches the loopback listener), so one test can play two clients.
+fn client_from(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from(ip))
+        .build()
+        .unwrap()
+}
+
+/// The login page of a fresh authorization request: (tx, csrf).
+async fn login_page(client: &reqwest::Client, idp: &str) -> (String, String) {
+    let (_, challenge) = pkce();
+    let page = client
+        .get(format!("{idp}/authorize"))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", "app"),
+            ("redirect_uri", "http://app.test/cb"),
+            ("scope", "openid"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    (hidden(&page, "tx").unwrap(), hidden(&page, "csrf").unwrap())
+}
+
+/// Posts alice's right password until it is accepted (302), polling through
+/// 429s for at most `limit`; a 401 (a right password called wrong) fails.
+/// Returns how many attempts were throttled.
+async fn log_in_eventually(
+    client: &reqwest::Client,
+    idp: &str,
+    (tx, csrf): (&str, &str),
+    limit: Duration,
+) -> Result<u32, String> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut throttled = 0;
+    loop {
+        let resp = client
+            .post(format!("{idp}/login"))
+            .form(&[
+                ("tx", tx),
+                ("csrf", csrf),
+                ("username", "alice"),
+                ("password", ALICE_PW),
+            ])
+            .send()
+            .await
+            .unwrap();
+        match resp.status().as_u16() {
+            302 => return Ok(throttled),
+            429 => throttled += 1,
+            other => return Err(format!("{other}: {}", resp.text().await.unwrap())),
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("still throttled after {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Item 10: 300 parallel wrong passwords for one user, with default throttle
+/// settings: password checks are reserved before argon2 runs, so at most
+/// `maxFailuresPerUser` (5) are verified and the rest are refused with 429.
+/// The real user is slowed down, not locked out for the window: the right
+/// password from another address, and then from the guessing address itself,
+/// is accepted within seconds (never verified as "incorrect" meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_password_guesses_are_reserved_before_verification() {
+    let m = Material::new().await;
+    let yaml = provider_config(&m.alice_hash, false, "", "");
+    let orch = Orchestrator::start(&yaml, &[("op-key.pem", m.op_key.as_str())]).await;
+    let idp = format!("{}/idp", orch.base_url());
+    let attacker = client_from([127, 0, 0, 1]);
+    let (tx, csrf) = login_page(&attacker, &idp).await;
+
+    let started = std::time::Instant::now();
+    let guesses = (0..300).map(|i| {
+        let (attacker, idp, tx, csrf) = (&attacker, &idp, &tx, &csrf);
+        async move {
+            let resp = attacker
+                .post(format!("{idp}/login"))
+                .form(&[
+                    ("tx", tx.as_str()),
+                    ("csrf", csrf.as_str()),
+                    ("username", "alice"),
+                    ("password", &format!("guess-{i}")),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap())
+        }
+    });
+    let answers = futures::future::join_all(guesses).await;
+    let elapsed = started.elapsed();
+    let verified = answers
+        .iter()
+        .filter(|(s, body)| *s == 401 && body.contains("Incorrect username or password"))
+        .count();
+    let throttled = answers
+        .iter()
+        .filter(|(s, body)| *s == 429 && body.contains("Too many failed sign-in attempts"))
+        .count();
+    println!("300 parallel guesses in {elapsed:?}: {verified} verified, {throttled} throttled");
+    assert!(verified <= 5, "{verified} guesses verified (limit 5)");
+    assert!(verified >= 1, "no guess verified at all");
+    assert_eq!(verified + throttled, 300, "other answers: {answers:?}");
+
+    // The real user from another address: the per-user delay is at most
+    // seconds here, never the 5-minute window.
+    let user = client_from([127, 0, 0, 2]);
+    let (utx, ucsrf) = login_page(&user, &idp).await;
+    let waits = log_in_eventually(&user, &idp, (&utx, &ucsrf), Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("real user from another IP: {e}\n{}", orch.all_logs()));
+    println!("real user from 127.0.0.2: {waits} throttled attempts before signing in");
+    // From the guessing address itself: the (user, IP) delay runs out too.
+    let waits = log_in_eventually(&attacker, &idp, (&tx, &csrf), Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("real user from the guessing IP: {e}\n{}", orch.all_logs()));
+    println!("real user from 127.0.0.1: {waits} throttled attempts before signing in");
+}

@@ -35,6 +35,7 @@ mod provider;
 mod revoke;
 mod seal;
 mod store;
+mod throttle;
 mod token;
 mod tokens;
 mod userinfo;

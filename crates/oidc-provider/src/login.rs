@@ -1,6 +1,6 @@
-//! The login form's POST: CSRF check, throttling per user name and per client
-//! IP, argon2id verification, then a new SSO session and the pending
-//! authorization's code.
+//! The login form's POST: the sealed transaction and CSRF check, throttling
+//! (reserved before argon2id runs, see `throttle`), verification, then a new
+//! SSO session and the pending authorization's code.
 
 use std::time::Duration;
 
@@ -15,7 +15,8 @@ use crate::html;
 use crate::params::Params;
 use crate::provider::{CSRF_COOKIE, Provider, RequestCtx, SESSION_COOKIE};
 use crate::seal::{self, LoginTx};
-use crate::store::{PendingAuthorization, SsoSession, ThrottleSubject, random_id, random_token};
+use crate::store::{PendingAuthorization, SsoSession, random_id, random_token};
+use crate::throttle;
 use crate::tokens::{self, now};
 use crate::users::Verified;
 use crate::web;
@@ -90,44 +91,34 @@ async fn login(
         ));
     }
 
-    let ip = ctx.client_ip.to_string();
-    if p.store
-        .is_locked(ThrottleSubject::Username, username)
-        .await?
-        || p.store.is_locked(ThrottleSubject::ClientIp, &ip).await?
-    {
+    // Throttling reserves the check before argon2 runs (see `throttle`).
+    let throttled = || {
         p.metrics.logins.with_label_values(&["throttled"]).inc();
-        return Ok(form(
+        form(
             p,
             tx,
             &pending,
             username,
             StatusCode::TOO_MANY_REQUESTS,
             THROTTLED,
-        ));
-    }
+        )
+    };
+    let Some(_slot) = p.verifying.enter(username) else {
+        return Ok(throttled());
+    };
+    let ip = ctx.client_ip.to_string();
+    let Some(attempt) = throttle::reserve(&p.store, &p.throttle, username, &ip).await? else {
+        return Ok(throttled());
+    };
 
     let user = match p.users.verify(username, password.to_owned()).await {
-        Verified::Ok(user) => user,
+        Verified::Ok(user) => {
+            attempt.succeeded().await?;
+            user
+        }
         Verified::Bad => {
+            attempt.failed().await?;
             p.metrics.logins.with_label_values(&["failure"]).inc();
-            let t = &p.throttle;
-            p.store
-                .record_failure(
-                    ThrottleSubject::Username,
-                    username,
-                    t.max_failures_per_user,
-                    t.window,
-                )
-                .await?;
-            p.store
-                .record_failure(
-                    ThrottleSubject::ClientIp,
-                    &ip,
-                    t.max_failures_per_ip,
-                    t.window,
-                )
-                .await?;
             tracing::info!(client_ip = %ip, "failed sign-in");
             return Ok(form(
                 p,

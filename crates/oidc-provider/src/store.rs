@@ -115,6 +115,8 @@ struct Envelope<T> {
 pub(crate) enum ThrottleSubject {
     Username,
     ClientIp,
+    /// One user name from one client IP.
+    Pair,
 }
 
 impl ThrottleSubject {
@@ -122,6 +124,7 @@ impl ThrottleSubject {
         match self {
             Self::Username => "user",
             Self::ClientIp => "ip",
+            Self::Pair => "pair",
         }
     }
 }
@@ -346,42 +349,57 @@ impl Store {
         Ok(())
     }
 
-    // --- login throttling ---
+    // --- login throttling (see `throttle`) ---
 
-    fn throttle_keys(subject: ThrottleSubject, value: &str) -> (String, String) {
-        let h = digest(value);
-        (
-            format!("oidc:fail:{}:{h}", subject.as_str()),
-            format!("oidc:lock:{}:{h}", subject.as_str()),
-        )
+    fn throttle_key(kind: &str, subject: ThrottleSubject, value: &str) -> String {
+        format!("oidc:{kind}:{}:{}", subject.as_str(), digest(value))
     }
 
-    /// True while `value` is locked out after too many failures.
-    pub(crate) async fn is_locked(
+    /// Counts one attempt of `value` in the current window; returns the count.
+    /// The window starts with the first attempt, so memory stays bounded by
+    /// the number of distinct subjects per window.
+    pub(crate) async fn count(
         &self,
         subject: ThrottleSubject,
         value: &str,
-    ) -> Result<bool, StoreError> {
-        let (_, lock) = Self::throttle_keys(subject, value);
-        Ok(self.cache.get(&lock).await?.is_some())
-    }
-
-    /// Counts one failure; locks `value` for `window` once `max` is reached.
-    /// Both keys expire after the window, so memory stays bounded by the
-    /// number of distinct failing subjects per window.
-    pub(crate) async fn record_failure(
-        &self,
-        subject: ThrottleSubject,
-        value: &str,
-        max: u32,
         window: Duration,
+    ) -> Result<u64, StoreError> {
+        let key = Self::throttle_key("fail", subject, value);
+        Ok(self.cache.incr(&key, window).await?)
+    }
+
+    /// Takes one attempt back (never creates a counter).
+    pub(crate) async fn uncount(
+        &self,
+        subject: ThrottleSubject,
+        value: &str,
     ) -> Result<(), StoreError> {
-        let (count, lock) = Self::throttle_keys(subject, value);
-        let n = self.cache.incr(&count, window).await?;
-        if n >= u64::from(max) {
-            self.cache.set(&lock, b"1", window).await?;
-        }
+        let key = Self::throttle_key("fail", subject, value);
+        self.cache.decr(&key).await?;
         Ok(())
+    }
+
+    /// Passes the gate of `value` if it is open, closing it behind for `ttl`;
+    /// `false` while it is closed.
+    pub(crate) async fn take_gate(
+        &self,
+        subject: ThrottleSubject,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = Self::throttle_key("gate", subject, value);
+        Ok(self.cache.set_if_absent(&key, b"1", ttl).await?)
+    }
+
+    /// Closes the gate of `value` for `ttl` from now.
+    pub(crate) async fn close_gate(
+        &self,
+        subject: ThrottleSubject,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = Self::throttle_key("gate", subject, value);
+        Ok(self.cache.set(&key, b"1", ttl).await?)
     }
 }
 
