@@ -168,6 +168,9 @@ impl Instrumented {
         let counters = (0..OPS.len() * RESULTS.len())
             .map(|_| OnceLock::new())
             .collect();
+        // The eviction series exists from the start at 0, so an alert can
+        // tell "no evictions" from "not reported".
+        metrics.evictions.with_label_values(&[backend]);
         Self {
             inner,
             metrics,
