@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use orchestrator_cache::testing::TestRedis;
 use orchestrator_tests::browser::{Browser, hidden};
 use orchestrator_tests::raw::{self, RawResponse};
 use orchestrator_tests::{Orchestrator, TestUpstream, run_cli, self_signed};
@@ -2292,11 +2293,34 @@ fn rss_kib(pid: i32) -> Option<u64> {
 /// token is still revoked and a reused refresh token still revokes its family.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_authorize_floods_evict_no_security_state() {
+    // 256 KiB: a few hundred login transactions would fill it, were they stored.
+    let cache = "cache:\n  backend: memory\n  memory: {maxBytes: 262144}\n";
+    authorize_flood(cache, "memory").await;
+}
+
+/// The same against a Redis that evicts (`allkeys-lru`, 4 MB): there the old
+/// login transactions pushed out revocations and reuse markers. The process
+/// also warns about the policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_authorize_floods_evict_nothing_from_an_evicting_redis() {
+    let redis =
+        TestRedis::start_with_args(&["--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"]);
+    let cache = format!(
+        "cache:\n  backend: redis\n  redis: {{url: \"{}\", keyPrefix: \"flood:\"}}\n",
+        redis.url()
+    );
+    let orch = authorize_flood(&cache, "redis").await;
+    assert!(
+        orch.all_logs().contains("maxmemory-policy noeviction"),
+        "no warning about the eviction policy\n{}",
+        orch.all_logs()
+    );
+}
+
+async fn authorize_flood(cache: &str, backend: &str) -> Orchestrator {
     use futures::StreamExt as _;
 
     let m = Material::new().await;
-    // 256 KiB: a few hundred login transactions would fill it, were they stored.
-    let cache = "cache:\n  backend: memory\n  memory: {maxBytes: 262144}\n";
     let yaml = provider_config(&m.alice_hash, false, "", cache);
     let orch = Orchestrator::start(&yaml, &[("op-key.pem", m.op_key.as_str())]).await;
     let idp = format!("{}/idp", orch.base_url());
@@ -2384,13 +2408,13 @@ async fn unauthenticated_authorize_floods_evict_no_security_state() {
     let metrics = orch.metrics().await;
     let evicted = orchestrator_tests::metric_value(
         &metrics,
-        "orchestrator_cache_evictions_total{backend=\"memory\"}",
+        &format!("orchestrator_cache_evictions_total{{backend=\"{backend}\"}}"),
     )
-    .unwrap_or(0.0);
+    .expect("the eviction series is exported");
     let rss_after = rss_kib(orch.pid());
     println!(
-        "20,000 unauthenticated GET /authorize in {elapsed:?}: cache operations {ops_before} -> \
-         {ops_after}, evictions {evicted}, RSS {rss_before:?} -> {rss_after:?} KiB"
+        "{backend}: 20,000 unauthenticated GET /authorize in {elapsed:?}: cache operations \
+         {ops_before} -> {ops_after}, evictions {evicted}, RSS {rss_before:?} -> {rss_after:?} KiB"
     );
     assert_eq!(
         ops_after - ops_before,
@@ -2468,6 +2492,7 @@ async fn unauthenticated_authorize_floods_evict_no_security_state() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
+    orch
 }
 
 /// A cookie-keeping client whose connections leave from `ip` (any 127.0.0.0/8
