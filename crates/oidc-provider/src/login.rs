@@ -113,7 +113,12 @@ async fn login(
 
     let user = match p.users.verify(username, password.to_owned()).await {
         Verified::Ok(user) => {
-            attempt.succeeded().await?;
+            // Undoing the reservation is bookkeeping: should the cache fail
+            // now, the attempt stays counted (as a failure would) rather than
+            // a right password being refused.
+            if let Err(e) = attempt.succeeded().await {
+                tracing::warn!(error = %e, "login throttle reservation not undone");
+            }
             user
         }
         Verified::Bad => {

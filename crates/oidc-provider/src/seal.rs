@@ -49,11 +49,18 @@ impl TxKey {
 }
 
 /// What a sealed transaction holds.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Sealed {
     /// Seconds since the epoch after which the transaction is refused.
     exp: u64,
     p: PendingAuthorization,
+}
+
+/// [`Sealed`] as written, borrowing the request.
+#[derive(Serialize)]
+struct SealedRef<'a> {
+    exp: u64,
+    p: &'a PendingAuthorization,
 }
 
 /// A login transaction opened from its `tx` value.
@@ -69,9 +76,9 @@ pub(crate) fn seal(
     expires_at: u64,
 ) -> Result<String, OAuthError> {
     let fail = || OAuthError::new(ErrorCode::ServerError, "could not seal the login request");
-    let mut buf = serde_json::to_vec(&Sealed {
+    let mut buf = serde_json::to_vec(&SealedRef {
         exp: expires_at,
-        p: pending.clone(),
+        p: pending,
     })
     .map_err(|_| fail())?;
     let nonce: [u8; NONCE_LEN] = rand::random();
