@@ -154,7 +154,9 @@ impl Chromium {
     pub async fn submit(&self) {
         let button = match self
             .client
-            .find(Locator::Css("button[type=\"submit\"], input[type=\"submit\"], button"))
+            .find(Locator::Css(
+                "button[type=\"submit\"], input[type=\"submit\"], button",
+            ))
             .await
         {
             Ok(b) => b,

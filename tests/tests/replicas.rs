@@ -77,7 +77,9 @@ oidcProvider:
       clientSecret: app-secret
       redirectUris: [http://app.test/cb]
   users:
-{users}  loginThrottle: {{maxFailuresPerUser: 1000, maxFailuresPerIp: 100000}}
+{users}  # Throttling is not under test here; several browsers sign in as user0 at once, and
+  # checks in flight count against the budgets until they succeed.
+  loginThrottle: {{maxFailuresPerUser: 1000, maxFailuresPerIp: 100000, freeFailuresPerClient: 1000, maxConcurrentPerUser: 64}}
 appGateway:
   session:
     store: {store}

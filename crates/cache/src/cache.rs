@@ -45,8 +45,22 @@ pub trait Cache: Send + Sync + 'static {
     /// and gets `ttl`, later increments keep the original expiry.
     async fn incr(&self, key: &str, ttl: Duration) -> Result<u64, CacheError>;
 
+    /// Decrements a live counter (never below 0) and returns its new value,
+    /// keeping its expiry; a missing key stays missing (returns 0), so undoing
+    /// an increment can never create a counter without a TTL.
+    async fn decr(&self, key: &str) -> Result<u64, CacheError>;
+
     /// `Ok` when the backend answers; drives `/readyz`.
     async fn health(&self) -> Result<(), CacheError>;
+
+    /// Entries the backend has evicted to stay within its memory bound, in
+    /// total since it started (`None`: the backend cannot tell). An eviction
+    /// means state such as refresh-token families or SSO sessions was lost
+    /// early; the metrics decorator turns it into
+    /// `orchestrator_cache_evictions_total` at every health check.
+    async fn evictions(&self) -> Result<Option<u64>, CacheError> {
+        Ok(None)
+    }
 
     /// Called by the typed helpers when an entry is unreadable (wrong version,
     /// wrong kind, undecodable) and counted as a miss. Decorators that keep

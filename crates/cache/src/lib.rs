@@ -1,9 +1,10 @@
 //! The cache behind the OIDC provider's state and the gateway's shared sessions.
 //!
 //! Holds the object-safe [`Cache`] trait (byte values, per-entry TTL, atomic
-//! `take`/`set_if_absent`/`incr`), its two backends — [`MemoryCache`] on moka
-//! for one replica and [`RedisCache`] on the `redis` crate (standalone or
-//! cluster, TLS, bounded by a per-operation timeout) for many — the typed,
+//! `take`/`set_if_absent`/`incr`/`decr`, an eviction count), its two
+//! backends — [`MemoryCache`] on moka for one replica and [`RedisCache`] on
+//! the `redis` crate (standalone or cluster, TLS, bounded by a per-operation
+//! timeout) for many — the typed,
 //! versioned helpers of [`CacheExt`], the [`Prefixed`] namespace decorator,
 //! the metrics decorator [`Instrumented`], and [`build`], which picks the
 //! backend from config.

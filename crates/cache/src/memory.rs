@@ -1,10 +1,12 @@
 //! `MemoryCache`: the in-process backend on moka.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache as Moka;
+use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
 use orchestrator_config::MemoryCacheConfig;
 
@@ -81,6 +83,8 @@ impl Expiry<String, Entry> for Deadline {
 #[derive(Clone)]
 pub struct MemoryCache {
     inner: Moka<String, Entry>,
+    /// Entries evicted because the cache was full (not expired or replaced).
+    evicted: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for MemoryCache {
@@ -96,7 +100,14 @@ impl MemoryCache {
     pub fn new(cfg: &MemoryCacheConfig) -> Self {
         let max_bytes = cfg.max_bytes.max(1);
         let min_weight = max_bytes.div_ceil(cfg.max_entries.max(1));
+        let evicted = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&evicted);
         let inner = Moka::builder()
+            .eviction_listener(move |_key, _value, cause| {
+                if cause == RemovalCause::Size {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
             .max_capacity(max_bytes)
             .weigher(move |key: &String, entry: &Entry| {
                 let bytes = key.len() as u64 + entry.value.len() as u64 + ENTRY_OVERHEAD;
@@ -104,7 +115,7 @@ impl MemoryCache {
             })
             .expire_after(Deadline)
             .build();
-        Self { inner }
+        Self { inner, evicted }
     }
 
     /// Entries currently held (approximate: moka counts lazily).
@@ -235,8 +246,46 @@ impl Cache for MemoryCache {
         outcome
     }
 
+    async fn decr(&self, key: &str) -> Result<u64, CacheError> {
+        let mut outcome: Result<u64, CacheError> = Ok(0);
+        let out = &mut outcome;
+        self.inner
+            .entry_by_ref(key)
+            .and_compute_with(|existing| {
+                let now = Instant::now();
+                let op = match existing {
+                    Some(e) if e.value().is_live(now) => match parse_counter(&e.value().value) {
+                        Some(n) => {
+                            let next = n.saturating_sub(1);
+                            *out = Ok(next);
+                            Op::Put(Entry {
+                                value: Arc::from(next.to_string().as_bytes()),
+                                expires_at: e.value().expires_at,
+                            })
+                        }
+                        None => {
+                            *out = Err(CacheError::Corrupt("value is not a counter".into()));
+                            Op::Nop
+                        }
+                    },
+                    // Missing or expired: nothing to undo, and nothing created.
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        outcome
+    }
+
     async fn health(&self) -> Result<(), CacheError> {
         Ok(())
+    }
+
+    async fn evictions(&self) -> Result<Option<u64>, CacheError> {
+        // moka evicts (and notifies) during its housekeeping; run what is
+        // pending so the count is current when a health check reads it.
+        self.inner.run_pending_tasks().await;
+        Ok(Some(self.evicted.load(Ordering::Relaxed)))
     }
 }
 
@@ -285,6 +334,28 @@ mod tests {
         cache.run_pending_tasks().await;
         // 64 KiB hold at most 15 entries of 4 KiB + overhead.
         assert!(cache.entry_count() <= 16, "{} entries", cache.entry_count());
+    }
+
+    #[tokio::test]
+    async fn evictions_for_size_are_counted_and_expiry_is_not() {
+        let cache = MemoryCache::new(&MemoryCacheConfig {
+            max_entries: 10,
+            max_bytes: 1024 * 1024,
+        });
+        assert_eq!(cache.evictions().await.expect("evictions"), Some(0));
+        cache
+            .set("short", b"v", Duration::from_millis(1))
+            .await
+            .expect("set");
+        for i in 0..100 {
+            cache
+                .set(&format!("k{i}"), b"v", Duration::from_secs(60))
+                .await
+                .expect("set");
+        }
+        let evicted = cache.evictions().await.expect("evictions").unwrap_or(0);
+        assert!(evicted >= 80, "{evicted} evictions counted");
+        assert!(evicted <= 100, "{evicted} evictions counted");
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! Cache metrics and the decorator that records them around any backend.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ pub struct CacheMetrics {
     operations: IntCounterVec,
     duration: HistogramVec,
     decode_misses: IntCounterVec,
+    evictions: IntCounterVec,
 }
 
 impl CacheMetrics {
@@ -47,13 +49,23 @@ impl CacheMetrics {
             ),
             &["backend", "reason"],
         )?;
+        let evictions = IntCounterVec::new(
+            Opts::new(
+                "orchestrator_cache_evictions_total",
+                "Entries the backend evicted to stay within its memory bound (state lost early: \
+                 should stay 0). Read at health checks; Redis: the server's evicted_keys.",
+            ),
+            &["backend"],
+        )?;
         registry.register(Box::new(operations.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(decode_misses.clone()))?;
+        registry.register(Box::new(evictions.clone()))?;
         Ok(Self {
             operations,
             duration,
             decode_misses,
+            evictions,
         })
     }
 }
@@ -68,10 +80,11 @@ enum Op {
     Delete,
     Expire,
     Incr,
+    Decr,
     Health,
 }
 
-const OPS: [Op; 8] = [
+const OPS: [Op; 9] = [
     Op::Get,
     Op::Set,
     Op::SetIfAbsent,
@@ -79,6 +92,7 @@ const OPS: [Op; 8] = [
     Op::Delete,
     Op::Expire,
     Op::Incr,
+    Op::Decr,
     Op::Health,
 ];
 
@@ -92,6 +106,7 @@ impl Op {
             Self::Delete => "delete",
             Self::Expire => "expire",
             Self::Incr => "incr",
+            Self::Decr => "decr",
             Self::Health => "health",
         }
     }
@@ -129,6 +144,9 @@ pub struct Instrumented {
     metrics: Arc<CacheMetrics>,
     histograms: Vec<Histogram>,
     counters: Vec<OnceLock<IntCounter>>,
+    /// The backend's eviction total at the last health check, so the
+    /// counter only ever adds what is new.
+    evictions_seen: AtomicU64,
 }
 
 impl std::fmt::Debug for Instrumented {
@@ -150,11 +168,36 @@ impl Instrumented {
         let counters = (0..OPS.len() * RESULTS.len())
             .map(|_| OnceLock::new())
             .collect();
+        // The eviction series exists from the start at 0, so an alert can
+        // tell "no evictions" from "not reported".
+        metrics.evictions.with_label_values(&[backend]);
         Self {
             inner,
             metrics,
             histograms,
             counters,
+            evictions_seen: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds the evictions the backend reports since the last look. A total
+    /// below the last one means the backend restarted (its count began anew).
+    async fn sync_evictions(&self) {
+        let total = match self.inner.evictions().await {
+            Ok(Some(total)) => total,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(backend = self.inner.backend(), error = %e, "eviction count unavailable");
+                return;
+            }
+        };
+        let last = self.evictions_seen.swap(total, Ordering::Relaxed);
+        let new = if total >= last { total - last } else { total };
+        if new > 0 {
+            self.metrics
+                .evictions
+                .with_label_values(&[self.inner.backend()])
+                .inc_by(new);
         }
     }
 
@@ -249,9 +292,24 @@ impl Cache for Instrumented {
             .await
     }
 
+    async fn decr(&self, key: &str) -> Result<u64, CacheError> {
+        self.observe(Op::Decr, self.inner.decr(key), |_| "ok").await
+    }
+
     async fn health(&self) -> Result<(), CacheError> {
-        self.observe(Op::Health, self.inner.health(), |_| "ok")
-            .await
+        let result = self
+            .observe(Op::Health, self.inner.health(), |_| "ok")
+            .await;
+        // Health checks run on every readiness probe: a steady, cheap moment
+        // to notice that the backend dropped state.
+        if result.is_ok() {
+            self.sync_evictions().await;
+        }
+        result
+    }
+
+    async fn evictions(&self) -> Result<Option<u64>, CacheError> {
+        self.inner.evictions().await
     }
 
     fn record_decode_miss(&self, reason: &'static str) {

@@ -79,8 +79,16 @@ impl Cache for Prefixed {
         self.inner.incr(&self.key(key), ttl).await
     }
 
+    async fn decr(&self, key: &str) -> Result<u64, CacheError> {
+        self.inner.decr(&self.key(key)).await
+    }
+
     async fn health(&self) -> Result<(), CacheError> {
         self.inner.health().await
+    }
+
+    async fn evictions(&self) -> Result<Option<u64>, CacheError> {
+        self.inner.evictions().await
     }
 
     fn record_decode_miss(&self, reason: &'static str) {

@@ -1,6 +1,7 @@
 //! `RedisCache`: the shared backend on the `redis` crate, standalone or cluster.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use orchestrator_config::RedisConfig;
@@ -24,6 +25,21 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 ";
 
+/// DECR only when the counter exists (and is above 0): DECR on a missing key
+/// would create it without a TTL. DECR keeps the key's expiry.
+const DECR_SCRIPT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local n = tonumber(v)
+if n == nil then return redis.error_reply('ERR value is not an integer') end
+if n <= 0 then return 0 end
+return redis.call('DECR', KEYS[1])
+";
+
+/// The eviction policy that never drops keys: anything else lets a full Redis
+/// silently discard revocations, refresh-token families and sessions.
+const SAFE_POLICY: &str = "noeviction";
+
 /// The Redis backend.
 ///
 /// Construction never talks to Redis: the first operations connect, so the
@@ -36,6 +52,9 @@ pub struct RedisCache {
     prefix: String,
     op_timeout: Duration,
     incr: Script,
+    decr: Script,
+    /// Set once `maxmemory-policy` has been checked (and warned about).
+    policy_checked: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -162,6 +181,8 @@ impl RedisCache {
             prefix: cfg.key_prefix.clone(),
             op_timeout: cfg.operation_timeout,
             incr: Script::new(INCR_SCRIPT),
+            decr: Script::new(DECR_SCRIPT),
+            policy_checked: AtomicBool::new(false),
         })
     }
 
@@ -368,6 +389,18 @@ impl Cache for RedisCache {
         u64::try_from(n).map_err(|_| CacheError::Corrupt("negative counter".into()))
     }
 
+    async fn decr(&self, key: &str) -> Result<u64, CacheError> {
+        let key = self.key(key);
+        let n: i64 = self
+            .run(|mut conn| async move { self.decr.key(&key).invoke_async(&mut conn).await })
+            .await
+            .map_err(|e| match e {
+                CacheError::Backend(_) => CacheError::Corrupt("value is not a counter".into()),
+                other => other,
+            })?;
+        u64::try_from(n).map_err(|_| CacheError::Corrupt("negative counter".into()))
+    }
+
     async fn health(&self) -> Result<(), CacheError> {
         let pong: String = self.query(redis::cmd("PING")).await?;
         if pong == "PONG" {
@@ -376,4 +409,39 @@ impl Cache for RedisCache {
             Err(CacheError::Backend("unexpected PING reply".into()))
         }
     }
+
+    async fn evictions(&self) -> Result<Option<u64>, CacheError> {
+        // In a cluster INFO answers for one node only; a partial count would
+        // mislead, so cluster mode reports nothing.
+        if matches!(self.conn, Backend::Cluster(_)) {
+            return Ok(None);
+        }
+        if !self.policy_checked.load(Ordering::Relaxed) {
+            let mut cmd = redis::cmd("INFO");
+            cmd.arg("memory");
+            let memory: String = self.query(cmd).await?;
+            self.policy_checked.store(true, Ordering::Relaxed);
+            match info_field(&memory, "maxmemory_policy") {
+                Some(SAFE_POLICY) | None => {}
+                Some(policy) => tracing::warn!(
+                    maxmemory_policy = policy,
+                    "Redis may evict keys under memory pressure: revoked grants, refresh-token \
+                     reuse markers and sessions can silently disappear; set \
+                     `maxmemory-policy noeviction` (watch orchestrator_cache_evictions_total)"
+                ),
+            }
+        }
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg("stats");
+        let stats: String = self.query(cmd).await?;
+        Ok(info_field(&stats, "evicted_keys").and_then(|v| v.parse().ok()))
+    }
+}
+
+/// The value of `name` in an INFO reply (`name:value` lines).
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k == name).then(|| v.trim())
+    })
 }

@@ -72,6 +72,8 @@ conformance!(
     take_race_64,
     nx_race_64,
     incr_counter,
+    decr_counter,
+    evictions_reported,
 );
 
 #[tokio::test]
@@ -134,6 +136,49 @@ async fn redis_cluster() {
     conformance::take_once(Arc::clone(&cache)).await;
     conformance::nx_semantics(Arc::clone(&cache)).await;
     conformance::incr_counter(Arc::clone(&cache)).await;
+    conformance::decr_counter(Arc::clone(&cache)).await;
     conformance::version_mismatch(Arc::clone(&cache)).await;
     conformance::take_race_64(cache).await;
+}
+
+/// A full store evicts, and the metrics decorator counts it at the next health
+/// check as `orchestrator_cache_evictions_total{backend}`: memory (moka, size
+/// evictions only) and Redis (`evicted_keys` of a server that may evict).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evictions_are_counted_at_health_checks() {
+    use orchestrator_cache::{CacheMetrics, Instrumented};
+    use orchestrator_config::MemoryCacheConfig;
+    use std::time::Duration;
+
+    let registry = prometheus::Registry::new();
+    let metrics = Arc::new(CacheMetrics::new(&registry).expect("metrics"));
+    let server =
+        TestRedis::start_with_args(&["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"]);
+    let small_memory: Arc<dyn Cache> = Arc::new(MemoryCache::new(&MemoryCacheConfig {
+        max_entries: 1_000_000,
+        max_bytes: 64 * 1024,
+    }));
+    let redis: Arc<dyn Cache> =
+        Arc::new(RedisCache::new(&server.config("evict:")).expect("redis cache"));
+    for (backend, inner) in [("memory", small_memory), ("redis", redis)] {
+        let cache = Instrumented::new(inner, Arc::clone(&metrics));
+        cache.health().await.expect("health");
+        let value = vec![7u8; 16 * 1024];
+        for i in 0..400 {
+            cache
+                .set(&format!("k{i}"), &value, Duration::from_secs(600))
+                .await
+                .expect("set");
+        }
+        cache.health().await.expect("health");
+        let counted = registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "orchestrator_cache_evictions_total")
+            .flat_map(|f| f.get_metric().iter())
+            .filter(|m| m.get_label().iter().any(|l| l.value() == backend))
+            .map(|m| m.get_counter().value())
+            .sum::<f64>();
+        assert!(counted >= 100.0, "{backend}: {counted} evictions counted");
+    }
 }

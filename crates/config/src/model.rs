@@ -458,6 +458,21 @@ pub struct LoginThrottleConfig {
     /// Length of the counting window.
     #[serde(default = "default_throttle_window", with = "humantime_serde")]
     pub window: Duration,
+    /// Failures of one user from one client IP per window that cost nothing;
+    /// beyond them every attempt of that pair waits out a growing delay.
+    #[serde(default = "default_free_failures_per_client")]
+    pub free_failures_per_client: u32,
+    /// The first delay once the free failures (or `maxFailuresPerUser`) are
+    /// used up; it doubles with every further failure.
+    #[serde(default = "default_throttle_delay", with = "humantime_serde")]
+    pub delay: Duration,
+    /// The longest delay.
+    #[serde(default = "default_throttle_max_delay", with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Password verifications of one user name running at once in a process;
+    /// more are refused at once.
+    #[serde(default = "default_max_concurrent_per_user")]
+    pub max_concurrent_per_user: u32,
 }
 
 fn default_max_failures_per_user() -> u32 {
@@ -469,6 +484,18 @@ fn default_max_failures_per_ip() -> u32 {
 fn default_throttle_window() -> Duration {
     Duration::from_secs(300)
 }
+fn default_free_failures_per_client() -> u32 {
+    3
+}
+fn default_throttle_delay() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_throttle_max_delay() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_concurrent_per_user() -> u32 {
+    2
+}
 
 impl Default for LoginThrottleConfig {
     fn default() -> Self {
@@ -476,6 +503,10 @@ impl Default for LoginThrottleConfig {
             max_failures_per_user: default_max_failures_per_user(),
             max_failures_per_ip: default_max_failures_per_ip(),
             window: default_throttle_window(),
+            free_failures_per_client: default_free_failures_per_client(),
+            delay: default_throttle_delay(),
+            max_delay: default_throttle_max_delay(),
+            max_concurrent_per_user: default_max_concurrent_per_user(),
         }
     }
 }
@@ -516,6 +547,38 @@ pub struct OidcClientConfig {
     /// Require PKCE even though the client is confidential (recommended; default true).
     #[serde(default = "default_true")]
     pub require_pkce: bool,
+    /// Whose tokens this (confidential) client may introspect besides its own:
+    /// `true` for a resource server that accepts every client's tokens, or a
+    /// list of client ids. Default: only its own.
+    #[serde(default)]
+    pub introspection_allowed: IntrospectionAllowed,
+}
+
+/// `oidcProvider.clients[].introspectionAllowed`: `true`/`false` or a list of client ids.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum IntrospectionAllowed {
+    /// `true`: tokens of every client; `false`: only the client's own.
+    All(bool),
+    /// Tokens of these clients (and the client's own).
+    Clients(Vec<String>),
+}
+
+impl Default for IntrospectionAllowed {
+    fn default() -> Self {
+        Self::All(false)
+    }
+}
+
+impl IntrospectionAllowed {
+    /// True when a client with this setting may see tokens issued to `client_id`
+    /// (its own are always allowed and not checked here).
+    pub fn covers(&self, client_id: &str) -> bool {
+        match self {
+            Self::All(all) => *all,
+            Self::Clients(ids) => ids.iter().any(|id| id == client_id),
+        }
+    }
 }
 
 fn default_grant_types() -> Vec<GrantType> {

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::error::ConfigError;
-use crate::model::{AppGatewayConfig, CacheBackend, Config, GrantType, OidcProviderConfig};
+use crate::model::{
+    AppGatewayConfig, CacheBackend, Config, GrantType, IntrospectionAllowed, OidcProviderConfig,
+};
 
 /// All problems of a deserialised config.
 pub(crate) fn validate(cfg: &Config) -> Vec<ConfigError> {
@@ -198,6 +200,23 @@ fn check_provider(v: &mut Validator, op: &OidcProviderConfig, backend: CacheBack
         for (j, uri) in c.redirect_uris.iter().enumerate() {
             redirect_uri(v, &format!("{p}.redirectUris[{j}]"), uri);
         }
+        if c.client_secret.is_none() && c.introspection_allowed != IntrospectionAllowed::All(false)
+        {
+            v.err(
+                format!("{p}.introspectionAllowed"),
+                "needs a clientSecret (a public client cannot introspect)",
+            );
+        }
+        if let IntrospectionAllowed::Clients(ids) = &c.introspection_allowed {
+            for (j, id) in ids.iter().enumerate() {
+                if !op.clients.iter().any(|o| &o.client_id == id) {
+                    v.err(
+                        format!("{p}.introspectionAllowed[{j}]"),
+                        format!("\"{id}\" is not a configured clientId"),
+                    );
+                }
+            }
+        }
         for (j, uri) in c.post_logout_redirect_uris.iter().enumerate() {
             redirect_uri(v, &format!("{p}.postLogoutRedirectUris[{j}]"), uri);
         }
@@ -229,6 +248,19 @@ fn check_provider(v: &mut Validator, op: &OidcProviderConfig, backend: CacheBack
         );
     }
     v.positive("oidcProvider.loginThrottle.window", th.window);
+    v.positive("oidcProvider.loginThrottle.delay", th.delay);
+    if th.max_delay < th.delay {
+        v.err(
+            "oidcProvider.loginThrottle.maxDelay",
+            "must be at least loginThrottle.delay",
+        );
+    }
+    if th.max_concurrent_per_user == 0 {
+        v.err(
+            "oidcProvider.loginThrottle.maxConcurrentPerUser",
+            "must be at least 1",
+        );
+    }
 }
 
 /// A registered redirect URI: absolute, no fragment (RFC 6749 §3.1.2).

@@ -219,3 +219,52 @@ fn reference_config_parses_with_its_secrets() {
     assert_eq!(gw.apps[0].headers["X-Auth-Request-Email"], "email");
     assert_eq!(gw.apps[0].policy.allow_groups, vec!["engineering"]);
 }
+
+#[test]
+fn introspection_allowed_takes_a_bool_or_known_client_ids() {
+    use orchestrator_config::IntrospectionAllowed;
+    let yaml = r#"
+oidcProvider:
+  issuer: "http://localhost:8080/idp"
+  clients:
+    - {clientId: api, clientSecret: s, grantTypes: [client_credentials], introspectionAllowed: true}
+    - {clientId: rs, clientSecret: s, grantTypes: [client_credentials], introspectionAllowed: [api]}
+    - {clientId: own, clientSecret: s, grantTypes: [client_credentials]}
+"#;
+    let cfg = load(Path::new(PATH), &sources(yaml)).unwrap();
+    let clients = &cfg.oidc_provider.as_ref().unwrap().clients;
+    assert_eq!(
+        clients[0].introspection_allowed,
+        IntrospectionAllowed::All(true)
+    );
+    assert_eq!(
+        clients[1].introspection_allowed,
+        IntrospectionAllowed::Clients(vec!["api".into()])
+    );
+    assert_eq!(
+        clients[2].introspection_allowed,
+        IntrospectionAllowed::All(false)
+    );
+
+    let yaml = r#"
+oidcProvider:
+  issuer: "http://localhost:8080/idp"
+  clients:
+    - {clientId: rs, clientSecret: s, grantTypes: [client_credentials], introspectionAllowed: [api, ghost]}
+    - {clientId: api, clientSecret: s, grantTypes: [client_credentials]}
+    - {clientId: spa, redirectUris: ["https://spa.example/cb"], introspectionAllowed: true}
+"#;
+    let errs = errors(&sources(yaml));
+    assert_has(
+        &errs,
+        "oidcProvider.clients[0].introspectionAllowed[1]: \"ghost\" is not a configured clientId",
+    );
+    assert_has(
+        &errs,
+        "oidcProvider.clients[2].introspectionAllowed: needs a clientSecret",
+    );
+    assert!(
+        !errs.iter().any(|e| e.contains("introspectionAllowed[0]")),
+        "{errs:#?}"
+    );
+}

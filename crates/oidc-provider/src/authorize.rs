@@ -20,6 +20,7 @@ use crate::error::{self, ErrorCode, OAuthError};
 use crate::html;
 use crate::params::Params;
 use crate::provider::{CSRF_COOKIE, LOGIN_TTL, Provider, RequestCtx, SESSION_COOKIE};
+use crate::seal;
 use crate::store::{CodeRecord, PendingAuthorization, SsoSession, random_token};
 use crate::tokens::{self, now};
 use crate::web;
@@ -38,7 +39,12 @@ pub(crate) async fn serve(
     params: &Params,
     ctx: RequestCtx,
 ) -> Response<BoxBody> {
-    // Phase 1: who is asking and where the answer goes.
+    // Phase 1: who is asking and where the answer goes. Over-long values
+    // that would be sealed or echoed are refused here, on a page: an
+    // over-long `state` must not travel back in a redirect.
+    if let Err(e) = params.check_echoed(&["state", "nonce", "login_hint"]) {
+        return error::page_response(&e);
+    }
     let client = match check_client(p, params) {
         Ok(c) => c,
         Err(e) => return error::page_response(&e),
@@ -242,7 +248,8 @@ pub(crate) async fn current_session(
     Ok(Some(s))
 }
 
-/// Stores the request as a login transaction and shows the form.
+/// Seals the request into the login form and shows it; nothing is stored
+/// until the user has proven who they are.
 async fn login_page(
     p: &Provider,
     parts: &Parts,
@@ -256,8 +263,7 @@ async fn login_page(
         .filter(|c| c.len() == 43)
         .unwrap_or_else(random_token);
     pending.csrf = csrf.clone();
-    let tx = random_token();
-    p.store.put_pending(&tx, &pending, LOGIN_TTL).await?;
+    let tx = seal::seal(p.active_key(), &pending, tokens::expiry(LOGIN_TTL))?;
     let login_path = p.local_path("/login");
     let page = html::login_page(&html::LoginForm {
         action: &login_path,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, header};
-use orchestrator_config::{GrantType, OidcClientConfig, Secret};
+use orchestrator_config::{GrantType, IntrospectionAllowed, OidcClientConfig, Secret};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
@@ -36,6 +36,8 @@ pub(crate) struct Client {
     pub(crate) grant_types: Vec<GrantType>,
     pub(crate) allowed_scopes: Vec<String>,
     pub(crate) require_pkce: bool,
+    /// Whose tokens it may introspect besides its own (RFC 7662 §2.1).
+    introspection_allowed: IntrospectionAllowed,
 }
 
 impl Client {
@@ -47,6 +49,12 @@ impl Client {
     /// PKCE is required for public clients and, by default, for all.
     pub(crate) fn pkce_required(&self) -> bool {
         self.is_public() || self.require_pkce
+    }
+
+    /// True when this client may learn about tokens issued to `client_id` at
+    /// the introspection endpoint: its own, or those it is a resource server for.
+    pub(crate) fn may_introspect(&self, client_id: &str) -> bool {
+        client_id == self.id || self.introspection_allowed.covers(client_id)
     }
 
     pub(crate) fn allows_grant(&self, grant: GrantType) -> bool {
@@ -125,6 +133,7 @@ impl Clients {
                 grant_types: c.grant_types.clone(),
                 allowed_scopes: c.allowed_scopes.clone(),
                 require_pkce: c.require_pkce,
+                introspection_allowed: c.introspection_allowed.clone(),
             };
             if by_id
                 .insert(c.client_id.clone(), Arc::new(client))

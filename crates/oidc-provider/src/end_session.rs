@@ -30,6 +30,8 @@ async fn end_session(
     params: &Params,
     ctx: RequestCtx,
 ) -> Result<Response<BoxBody>, OAuthError> {
+    // `state` goes back in the redirect: keep it small.
+    params.check_echoed(&["state"])?;
     let hint_client = match params.get("id_token_hint") {
         Some(hint) => {
             let claims: IdClaims = tokens::verify(&p.keys, &p.issuer, hint, Expect::IdTokenHint)

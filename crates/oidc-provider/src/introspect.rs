@@ -1,6 +1,9 @@
-//! Token introspection (RFC 7662) for authenticated clients: access tokens
-//! (our JWTs, unrevoked) and refresh tokens (live, family not revoked).
-//! Anything else is simply `{"active": false}`.
+//! Token introspection (RFC 7662) for confidential clients only: a client
+//! learns about its own tokens and those of the clients it is configured as a
+//! resource server for (`introspectionAllowed`); any other token, and any
+//! token that is not live (grant gone, client no longer configured), is simply
+//! `{"active": false}` (§2.1: the answer must not help anyone probe).
+//! The user name is never disclosed; `sub` identifies the user.
 
 use http::Response;
 use http::request::Parts;
@@ -22,13 +25,18 @@ pub(crate) async fn serve(p: &Provider, parts: &Parts, params: &Params) -> Respo
 }
 
 async fn introspect(p: &Provider, parts: &Parts, params: &Params) -> Result<Value, OAuthError> {
-    p.clients.authenticate(&parts.headers, params)?;
+    let caller = p.clients.authenticate(&parts.headers, params)?;
+    // A public client proves nothing by sending its id: anyone could call
+    // as it, so it may not introspect at all.
+    if caller.is_public() {
+        return Err(OAuthError::invalid_client());
+    }
     let token = params.require("token")?;
     // A JWT has two dots; our refresh tokens are base64url without any.
     if token.bytes().filter(|b| *b == b'.').count() == 2 {
         return match verify_access_token(p, token).await {
-            Ok(c) => {
-                let mut body = json!({
+            Ok(c) if !caller.may_introspect(&c.client_id) => Ok(inactive()),
+            Ok(c) => Ok(json!({
                     "active": true,
                     "token_type": "Bearer",
                     "iss": c.iss,
@@ -38,13 +46,8 @@ async fn introspect(p: &Provider, parts: &Parts, params: &Params) -> Result<Valu
                     "exp": c.exp,
                     "iat": c.iat,
                     "jti": c.jti,
-                    "scope": c.scope,
-                });
-                if let Some(u) = c.username {
-                    body["username"] = Value::String(u);
-                }
-                Ok(body)
-            }
+                "scope": c.scope,
+            })),
             Err(e) if e.code == ErrorCode::TemporarilyUnavailable => Err(e),
             Err(_) => Ok(inactive()),
         };
@@ -52,7 +55,11 @@ async fn introspect(p: &Provider, parts: &Parts, params: &Params) -> Result<Valu
     let Some(rec) = p.store.refresh(token).await? else {
         return Ok(inactive());
     };
-    if rec.expires_at < now() || p.store.family(&rec.family_id).await?.is_none() {
+    if !caller.may_introspect(&rec.client_id)
+        || p.clients.get(&rec.client_id).is_none()
+        || rec.expires_at < now()
+        || p.store.grant(&rec.family_id).await?.is_none()
+    {
         return Ok(inactive());
     }
     let sub = p.users.get(&rec.username).map(|u| u.sub.clone());
@@ -65,7 +72,6 @@ async fn introspect(p: &Provider, parts: &Parts, params: &Params) -> Result<Valu
         "iss": p.issuer,
         "sub": sub,
         "client_id": rec.client_id,
-        "username": rec.username,
         "scope": rec.scope,
         "exp": rec.expires_at,
     }))

@@ -53,6 +53,8 @@ pub(crate) struct SigningKey {
     signer: Option<RingSigner>,
     /// The public JWK (kty, crv/x/y or n/e, kid, alg, use).
     pub(crate) jwk: Value,
+    /// The key that seals login transactions, derived from the private key.
+    pub(crate) tx_key: crate::seal::TxKey,
 }
 
 /// A ring key pair for one algorithm.
@@ -157,6 +159,12 @@ impl SigningKey {
             map.insert("alg".into(), alg.as_str().into());
             map.insert("use".into(), "sig".into());
         }
+        // The canonical DER when the parser re-encodes it (so formatting of
+        // the PEM does not matter), the PEM text otherwise.
+        let tx_key = crate::seal::TxKey::derive(
+            der.as_ref()
+                .map_or(pem.trim().as_bytes(), |der| der.as_bytes()),
+        )?;
         let signer = der.and_then(|der| RingSigner::from_pkcs8(alg, der.as_bytes()));
         Ok(Self {
             kid: kid.to_owned(),
@@ -165,6 +173,7 @@ impl SigningKey {
             decoding,
             signer,
             jwk,
+            tx_key,
         })
     }
 

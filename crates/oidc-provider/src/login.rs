@@ -1,6 +1,8 @@
-//! The login form's POST: CSRF check, throttling per user name and per client
-//! IP, argon2id verification, then a new SSO session and the pending
-//! authorization's code.
+//! The login form's POST: the sealed transaction and CSRF check, throttling
+//! (reserved before argon2id runs, see `throttle`), verification, then a new
+//! SSO session and the pending authorization's code.
+
+use std::time::Duration;
 
 use http::request::Parts;
 use http::{Response, StatusCode, header};
@@ -12,7 +14,9 @@ use crate::error::{self, OAuthError};
 use crate::html;
 use crate::params::Params;
 use crate::provider::{CSRF_COOKIE, Provider, RequestCtx, SESSION_COOKIE};
-use crate::store::{PendingAuthorization, SsoSession, ThrottleSubject, random_id, random_token};
+use crate::seal::{self, LoginTx};
+use crate::store::{PendingAuthorization, SsoSession, random_id, random_token};
+use crate::throttle;
 use crate::tokens::{self, now};
 use crate::users::Verified;
 use crate::web;
@@ -42,11 +46,22 @@ async fn login(
 ) -> Result<Response<BoxBody>, OAuthError> {
     let tx = params.require("tx")?;
     let csrf = params.require("csrf")?;
-    let Some(pending) = p.store.pending(tx).await? else {
-        return Err(OAuthError::invalid_request(
-            "this sign-in request has expired; go back to the application and start again",
-        ));
+    let Some(LoginTx {
+        pending,
+        expires_at,
+    }) = seal::open(&p.keys, tx)
+    else {
+        return Err(expired());
     };
+    // The seal proves we wrote it; the client may have gone (or changed its
+    // redirect URIs) since, and a code must not go anywhere unregistered.
+    if !p
+        .clients
+        .get(&pending.client_id)
+        .is_some_and(|c| c.has_redirect_uri(&pending.redirect_uri))
+    {
+        return Err(expired());
+    }
     // Double submit, bound to the transaction: the form field, the cookie and
     // the stored value must all agree (login CSRF).
     let cookie = web::cookie(&parts.headers, CSRF_COOKIE).unwrap_or_default();
@@ -76,44 +91,39 @@ async fn login(
         ));
     }
 
-    let ip = ctx.client_ip.to_string();
-    if p.store
-        .is_locked(ThrottleSubject::Username, username)
-        .await?
-        || p.store.is_locked(ThrottleSubject::ClientIp, &ip).await?
-    {
+    // Throttling reserves the check before argon2 runs (see `throttle`).
+    let throttled = || {
         p.metrics.logins.with_label_values(&["throttled"]).inc();
-        return Ok(form(
+        form(
             p,
             tx,
             &pending,
             username,
             StatusCode::TOO_MANY_REQUESTS,
             THROTTLED,
-        ));
-    }
+        )
+    };
+    let Some(_slot) = p.verifying.enter(username) else {
+        return Ok(throttled());
+    };
+    let ip = ctx.client_ip.to_string();
+    let Some(attempt) = throttle::reserve(&p.store, &p.throttle, username, &ip).await? else {
+        return Ok(throttled());
+    };
 
     let user = match p.users.verify(username, password.to_owned()).await {
-        Verified::Ok(user) => user,
+        Verified::Ok(user) => {
+            // Undoing the reservation is bookkeeping: should the cache fail
+            // now, the attempt stays counted (as a failure would) rather than
+            // a right password being refused.
+            if let Err(e) = attempt.succeeded().await {
+                tracing::warn!(error = %e, "login throttle reservation not undone");
+            }
+            user
+        }
         Verified::Bad => {
+            attempt.failed().await?;
             p.metrics.logins.with_label_values(&["failure"]).inc();
-            let t = &p.throttle;
-            p.store
-                .record_failure(
-                    ThrottleSubject::Username,
-                    username,
-                    t.max_failures_per_user,
-                    t.window,
-                )
-                .await?;
-            p.store
-                .record_failure(
-                    ThrottleSubject::ClientIp,
-                    &ip,
-                    t.max_failures_per_ip,
-                    t.window,
-                )
-                .await?;
             tracing::info!(client_ip = %ip, "failed sign-in");
             return Ok(form(
                 p,
@@ -128,12 +138,11 @@ async fn login(
     p.metrics.logins.with_label_values(&["success"]).inc();
 
     // Consume the transaction only now, so a typo does not restart the flow;
-    // `take` makes a double submit issue one code, not two.
-    let Some(pending) = p.store.take_pending(tx).await? else {
-        return Err(OAuthError::invalid_request(
-            "this sign-in request has expired; go back to the application and start again",
-        ));
-    };
+    // the atomic claim makes a double submit issue one code, not two.
+    let remaining = Duration::from_secs(expires_at.saturating_sub(now()));
+    if !p.store.claim_login_tx(tx, remaining).await? {
+        return Err(expired());
+    }
 
     // A fresh session id on every login (no session fixation); the old
     // session, if any, ends.
@@ -170,6 +179,12 @@ async fn login(
         h.append(header::SET_COOKIE, v);
     }
     Ok(resp)
+}
+
+fn expired() -> OAuthError {
+    OAuthError::invalid_request(
+        "this sign-in request has expired; go back to the application and start again",
+    )
 }
 
 /// The form again, with a message.

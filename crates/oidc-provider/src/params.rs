@@ -6,14 +6,19 @@ use std::collections::HashMap;
 
 use crate::error::OAuthError;
 
+/// Longest value of a parameter the provider stores or sends back
+/// (`state`, `nonce`, `login_hint`), in bytes.
+pub(crate) const MAX_ECHOED: usize = 512;
 /// Most parameters one request may carry.
 const MAX_PARAMS: usize = 64;
 /// Longest value of an ordinary parameter, in bytes.
 const MAX_VALUE: usize = 4096;
 /// Longest value of a parameter that carries a JWT or token.
 const MAX_TOKEN_VALUE: usize = 16 * 1024;
-/// Parameters allowed up to [`MAX_TOKEN_VALUE`].
+/// Parameters allowed up to [`MAX_TOKEN_VALUE`] (`tx`: the sealed login
+/// transaction, which carries the request's own parameters).
 const TOKEN_PARAMS: &[&str] = &[
+    "tx",
     "id_token_hint",
     "token",
     "refresh_token",
@@ -79,6 +84,21 @@ impl Params {
     pub(crate) fn require(&self, name: &'static str) -> Result<&str, OAuthError> {
         self.get(name)
             .ok_or_else(|| OAuthError::invalid_request(format!("{name} missing")))
+    }
+
+    /// `invalid_request` when any of `names` is longer than [`MAX_ECHOED`]:
+    /// values we keep or echo stay small, and an over-long `state` is never
+    /// sent back to a redirect URI.
+    pub(crate) fn check_echoed(&self, names: &[&'static str]) -> Result<(), OAuthError> {
+        match names
+            .iter()
+            .find(|n| self.get(n).is_some_and(|v| v.len() > MAX_ECHOED))
+        {
+            Some(name) => Err(OAuthError::invalid_request(format!(
+                "{name} longer than {MAX_ECHOED} bytes"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// True when `name` is present.

@@ -31,6 +31,7 @@ use crate::keys::{self, SigningKey};
 use crate::metrics::ProviderMetrics;
 use crate::params::Params;
 use crate::store::Store;
+use crate::throttle::InFlight;
 use crate::users::Users;
 use crate::web;
 use crate::{authorize, discovery, end_session, introspect, jwks, login, revoke, token, userinfo};
@@ -61,6 +62,8 @@ pub struct Provider {
     pub(crate) ttls: TokenTtls,
     pub(crate) sso_ttl: Duration,
     pub(crate) throttle: LoginThrottleConfig,
+    /// Password verifications running per user name (`throttle`).
+    pub(crate) verifying: Arc<InFlight>,
     pub(crate) store: Store,
     pub(crate) metrics: Arc<ProviderMetrics>,
     trusted_proxies: Vec<ipnet::IpNet>,
@@ -121,6 +124,7 @@ impl Provider {
             ttls: cfg.tokens.clone(),
             sso_ttl: cfg.sso_session_ttl,
             throttle: cfg.login_throttle.clone(),
+            verifying: InFlight::new(cfg.login_throttle.max_concurrent_per_user),
             store: Store::new(cache),
             metrics,
             trusted_proxies: listen.trusted_proxies.clone(),
@@ -332,15 +336,12 @@ enum Endpoint {
 impl Endpoint {
     /// Endpoints browser-based (public) clients call with `fetch`: CORS from
     /// any origin is safe there, as none of them relies on cookies.
+    /// Introspection is not one of them: only confidential clients (servers)
+    /// may call it, so no browser needs to read its answers.
     fn cors(self) -> bool {
         matches!(
             self,
-            Self::Discovery
-                | Self::Jwks
-                | Self::Token
-                | Self::Userinfo
-                | Self::Revoke
-                | Self::Introspect
+            Self::Discovery | Self::Jwks | Self::Token | Self::Userinfo | Self::Revoke
         )
     }
 

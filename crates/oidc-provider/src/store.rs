@@ -1,8 +1,8 @@
 //! Typed records of the provider's state in the cache, so endpoints never
 //! touch raw keys or bytes.
 //!
-//! Bearer secrets (codes, refresh tokens, session cookies, login transactions)
-//! are stored under the SHA-256 of their value: a dump of the cache does not
+//! Bearer secrets (codes, refresh tokens, session cookies, used login
+//! transactions) are stored under the SHA-256 of their value: a dump of the cache does not
 //! hand out working credentials. Records are JSON with a version tag; a record
 //! that does not decode reads as a miss (and is logged), never as an error
 //! page, so a format change across a rolling upgrade only costs a re-login.
@@ -25,7 +25,8 @@ const VERSION: u8 = 1;
 #[error("cache: {0}")]
 pub(crate) struct StoreError(#[from] CacheError);
 
-/// A validated authorization request waiting for the user to log in.
+/// A validated authorization request waiting for the user to log in; it
+/// travels sealed in the login form (see `seal`), never in the cache.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PendingAuthorization {
     pub(crate) client_id: String,
@@ -56,9 +57,7 @@ pub(crate) struct CodeRecord {
 /// Left behind when a code is redeemed, so a replay can revoke what it issued.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CodeRedeemed {
-    pub(crate) family_id: Option<String>,
-    pub(crate) access_jti: String,
-    pub(crate) access_exp: u64,
+    pub(crate) grant_id: String,
 }
 
 /// A live refresh token.
@@ -79,19 +78,20 @@ pub(crate) struct RefreshSpent {
     pub(crate) family_id: String,
 }
 
-/// One grant's chain of refresh tokens; deleting it revokes them all.
+/// One grant: what a code redemption or a `client_credentials` request
+/// bought. Every access token names its grant (`gid`) and every refresh token
+/// its family (the same id); both work only while this record exists, so
+/// deleting it revokes them all, and a record lost for any reason (expiry,
+/// eviction, a flushed Redis) fails closed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct FamilyRecord {
+pub(crate) struct GrantRecord {
     pub(crate) client_id: String,
-    pub(crate) username: String,
-    /// The newest access token of the family, revoked with it.
-    pub(crate) access_jti: String,
-    pub(crate) access_exp: u64,
-    /// When the family ends, whatever the rotations (seconds since the epoch): the
-    /// code's redemption plus `refreshTokenTtl`. 0 (records written before this
-    /// field existed) means "from now".
+    /// The user behind the grant; none for `client_credentials`.
     #[serde(default)]
-    pub(crate) expires_at: u64,
+    pub(crate) username: Option<String>,
+    /// When refresh tokens of the grant stop working, whatever the rotations
+    /// (seconds since the epoch): the code's redemption plus `refreshTokenTtl`.
+    pub(crate) refresh_until: u64,
 }
 
 /// An SSO session at the provider.
@@ -115,6 +115,8 @@ struct Envelope<T> {
 pub(crate) enum ThrottleSubject {
     Username,
     ClientIp,
+    /// One user name from one client IP.
+    Pair,
 }
 
 impl ThrottleSubject {
@@ -122,6 +124,7 @@ impl ThrottleSubject {
         match self {
             Self::Username => "user",
             Self::ClientIp => "ip",
+            Self::Pair => "pair",
         }
     }
 }
@@ -193,33 +196,20 @@ impl Store {
         Ok(Self::decode(kind, self.cache.take(key).await?))
     }
 
-    // --- pending authorizations (login transactions) ---
+    // --- login transactions (sealed, see `seal`; only their use is stored) ---
 
-    pub(crate) async fn put_pending(
-        &self,
-        tx: &str,
-        rec: &PendingAuthorization,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        self.put(&format!("oidc:authz:{}", digest(tx)), rec, ttl)
-            .await
-    }
-
-    pub(crate) async fn pending(
-        &self,
-        tx: &str,
-    ) -> Result<Option<PendingAuthorization>, StoreError> {
-        self.get("authz", &format!("oidc:authz:{}", digest(tx)))
-            .await
-    }
-
-    /// Consumes a pending authorization; `None` if another request already did.
-    pub(crate) async fn take_pending(
-        &self,
-        tx: &str,
-    ) -> Result<Option<PendingAuthorization>, StoreError> {
-        self.take("authz", &format!("oidc:authz:{}", digest(tx)))
-            .await
+    /// Claims a login transaction for one successful sign-in; `false` when it
+    /// was already used (a double submit, a replayed form). Kept until the
+    /// transaction would have expired anyway.
+    pub(crate) async fn claim_login_tx(&self, tx: &str, ttl: Duration) -> Result<bool, StoreError> {
+        Ok(self
+            .cache
+            .set_if_absent(
+                &format!("oidc:tx-used:{}", digest(tx)),
+                b"1",
+                ttl.max(Duration::from_secs(1)),
+            )
+            .await?)
     }
 
     // --- authorization codes ---
@@ -307,55 +297,32 @@ impl Store {
             .await
     }
 
-    pub(crate) async fn put_family(
+    /// Stores a grant for `ttl`, which must cover every token it backs.
+    pub(crate) async fn put_grant(
         &self,
         id: &str,
-        rec: &FamilyRecord,
+        rec: &GrantRecord,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.put(&format!("oidc:family:{id}"), rec, ttl).await
+        self.put(&format!("oidc:grant:{id}"), rec, ttl).await
     }
 
-    pub(crate) async fn family(&self, id: &str) -> Result<Option<FamilyRecord>, StoreError> {
-        self.get("family", &format!("oidc:family:{id}")).await
+    pub(crate) async fn grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
+        self.get("grant", &format!("oidc:grant:{id}")).await
     }
 
-    /// Revokes a family: its refresh tokens stop working and its newest
-    /// access token is put on the revocation list.
-    pub(crate) async fn revoke_family(&self, id: &str) -> Result<(), StoreError> {
-        if let Some(fam) = self
-            .take::<FamilyRecord>("family", &format!("oidc:family:{id}"))
-            .await?
-        {
-            self.revoke_jti(&fam.access_jti, fam.access_exp).await?;
-        }
-        Ok(())
-    }
-
-    // --- access-token revocation list ---
-
-    /// Puts an access token's `jti` on the revocation list until it expires anyway.
-    pub(crate) async fn revoke_jti(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
-        let remaining = exp.saturating_sub(crate::tokens::now());
-        if remaining == 0 {
-            return Ok(());
-        }
-        self.cache
-            .set(
-                &format!("oidc:revoked:{jti}"),
-                b"1",
-                Duration::from_secs(remaining + 1),
-            )
-            .await?;
-        Ok(())
-    }
-
-    pub(crate) async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+    /// Sets a live grant's TTL; `false` (and nothing stored) when it is gone.
+    pub(crate) async fn extend_grant(&self, id: &str, ttl: Duration) -> Result<bool, StoreError> {
         Ok(self
             .cache
-            .get(&format!("oidc:revoked:{jti}"))
-            .await?
-            .is_some())
+            .expire(&format!("oidc:grant:{id}"), ttl.max(Duration::from_secs(1)))
+            .await?)
+    }
+
+    /// Revokes a grant: its access and refresh tokens stop working at once.
+    pub(crate) async fn revoke_grant(&self, id: &str) -> Result<(), StoreError> {
+        self.cache.delete(&format!("oidc:grant:{id}")).await?;
+        Ok(())
     }
 
     // --- SSO sessions ---
@@ -382,42 +349,57 @@ impl Store {
         Ok(())
     }
 
-    // --- login throttling ---
+    // --- login throttling (see `throttle`) ---
 
-    fn throttle_keys(subject: ThrottleSubject, value: &str) -> (String, String) {
-        let h = digest(value);
-        (
-            format!("oidc:fail:{}:{h}", subject.as_str()),
-            format!("oidc:lock:{}:{h}", subject.as_str()),
-        )
+    fn throttle_key(kind: &str, subject: ThrottleSubject, value: &str) -> String {
+        format!("oidc:{kind}:{}:{}", subject.as_str(), digest(value))
     }
 
-    /// True while `value` is locked out after too many failures.
-    pub(crate) async fn is_locked(
+    /// Counts one attempt of `value` in the current window; returns the count.
+    /// The window starts with the first attempt, so memory stays bounded by
+    /// the number of distinct subjects per window.
+    pub(crate) async fn count(
         &self,
         subject: ThrottleSubject,
         value: &str,
-    ) -> Result<bool, StoreError> {
-        let (_, lock) = Self::throttle_keys(subject, value);
-        Ok(self.cache.get(&lock).await?.is_some())
-    }
-
-    /// Counts one failure; locks `value` for `window` once `max` is reached.
-    /// Both keys expire after the window, so memory stays bounded by the
-    /// number of distinct failing subjects per window.
-    pub(crate) async fn record_failure(
-        &self,
-        subject: ThrottleSubject,
-        value: &str,
-        max: u32,
         window: Duration,
+    ) -> Result<u64, StoreError> {
+        let key = Self::throttle_key("fail", subject, value);
+        Ok(self.cache.incr(&key, window).await?)
+    }
+
+    /// Takes one attempt back (never creates a counter).
+    pub(crate) async fn uncount(
+        &self,
+        subject: ThrottleSubject,
+        value: &str,
     ) -> Result<(), StoreError> {
-        let (count, lock) = Self::throttle_keys(subject, value);
-        let n = self.cache.incr(&count, window).await?;
-        if n >= u64::from(max) {
-            self.cache.set(&lock, b"1", window).await?;
-        }
+        let key = Self::throttle_key("fail", subject, value);
+        self.cache.decr(&key).await?;
         Ok(())
+    }
+
+    /// Passes the gate of `value` if it is open, closing it behind for `ttl`;
+    /// `false` while it is closed.
+    pub(crate) async fn take_gate(
+        &self,
+        subject: ThrottleSubject,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = Self::throttle_key("gate", subject, value);
+        Ok(self.cache.set_if_absent(&key, b"1", ttl).await?)
+    }
+
+    /// Closes the gate of `value` for `ttl` from now.
+    pub(crate) async fn close_gate(
+        &self,
+        subject: ThrottleSubject,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = Self::throttle_key("gate", subject, value);
+        Ok(self.cache.set(&key, b"1", ttl).await?)
     }
 }
 

@@ -17,12 +17,12 @@ use orchestrator_config::GrantType;
 use serde_json::{Value, json};
 
 use crate::BoxBody;
-use crate::clients::Client;
+use crate::clients::{Client, STANDARD_SCOPES};
 use crate::error::{self, ErrorCode, OAuthError};
 use crate::params::Params;
 use crate::provider::Provider;
 use crate::store::{
-    CodeRedeemed, FamilyRecord, RefreshRecord, RefreshSpent, random_id, random_token,
+    CodeRedeemed, GrantRecord, RefreshRecord, RefreshSpent, random_id, random_token,
 };
 use crate::tokens::{self, AccessClaims, IdClaims, now};
 use crate::users::User;
@@ -102,7 +102,7 @@ async fn exchange(p: &Provider, parts: &Parts, params: &Params) -> Result<Value,
             refresh_token,
             scope,
         } => refresh(p, &client, refresh_token, scope).await?,
-        TokenRequest::ClientCredentials { scope } => client_credentials(p, &client, scope)?,
+        TokenRequest::ClientCredentials { scope } => client_credentials(p, &client, scope).await?,
     };
     let label = match grant {
         GrantType::AuthorizationCode => "authorization_code",
@@ -129,12 +129,7 @@ async fn authorization_code(
                 .with_label_values(&["authorization_code"])
                 .inc();
             tracing::warn!(client_id = %client.id, "authorization code replayed; revoking its tokens");
-            if let Some(family) = &used.family_id {
-                p.store.revoke_family(family).await?;
-            }
-            p.store
-                .revoke_jti(&used.access_jti, used.access_exp)
-                .await?;
+            p.store.revoke_grant(&used.grant_id).await?;
             return Err(OAuthError::invalid_grant("authorization code already used"));
         }
         return Err(OAuthError::invalid_grant(
@@ -175,15 +170,30 @@ async fn authorization_code(
         .get(&rec.username)
         .ok_or_else(|| OAuthError::invalid_grant("user no longer exists"))?;
 
-    let family_id = client.allows_grant(GrantType::RefreshToken).then(random_id);
-    let jti = random_id();
+    let refreshable = client.allows_grant(GrantType::RefreshToken);
+    let grant_id = random_id();
     let access_exp = tokens::expiry(p.ttls.access_token_ttl);
-    // Recorded before anything is signed, so a replay racing this request
-    // still finds what to revoke.
+    let refresh_until = if refreshable {
+        tokens::expiry(p.ttls.refresh_token_ttl)
+    } else {
+        0
+    };
+    // The grant record first, the redemption marker second: a replay that
+    // finds the marker always finds the grant to revoke, even while this
+    // request is still signing.
+    let record = GrantRecord {
+        client_id: client.id.clone(),
+        username: Some(user.username.clone()),
+        refresh_until,
+    };
+    let grant_ttl = if refreshable {
+        p.ttls.refresh_token_ttl.max(p.ttls.access_token_ttl)
+    } else {
+        p.ttls.access_token_ttl
+    };
+    p.store.put_grant(&grant_id, &record, grant_ttl).await?;
     let used = CodeRedeemed {
-        family_id: family_id.clone(),
-        access_jti: jti.clone(),
-        access_exp,
+        grant_id: grant_id.clone(),
     };
     let used_ttl = p.ttls.access_token_ttl.max(p.ttls.authorization_code_ttl);
     p.store.mark_code_redeemed(code, &used, used_ttl).await?;
@@ -195,20 +205,11 @@ async fn authorization_code(
         auth_time: rec.auth_time,
         sid: &rec.sid,
         nonce: rec.nonce.as_deref(),
+        id: &grant_id,
     };
-    let mut body = grant.mint(p, jti.clone(), access_exp)?;
-    if let Some(family_id) = family_id {
-        let family = FamilyRecord {
-            client_id: client.id.clone(),
-            username: user.username.clone(),
-            access_jti: jti,
-            access_exp,
-            expires_at: tokens::expiry(p.ttls.refresh_token_ttl),
-        };
-        p.store
-            .put_family(&family_id, &family, p.ttls.refresh_token_ttl)
-            .await?;
-        let rt = new_refresh_token(p, &family_id, &grant, grant.scope, family.expires_at).await?;
+    let mut body = grant.mint(p, random_id(), access_exp)?;
+    if refreshable {
+        let rt = new_refresh_token(p, &grant, grant.scope, refresh_until).await?;
         body["refresh_token"] = Value::String(rt);
     }
     Ok(body)
@@ -228,7 +229,7 @@ async fn refresh(
                 .with_label_values(&["refresh_token"])
                 .inc();
             tracing::warn!(client_id = %client.id, "spent refresh token reused; revoking its family");
-            p.store.revoke_family(&spent.family_id).await?;
+            p.store.revoke_grant(&spent.family_id).await?;
             return Err(OAuthError::invalid_grant(
                 "refresh token already used; grant revoked",
             ));
@@ -245,19 +246,15 @@ async fn refresh(
     if rec.expires_at < now() {
         return Err(OAuthError::invalid_grant("refresh token expired"));
     }
-    let Some(old_family) = p.store.family(&rec.family_id).await? else {
+    let Some(record) = p.store.grant(&rec.family_id).await? else {
         return Err(OAuthError::invalid_grant("grant revoked"));
     };
-    // Rotation never extends the grant: the family ends refreshTokenTtl after the
+    // Rotation never extends the grant: it ends refreshTokenTtl after the
     // code was redeemed, so a stolen-and-rotated token cannot live forever.
-    let family_end = match old_family.expires_at {
-        0 => tokens::expiry(p.ttls.refresh_token_ttl),
-        end => end,
-    };
-    let Some(remaining) = family_end.checked_sub(now()).filter(|r| *r > 0) else {
+    let family_end = record.refresh_until;
+    if family_end <= now() {
         return Err(OAuthError::invalid_grant("refresh token expired"));
-    };
-    let remaining = std::time::Duration::from_secs(remaining);
+    }
     let scope = narrow_scope(&rec.scope, scope)?;
     let user = p
         .users
@@ -281,35 +278,38 @@ async fn refresh(
         auth_time: rec.auth_time,
         sid: &rec.sid,
         nonce: None,
+        id: &rec.family_id,
     };
-    let jti = random_id();
     let access_exp = tokens::expiry(p.ttls.access_token_ttl);
-    let mut body = grant.mint(p, jti.clone(), access_exp)?;
-    let family = FamilyRecord {
-        client_id: client.id.clone(),
-        username: user.username.clone(),
-        access_jti: jti,
-        access_exp,
-        expires_at: family_end,
-    };
-    p.store
-        .put_family(&rec.family_id, &family, remaining)
-        .await?;
+    // The grant record must outlive the new access token, which may end
+    // after the grant's last refresh. `expire` never recreates a record that
+    // a concurrent reuse detection has just deleted.
+    let ttl = std::time::Duration::from_secs(access_exp.max(family_end).saturating_sub(now()));
+    if !p.store.extend_grant(&rec.family_id, ttl).await? {
+        return Err(OAuthError::invalid_grant("grant revoked"));
+    }
+    let mut body = grant.mint(p, random_id(), access_exp)?;
     // The new refresh token keeps the original grant's scope (RFC 6749 §6).
-    let rt = new_refresh_token(p, &rec.family_id, &grant, &rec.scope, family_end).await?;
+    let rt = new_refresh_token(p, &grant, &rec.scope, family_end).await?;
     body["refresh_token"] = Value::String(rt);
     Ok(body)
 }
 
-fn client_credentials(
+async fn client_credentials(
     p: &Provider,
     client: &Client,
     scope: Option<&str>,
 ) -> Result<Value, OAuthError> {
+    let requested = scope.unwrap_or("");
     let mut scopes: Vec<&str> = Vec::new();
-    for s in scope.unwrap_or("").split(' ').filter(|s| !s.is_empty()) {
-        // `openid` and user-claim scopes mean nothing without a user.
-        if s == "openid" || !client.allows_scope(s) {
+    for s in requested.split(' ').filter(|s| !s.is_empty()) {
+        // User scopes mean nothing without a user: RFC 6749 §3.3 lets us grant
+        // less than asked, so they are dropped (and the response says so)
+        // rather than failing a request that is otherwise fine.
+        if STANDARD_SCOPES.contains(&s) {
+            continue;
+        }
+        if !client.allows_scope(s) {
             return Err(OAuthError::new(
                 ErrorCode::InvalidScope,
                 "scope not allowed for this client",
@@ -320,8 +320,24 @@ fn client_credentials(
         }
     }
     let scope = scopes.join(" ");
+    // RFC 6749 §5.1: `scope` is required in the response when it differs from
+    // the request, so a narrowed grant is always stated, even when empty.
+    let narrowed = requested
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .ne(scopes.iter().copied());
     let iat = now();
     let exp = tokens::expiry(p.ttls.access_token_ttl);
+    // A grant of its own, so the token can be revoked like any other.
+    let grant_id = random_id();
+    let record = GrantRecord {
+        client_id: client.id.clone(),
+        username: None,
+        refresh_until: 0,
+    };
+    p.store
+        .put_grant(&grant_id, &record, p.ttls.access_token_ttl)
+        .await?;
     let claims = AccessClaims {
         iss: p.issuer.clone(),
         sub: client.id.clone(),
@@ -334,6 +350,7 @@ fn client_credentials(
         auth_time: None,
         sid: None,
         username: None,
+        gid: Some(grant_id),
     };
     let access = tokens::sign(p.active_key(), "at+jwt", &claims)?;
     let mut body = json!({
@@ -341,7 +358,7 @@ fn client_credentials(
         "token_type": "Bearer",
         "expires_in": exp - iat,
     });
-    if !scope.is_empty() {
+    if !scope.is_empty() || narrowed {
         body["scope"] = Value::String(scope);
     }
     Ok(body)
@@ -376,6 +393,8 @@ struct Grant<'a> {
     auth_time: u64,
     sid: &'a str,
     nonce: Option<&'a str>,
+    /// The grant's id: the access token's `gid`, the refresh tokens' family.
+    id: &'a str,
 }
 
 impl Grant<'_> {
@@ -399,6 +418,7 @@ impl Grant<'_> {
             auth_time: Some(self.auth_time),
             sid: Some(self.sid.to_owned()),
             username: Some(self.user.username.clone()),
+            gid: Some(self.id.to_owned()),
         };
         let access = tokens::sign(key, "at+jwt", &access_claims)?;
         let mut body = json!({
@@ -427,10 +447,9 @@ impl Grant<'_> {
     }
 }
 
-/// A new refresh token of `family_id`, valid until `expires_at` (the family's end).
+/// A new refresh token of the grant, valid until `expires_at` (the grant's end).
 async fn new_refresh_token(
     p: &Provider,
-    family_id: &str,
     grant: &Grant<'_>,
     scope: &str,
     expires_at: u64,
@@ -438,7 +457,7 @@ async fn new_refresh_token(
     let token = random_token();
     let ttl = std::time::Duration::from_secs(expires_at.saturating_sub(now()).max(1));
     let rec = RefreshRecord {
-        family_id: family_id.to_owned(),
+        family_id: grant.id.to_owned(),
         client_id: grant.client.id.clone(),
         username: grant.user.username.clone(),
         scope: scope.to_owned(),

@@ -49,6 +49,11 @@ pub(crate) struct AccessClaims {
     /// The user name behind `sub`, for userinfo (absent for client tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) username: Option<String>,
+    /// The grant the token belongs to; the token is valid only while the
+    /// grant's record exists (see `store::GrantRecord`). Tokens without one
+    /// are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) gid: Option<String>,
 }
 
 /// Claims of an ID token (OpenID Connect Core §2), plus the user's claims by scope.
@@ -229,6 +234,7 @@ mod tests {
                 auth_time: None,
                 sid: None,
                 username: Some("alice".into()),
+                gid: Some("g".into()),
             };
             let token = sign(&key, "at+jwt", &claims).unwrap();
             let back: AccessClaims = verify(

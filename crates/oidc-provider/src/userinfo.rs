@@ -61,14 +61,22 @@ fn bearer(parts: &Parts) -> Result<&str, OAuthError> {
     }
 }
 
-/// Verifies an access token and checks it has not been revoked.
+/// Verifies an access token and checks that it is still backed: its client
+/// is still configured and its grant record is live. Revocation fails closed:
+/// a grant record that is gone for any reason (revoked, expired, evicted)
+/// makes the token invalid.
 pub(crate) async fn verify_access_token(
     p: &Provider,
     token: &str,
 ) -> Result<AccessClaims, OAuthError> {
     let claims: AccessClaims = tokens::verify(&p.keys, &p.issuer, token, Expect::Access)?;
-    if p.store.is_revoked(&claims.jti).await? {
-        return Err(OAuthError::invalid_token("token revoked"));
+    if p.clients.get(&claims.client_id).is_none() {
+        return Err(OAuthError::invalid_token("client no longer registered"));
     }
-    Ok(claims)
+    let revoked = || OAuthError::invalid_token("token revoked");
+    let gid = claims.gid.as_deref().ok_or_else(revoked)?;
+    match p.store.grant(gid).await? {
+        Some(grant) if grant.client_id == claims.client_id => Ok(claims),
+        _ => Err(revoked()),
+    }
 }

@@ -474,10 +474,30 @@ fn at_header() -> Header {
 
 #[tokio::test]
 async fn a_token_signed_like_ours_is_accepted_at_userinfo() {
-    // The control for the forgeries below: the same recipe with our key works.
+    // The control for the forgeries below: the same recipe with our key works
+    // when it names a live grant (taken from a real token of alice's).
     let tp = TestProvider::start(memory_cache(), |_| {}).await;
-    let token = forge(&tp, at_header(), &access_claims(&tp));
+    let (_, t) = tokens(&tp).await;
+    let real = t["access_token"].as_str().unwrap();
+    let mut claims = access_claims(&tp);
+    claims["gid"] = payload(real)["gid"].clone();
+    let token = forge(&tp, at_header(), &claims);
     assert_eq!(userinfo(&tp, &token).await.status(), 200);
+    // Without a grant, even a perfectly signed token is refused (fail closed).
+    let token = forge(&tp, at_header(), &access_claims(&tp));
+    assert_eq!(
+        expect_error(userinfo(&tp, &token).await, "invalid_token").await,
+        401
+    );
+}
+
+fn payload(token: &str) -> Value {
+    use base64::Engine as _;
+    let part = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
 }
 
 #[tokio::test]

@@ -250,7 +250,17 @@ async fn rotated_keys_are_all_published_and_old_tokens_still_verify() {
     let header = jsonwebtoken::decode_header(tokens["id_token"].as_str().unwrap()).unwrap();
     assert_eq!(header.kid.as_deref(), Some("test-key"));
 
-    // A token the old key signed before the rotation still works.
+    // A token the old key signed before the rotation still works (while its
+    // grant lives: it borrows the grant of the token just issued).
+    let access = tokens["access_token"].as_str().unwrap();
+    let gid = {
+        use base64::Engine as _;
+        let part = access.split('.').nth(1).unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap();
+        serde_json::from_slice::<Value>(&bytes).unwrap()["gid"].clone()
+    };
     let now = jsonwebtoken::get_current_timestamp();
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     h.typ = Some("at+jwt".into());
@@ -258,7 +268,7 @@ async fn rotated_keys_are_all_published_and_old_tokens_still_verify() {
     let claims = serde_json::json!({
         "iss": tp.issuer, "sub": "alice", "aud": "app", "client_id": "app",
         "exp": now + 300, "iat": now, "jti": "pre-rotation", "scope": "openid email",
-        "username": "alice",
+        "username": "alice", "gid": gid,
     });
     let key = jsonwebtoken::EncodingKey::from_ed_pem(old_pem.as_bytes()).unwrap();
     let token = jsonwebtoken::encode(&h, &claims, &key).unwrap();

@@ -505,3 +505,80 @@ pub async fn incr_counter(cache: Arc<dyn Cache>) {
         "counter restarts after expiry"
     );
 }
+
+/// `decr` undoes an `incr`: atomically, never below 0, keeping the counter's
+/// expiry, and never creating a missing key (which would have no TTL).
+pub async fn decr_counter(cache: Arc<dyn Cache>) {
+    let key = unique_key("decr");
+    assert_eq!(cache.decr(&key).await.expect("decr missing"), 0);
+    assert_eq!(
+        cache.get(&key).await.expect("get"),
+        None,
+        "decr created a missing counter"
+    );
+    assert_eq!(cache.incr(&key, LONG_TTL).await.expect("incr"), 1);
+    assert_eq!(cache.incr(&key, LONG_TTL).await.expect("incr"), 2);
+    assert_eq!(cache.decr(&key).await.expect("decr"), 1);
+    assert_eq!(cache.decr(&key).await.expect("decr"), 0);
+    assert_eq!(
+        cache.decr(&key).await.expect("decr at 0"),
+        0,
+        "went below 0"
+    );
+    assert_eq!(cache.incr(&key, LONG_TTL).await.expect("incr"), 1);
+
+    // 64 increments and 64 decrements racing end at 0 with no step lost.
+    let key = unique_key("decr-race");
+    for _ in 0..64 {
+        cache.incr(&key, LONG_TTL).await.expect("incr");
+    }
+    let results = race(&cache, &key, 64, |c, k| async move { c.decr(&k).await }).await;
+    let mut seen: Vec<u64> = results
+        .into_iter()
+        .map(|r| r.expect("decr in race"))
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..64).collect::<Vec<_>>(),
+        "concurrent decrements lost or repeated"
+    );
+
+    // The window stays the one set at creation: a decremented counter expires
+    // on time, and is not recreated by a later decr.
+    let key = unique_key("decr-ttl");
+    let start = Instant::now();
+    assert_eq!(cache.incr(&key, SHORT_TTL).await.expect("incr"), 1);
+    assert_eq!(cache.incr(&key, SHORT_TTL).await.expect("incr"), 2);
+    assert_eq!(cache.decr(&key).await.expect("decr"), 1);
+    wait_until_missing(&*cache, &key, start).await;
+    assert_eq!(cache.decr(&key).await.expect("decr expired"), 0);
+    assert_eq!(cache.get(&key).await.expect("get"), None);
+
+    // A value that is not a counter is corrupt, not silently reset.
+    let key = unique_key("decr-corrupt");
+    cache.set(&key, b"abc", LONG_TTL).await.expect("set");
+    assert!(
+        matches!(cache.decr(&key).await, Err(crate::CacheError::Corrupt(_))),
+        "decr of a non-counter"
+    );
+}
+
+/// The backend reports how many entries it evicted (standalone backends:
+/// always a number), and the number never goes down.
+pub async fn evictions_reported(cache: Arc<dyn Cache>) {
+    let first = cache
+        .evictions()
+        .await
+        .expect("evictions")
+        .expect("a standalone backend reports evictions");
+    cache
+        .set(&unique_key("evict"), b"v", LONG_TTL)
+        .await
+        .expect("set");
+    let second = cache.evictions().await.expect("evictions").unwrap_or(0);
+    assert!(
+        second >= first,
+        "eviction count went from {first} to {second}"
+    );
+}

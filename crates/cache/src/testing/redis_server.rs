@@ -93,6 +93,20 @@ impl TestRedis {
         redis
     }
 
+    /// Starts a server with extra `redis-server` arguments (e.g.
+    /// `--maxmemory 1mb --maxmemory-policy allkeys-lru`).
+    pub fn start_with_args(args: &[&str]) -> Self {
+        let mut redis = Self {
+            port: Self::free_port(),
+            password: None,
+            tls: None,
+            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
     fn start_inner(password: Option<String>) -> Self {
         let mut redis = Self {
             port: Self::free_port(),
