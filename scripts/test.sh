@@ -5,7 +5,8 @@
 #   scripts/test.sh
 #
 # Needs: the Rust toolchain (with cargo-nextest if present, else cargo test),
-# python3, node + npm. Installs: redis-server and haproxy (Debian), the node OP fixture
+# python3, node + npm. Installs: redis-server, haproxy, chromium and
+# chromium-driver (Debian), the node OP fixture
 # (npm ci), the chart tools (pip, into .venv).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,6 +21,9 @@ as_root() {
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+# The real-browser tests: Debian's headless Chromium driven through chromedriver.
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then
     step "installing ${missing[*]}"
@@ -40,6 +44,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build"
 cargo build --workspace --locked
 export ORCHESTRATOR_BIN="$PWD/target/debug/orchestrator"
+# Here the browser is installed: a browser test that cannot start it fails.
+export ORCHESTRATOR_REQUIRE_BROWSER=1
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast

@@ -273,7 +273,7 @@ async fn login_page(
         client: &client.id,
         message: None,
     });
-    let mut resp = web::html(http::StatusCode::OK, page);
+    let mut resp = web::login_html(http::StatusCode::OK, page, &pending.redirect_uri);
     if let Some(v) = web::set_cookie(CSRF_COOKIE, Some(&csrf), p.cookie_path(), ctx.tls, None) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }

@@ -205,5 +205,5 @@ fn form(
         client: &pending.client_id,
         message: Some(message),
     });
-    web::html(status, page)
+    web::login_html(status, page, &pending.redirect_uri)
 }

@@ -76,6 +76,52 @@ pub(crate) fn cors_preflight() -> Response<BoxBody> {
 
 /// An HTML page; never cached, never framed.
 pub(crate) fn html(status: StatusCode, page: String) -> Response<BoxBody> {
+    html_with_csp(status, page, HeaderValue::from_static(PAGE_CSP))
+}
+
+/// Our pages need no script and must not be framed (clickjacking); their
+/// forms post to this origin.
+const PAGE_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
+
+/// The login page for a client whose redirect URI is `redirect_uri`.
+///
+/// Its form posts here, but the POST ends in a redirect to the client, and
+/// Chromium applies `form-action` to a form's redirects too: with `'self'`
+/// alone it blocks every login whose client is on another origin (the
+/// normal deployment). So the directive also allows the origin of this
+/// request's registered redirect URI, and nothing else.
+pub(crate) fn login_html(
+    status: StatusCode,
+    page: String,
+    redirect_uri: &str,
+) -> Response<BoxBody> {
+    let csp = form_action_source(redirect_uri)
+        .and_then(|src| {
+            HeaderValue::from_str(&format!(
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {src}; frame-ancestors 'none'"
+            ))
+            .ok()
+        })
+        .unwrap_or(HeaderValue::from_static(PAGE_CSP));
+    html_with_csp(status, page, csp)
+}
+
+/// The CSP source expression for where `redirect_uri` points: its origin
+/// for `http(s)`, its scheme for a native app's private-use scheme (RFC 8252
+/// §7.1). `None` for anything that is not a plain URL.
+fn form_action_source(redirect_uri: &str) -> Option<String> {
+    let url = url::Url::parse(redirect_uri).ok()?;
+    match url.scheme() {
+        "http" | "https" => {
+            let origin = url.origin().ascii_serialization();
+            (origin != "null").then_some(origin)
+        }
+        scheme => Some(format!("{scheme}:")),
+    }
+}
+
+fn html_with_csp(status: StatusCode, page: String, csp: HeaderValue) -> Response<BoxBody> {
     let mut resp = Response::new(full(page));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -84,13 +130,7 @@ pub(crate) fn html(status: StatusCode, page: String) -> Response<BoxBody> {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     no_store(h);
-    // The login page needs no script and must not be framed (clickjacking).
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-        ),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
@@ -248,6 +288,31 @@ mod tests {
             h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn login_form_may_redirect_to_its_client_only() {
+        let cases = [
+            (
+                "https://app.example:8443/cb?x=1",
+                Some("https://app.example:8443"),
+            ),
+            ("http://127.0.0.1:9000/cb", Some("http://127.0.0.1:9000")),
+            ("com.example.app:/oauth", Some("com.example.app:")),
+            ("not a url", None),
+        ];
+        for (uri, want) in cases {
+            assert_eq!(form_action_source(uri).as_deref(), want, "{uri}");
+        }
+        let resp = login_html(StatusCode::OK, String::new(), "https://app.example/cb");
+        let csp = resp.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(
+            csp.contains("form-action 'self' https://app.example;"),
+            "{csp}"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     }
 
     #[test]
