@@ -599,6 +599,10 @@ fn provider_yaml(port: u16, gateway_port: u16, secrets: &Secrets) -> String {
       clientSecret: ${{secret:bench-client-secret}}
       redirectUris: [http://{APP_HOST}:{port}/bench/callback]
       grantTypes: [authorization_code]
+  # One user signs in from many connections at once: as many concurrent
+  # password checks as the harness runs; checks in flight count against the
+  # throttle budgets, which are abuse limits, not what this measures.
+  loginThrottle: {{maxConcurrentPerUser: 1024, freeFailuresPerClient: 1024, maxFailuresPerUser: 1024, maxFailuresPerIp: 1024}}
   users:
     - username: {USER}
       passwordHash: "{hash}"
@@ -617,6 +621,9 @@ fn provider_yaml(port: u16, gateway_port: u16, secrets: &Secrets) -> String {
 fn gateway_yaml(provider_port: u16, upstream: SocketAddr) -> String {
     format!(
         r#"appGateway:
+  # The harness starts every login from one address; the per-client cap on
+  # started logins is an abuse limit, not what this measures.
+  maxPendingLoginsPerClient: 0
   session:
     cookieName: orchestrator_session
     store: local
