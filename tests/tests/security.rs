@@ -2175,19 +2175,26 @@ fn rss_bytes(pid: i32) -> u64 {
 }
 
 /// Pending logins are what unauthenticated browser GETs create: 20,000 of
-/// them from 20,000 client addresses, each with a 12 KiB return URL, must not
-/// grow the process by more than the store's byte bound, and one address
-/// may start only `maxPendingLoginsPerClient` logins per window.
+/// them from 20,000 client addresses, each with a return URL of almost the
+/// 2 KiB that is kept (40 MB if all were held), must not grow the process by
+/// much more than `maxPendingLoginBytes` (4 MiB here), and one address may
+/// start only `maxPendingLoginsPerClient` logins per window.
 #[tokio::test]
 async fn pending_logins_are_bounded_in_bytes_and_per_client() {
     const REQUESTS: usize = 20_000;
     let m = Material::new().await;
     let upstream = TestUpstream::echo().await;
-    let yaml = config(&upstream.url(), &m.alice_hash, &m.bob_hash, None).replacen(
-        "listen:\n",
-        "listen:\n  trustedProxies: [127.0.0.1/32]\n",
-        1,
-    );
+    let yaml = config(&upstream.url(), &m.alice_hash, &m.bob_hash, None)
+        .replacen(
+            "listen:\n",
+            "listen:\n  trustedProxies: [127.0.0.1/32]\n",
+            1,
+        )
+        .replacen(
+            "appGateway:\n",
+            "appGateway:\n  maxPendingLoginBytes: 4194304\n",
+            1,
+        );
     let orch = Orchestrator::start(
         &yaml,
         &[
@@ -2201,7 +2208,8 @@ async fn pending_logins_are_bounded_in_bytes_and_per_client() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let pad = "p".repeat(12 * 1024);
+    // Kept whole (under 2 KiB with the path).
+    let pad = "p".repeat(2000);
     let start = |ip: String| {
         client
             .get(format!("{}/x?pad={pad}", orch.base_url()))
@@ -2223,11 +2231,11 @@ async fn pending_logins_are_bounded_in_bytes_and_per_client() {
     assert!(statuses.iter().all(|s| *s == 302), "every login starts");
     let grown = rss_bytes(orch.pid()).saturating_sub(before);
     println!(
-        "RSS grew by {} KiB after {REQUESTS} unauthenticated logins with 12 KiB return URLs",
+        "RSS grew by {} KiB after {REQUESTS} unauthenticated logins with 2 KB return URLs",
         grown / 1024
     );
-    // The store holds at most 32 MiB; the URLs alone would be 240 MiB.
-    assert!(grown < 48 * 1024 * 1024, "RSS grew by {grown} bytes");
+    // The store holds at most 4 MiB; the return URLs alone would be 40 MB.
+    assert!(grown < 24 * 1024 * 1024, "RSS grew by {grown} bytes");
 
     // One client address: 100 logins per window, then 429.
     let mut per_client = Vec::new();

@@ -638,6 +638,11 @@ pub struct AppGatewayConfig {
     /// 0 turns the limit off.
     #[serde(default = "default_max_pending_logins_per_client")]
     pub max_pending_logins_per_client: u32,
+    /// Most bytes of pending logins one replica holds (`store: local`) or
+    /// writes to the shared store per `pendingLoginTtl` (`store: shared`);
+    /// beyond it, new logins get 429 until older ones expire.
+    #[serde(default = "default_max_pending_login_bytes")]
+    pub max_pending_login_bytes: u64,
     /// Upstream connect timeout.
     #[serde(default = "default_upstream_connect_timeout", with = "humantime_serde")]
     pub upstream_connect_timeout: Duration,
@@ -666,6 +671,9 @@ fn default_pending_login_ttl() -> Duration {
 }
 fn default_max_pending_logins_per_client() -> u32 {
     100
+}
+fn default_max_pending_login_bytes() -> u64 {
+    32 * 1024 * 1024
 }
 fn default_upstream_connect_timeout() -> Duration {
     Duration::from_secs(5)

@@ -310,6 +310,12 @@ fn check_gateway(v: &mut Validator, gw: &AppGatewayConfig, backend: CacheBackend
     }
     v.positive("appGateway.assertionTtl", gw.assertion_ttl);
     v.positive("appGateway.pendingLoginTtl", gw.pending_login_ttl);
+    if gw.max_pending_login_bytes < 64 * 1024 {
+        v.err(
+            "appGateway.maxPendingLoginBytes",
+            "must be at least 65536 (64 KiB): every login in progress needs room",
+        );
+    }
     v.positive(
         "appGateway.upstreamConnectTimeout",
         gw.upstream_connect_timeout,

@@ -22,8 +22,9 @@ pub enum GatewayError {
     /// No app serves this host and path.
     #[error("no app serves this address")]
     NoRoute,
-    /// This client started more logins than `maxPendingLoginsPerClient` allows.
-    #[error("too many logins started from this address")]
+    /// This client started more logins than `maxPendingLoginsPerClient`
+    /// allows, or pending logins fill `maxPendingLoginBytes`.
+    #[error("too many logins in progress")]
     TooManyLogins,
     /// A sign-out POST without the session's confirmation token (cross-site).
     #[error("sign-out not confirmed")]

@@ -6,6 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
+
+use crate::route::host_without_port;
 use serde_json::{Map, Value};
 
 /// Header names the gateway owns, compared after lower-casing and mapping
@@ -177,20 +179,26 @@ pub(crate) fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
-/// Headers through which a proxy tells the app another path, host, scheme or
-/// client address than the request's own. Frameworks honour them (Symfony and
-/// IIS take `X-Original-URL` as the path: CVE-2018-14773), so from anyone but
-/// a trusted proxy they would let the app serve another path than the one the
-/// policy checked. `X-Forwarded-For/-Proto/-Host` and `Forwarded` are replaced
-/// by [`ClientView::apply`] instead.
-const PROXY_ONLY: [&str; 20] = [
+/// Headers that name another request target or method than the request's
+/// own. Frameworks honour them (Symfony and IIS take `X-Original-URL` as the
+/// path: CVE-2018-14773), and the gateway forwards exactly the path its
+/// policy checked, so they are removed from every request, trusted proxies'
+/// too: load balancers (ALB, a default NGINX) pass a client's copy through.
+const TARGET_OVERRIDES: [&str; 6] = [
     "x-original-url",
     "x-rewrite-url",
     "x-original-uri",
     "x-original-method",
-    "x-original-host",
     "x-forwarded-uri",
     "x-forwarded-method",
+];
+
+/// Headers through which a proxy tells the app another host, scheme, prefix
+/// or client address than the request's own: believed from trusted proxies
+/// only. `X-Forwarded-For/-Proto/-Host` and `Forwarded` are replaced by
+/// [`ClientView::apply`] instead.
+const PROXY_ONLY: [&str; 14] = [
+    "x-original-host",
     "x-forwarded-port",
     "x-forwarded-prefix",
     "x-forwarded-server",
@@ -212,6 +220,10 @@ const PROXY_ONLY: [&str; 20] = [
 pub(crate) struct ClientView {
     /// The peer is a trusted proxy (its routing headers are believed).
     pub(crate) via_trusted_proxy: bool,
+    /// The host the request was routed by (`:authority`/`Host`, lower-case,
+    /// no port): what a session is bound to, since that is what picked the
+    /// app. `host` may come from `X-Forwarded-Host` instead.
+    pub(crate) route_host: String,
     /// The client's address: the rightmost untrusted hop of `X-Forwarded-For`.
     pub(crate) client_ip: IpAddr,
     /// `https` or `http`, as the client used it.
@@ -236,6 +248,7 @@ impl ClientView {
         if !is_trusted(trusted, peer.ip()) {
             return Self {
                 via_trusted_proxy: false,
+                route_host: host_without_port(host),
                 client_ip: peer.ip(),
                 proto: own_proto,
                 host: host.to_owned(),
@@ -277,6 +290,7 @@ impl ClientView {
         forwarded_for.push_str(&peer.ip().to_string());
         Self {
             via_trusted_proxy: true,
+            route_host: host_without_port(host),
             client_ip,
             proto,
             host: fwd_host.unwrap_or_else(|| host.to_owned()),
@@ -285,13 +299,41 @@ impl ClientView {
     }
 
     /// Replaces inbound `X-Forwarded-*` / `Forwarded` with the gateway's own,
-    /// sets `X-Real-IP` to the client's address, and drops the other proxy
-    /// headers ([`PROXY_ONLY`]) unless a trusted proxy sent them.
+    /// sets `X-Real-IP` to the client's address, drops the target overrides
+    /// ([`TARGET_OVERRIDES`]) and, unless a trusted proxy sent them, the other
+    /// proxy headers ([`PROXY_ONLY`]), in every spelling: CGI, WSGI and PHP
+    /// read `X_Original_URL` as `HTTP_X_ORIGINAL_URL` too.
     pub(crate) fn apply(&self, headers: &mut HeaderMap) {
         headers.remove(header::FORWARDED);
+        for name in TARGET_OVERRIDES {
+            headers.remove(name);
+        }
         if !self.via_trusted_proxy {
             for name in PROXY_ONLY {
                 headers.remove(name);
+            }
+        }
+        // Other spellings need a look at each name; only ones with `_` can be.
+        if headers.keys().any(|k| k.as_str().contains('_')) {
+            let doomed: Vec<HeaderName> = headers
+                .keys()
+                .filter(|k| k.as_str().contains('_'))
+                .filter(|k| {
+                    let c = canonical(k.as_str());
+                    TARGET_OVERRIDES.contains(&c.as_str())
+                        || (!self.via_trusted_proxy && PROXY_ONLY.contains(&c.as_str()))
+                        || matches!(
+                            c.as_str(),
+                            "x-forwarded-for"
+                                | "x-forwarded-proto"
+                                | "x-forwarded-host"
+                                | "forwarded"
+                        )
+                })
+                .cloned()
+                .collect();
+            for name in doomed {
+                headers.remove(&name);
             }
         }
         if let Ok(v) = HeaderValue::from_str(&self.client_ip.to_string()) {
@@ -423,20 +465,35 @@ mod tests {
     #[test]
     fn routing_headers_count_only_from_trusted_proxies() {
         let mut h = HeaderMap::new();
-        for name in PROXY_ONLY {
-            h.insert(name, HeaderValue::from_static("/admin"));
+        for name in PROXY_ONLY.iter().chain(&TARGET_OVERRIDES) {
+            h.insert(*name, HeaderValue::from_static("/admin"));
         }
+        h.insert("x_original_url", HeaderValue::from_static("/admin"));
+        h.insert("X_Forwarded_Host", HeaderValue::from_static("evil.example"));
+        h.insert("x_custom_app_header", HeaderValue::from_static("kept"));
         let peer: SocketAddr = ([10, 0, 0, 1], 5000).into();
         let mut from_client = h.clone();
         ClientView::new(&h, "app.example", peer, false, &[]).apply(&mut from_client);
-        for name in PROXY_ONLY.iter().filter(|n| **n != "x-real-ip") {
+        for name in PROXY_ONLY
+            .iter()
+            .chain(&TARGET_OVERRIDES)
+            .chain(&["x_original_url", "x_forwarded_host"])
+            .filter(|n| **n != "x-real-ip")
+        {
             assert!(from_client.get(*name).is_none(), "{name} kept");
         }
         assert_eq!(from_client["x-real-ip"], "10.0.0.1");
+        assert_eq!(from_client["x_custom_app_header"], "kept");
         let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
         let mut from_proxy = h.clone();
         ClientView::new(&h, "app.example", peer, false, &nets).apply(&mut from_proxy);
-        assert_eq!(from_proxy["x-original-url"], "/admin");
+        assert_eq!(from_proxy["x-forwarded-prefix"], "/admin");
+        for name in TARGET_OVERRIDES
+            .iter()
+            .chain(&["x_original_url", "x_forwarded_host"])
+        {
+            assert!(from_proxy.get(*name).is_none(), "{name} kept from a proxy");
+        }
         assert_eq!(from_proxy["x-real-ip"], "10.0.0.1", "set by the gateway");
     }
 

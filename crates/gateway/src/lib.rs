@@ -226,8 +226,7 @@ impl Gateway {
     ) -> Result<Self, GatewayError> {
         let fallback_assertion_key = assertion::generate_fallback_key()?;
         let runtime = Runtime::build(cfg, listen, &fallback_assertion_key, &metrics)?;
-        let sessions =
-            SessionStore::new(&cfg.session, cfg.pending_login_ttl, cache, metrics.clone());
+        let sessions = SessionStore::new(cfg, cache, metrics.clone());
         Ok(Self {
             runtime: ArcSwap::from_pointee(runtime),
             fallback_assertion_key,

@@ -393,7 +393,7 @@ async fn current_session(
     let Some(session) = gw.sessions.get(&id).await? else {
         return Ok(None);
     };
-    if *session.host != host_without_port(&view.host) {
+    if *session.host != *view.route_host {
         return Ok(None);
     }
     Ok(Some((id, session)))
@@ -528,7 +528,7 @@ async fn callback(
     }
     let session = Session::new(
         idp.name_shared(),
-        &host_without_port(&view.host),
+        &view.route_host,
         &result.id_token,
         &result.extra,
     );

@@ -21,8 +21,7 @@ pub(crate) fn respond(err: &GatewayError) -> Response<BoxBody> {
         GatewayError::TooManyLogins => (
             StatusCode::TOO_MANY_REQUESTS,
             "Too many sign-ins",
-            "Too many sign-ins were started from your address. Wait a few minutes and try again."
-                .to_owned(),
+            "Too many sign-ins are in progress. Wait a few minutes and try again.".to_owned(),
         ),
         GatewayError::LogoutUnconfirmed => (
             StatusCode::FORBIDDEN,

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use orchestrator_cache::Cache;
-use orchestrator_config::{SessionConfig, SessionStore as StoreKind};
+use orchestrator_config::{AppGatewayConfig, SessionStore as StoreKind};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
@@ -32,10 +32,6 @@ const FORMAT_VERSION: u8 = 3;
 /// How long a shared session may be served from the near-cache before the
 /// backend is asked again (bounds how late a logout on another replica is seen).
 const NEAR_CACHE_TTL: Duration = Duration::from_secs(5);
-
-/// Most bytes of pending logins held locally: unauthenticated requests create
-/// them, so they are bounded by what they weigh, not only by their number.
-const MAX_PENDING_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Bytes a pending login costs beyond its strings (moka's node, key, `Arc`).
 const PENDING_OVERHEAD: usize = 256;
@@ -374,7 +370,44 @@ pub(crate) struct SessionStore {
     pending_local: moka::future::Cache<String, Arc<PendingLogin>>,
     /// Logins started per client address in the current `pendingLoginTtl`.
     started_by_client: moka::sync::Cache<IpAddr, Arc<AtomicU32>>,
+    /// Bytes of pending logins written to the shared store in this window.
+    shared_pending_bytes: WindowBudget,
     shared: Option<SharedBackend>,
+}
+
+/// A byte budget that starts afresh every `window`. Unauthenticated requests
+/// write pending logins to the shared store, whose memory the cache's
+/// security state needs too: this bounds what one replica adds per window.
+struct WindowBudget {
+    window: Duration,
+    max: u64,
+    /// Start of the current window and the bytes spent in it.
+    state: std::sync::Mutex<(std::time::Instant, u64)>,
+}
+
+impl WindowBudget {
+    fn new(window: Duration, max: u64) -> Self {
+        Self {
+            window,
+            max,
+            state: std::sync::Mutex::new((std::time::Instant::now(), 0)),
+        }
+    }
+
+    /// Spends `bytes` if the window has them left (one locked step).
+    fn spend(&self, bytes: u64) -> bool {
+        // Poisoned only by a panic while holding it; the numbers stay sound.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if now.duration_since(state.0) >= self.window {
+            *state = (now, 0);
+        }
+        if state.1.saturating_add(bytes) > self.max {
+            return false;
+        }
+        state.1 += bytes;
+        true
+    }
 }
 
 impl fmt::Debug for SessionStore {
@@ -391,11 +424,12 @@ const PENDING_PREFIX: &str = "gw:login:";
 impl SessionStore {
     /// A store as configured; `cache` is used only for `store: shared`.
     pub(crate) fn new(
-        cfg: &SessionConfig,
-        pending_ttl: Duration,
+        gw: &AppGatewayConfig,
         cache: Arc<dyn Cache>,
         metrics: Arc<GatewayMetrics>,
     ) -> Self {
+        let cfg = &gw.session;
+        let pending_ttl = gw.pending_login_ttl;
         let gauge = metrics.active_sessions.clone();
         // The max lifetime is checked on every read (`remaining`), so moka
         // keeps one expiry order per entry (idle), not two.
@@ -409,7 +443,7 @@ impl SessionStore {
             })
             .build();
         let pending_local = moka::future::Cache::builder()
-            .max_capacity(MAX_PENDING_BYTES)
+            .max_capacity(gw.max_pending_login_bytes)
             .weigher(|k: &String, v: &Arc<PendingLogin>| {
                 v.weight()
                     .saturating_add(u32::try_from(k.len()).unwrap_or(u32::MAX))
@@ -433,6 +467,7 @@ impl SessionStore {
             local,
             pending_local,
             started_by_client,
+            shared_pending_bytes: WindowBudget::new(pending_ttl, gw.max_pending_login_bytes),
             shared,
         }
     }
@@ -446,7 +481,7 @@ impl SessionStore {
         }
         let counter = self
             .started_by_client
-            .get_with(client, || Arc::new(AtomicU32::new(0)));
+            .get_with(client_network(client), || Arc::new(AtomicU32::new(0)));
         counter.fetch_add(1, Ordering::Relaxed) < limit
     }
 
@@ -561,6 +596,10 @@ impl SessionStore {
             Some(shared) => {
                 let bytes =
                     serde_json::to_vec(&login).map_err(|e| GatewayError::Cache(e.to_string()))?;
+                let weight = u64::try_from(bytes.len() + state.len()).unwrap_or(u64::MAX);
+                if !self.shared_pending_bytes.spend(weight) {
+                    return Err(GatewayError::TooManyLogins);
+                }
                 shared
                     .cache
                     .set(&storage_key(PENDING_PREFIX, state), &bytes, ttl)
@@ -595,6 +634,22 @@ impl SessionStore {
     }
 }
 
+/// What counts as one client for the per-client login limit: the IPv4
+/// address, or the IPv6 /64 (one subscriber's prefix: rotating addresses
+/// inside it must not buy more logins).
+fn client_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !u128::from(u64::MAX);
+                IpAddr::V6(std::net::Ipv6Addr::from(bits))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 fn cache_err(e: orchestrator_cache::CacheError) -> GatewayError {
     GatewayError::Cache(e.to_string())
 }
@@ -602,6 +657,29 @@ fn cache_err(e: orchestrator_cache::CacheError) -> GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_count_per_64_and_budgets_refill_per_window() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_network(a), client_network(b));
+        assert_ne!(client_network(a), client_network(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(
+            client_network(mapped),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
+        let budget = WindowBudget::new(Duration::from_secs(3600), 100);
+        assert!(budget.spend(60));
+        assert!(!budget.spend(60), "over the window's bytes");
+        assert!(budget.spend(40));
+        let zero = WindowBudget::new(Duration::ZERO, 100);
+        assert!(
+            zero.spend(100) && zero.spend(100),
+            "a new window every time"
+        );
+    }
 
     #[test]
     fn session_ids_are_random_256_bit_tokens() {

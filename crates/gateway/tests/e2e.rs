@@ -300,6 +300,36 @@ async fn policy_allows_and_denies() {
     }
 }
 
+/// With shared sessions pending logins go to the cache backend, whose memory
+/// the provider's security state needs too: one replica writes at most
+/// `maxPendingLoginBytes` of them per `pendingLoginTtl`, then answers 429.
+#[tokio::test]
+async fn shared_pending_logins_are_bounded_in_bytes() {
+    let s = setup(json!({"session": {"store": "shared"}, "maxPendingLoginBytes": 65536})).await;
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..200 {
+        let url = s.gw.url(&format!("/page?n={i}&pad={}", "p".repeat(1500)));
+        let r = c
+            .get(url)
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    let started = statuses.iter().filter(|s| **s == 302).count();
+    // About 2 KB each: 65,536 bytes hold a few dozen, never all 200.
+    assert!((10..60).contains(&started), "{started} logins started");
+    assert!(
+        statuses[started..].iter().all(|s| *s == 429),
+        "once the budget is spent every login waits: {statuses:?}"
+    );
+}
+
 /// `trustEmail: true` is the one way an IdP's unverified-looking address
 /// passes `allowEmailDomains`; an explicit `email_verified: false` never does.
 #[tokio::test]

@@ -9,15 +9,19 @@
 //! configured keys are tried when opening, so a key rotation does not break
 //! a login in progress.
 //!
-//! Nonces are random (96 bits): the collision bound of AES-GCM (2^32 messages
-//! per key for a 2^-32 risk) is far beyond any number of logins before a key
-//! rotation. Single use is not the seal's job: the login endpoint claims a
-//! marker keyed by the transaction's digest after the password check.
+//! Anonymous `/authorize` requests make seals, as many as an attacker likes,
+//! so no AES-GCM key is used for more than one: each seal draws a random
+//! 128-bit salt and expands its own key from the signing key's HKDF secret
+//! (the salt travels in front of the ciphertext). A repeated nonce, the
+//! failure that would let an attacker forge transactions, then needs a
+//! repeated salt too. Single use is not the seal's job: the login endpoint
+//! claims a marker keyed by the transaction's digest after the password check.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hkdf;
+use ring::hkdf::Prk;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorCode, OAuthError};
@@ -33,18 +37,32 @@ const CONTEXT: &[u8] = b"tx/v1";
 /// Version byte in front of every sealed transaction.
 const VERSION: u8 = 1;
 
-/// An AES-256-GCM key for login transactions, derived from one signing key.
-pub(crate) struct TxKey(LessSafeKey);
+/// Length of the per-seal salt.
+const SALT_LEN: usize = 16;
+
+/// The HKDF secret that login-transaction keys are expanded from, derived
+/// from one signing key.
+pub(crate) struct TxKey(Prk);
 
 impl TxKey {
-    /// Derives the key from a signing key's private material (PKCS#8 DER).
+    /// Extracts the secret from a signing key's private material (PKCS#8 DER).
     pub(crate) fn derive(secret: &[u8]) -> Result<Self, KeyError> {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(secret);
+        let key = Self(hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(secret));
+        // One expansion now proves the secret usable, so sealing cannot fail later.
+        match key.key(&[0; SALT_LEN]) {
+            Some(_) => Ok(key),
+            None => Err(KeyError::Generate(
+                "login-transaction key derivation".into(),
+            )),
+        }
+    }
+
+    /// The AES-256-GCM key of the seal with `salt`.
+    fn key(&self, salt: &[u8; SALT_LEN]) -> Option<LessSafeKey> {
         // `expand` only fails for outputs longer than 255 hash lengths.
-        let okm = prk
-            .expand(&[CONTEXT], &AES_256_GCM)
-            .map_err(|_| KeyError::Generate("login-transaction key derivation".into()))?;
-        Ok(Self(LessSafeKey::new(UnboundKey::from(okm))))
+        let info = [CONTEXT, salt.as_slice()];
+        let okm = self.0.expand(&info, &AES_256_GCM).ok()?;
+        Some(LessSafeKey::new(UnboundKey::from(okm)))
     }
 }
 
@@ -81,17 +99,20 @@ pub(crate) fn seal(
         p: pending,
     })
     .map_err(|_| fail())?;
+    let salt: [u8; SALT_LEN] = rand::random();
     let nonce: [u8; NONCE_LEN] = rand::random();
     key.tx_key
-        .0
+        .key(&salt)
+        .ok_or_else(fail)?
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(CONTEXT),
             &mut buf,
         )
         .map_err(|_| fail())?;
-    let mut out = Vec::with_capacity(1 + NONCE_LEN + buf.len());
+    let mut out = Vec::with_capacity(1 + SALT_LEN + NONCE_LEN + buf.len());
     out.push(VERSION);
+    out.extend_from_slice(&salt);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&buf);
     Ok(URL_SAFE_NO_PAD.encode(out))
@@ -102,20 +123,21 @@ pub(crate) fn seal(
 pub(crate) fn open(keys: &[SigningKey], tx: &str) -> Option<LoginTx> {
     let raw = URL_SAFE_NO_PAD.decode(tx).ok()?;
     let (&version, rest) = raw.split_first()?;
-    if version != VERSION || rest.len() < NONCE_LEN {
+    if version != VERSION || rest.len() < SALT_LEN + NONCE_LEN {
         return None;
     }
+    let (salt, rest) = rest.split_at(SALT_LEN);
+    let salt: &[u8; SALT_LEN] = salt.try_into().ok()?;
     let (nonce, sealed) = rest.split_at(NONCE_LEN);
     for key in keys {
         let mut buf = sealed.to_vec();
         let Ok(nonce) = Nonce::try_assume_unique_for_key(nonce) else {
             return None;
         };
-        let Ok(plain) = key
-            .tx_key
-            .0
-            .open_in_place(nonce, Aad::from(CONTEXT), &mut buf)
-        else {
+        let Some(aead) = key.tx_key.key(salt) else {
+            continue;
+        };
+        let Ok(plain) = aead.open_in_place(nonce, Aad::from(CONTEXT), &mut buf) else {
             continue;
         };
         let sealed: Sealed = serde_json::from_slice(plain).ok()?;

@@ -110,8 +110,23 @@ pub(crate) async fn reserve<'a>(
         return Ok(None);
     }
     let pair = pair_key(user, ip);
-    let pair_n = store.count(Pair, &pair, cfg.window).await?;
-    let user_n = store.count(Username, user, cfg.window).await?;
+    let pair_n = match store.count(Pair, &pair, cfg.window).await {
+        Ok(n) => n,
+        Err(e) => {
+            // Give back what this attempt took, so a cache blip does not
+            // leave reservations that no one will ever undo.
+            let _ = store.uncount(ClientIp, ip).await;
+            return Err(e);
+        }
+    };
+    let user_n = match store.count(Username, user, cfg.window).await {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = store.uncount(Pair, &pair).await;
+            let _ = store.uncount(ClientIp, ip).await;
+            return Err(e);
+        }
+    };
     let attempt = Attempt {
         store,
         cfg,
@@ -121,38 +136,56 @@ pub(crate) async fn reserve<'a>(
         pair_n,
         user_n,
     };
-    let free_pair = u64::from(cfg.free_failures_per_client);
-    let free_user = u64::from(cfg.max_failures_per_user);
-    // Past its free budget an attempt must take the gate, which is only
-    // free once the delay since the last failure has run out. Of attempts
-    // racing for it, exactly one wins.
-    let allowed = (pair_n <= free_pair
-        || store
-            .take_gate(Pair, &attempt.pair, attempt.delay(pair_n - free_pair))
-            .await?)
-        && (user_n <= free_user
-            || store
-                .take_gate(Username, user, attempt.delay(user_n - free_user))
-                .await?);
-    if !allowed {
-        attempt.undo().await?;
-        return Ok(None);
+    match attempt.pass_gates().await {
+        Ok(true) => Ok(Some(attempt)),
+        Ok(false) => {
+            attempt.undo().await?;
+            Ok(None)
+        }
+        Err(e) => {
+            let _ = attempt.undo().await;
+            Err(e)
+        }
     }
-    // The last free attempt closes the gate already while it runs: an
-    // attempt racing it must not find the gate open just because this one
-    // has not failed yet. `failed` closes it again from the moment it fails.
-    if pair_n == free_pair {
-        store
-            .close_gate(Pair, &attempt.pair, attempt.delay(1))
-            .await?;
-    }
-    if user_n == free_user {
-        store.close_gate(Username, user, attempt.delay(1)).await?;
-    }
-    Ok(Some(attempt))
 }
 
 impl Attempt<'_> {
+    /// Past its free budget an attempt must take the gate, which is only
+    /// free once the delay since the last failure has run out. Of attempts
+    /// racing for it, exactly one wins.
+    async fn pass_gates(&self) -> Result<bool, StoreError> {
+        use ThrottleSubject::{Pair, Username};
+        let free_pair = u64::from(self.cfg.free_failures_per_client);
+        let free_user = u64::from(self.cfg.max_failures_per_user);
+        let allowed = (self.pair_n <= free_pair
+            || self
+                .store
+                .take_gate(Pair, &self.pair, self.delay(self.pair_n - free_pair))
+                .await?)
+            && (self.user_n <= free_user
+                || self
+                    .store
+                    .take_gate(Username, self.user, self.delay(self.user_n - free_user))
+                    .await?);
+        if !allowed {
+            return Ok(false);
+        }
+        // The last free attempt closes the gate already while it runs: an
+        // attempt racing it must not find the gate open just because this one
+        // has not failed yet. `failed` closes it again from the moment it fails.
+        if self.pair_n == free_pair {
+            self.store
+                .close_gate(Pair, &self.pair, self.delay(1))
+                .await?;
+        }
+        if self.user_n == free_user {
+            self.store
+                .close_gate(Username, self.user, self.delay(1))
+                .await?;
+        }
+        Ok(true)
+    }
+
     /// `delay · 2^(over − 1)`, at most `maxDelay`.
     fn delay(&self, over: u64) -> Duration {
         let doublings = u32::try_from(over.saturating_sub(1))
