@@ -2963,3 +2963,102 @@ async fn parallel_password_guesses_are_reserved_before_verification() {
         .unwrap_or_else(|e| panic!("real user from the guessing IP: {e}\n{}", orch.all_logs()));
     println!("real user from 127.0.0.1: {waits} throttled attempts before signing in");
 }
+
+/// Failures from other addresses slow every sign-in of that user name down
+/// (the per-user delay), but not a browser that signed in as the user
+/// before: its known-device cookie exempts it, so a distributed guesser
+/// cannot lock the real user out.
+#[tokio::test]
+async fn a_known_device_is_not_slowed_by_someone_elses_guesses() {
+    let m = Material::new().await;
+    let extra = "  loginThrottle: {maxFailuresPerUser: 2, delay: 30s, maxDelay: 1m}\n";
+    let orch = Orchestrator::start(
+        &provider_config(&m.alice_hash, false, extra, ""),
+        &[("op-key.pem", m.op_key.as_str())],
+    )
+    .await;
+    let idp = format!("{}/idp", orch.base_url());
+    let post = |client: &reqwest::Client, (tx, csrf): (String, String), password: &str| {
+        client
+            .post(format!("{idp}/login"))
+            .form(&[
+                ("tx", tx.as_str()),
+                ("csrf", csrf.as_str()),
+                ("username", "alice"),
+                ("password", password),
+            ])
+            .send()
+    };
+    // The real user signs in once from their browser.
+    let real = client_from([127, 0, 0, 2]);
+    let first = post(&real, login_page(&real, &idp).await, ALICE_PW)
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 302);
+    let device = first
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|c| c.to_str().ok()?.strip_prefix("oidc_device="))
+        .map(|c| c.split(';').next().unwrap_or("").to_owned())
+        .next()
+        .expect("a known-device cookie after a right password");
+    // Two guessers spend the user's free failures: the per-user gate is
+    // now closed for 30 s.
+    for ip in [[127, 0, 0, 3], [127, 0, 0, 4]] {
+        let guesser = client_from(ip);
+        let r = post(&guesser, login_page(&guesser, &idp).await, "wrong")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    // A sign-in with the right password from `ip`, with `device` as the
+    // known-device cookie (the SSO session has ended; the cookie stays).
+    let sign_in = |ip: [u8; 4], device: String| {
+        let idp = idp.clone();
+        async move {
+            let (tx, csrf) = login_page(&client_from(ip), &idp).await;
+            let plain = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .local_address(std::net::IpAddr::from(ip))
+                .build()
+                .unwrap();
+            let mut cookie = format!("oidc_csrf={csrf}");
+            if !device.is_empty() {
+                cookie.push_str(&format!("; oidc_device={device}"));
+            }
+            plain
+                .post(format!("{idp}/login"))
+                .header("cookie", cookie)
+                .form(&[
+                    ("tx", tx.as_str()),
+                    ("csrf", csrf.as_str()),
+                    ("username", "alice"),
+                    ("password", ALICE_PW),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Someone new with the right password waits, a forged cookie does not
+    // help, and the real user's browser is not slowed down.
+    assert_eq!(
+        sign_in([127, 0, 0, 5], String::new()).await,
+        429,
+        "unknown browser"
+    );
+    let forged = URL_SAFE_NO_PAD.encode([0xffu8; 40]);
+    assert_eq!(
+        sign_in([127, 0, 0, 6], forged).await,
+        429,
+        "forged device cookie"
+    );
+    assert_eq!(
+        sign_in([127, 0, 0, 2], device).await,
+        302,
+        "the known device"
+    );
+}

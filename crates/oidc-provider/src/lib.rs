@@ -20,6 +20,7 @@
 
 mod authorize;
 mod clients;
+mod device;
 mod discovery;
 mod end_session;
 mod error;

@@ -10,6 +10,7 @@ use subtle::ConstantTimeEq as _;
 
 use crate::BoxBody;
 use crate::authorize;
+use crate::device::{self, DEVICE_COOKIE};
 use crate::error::{self, OAuthError};
 use crate::html;
 use crate::params::Params;
@@ -107,7 +108,11 @@ async fn login(
         return Ok(throttled());
     };
     let ip = ctx.client_ip.to_string();
-    let Some(attempt) = throttle::reserve(&p.store, &p.throttle, username, &ip).await? else {
+    let known_device = web::cookie(&parts.headers, DEVICE_COOKIE)
+        .is_some_and(|v| device::recognises(&p.keys, username, &v));
+    let Some(attempt) =
+        throttle::reserve(&p.store, &p.throttle, username, &ip, known_device).await?
+    else {
         return Ok(throttled());
     };
 
@@ -176,6 +181,18 @@ async fn login(
         ctx.tls,
         Some(p.sso_ttl),
     ) {
+        h.append(header::SET_COOKIE, v);
+    }
+    // This browser is now known for this user (see `device`).
+    if let Some(v) = device::issue(p.active_key(), &user.username).and_then(|value| {
+        web::set_cookie(
+            DEVICE_COOKIE,
+            Some(&value),
+            p.cookie_path(),
+            ctx.tls,
+            Some(device::LIFETIME),
+        )
+    }) {
         h.append(header::SET_COOKIE, v);
     }
     Ok(resp)

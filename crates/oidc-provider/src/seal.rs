@@ -57,6 +57,14 @@ impl TxKey {
         }
     }
 
+    /// An HMAC-SHA256 key for `purpose` (an HKDF info distinct from every
+    /// seal's), for other values the provider hands out and must recognise.
+    pub(crate) fn mac_key(&self, purpose: &'static [u8]) -> Option<ring::hmac::Key> {
+        let info = [purpose];
+        let okm = self.0.expand(&info, ring::hmac::HMAC_SHA256).ok()?;
+        Some(ring::hmac::Key::from(okm))
+    }
+
     /// The AES-256-GCM key of the seal with `salt`.
     fn key(&self, salt: &[u8; SALT_LEN]) -> Option<LessSafeKey> {
         // `expand` only fails for outputs longer than 255 hash lengths.

@@ -93,15 +93,20 @@ pub(crate) struct Attempt<'a> {
     /// The (user, IP) and user counts including this attempt.
     pair_n: u64,
     user_n: u64,
+    /// The browser signed in as this user before (see `device`): exempt
+    /// from the per-user delay that other addresses' failures cause.
+    known_device: bool,
 }
 
-/// Reserves one password check of `user` from `ip`; `None` means refuse it
+/// Reserves one password check of `user` from `ip` (from a browser that
+/// signed in as `user` before when `known_device`); `None` means refuse it
 /// (the throttled page) without verifying anything.
 pub(crate) async fn reserve<'a>(
     store: &'a Store,
     cfg: &'a LoginThrottleConfig,
     user: &'a str,
     ip: &'a str,
+    known_device: bool,
 ) -> Result<Option<Attempt<'a>>, StoreError> {
     use ThrottleSubject::{ClientIp, Pair, Username};
     let ip_n = store.count(ClientIp, ip, cfg.window).await?;
@@ -135,6 +140,7 @@ pub(crate) async fn reserve<'a>(
         ip,
         pair_n,
         user_n,
+        known_device,
     };
     match attempt.pass_gates().await {
         Ok(true) => Ok(Some(attempt)),
@@ -163,6 +169,7 @@ impl Attempt<'_> {
                 .take_gate(Pair, &self.pair, self.delay(self.pair_n - free_pair))
                 .await?)
             && (self.user_n <= free_user
+                || self.known_device
                 || self
                     .store
                     .take_gate(Username, self.user, self.delay(self.user_n - free_user))
