@@ -157,6 +157,9 @@ impl std::fmt::Debug for Instrumented {
     }
 }
 
+/// `evictions_seen` before the backend's first report.
+const NOT_SEEN: u64 = u64::MAX;
+
 impl Instrumented {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn Cache>, metrics: Arc<CacheMetrics>) -> Self {
@@ -176,12 +179,15 @@ impl Instrumented {
             metrics,
             histograms,
             counters,
-            evictions_seen: AtomicU64::new(0),
+            evictions_seen: AtomicU64::new(NOT_SEEN),
         }
     }
 
     /// Adds the evictions the backend reports since the last look. A total
     /// below the last one means the backend restarted (its count began anew).
+    /// The first total is only a baseline: a Redis shared by several replicas
+    /// reports its lifetime count, and each replica counts what happens while
+    /// it runs (so `rate()` and alerts see evictions, not history).
     async fn sync_evictions(&self) {
         let total = match self.inner.evictions().await {
             Ok(Some(total)) => total,
@@ -192,7 +198,12 @@ impl Instrumented {
             }
         };
         let last = self.evictions_seen.swap(total, Ordering::Relaxed);
-        let new = if total >= last { total - last } else { total };
+        let new = match last {
+            NOT_SEEN if self.inner.backend() == "redis" => 0,
+            NOT_SEEN => total,
+            last if total >= last => total - last,
+            _ => total,
+        };
         if new > 0 {
             self.metrics
                 .evictions
