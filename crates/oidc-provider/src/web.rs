@@ -193,23 +193,10 @@ pub(crate) fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The value of cookie `name`, if the request carries exactly one.
+/// The value of cookie `name`, if the request carries exactly one: the
+/// gateway's rule, read as bytes (see [`orchestrator_http::cookies::unique`]).
 pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    let mut found = None;
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(value) = value.to_str() else { continue };
-        for c in cookie::Cookie::split_parse_encoded(value).flatten() {
-            if c.name() == name {
-                if found.is_some() {
-                    // Two cookies of one name (e.g. one planted on a parent
-                    // path): trust neither.
-                    return None;
-                }
-                found = Some(c.value().to_owned());
-            }
-        }
-    }
-    found
+    orchestrator_http::cookies::unique(headers, name)
 }
 
 /// A `Set-Cookie` for one of the provider's cookies: HttpOnly, SameSite=Lax,
