@@ -2486,16 +2486,14 @@ async fn introspection_is_for_the_token_s_client_and_its_resource_servers() {
     );
 
     // Item 15: client_credentials asking for user scopes gets the rest.
-    let resp = reqwest::Client::new()
-        .post(format!("{idp}/token"))
-        .basic_auth("machine", Some("machine-secret"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "openid api"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let machine_token = |scope: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{idp}/token"))
+            .basic_auth("machine", Some("machine-secret"))
+            .form(&[("grant_type", "client_credentials"), ("scope", scope)])
+            .send()
+    };
+    let resp = machine_token("openid api").await.unwrap();
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap_or_default();
     expect(
@@ -2503,16 +2501,7 @@ async fn introspection_is_for_the_token_s_client_and_its_resource_servers() {
         status == 200 && body["scope"] == "api" && body["access_token"].is_string(),
         format!("{status} {body}"),
     );
-    let resp = reqwest::Client::new()
-        .post(format!("{idp}/token"))
-        .basic_auth("machine", Some("machine-secret"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "openid admin"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let resp = machine_token("openid admin").await.unwrap();
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap();
     expect(

@@ -213,68 +213,12 @@ impl Cache for MemoryCache {
     }
 
     async fn incr(&self, key: &str, ttl: Duration) -> Result<u64, CacheError> {
-        let mut outcome: Result<u64, CacheError> = Ok(0);
-        let out = &mut outcome;
-        self.inner
-            .entry_by_ref(key)
-            .and_compute_with(|existing| {
-                let now = Instant::now();
-                let op = match existing {
-                    Some(e) if e.value().is_live(now) => match parse_counter(&e.value().value) {
-                        Some(n) => {
-                            let next = n.saturating_add(1);
-                            *out = Ok(next);
-                            // Same deadline: increments never extend a counter's window.
-                            Op::Put(Entry {
-                                value: Arc::from(next.to_string().as_bytes()),
-                                expires_at: e.value().expires_at,
-                            })
-                        }
-                        None => {
-                            *out = Err(CacheError::Corrupt("value is not a counter".into()));
-                            Op::Nop
-                        }
-                    },
-                    _ => {
-                        *out = Ok(1);
-                        Op::Put(Entry::new(b"1", ttl))
-                    }
-                };
-                std::future::ready(op)
-            })
-            .await;
-        outcome
+        self.adjust(key, |n| n.saturating_add(1), Some(ttl)).await
     }
 
     async fn decr(&self, key: &str) -> Result<u64, CacheError> {
-        let mut outcome: Result<u64, CacheError> = Ok(0);
-        let out = &mut outcome;
-        self.inner
-            .entry_by_ref(key)
-            .and_compute_with(|existing| {
-                let now = Instant::now();
-                let op = match existing {
-                    Some(e) if e.value().is_live(now) => match parse_counter(&e.value().value) {
-                        Some(n) => {
-                            let next = n.saturating_sub(1);
-                            *out = Ok(next);
-                            Op::Put(Entry {
-                                value: Arc::from(next.to_string().as_bytes()),
-                                expires_at: e.value().expires_at,
-                            })
-                        }
-                        None => {
-                            *out = Err(CacheError::Corrupt("value is not a counter".into()));
-                            Op::Nop
-                        }
-                    },
-                    // Missing or expired: nothing to undo, and nothing created.
-                    _ => Op::Nop,
-                };
-                std::future::ready(op)
-            })
-            .await;
-        outcome
+        // Missing or expired: nothing to undo, and nothing created.
+        self.adjust(key, |n| n.saturating_sub(1), None).await
     }
 
     async fn health(&self) -> Result<(), CacheError> {
@@ -286,6 +230,52 @@ impl Cache for MemoryCache {
         // pending so the count is current when a health check reads it.
         self.inner.run_pending_tasks().await;
         Ok(Some(self.evicted.load(Ordering::Relaxed)))
+    }
+}
+
+impl MemoryCache {
+    /// Applies `step` to the counter under `key` in one atomic step, keeping
+    /// its deadline (a counter's window never moves). A missing counter
+    /// starts at 1 with `new_ttl`, or stays missing (0) when it is `None`.
+    async fn adjust(
+        &self,
+        key: &str,
+        step: fn(u64) -> u64,
+        new_ttl: Option<Duration>,
+    ) -> Result<u64, CacheError> {
+        let mut outcome: Result<u64, CacheError> = Ok(0);
+        let out = &mut outcome;
+        self.inner
+            .entry_by_ref(key)
+            .and_compute_with(|existing| {
+                let now = Instant::now();
+                let op = match existing {
+                    Some(e) if e.value().is_live(now) => match parse_counter(&e.value().value) {
+                        Some(n) => {
+                            let next = step(n);
+                            *out = Ok(next);
+                            Op::Put(Entry {
+                                value: Arc::from(next.to_string().as_bytes()),
+                                expires_at: e.value().expires_at,
+                            })
+                        }
+                        None => {
+                            *out = Err(CacheError::Corrupt("value is not a counter".into()));
+                            Op::Nop
+                        }
+                    },
+                    _ => match new_ttl {
+                        Some(ttl) => {
+                            *out = Ok(1);
+                            Op::Put(Entry::new(b"1", ttl))
+                        }
+                        None => Op::Nop,
+                    },
+                };
+                std::future::ready(op)
+            })
+            .await;
+        outcome
     }
 }
 
