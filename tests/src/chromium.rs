@@ -33,12 +33,13 @@ pub struct Chromium {
 
 impl Chromium {
     /// Starts chromedriver and a headless Chromium for the test `name` (used
-    /// for the screenshot file). `host_rules` maps test host names to loopback
-    /// addresses (`--host-resolver-rules`), e.g. `MAP app.test 127.0.0.2`.
+    /// for the screenshot file), with `extra_args` after the standard flags
+    /// (e.g. `--ignore-certificate-errors-spki-list=…` to trust one test
+    /// certificate).
     ///
     /// `None` when the browser is not installed and
     /// `ORCHESTRATOR_REQUIRE_BROWSER` is not set.
-    pub async fn start(name: &str, host_rules: &str) -> Option<Self> {
+    pub async fn start(name: &str, extra_args: &[String]) -> Option<Self> {
         if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
             assert!(
                 std::env::var_os("ORCHESTRATOR_REQUIRE_BROWSER").is_none(),
@@ -68,9 +69,7 @@ impl Chromium {
             "--disable-dev-shm-usage".to_owned(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
-        if !host_rules.is_empty() {
-            args.push(format!("--host-resolver-rules={host_rules}"));
-        }
+        args.extend(extra_args.iter().cloned());
         let caps = serde_json::json!({
             "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
         });

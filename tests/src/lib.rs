@@ -425,7 +425,23 @@ pub async fn run_cli(args: &[&str], stdin: &str) -> CliOutput {
 
 /// A self-signed certificate and key for `names`, as PEM.
 pub fn self_signed(names: &[&str]) -> (String, String) {
+    let (cert, key, _) = self_signed_with_spki(names);
+    (cert, key)
+}
+
+/// [`self_signed`], plus the base64 SHA-256 of the certificate's public key
+/// (SubjectPublicKeyInfo): what Chromium's `--ignore-certificate-errors-spki-list`
+/// takes to trust exactly this certificate.
+pub fn self_signed_with_spki(names: &[&str]) -> (String, String, String) {
+    use base64::Engine as _;
+    use sha2::Digest as _;
     let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
     let ck = rcgen::generate_simple_self_signed(names).expect("rcgen");
-    (ck.cert.pem(), ck.signing_key.serialize_pem())
+    use rcgen::PublicKeyData as _;
+    let spki = sha2::Sha256::digest(ck.signing_key.subject_public_key_info());
+    (
+        ck.cert.pem(),
+        ck.signing_key.serialize_pem(),
+        base64::engine::general_purpose::STANDARD.encode(spki),
+    )
 }

@@ -1,18 +1,26 @@
-//! Logins and sign-outs in a real headless Chromium, with the provider and
-//! the app on different origins as in a deployment (the provider at
-//! `http://localhost:{port}/idp`, the app at `http://127.0.0.1:{port}/`): a
-//! different site, so neither cookies nor `'self'` in a CSP cover both.
+//! Logins, denials and sign-outs in a real headless Chromium, deployed as in
+//! production: the OpenID Provider and the App Gateway are two processes on
+//! two loopback addresses (`127.0.0.2` and `127.0.0.3`: different origins and
+//! sites, so neither cookies nor a CSP's `'self'` cover both), once over
+//! plain HTTP and once over TLS with a test certificate that Chromium trusts
+//! by its public key (never `--ignore-certificate-errors`).
 
 #![allow(clippy::unwrap_used)]
 
 use orchestrator_tests::chromium::Chromium;
-use orchestrator_tests::{Orchestrator, TestUpstream, run_cli};
+use orchestrator_tests::{
+    Orchestrator, Setup, TestUpstream, free_port, run_cli, self_signed_with_spki,
+};
 
-const PASSWORD: &str = "alice-browser-password";
+const ALICE_PW: &str = "alice-browser-password";
+const BOB_PW: &str = "bob-browser-password";
+const SECRET: &str = "browser-test-client-secret";
 
-const YAML: &str = r#"
-oidcProvider:
-  issuer: http://localhost:{port}/idp
+const PROVIDER: &str = r#"
+listen:
+  address: 127.0.0.2:{port}
+{tls}oidcProvider:
+  issuer: {scheme}://127.0.0.2:{port}/idp
   signingKeys:
     - id: test-es256
       algorithm: ES256
@@ -20,20 +28,28 @@ oidcProvider:
   clients:
     - clientId: gateway
       clientSecret: ${secret:client-secret}
-      redirectUris: [http://127.0.0.1:{port}/.orchestrator/callback]
-      postLogoutRedirectUris: [http://127.0.0.1:{port}/]
+      redirectUris: [{app}/.orchestrator/callback]
+      postLogoutRedirectUris: [{app}/]
   users:
     - username: alice
       passwordHash: "${secret:alice-hash}"
       claims: {email: alice@example.com, groups: [engineering]}
-appGateway:
+    - username: bob
+      passwordHash: "${secret:bob-hash}"
+      claims: {email: bob@example.com, groups: [sales]}
+"#;
+
+const GATEWAY: &str = r#"
+listen:
+  address: 127.0.0.3:{port}
+{tls}appGateway:
   identityProviders:
     - name: own
-      issuer: http://localhost:{port}/idp
+      issuer: {idp}
       clientId: gateway
       clientSecret: ${secret:client-secret}
       scopes: [openid, profile, email, groups]
-  apps:
+{ca}  apps:
     - name: demo
       host: "*"
       pathPrefix: /
@@ -43,58 +59,226 @@ appGateway:
       headers: {X-Auth-Request-User: sub, X-Auth-Request-Email: email}
 "#;
 
-async fn start() -> (Orchestrator, TestUpstream) {
-    let upstream = TestUpstream::echo().await;
-    let key = run_cli(&["keys", "generate", "--algorithm", "ES256"], "").await;
-    let hash = run_cli(&["hash-password"], &format!("{PASSWORD}\n")).await;
-    let yaml = YAML.replace("{upstream}", &upstream.url());
-    let orch = Orchestrator::start(
-        &yaml,
-        &[
+/// The provider, the gateway and the app, and where the browser finds them.
+struct Deployment {
+    _provider: Orchestrator,
+    _gateway: Orchestrator,
+    _upstream: TestUpstream,
+    _certs: Option<tempfile::TempDir>,
+    /// `{scheme}://127.0.0.3:{port}`.
+    app: String,
+    /// The issuer, `{scheme}://127.0.0.2:{port}/idp`.
+    idp: String,
+    /// Chromium flags this deployment needs (trust for its certificate).
+    browser_args: Vec<String>,
+}
+
+impl Deployment {
+    async fn start(tls: bool) -> Self {
+        let upstream = TestUpstream::echo().await;
+        let key = run_cli(&["keys", "generate", "--algorithm", "ES256"], "").await;
+        let alice = run_cli(&["hash-password"], &format!("{ALICE_PW}\n")).await;
+        let bob = run_cli(&["hash-password"], &format!("{BOB_PW}\n")).await;
+        let scheme = if tls { "https" } else { "http" };
+        let (op_port, gw_port) = (free_port(), free_port());
+        let app = format!("{scheme}://127.0.0.3:{gw_port}");
+        let idp = format!("{scheme}://127.0.0.2:{op_port}/idp");
+        let mut browser_args = Vec::new();
+        let (mut tls_yaml, mut ca_yaml, mut certs) = (String::new(), String::new(), None);
+        if tls {
+            let (cert, key, spki) = self_signed_with_spki(&["127.0.0.2", "127.0.0.3"]);
+            let dir = tempfile::tempdir().unwrap();
+            let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+            std::fs::write(&cert_path, cert).unwrap();
+            std::fs::write(&key_path, key).unwrap();
+            tls_yaml = format!(
+                "  tls: {{certFile: {}, keyFile: {}}}\n",
+                cert_path.display(),
+                key_path.display()
+            );
+            ca_yaml = format!("      caFile: {}\n", cert_path.display());
+            browser_args.push(format!("--ignore-certificate-errors-spki-list={spki}"));
+            certs = Some(dir);
+        }
+        let secrets = [
             ("op-key.pem", key.stdout.trim()),
-            ("alice-hash", hash.stdout.trim()),
-            ("client-secret", "browser-test-client-secret"),
-        ],
-    )
-    .await;
-    (orch, upstream)
+            ("alice-hash", alice.stdout.trim()),
+            ("bob-hash", bob.stdout.trim()),
+            ("client-secret", SECRET),
+        ];
+        let provider_yaml = PROVIDER
+            .replace("{tls}", &tls_yaml)
+            .replace("{scheme}", scheme)
+            .replace("{app}", &app);
+        let provider = Orchestrator::start_with(Setup {
+            yaml: &provider_yaml,
+            secrets: &secrets,
+            ports: Some((op_port, free_port())),
+            ..Setup::default()
+        })
+        .await;
+        let gateway_yaml = GATEWAY
+            .replace("{tls}", &tls_yaml)
+            .replace("{ca}", &ca_yaml)
+            .replace("{idp}", &idp)
+            .replace("{upstream}", &upstream.url());
+        let gateway = Orchestrator::start_with(Setup {
+            yaml: &gateway_yaml,
+            secrets: &secrets,
+            ports: Some((gw_port, free_port())),
+            ..Setup::default()
+        })
+        .await;
+        Self {
+            _provider: provider,
+            _gateway: gateway,
+            _upstream: upstream,
+            _certs: certs,
+            app,
+            idp,
+            browser_args,
+        }
+    }
+
+    async fn browser(&self, name: &str) -> Option<Chromium> {
+        Chromium::start(name, &self.browser_args).await
+    }
+}
+
+/// Opens `path` on the app, signs in at the provider with `user`/`password`
+/// and waits until the browser is back on the app at `path`.
+async fn log_in(b: &Chromium, d: &Deployment, path: &str, user: &str, password: &str) {
+    b.goto(&format!("{}{path}", d.app)).await;
+    b.wait_for_url(&format!("{}/authorize", d.idp)).await;
+    b.fill("username", user).await;
+    b.fill("password", password).await;
+    b.submit().await;
+    b.wait_for_url(&format!("{}{path}", d.app)).await;
+}
+
+/// The app received the user's identity, as its echo page shows.
+async fn expect_identity(b: &Chromium, email: &str) {
+    let page = b.text().await;
+    if !page.contains("x-auth-request-email") || !page.contains(email) {
+        b.fail(&format!("the app did not get {email}: {page}"))
+            .await;
+    }
 }
 
 /// The login form's POST answers with a redirect to the app on another
-/// origin; Chromium applies the login page's CSP `form-action` to that
-/// redirect, so the CSP must allow it. Then the user signs out through the
-/// confirmation page and is asked to log in again.
+/// origin, and Chromium applies the login page's CSP `form-action` to that
+/// redirect. The return URL keeps its path and query through the login.
 #[tokio::test]
-async fn cross_origin_login_and_sign_out_in_chromium() {
-    let Some(browser) = Chromium::start("cross_origin_login_and_sign_out", "").await else {
+async fn cross_origin_login_keeps_the_return_url() {
+    let d = Deployment::start(false).await;
+    let Some(b) = d.browser("cross_origin_login_keeps_the_return_url").await else {
         return;
     };
-    let (orch, _upstream) = start().await;
-    let app = format!("http://127.0.0.1:{}", orch.port());
-    let idp = format!("http://localhost:{}/idp", orch.port());
+    log_in(
+        &b,
+        &d,
+        "/reports/q3?region=emea&sort=desc",
+        "alice",
+        ALICE_PW,
+    )
+    .await;
+    expect_identity(&b, "alice@example.com").await;
+    b.close().await;
+}
 
-    browser.goto(&format!("{app}/whoami?x=1")).await;
-    browser.wait_for_url(&format!("{idp}/authorize")).await;
-    browser.fill("username", "alice").await;
-    browser.fill("password", PASSWORD).await;
-    browser.submit().await;
-    browser.wait_for_url(&format!("{app}/whoami?x=1")).await;
-    let page = browser.text().await;
-    if !page.contains("x-auth-request-email") || !page.contains("alice@example.com") {
-        browser
-            .fail(&format!("the app did not get the identity: {page}"))
+/// The same login over TLS on both origins, the gateway's cookies named
+/// `__Host-…` (Chromium refuses those without `Secure`, `Path=/`).
+#[tokio::test]
+async fn cross_origin_login_over_tls() {
+    let d = Deployment::start(true).await;
+    let Some(b) = d.browser("cross_origin_login_over_tls").await else {
+        return;
+    };
+    log_in(&b, &d, "/whoami", "alice", ALICE_PW).await;
+    expect_identity(&b, "alice@example.com").await;
+    b.close().await;
+}
+
+/// A mistyped password shows the form again with a message and the user
+/// name kept; the right one then signs in.
+#[tokio::test]
+async fn wrong_password_then_right() {
+    let d = Deployment::start(false).await;
+    let Some(b) = d.browser("wrong_password_then_right").await else {
+        return;
+    };
+    b.goto(&format!("{}/whoami", d.app)).await;
+    b.wait_for_url(&format!("{}/authorize", d.idp)).await;
+    b.fill("username", "alice").await;
+    b.fill("password", "not-her-password").await;
+    b.submit().await;
+    b.wait_for_url(&format!("{}/login", d.idp)).await;
+    if !b.text().await.contains("Incorrect username or password") {
+        b.fail("no message after a wrong password").await;
+    }
+    let kept = b
+        .client()
+        .find(fantoccini::Locator::Css("input[name=\"username\"]"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    if kept.as_deref() != Some("alice") {
+        b.fail(&format!("user name not kept: {kept:?}")).await;
+    }
+    b.fill("password", ALICE_PW).await;
+    b.submit().await;
+    b.wait_for_url(&format!("{}/whoami", d.app)).await;
+    expect_identity(&b, "alice@example.com").await;
+    b.close().await;
+}
+
+/// A signed-in user whom the app's policy refuses gets the 403 page naming
+/// the app, and the app never sees the request.
+#[tokio::test]
+async fn a_user_denied_by_policy_gets_the_403_page() {
+    let d = Deployment::start(false).await;
+    let Some(b) = d.browser("a_user_denied_by_policy_gets_the_403_page").await else {
+        return;
+    };
+    log_in(&b, &d, "/whoami", "bob", BOB_PW).await;
+    let page = b.text().await;
+    if !page.contains("Access denied") || !page.contains("demo") || page.contains("x-auth-request")
+    {
+        b.fail(&format!("not the 403 page: {page}")).await;
+    }
+    b.close().await;
+}
+
+/// Sign-out is the confirmation page's POST; it ends the gateway session and
+/// continues to the provider, which ends the SSO session too: the next visit
+/// asks for the password again.
+#[tokio::test]
+async fn sign_out_then_the_password_is_asked_again() {
+    let d = Deployment::start(false).await;
+    let Some(b) = d.browser("sign_out_then_the_password_is_asked_again").await else {
+        return;
+    };
+    log_in(&b, &d, "/whoami", "alice", ALICE_PW).await;
+    b.goto(&format!("{}/.orchestrator/logout", d.app)).await;
+    if !b.text().await.contains("Do you want to sign out?") {
+        b.fail("no sign-out confirmation page").await;
+    }
+    b.submit().await;
+    b.wait_for_url(&d.idp).await;
+    // Whatever the provider shows (a confirmation or the way back), the
+    // gateway session is gone: the app sends the browser to sign in.
+    b.goto(&format!("{}/whoami", d.app)).await;
+    b.wait_for_url(&format!("{}/authorize", d.idp)).await;
+    if b.client()
+        .find(fantoccini::Locator::Css("input[name=\"password\"]"))
+        .await
+        .is_err()
+    {
+        let page = b.text().await;
+        b.fail(&format!("signed in again without a password: {page}"))
             .await;
     }
-
-    // Sign out: the page's form, then the provider's end-session.
-    browser.goto(&format!("{app}/.orchestrator/logout")).await;
-    browser.submit().await;
-    browser.wait_for_url(&idp).await;
-    // The gateway session is gone: the app sends the browser to log in again.
-    browser.goto(&format!("{app}/whoami")).await;
-    browser.wait_for_url(&format!("{idp}/")).await;
-    if browser.text().await.contains("x-auth-request-email") {
-        browser.fail("still signed in at the app").await;
-    }
-    browser.close().await;
+    b.close().await;
 }
