@@ -11,4 +11,5 @@ cargo build --release -p orchestrator
 python3 scripts/dev-upstream.py 8081 &
 upstream=$!
 trap 'kill $upstream 2>/dev/null || true' EXIT
-./target/release/orchestrator run --config config/orchestrator.yaml
+# Where cargo put it: CARGO_TARGET_DIR when the user's shell sets one.
+"${CARGO_TARGET_DIR:-target}/release/orchestrator" run --config config/orchestrator.yaml
