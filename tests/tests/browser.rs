@@ -282,3 +282,59 @@ async fn sign_out_then_the_password_is_asked_again() {
     }
     b.close().await;
 }
+
+/// After login, the app's page opens a WebSocket to the app through the
+/// gateway (the session cookie rides on the handshake) and gets its echo.
+#[tokio::test]
+async fn a_websocket_from_the_page_after_login() {
+    let d = Deployment::start(false).await;
+    let Some(b) = d.browser("a_websocket_from_the_page_after_login").await else {
+        return;
+    };
+    log_in(&b, &d, "/whoami", "alice", ALICE_PW).await;
+    let ws_url = format!("{}/ws", d.app.replacen("http", "ws", 1));
+    let script = r#"
+        const done = arguments[arguments.length - 1];
+        const ws = new WebSocket(arguments[0]);
+        ws.onopen = () => ws.send("hello through the gateway");
+        ws.onmessage = (e) => { done("echo: " + e.data); ws.close(); };
+        ws.onerror = () => done("error");
+    "#;
+    let answer = b
+        .client()
+        .execute_async(script, vec![serde_json::Value::String(ws_url)])
+        .await;
+    match answer {
+        Ok(serde_json::Value::String(s)) if s == "echo: hello through the gateway" => {}
+        other => b.fail(&format!("WebSocket answered {other:?}")).await,
+    }
+    b.close().await;
+}
+
+/// Two tabs start a login each before either finishes; both land on their
+/// own page (one binding cookie per browser, one pending login per tab).
+#[tokio::test]
+async fn two_tabs_log_in_at_once() {
+    let d = Deployment::start(false).await;
+    let Some(b) = d.browser("two_tabs_log_in_at_once").await else {
+        return;
+    };
+    let first = b.client().window().await.unwrap();
+    b.goto(&format!("{}/tab-one", d.app)).await;
+    b.wait_for_url(&format!("{}/authorize", d.idp)).await;
+    let second = b.client().new_window(true).await.unwrap().handle;
+    b.client().switch_to_window(second).await.unwrap();
+    b.goto(&format!("{}/tab-two?x=2", d.app)).await;
+    b.wait_for_url(&format!("{}/authorize", d.idp)).await;
+    for (tab, path) in [(None, "/tab-two?x=2"), (Some(first), "/tab-one")] {
+        if let Some(handle) = tab {
+            b.client().switch_to_window(handle).await.unwrap();
+        }
+        b.fill("username", "alice").await;
+        b.fill("password", ALICE_PW).await;
+        b.submit().await;
+        b.wait_for_url(&format!("{}{path}", d.app)).await;
+        expect_identity(&b, "alice@example.com").await;
+    }
+    b.close().await;
+}
