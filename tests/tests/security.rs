@@ -2068,6 +2068,23 @@ Connection: close
         vec![status(400), body_contains("\"same\":200"), upstream_got(1)],
     );
 
+    add(
+        "a browser fetch without a session gets 401 and starts no login",
+        with_headers(
+            get(Who::Anon, format!("{base}/data.json")),
+            &[("Sec-Fetch-Mode", "cors"), ("Accept", "*/*")],
+        ),
+        vec![status(401), no_location(), upstream_got(0)],
+    );
+    add(
+        "a browser navigation without a session is sent to log in",
+        with_headers(
+            get(Who::Anon, format!("{base}/page")),
+            &[("Sec-Fetch-Mode", "navigate"), ("Accept", "text/html")],
+        ),
+        vec![status(302), location_starts_with(env.idp("/authorize"))],
+    );
+
     // ---- cross-site logout ----
     add(
         "logout needs the sign-out form's POST; a GET or a foreign POST ends nothing",

@@ -337,8 +337,19 @@ fn upgrade_token(headers: &HeaderMap) -> Result<Option<String>, GatewayError> {
 
 /// API clients cannot follow a login redirect; they get 401 instead. A
 /// non-GET would lose its body through the login round trip, so it counts too.
+/// So does a browser request that is not a navigation (`Sec-Fetch-Mode`
+/// `cors`, `no-cors`, `websocket`…: a script's `fetch`, an image): it could
+/// not show the login page, and every poll of an open page would start (and
+/// store) another login, using up the client's `maxPendingLoginsPerClient`.
 fn looks_like_api<B>(req: &Request<B>) -> bool {
     if req.method() != Method::GET && req.method() != Method::HEAD {
+        return true;
+    }
+    if req
+        .headers()
+        .get("sec-fetch-mode")
+        .is_some_and(|m| m.as_bytes() != b"navigate")
+    {
         return true;
     }
     if req.headers().contains_key("x-requested-with") {
