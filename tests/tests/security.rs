@@ -120,6 +120,19 @@ struct Material {
 }
 
 impl Material {
+    /// The process under attack, with these keys and the gateway's secret.
+    async fn start(&self, yaml: &str) -> Orchestrator {
+        Orchestrator::start(
+            yaml,
+            &[
+                ("op-key.pem", &self.op_key),
+                ("gw-key.pem", &self.gw_key),
+                ("gateway-secret", GATEWAY_SECRET),
+            ],
+        )
+        .await
+    }
+
     async fn new() -> Self {
         let key = || cli_stdout(&["keys", "generate", "--algorithm", "ES256"], "");
         let (op_key, gw_key, attacker_key) = tokio::join!(key(), key(), key());
@@ -932,15 +945,7 @@ async fn attacks_on_gateway_and_provider() {
     let m = Material::new().await;
     let upstream = TestUpstream::echo().await;
     let yaml = config(&upstream.url(), &m.alice_hash, &m.bob_hash, None);
-    let orch = Orchestrator::start(
-        &yaml,
-        &[
-            ("op-key.pem", &m.op_key),
-            ("gw-key.pem", &m.gw_key),
-            ("gateway-secret", GATEWAY_SECRET),
-        ],
-    )
-    .await;
+    let orch = m.start(&yaml).await;
     let env = Env {
         orch,
         upstream,
@@ -2155,15 +2160,7 @@ async fn cookie_flags_over_tls() {
         key_path.display().to_string(),
     );
     let yaml = config(&upstream.url(), &m.alice_hash, &m.bob_hash, Some((&c, &k)));
-    let orch = Orchestrator::start(
-        &yaml,
-        &[
-            ("op-key.pem", &m.op_key),
-            ("gw-key.pem", &m.gw_key),
-            ("gateway-secret", GATEWAY_SECRET),
-        ],
-    )
-    .await;
+    let orch = m.start(&yaml).await;
     let base = format!("https://127.0.0.1:{}", orch.port());
     let builder = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).unwrap());
@@ -2212,15 +2209,7 @@ async fn pending_logins_are_bounded_in_bytes_and_per_client() {
             "appGateway:\n  maxPendingLoginBytes: 4194304\n",
             1,
         );
-    let orch = Orchestrator::start(
-        &yaml,
-        &[
-            ("op-key.pem", &m.op_key),
-            ("gw-key.pem", &m.gw_key),
-            ("gateway-secret", GATEWAY_SECRET),
-        ],
-    )
-    .await;
+    let orch = m.start(&yaml).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
