@@ -568,21 +568,14 @@ impl Env {
         let code = self
             .code("app", "http://app.test/cb", Some(&challenge))
             .await;
-        let resp = self
-            .anon
-            .post(self.idp("/token"))
-            .basic_auth("app", Some("app-secret"))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", "http://app.test/cb"),
-                ("code_verifier", &verifier),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.json().await.unwrap()
+        redeem(
+            &self.idp(""),
+            ("app", "app-secret"),
+            &code,
+            "http://app.test/cb",
+            &verifier,
+        )
+        .await
     }
 
     async fn run(&self, req: &Req) -> Outcome {
@@ -2359,14 +2352,26 @@ async fn provider_code(b: &Browser, idp: &str, client: &str, redirect: &str) -> 
 async fn provider_tokens(b: &Browser, idp: &str, client: &str, secret: &str) -> Value {
     let redirect = format!("http://{client}.test/cb");
     let (code, verifier) = provider_code(b, idp, client, &redirect).await;
+    redeem(idp, (client, secret), &code, &redirect, &verifier).await
+}
+
+/// Redeems an authorization code at `{idp}/token` as `client` (id, secret);
+/// the tokens it bought.
+async fn redeem(
+    idp: &str,
+    (client, secret): (&str, &str),
+    code: &str,
+    redirect: &str,
+    verifier: &str,
+) -> Value {
     let resp = reqwest::Client::new()
         .post(format!("{idp}/token"))
         .basic_auth(client, Some(secret))
         .form(&[
             ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", &redirect),
-            ("code_verifier", &verifier),
+            ("code", code),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier),
         ])
         .send()
         .await

@@ -376,29 +376,20 @@ impl Cache for RedisCache {
     async fn incr(&self, key: &str, ttl: Duration) -> Result<u64, CacheError> {
         let key = self.key(key);
         let ms = ttl_millis(ttl);
-        let n: i64 = self
+        let n = self
             .run(
                 |mut conn| async move { self.incr.key(&key).arg(ms).invoke_async(&mut conn).await },
             )
-            .await
-            .map_err(|e| match e {
-                // INCR on a non-integer value is a server "response error".
-                CacheError::Backend(_) => CacheError::Corrupt("value is not a counter".into()),
-                other => other,
-            })?;
-        u64::try_from(n).map_err(|_| CacheError::Corrupt("negative counter".into()))
+            .await;
+        counter(n)
     }
 
     async fn decr(&self, key: &str) -> Result<u64, CacheError> {
         let key = self.key(key);
-        let n: i64 = self
+        let n = self
             .run(|mut conn| async move { self.decr.key(&key).invoke_async(&mut conn).await })
-            .await
-            .map_err(|e| match e {
-                CacheError::Backend(_) => CacheError::Corrupt("value is not a counter".into()),
-                other => other,
-            })?;
-        u64::try_from(n).map_err(|_| CacheError::Corrupt("negative counter".into()))
+            .await;
+        counter(n)
     }
 
     async fn health(&self) -> Result<(), CacheError> {
@@ -444,4 +435,14 @@ fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
         let (k, v) = line.split_once(':')?;
         (k == name).then(|| v.trim())
     })
+}
+
+/// A counter script's answer: a server "response error" means the key holds
+/// something that is not an integer.
+fn counter(n: Result<i64, CacheError>) -> Result<u64, CacheError> {
+    let n = n.map_err(|e| match e {
+        CacheError::Backend(_) => CacheError::Corrupt("value is not a counter".into()),
+        other => other,
+    })?;
+    u64::try_from(n).map_err(|_| CacheError::Corrupt("negative counter".into()))
 }
