@@ -181,33 +181,25 @@ oidcProvider:
     }
 }
 
-#[test]
-fn reference_config_parses_with_its_secrets() {
-    let reference = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/orchestrator.yaml"),
-    );
-    // The reference lives beside the repo; the repo's own copy is config/orchestrator.yaml.
-    let text = reference.unwrap_or_else(|_| {
-        std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/orchestrator.yaml"),
-        )
-        .unwrap()
-    });
-    let src = MapSources::default()
-        .file(PATH, text)
-        .file(
-            "config/dev-secrets/oidc-signing-key.pem",
-            "-----BEGIN PRIVATE KEY-----\nMC4=\n-----END PRIVATE KEY-----\n",
-        )
+/// The secrets the shipped configs name, as files in their `secretsDir`.
+fn with_dev_secrets(src: MapSources) -> MapSources {
+    let pem = "-----BEGIN PRIVATE KEY-----\nMC4=\n-----END PRIVATE KEY-----\n";
+    src.file("config/dev-secrets/oidc-signing-key.pem", pem)
+        .file("config/dev-secrets/gateway-assertion-key.pem", pem)
         .file(
             "config/dev-secrets/demo-gateway-client-secret",
             "dev-secret\n",
         )
-        // The repo's copy also signs assertions (the shared reference may not).
-        .file(
-            "config/dev-secrets/gateway-assertion-key.pem",
-            "-----BEGIN PRIVATE KEY-----\nMC4=\n-----END PRIVATE KEY-----\n",
-        );
+        .file("config/dev-secrets/corp-client-secret", "corp-secret\n")
+}
+
+#[test]
+fn repo_config_parses_with_its_secrets() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/orchestrator.yaml"),
+    )
+    .unwrap();
+    let src = with_dev_secrets(MapSources::default().file(PATH, text));
     let cfg = load(Path::new(PATH), &src).unwrap();
     let op = cfg.oidc_provider.unwrap();
     assert_eq!(op.clients[0].client_id, "demo-gateway");
@@ -218,6 +210,77 @@ fn reference_config_parses_with_its_secrets() {
     let gw = cfg.app_gateway.unwrap();
     assert_eq!(gw.apps[0].headers["X-Auth-Request-Email"], "email");
     assert_eq!(gw.apps[0].policy.allow_groups, vec!["engineering"]);
+}
+
+/// Keys of the shared reference (`../shared/reference/orchestrator.yaml`, the contract
+/// external tests write configs with) that belong to open issues and are not built yet,
+/// with the issue that builds each. The change that builds a key removes its entry.
+const REFERENCE_KEYS_NOT_BUILT_YET: &[(&str, &str)] = &[
+    ("authPath", "issue 16: forward auth"),
+    ("upstreams", "issue 17: federation"),
+    ("backchannelLogoutUri", "issue 18: back-channel logout"),
+    ("backchannelLogoutPath", "issue 18: back-channel logout"),
+];
+
+/// `text` without the mapping entries named `key` (the key's line and the lines
+/// indented under it).
+fn without_key(text: &str, key: &str) -> String {
+    let mut out = String::new();
+    let mut skipping_deeper_than: Option<usize> = None;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(depth) = skipping_deeper_than {
+            if line.trim().is_empty() || indent > depth {
+                continue;
+            }
+            skipping_deeper_than = None;
+        }
+        if line.trim_start().starts_with(&format!("{key}:")) {
+            skipping_deeper_than = Some(indent);
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn reference_config_parses_apart_from_keys_not_built_yet() {
+    let reference =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/orchestrator.yaml");
+    let Ok(mut text) = std::fs::read_to_string(&reference) else {
+        // The reference lives beside the repo, not in it; a clone on its own has the
+        // repo's config, covered above.
+        return;
+    };
+    for (key, _) in REFERENCE_KEYS_NOT_BUILT_YET {
+        let shorter = without_key(&text, key);
+        assert_ne!(shorter, text, "the reference no longer has {key}");
+        text = shorter;
+    }
+    let src = with_dev_secrets(MapSources::default().file(PATH, text));
+    let cfg = load(Path::new(PATH), &src).unwrap_or_else(|e| panic!("{e}"));
+    let op = cfg.oidc_provider.unwrap();
+    assert_eq!(op.clients[0].client_id, "demo-gateway");
+    assert_eq!(
+        op.clients[0].client_secret.as_ref().unwrap().expose(),
+        "dev-secret"
+    );
+    let gw = cfg.app_gateway.unwrap();
+    assert_eq!(gw.apps[0].headers["X-Auth-Request-Email"], "email");
+    assert_eq!(gw.apps[0].policy.allow_groups, vec!["engineering"]);
+    assert_eq!(gw.identity_providers[0].client_id, "demo-gateway");
+}
+
+#[test]
+fn without_key_drops_a_key_and_what_is_nested_under_it() {
+    let text = "a:\n  b: 1\n  up:\n    - x: 1\n\n      y: 2\n  c: 3\nd: 4\n";
+    assert_eq!(without_key(text, "up"), "a:\n  b: 1\n  c: 3\nd: 4\n");
+    assert_eq!(
+        without_key(text, "b"),
+        "a:\n  up:\n    - x: 1\n\n      y: 2\n  c: 3\nd: 4\n"
+    );
 }
 
 #[test]
