@@ -7,7 +7,7 @@ use cookie::{Cookie, SameSite};
 use http::Response;
 use http::header::{self, HeaderValue};
 
-use crate::body::BoxBody;
+use orchestrator_http::body::BoxBody;
 
 /// The names of the session cookie and of the login-binding cookie.
 ///

@@ -17,7 +17,7 @@ use orchestrator_config::AppConfig;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::body::BoxBody;
+use orchestrator_http::body::BoxBody;
 use crate::error::GatewayError;
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, BoxBody>;

@@ -16,7 +16,6 @@
 #![forbid(unsafe_code)]
 
 mod assertion;
-mod body;
 mod cookies;
 mod error;
 mod forward;
@@ -42,7 +41,7 @@ use orchestrator_cache::Cache;
 use orchestrator_config::{AppGatewayConfig, ListenConfig, SigningKeyConfig};
 
 pub use assertion::ASSERTION_ISSUER;
-pub use body::BoxBody;
+pub use orchestrator_http::body::BoxBody;
 pub use error::GatewayError;
 use metrics::AppMetrics;
 pub use metrics::GatewayMetrics;

@@ -35,7 +35,7 @@ use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
 use subtle::ConstantTimeEq as _;
 
-use crate::body::{BoxBody, empty, full};
+use orchestrator_http::body::{BoxBody, empty, full};
 use crate::cookies::{cookie, removal, set_cookie};
 use crate::error::GatewayError;
 use crate::forward::ForwardError;

@@ -4,7 +4,7 @@
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::body::{BoxBody, full};
+use orchestrator_http::body::{BoxBody, full};
 use crate::error::GatewayError;
 
 /// The response for `err`.

@@ -1,11 +1,13 @@
 //! orchestrator-http: the rules both the App Gateway and the OpenID
 //! Provider apply at the HTTP edge, written once so the two cannot disagree.
 //!
-//! It holds the `Cookie` header rules ([`cookies`]): parsing as bytes
+//! It holds the body type every response is built with ([`body`]), and the
+//! `Cookie` header rules ([`cookies`]): parsing as bytes
 //! (a non-ASCII cookie beside ours changes nothing), one cookie of a name or
 //! none (cookie tossing), and removing cookies from what an upstream sees.
 //! It knows nothing of sessions, config or routing.
 
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod cookies;

@@ -48,6 +48,4 @@ pub use keys::KeyError;
 pub use metrics::ProviderMetrics;
 pub use provider::Provider;
 
-/// The response body type shared by every crate of the orchestrator.
-pub type BoxBody =
-    http_body_util::combinators::BoxBody<bytes::Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub use orchestrator_http::body::BoxBody;

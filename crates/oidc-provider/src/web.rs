@@ -5,17 +5,12 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Limited};
 
 use crate::BoxBody;
 use crate::error::OAuthError;
 
-/// A body from bytes.
-pub(crate) fn full(bytes: impl Into<Bytes>) -> BoxBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
+pub(crate) use orchestrator_http::body::full;
 
 /// A JSON response that must not be cached (tokens, errors, userinfo).
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<BoxBody> {

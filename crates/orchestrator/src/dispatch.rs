@@ -6,14 +6,11 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use crate::app::Runtime;
 
-/// The response body type of every handler.
-pub(crate) type BoxBody =
-    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub(crate) use orchestrator_http::body::BoxBody;
 
 /// Serves one request of the main listener.
 pub(crate) async fn dispatch(
@@ -84,11 +81,9 @@ fn not_found() -> Response<BoxBody> {
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<BoxBody> {
-    let mut resp = Response::new(
-        Full::new(Bytes::from_static(text.as_bytes()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut resp = Response::new(orchestrator_http::body::full(Bytes::from_static(
+        text.as_bytes(),
+    )));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

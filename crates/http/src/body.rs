@@ -1,21 +1,22 @@
-//! The body type shared by every crate of the workspace, and small builders.
+//! The body type of every response the orchestrator builds, and small builders.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt as _, Empty, Full};
 
-/// The HTTP body type of the whole workspace.
+/// The HTTP body type of the whole workspace: the gateway's streamed upstream
+/// bodies and every built page share it.
 pub type BoxBody =
     http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A body holding `bytes`.
-pub(crate) fn full(bytes: impl Into<Bytes>) -> BoxBody {
+pub fn full(bytes: impl Into<Bytes>) -> BoxBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
 }
 
 /// An empty body.
-pub(crate) fn empty() -> BoxBody {
+pub fn empty() -> BoxBody {
     Empty::<Bytes>::new()
         .map_err(|never| match never {})
         .boxed()
