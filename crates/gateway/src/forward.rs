@@ -17,8 +17,8 @@ use orchestrator_config::AppConfig;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use orchestrator_http::body::BoxBody;
 use crate::error::GatewayError;
+use orchestrator_http::body::BoxBody;
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, BoxBody>;
 

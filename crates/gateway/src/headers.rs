@@ -95,14 +95,7 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// True when `ip` belongs to a trusted proxy.
-pub(crate) fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    trusted.iter().any(|net| net.contains(&ip))
-}
+pub(crate) use orchestrator_http::proxies::is_trusted;
 
 /// Headers that name another request target or method than the request's
 /// own. Frameworks honour them (Symfony and IIS take `X-Original-URL` as the

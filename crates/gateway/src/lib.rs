@@ -41,10 +41,10 @@ use orchestrator_cache::Cache;
 use orchestrator_config::{AppGatewayConfig, ListenConfig, SigningKeyConfig};
 
 pub use assertion::ASSERTION_ISSUER;
-pub use orchestrator_http::body::BoxBody;
 pub use error::GatewayError;
 use metrics::AppMetrics;
 pub use metrics::GatewayMetrics;
+pub use orchestrator_http::body::BoxBody;
 pub use phases::RequestIdentity;
 pub use route::NormalPath;
 pub use session::SessionId;

@@ -35,7 +35,6 @@ use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
 use subtle::ConstantTimeEq as _;
 
-use orchestrator_http::body::{BoxBody, empty, full};
 use crate::cookies::{cookie, removal, set_cookie};
 use crate::error::GatewayError;
 use crate::forward::ForwardError;
@@ -44,6 +43,7 @@ use crate::identity::Identity;
 use crate::route::{NormalPath, host_without_port};
 use crate::session::{PendingLogin, Session, SessionId, binding_hash};
 use crate::{App, Gateway, JWKS_PATH, Runtime, rescue, return_url};
+use orchestrator_http::body::{BoxBody, empty, full};
 
 /// Who a request was served for, attached to the gateway's responses as an
 /// extension so the listener's access log can name the app and the user.

@@ -4,8 +4,8 @@
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
 
-use orchestrator_http::body::{BoxBody, full};
 use crate::error::GatewayError;
+use orchestrator_http::body::{BoxBody, full};
 
 /// The response for `err`.
 pub(crate) fn respond(err: &GatewayError) -> Response<BoxBody> {

@@ -1,7 +1,8 @@
 //! orchestrator-http: the rules both the App Gateway and the OpenID
 //! Provider apply at the HTTP edge, written once so the two cannot disagree.
 //!
-//! It holds the body type every response is built with ([`body`]), and the
+//! It holds the body type every response is built with ([`body`]), who is a
+//! trusted proxy ([`proxies`]), the request id ([`request_id`]), and the
 //! `Cookie` header rules ([`cookies`]): parsing as bytes
 //! (a non-ASCII cookie beside ours changes nothing), one cookie of a name or
 //! none (cookie tossing), and removing cookies from what an upstream sees.
@@ -11,3 +12,5 @@
 
 pub mod body;
 pub mod cookies;
+pub mod proxies;
+pub mod request_id;

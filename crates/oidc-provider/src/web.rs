@@ -256,9 +256,7 @@ pub(crate) fn client_ip(
     client
 }
 
-fn trusted(nets: &[ipnet::IpNet], ip: IpAddr) -> bool {
-    nets.iter().any(|n| n.contains(&ip))
-}
+use orchestrator_http::proxies::is_trusted as trusted;
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use orchestrator_config::ListenConfig;
 use orchestrator_gateway::RequestIdentity;
+use orchestrator_http::proxies::is_trusted;
+use orchestrator_http::request_id::{self, RequestId};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -93,13 +95,14 @@ pub(crate) async fn serve(
             let service = {
                 let app = app.clone();
                 let is_tls = tls.is_some();
-                service_fn(move |req: hyper::Request<Incoming>| {
+                service_fn(move |mut req: hyper::Request<Incoming>| {
                     let app = app.clone();
                     async move {
                         let started = Instant::now();
                         // One runtime per request: the access-log switch and the
                         // dispatch read the same config even across a reload.
                         let runtime = app.runtime();
+                        let id = request_id(&mut req, peer, &runtime.config.listen.trusted_proxies);
                         let access = runtime.config.log.access_log.then(|| {
                             (
                                 req.method().clone(),
@@ -107,7 +110,12 @@ pub(crate) async fn serve(
                                 req.version(),
                             )
                         });
-                        let mut resp = crate::dispatch::dispatch(&runtime, req, peer, is_tls).await;
+                        let mut resp = id
+                            .clone()
+                            .scope(crate::dispatch::dispatch(&runtime, req, peer, is_tls))
+                            .await;
+                        resp.headers_mut()
+                            .insert(request_id::HEADER, id.header_value());
                         let elapsed = started.elapsed();
                         app.metrics.main.request(resp.status().as_u16(), elapsed);
                         let who = resp.extensions_mut().remove::<RequestIdentity>();
@@ -123,6 +131,7 @@ pub(crate) async fn serve(
                                 peer = %peer,
                                 app = app_name.as_deref().unwrap_or("-"),
                                 user = user.as_deref().unwrap_or("-"),
+                                request_id = %id,
                                 "request"
                             );
                         }
@@ -168,4 +177,20 @@ pub(crate) async fn serve(
         });
     }
     graceful
+}
+
+/// The request's id: a trusted proxy's `X-Request-Id`, or a new one. Written
+/// into the request, so the upstream sees the id the access log names.
+fn request_id(
+    req: &mut hyper::Request<Incoming>,
+    peer: SocketAddr,
+    trusted: &[ipnet::IpNet],
+) -> RequestId {
+    let from_proxy = is_trusted(trusted, peer.ip())
+        .then(|| RequestId::from_proxy(req.headers()))
+        .flatten();
+    let id = from_proxy.unwrap_or_else(RequestId::generate);
+    req.headers_mut()
+        .insert(request_id::HEADER, id.header_value());
+    id
 }

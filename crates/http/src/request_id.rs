@@ -1,0 +1,128 @@
+//! The request id: one per request, taken from a trusted proxy's
+//! `X-Request-Id` or made here, sent to the upstream, written in the access
+//! log and shown on every error page, so a user's "it said request id …"
+//! finds its log line.
+//!
+//! The listener sets it for the whole of a request's handling with
+//! [`RequestId::scope`]; pages read it with [`RequestId::current`], so no
+//! handler has to thread it through.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue};
+
+/// The header that carries the id, in and out.
+pub const HEADER: &str = "x-request-id";
+
+/// Longest id accepted from a proxy; a longer one is replaced.
+const MAX_LEN: usize = 128;
+
+tokio::task_local! {
+    static CURRENT: RequestId;
+}
+
+/// A request id: printable, at most 128 bytes of `[A-Za-z0-9._:+/=-]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(Arc<str>);
+
+impl RequestId {
+    /// A fresh id: 128 random bits as 32 hex digits (the form NGINX's
+    /// `$request_id` has).
+    pub fn generate() -> Self {
+        let n: u128 = rand::random();
+        Self(format!("{n:032x}").into())
+    }
+
+    /// The id a trusted proxy sent in `headers`, if it has exactly one
+    /// well-formed `X-Request-Id`.
+    pub fn from_proxy(headers: &HeaderMap) -> Option<Self> {
+        let mut values = headers.get_all(HEADER).iter();
+        let value = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        let text = value.to_str().ok()?;
+        let ok = !text.is_empty()
+            && text.len() <= MAX_LEN
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:+/=-".contains(&b));
+        ok.then(|| Self(text.into()))
+    }
+
+    /// The id of the request being served by this task, if the listener set one.
+    pub fn current() -> Option<Self> {
+        CURRENT.try_with(Clone::clone).ok()
+    }
+
+    /// Runs `fut` with this id as [`RequestId::current`].
+    pub fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
+        CURRENT.scope(self, fut)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id as a header value (always valid: the characters are checked).
+    pub fn header_value(&self) -> HeaderValue {
+        HeaderValue::from_str(&self.0).unwrap_or(HeaderValue::from_static("-"))
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(HEADER, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn generated_ids_are_random_hex() {
+        let (a, b) = (RequestId::generate(), RequestId::generate());
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 32);
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(RequestId::from_proxy(&headers(&[a.as_str()])), Some(a));
+    }
+
+    #[test]
+    fn a_proxy_s_id_is_kept_only_when_it_is_one_and_well_formed() {
+        let uuid = "3f2c8a4e-9b1d-4c55-8f00-0123456789ab";
+        assert_eq!(
+            RequestId::from_proxy(&headers(&[uuid])).unwrap().as_str(),
+            uuid
+        );
+        assert!(
+            RequestId::from_proxy(&headers(&["Root=1-5759e988-bd862e3fe1be46a994272793"]))
+                .is_some()
+        );
+        for bad in ["", "a b", "<script>", "x\"y", &"a".repeat(129)] {
+            assert_eq!(RequestId::from_proxy(&headers(&[bad])), None, "{bad:?}");
+        }
+        assert_eq!(RequestId::from_proxy(&headers(&["a", "b"])), None);
+        assert_eq!(RequestId::from_proxy(&HeaderMap::new()), None);
+    }
+
+    #[tokio::test]
+    async fn current_is_the_scoped_id_and_none_outside() {
+        assert_eq!(RequestId::current(), None);
+        let id = RequestId::generate();
+        let seen = id.clone().scope(async { RequestId::current() }).await;
+        assert_eq!(seen, Some(id));
+    }
+}
