@@ -143,7 +143,7 @@ impl Browser {
                 .unwrap();
             assert!(
                 resp.status().is_redirection(),
-                "login refused: {}",
+                "login refused at {post}: {}",
                 resp.status()
             );
             let loc = resp.headers()["location"].to_str().unwrap().to_owned();

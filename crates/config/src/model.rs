@@ -42,6 +42,9 @@ pub struct Config {
     /// Optional identity-aware reverse proxy.
     #[serde(default)]
     pub app_gateway: Option<AppGatewayConfig>,
+    /// The pages people see.
+    #[serde(default)]
+    pub ui: UiConfig,
 }
 
 impl Default for Config {
@@ -55,8 +58,21 @@ impl Default for Config {
             cache: CacheConfig::default(),
             oidc_provider: None,
             app_gateway: None,
+            ui: UiConfig::default(),
         }
     }
+}
+
+/// The pages people see: login, access denied, sign-out and errors.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UiConfig {
+    /// A folder of templates (`login.html`, `forbidden.html`, `error.html`,
+    /// `confirm.html`, `signed_out.html`, `base.html`, `style.css`); each file
+    /// there replaces the built-in page of its name. Watched: a change is
+    /// applied without a restart, and a broken template keeps the old pages.
+    #[serde(default)]
+    pub templates_dir: Option<PathBuf>,
 }
 
 fn default_secrets_dir() -> PathBuf {
@@ -529,6 +545,10 @@ pub enum GrantType {
 pub struct OidcClientConfig {
     /// The `client_id`.
     pub client_id: String,
+    /// The name the login page shows ("Sign in to continue to …"); the
+    /// `client_id` when unset.
+    #[serde(default)]
+    pub client_name: Option<String>,
     /// The secret of a confidential client; none makes a public client (PKCE required).
     #[serde(default)]
     pub client_secret: Option<Secret>,

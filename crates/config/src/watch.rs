@@ -46,7 +46,8 @@ impl std::fmt::Debug for ConfigWatcher {
 }
 
 impl ConfigWatcher {
-    /// Starts watching `config_path`'s directory, `current.secretsDir` and the
+    /// Starts watching `config_path`'s directory, `current.secretsDir`,
+    /// `current.ui.templatesDir` and the
     /// directories of `extra_files` (e.g. TLS certificates). Must run inside a
     /// tokio runtime. `current` is the config now serving, to tell changes apart.
     pub fn start(
@@ -87,8 +88,16 @@ impl ConfigWatcher {
         for f in extra_files {
             add(f);
         }
-        if !dirs.contains(&current.secrets_dir) && current.secrets_dir.is_dir() {
-            dirs.push(current.secrets_dir.clone());
+        for dir in [
+            Some(&current.secrets_dir),
+            current.ui.templates_dir.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !dirs.contains(dir) && dir.is_dir() {
+                dirs.push(dir.clone());
+            }
         }
         for dir in &dirs {
             watcher.watch(dir, RecursiveMode::NonRecursive)?;

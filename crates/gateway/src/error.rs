@@ -41,12 +41,6 @@ pub enum GatewayError {
         /// Configured name of the identity provider.
         idp: String,
     },
-    /// The policy of the app refuses this user.
-    #[error("access to {app} denied")]
-    Forbidden {
-        /// App name.
-        app: String,
-    },
     /// The upstream could not be reached or broke the exchange.
     #[error("upstream of {app} failed")]
     Upstream {

@@ -43,6 +43,9 @@ pub(crate) struct Identity {
     pub(crate) allowed: bool,
     /// The `sub` claim.
     pub(crate) subject: Arc<str>,
+    /// For a user the policy refuses: who the 403 page says is signed in
+    /// (email, else preferred user name, else name, else `sub`).
+    pub(crate) denied_as: Option<Arc<str>>,
     /// Headers to set on the upstream request (identity headers, assertion).
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     /// How long this may be reused.
@@ -72,9 +75,16 @@ impl Identity {
                 }
             }
         }
+        let denied_as = (!allowed).then(|| {
+            ["email", "preferred_username", "name"]
+                .iter()
+                .find_map(|c| claims.get(*c).and_then(Value::as_str))
+                .map_or_else(|| subject.clone(), Arc::from)
+        });
         Self {
             allowed,
             subject,
+            denied_as,
             headers,
             lifetime,
         }
@@ -83,6 +93,7 @@ impl Identity {
     fn weight(&self) -> u32 {
         let bytes = ENTRY_OVERHEAD
             + self.subject.len()
+            + self.denied_as.as_ref().map_or(0, |d| d.len())
             + self
                 .headers
                 .iter()

@@ -39,6 +39,7 @@ use arc_swap::ArcSwap;
 use http::HeaderName;
 use orchestrator_cache::Cache;
 use orchestrator_config::{AppGatewayConfig, ListenConfig, SigningKeyConfig};
+use orchestrator_ui::PagesHandle;
 
 pub use assertion::ASSERTION_ISSUER;
 pub use error::GatewayError;
@@ -212,6 +213,7 @@ pub struct Gateway {
     sessions: SessionStore,
     identities: IdentityCache,
     metrics: Arc<GatewayMetrics>,
+    pages: PagesHandle,
 }
 
 impl Gateway {
@@ -232,7 +234,16 @@ impl Gateway {
             sessions,
             identities: IdentityCache::new(),
             metrics,
+            pages: PagesHandle::default(),
         })
+    }
+
+    /// Renders its pages with `pages` (shared with the provider and replaced
+    /// when the templates change) instead of the built-ins.
+    #[must_use]
+    pub fn with_pages(mut self, pages: PagesHandle) -> Self {
+        self.pages = pages;
+        self
     }
 
     /// Hot reload: swaps apps, policies, IdPs and keys; keeps the session

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken};
+use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreIdToken};
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndSessionUrl, EndpointMaybeSet,
     EndpointNotSet, EndpointSet, IssuerUrl, LogoutRequest, Nonce, OAuth2TokenResponse as _,
@@ -228,16 +228,19 @@ impl Idp {
         }
     }
 
-    /// Starts a login: the authorization URL with PKCE S256, state and nonce.
+    /// Starts a login: the authorization URL with PKCE S256, state and nonce;
+    /// with `force_login`, `prompt=login` (the IdP asks for credentials even
+    /// when its own session is alive).
     pub(crate) async fn start(
         &self,
         redirect_uri: &str,
+        force_login: bool,
     ) -> Result<AuthorizationStart, GatewayError> {
         let d = self.client(false).await?;
         let redirect = RedirectUrl::new(redirect_uri.to_owned())
             .map_err(|_| GatewayError::BadRequest("cannot build the callback URL for this host"))?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let (url, state, nonce) = d
+        let mut request = d
             .client
             .authorize_url(
                 CoreAuthenticationFlow::AuthorizationCode,
@@ -246,8 +249,11 @@ impl Idp {
             )
             .add_scopes(self.scopes.iter().cloned())
             .set_pkce_challenge(challenge)
-            .set_redirect_uri(Cow::Owned(redirect))
-            .url();
+            .set_redirect_uri(Cow::Owned(redirect));
+        if force_login {
+            request = request.add_prompt(CoreAuthPrompt::Login);
+        }
+        let (url, state, nonce) = request.url();
         Ok(AuthorizationStart {
             url,
             state: state.secret().clone(),

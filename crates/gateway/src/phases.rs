@@ -72,7 +72,7 @@ where
     let mut user: Option<Arc<str>> = None;
     let mut resp = match pipeline(gw, rt, req, peer, tls, &mut app, &mut user).await {
         Ok(resp) => resp,
-        Err(e) => rescue::respond(&e),
+        Err(e) => rescue::respond(&gw.pages, &e),
     };
     match &app {
         Some(a) => a.metrics.record(resp.status()),
@@ -124,6 +124,13 @@ where
     }
     if p == rt.login_path {
         let rd = query_param(query.as_deref(), "rd").unwrap_or_else(|| "/".to_owned());
+        // "Sign in as someone else": the IdP must ask for credentials even
+        // though its session is still alive.
+        let force = match query_param(query.as_deref(), "prompt").as_deref() {
+            None => false,
+            Some("login") => true,
+            Some(_) => return Err(GatewayError::BadRequest("prompt may only be login")),
+        };
         let return_to = return_url::bounded(return_url::validate(&rd, &view.host, |candidate| {
             rt.router.find(&host, candidate).is_some()
         })?);
@@ -134,7 +141,16 @@ where
             .ok_or(GatewayError::NoRoute)?
             .clone();
         *app_out = Some(app.clone());
-        return Box::pin(start_login(gw, rt, &app, req.headers(), &view, return_to)).await;
+        return Box::pin(start_login(
+            gw,
+            rt,
+            &app,
+            req.headers(),
+            &view,
+            return_to,
+            force,
+        ))
+        .await;
     }
     let app = rt
         .router
@@ -165,18 +181,41 @@ where
                     Some(q) => format!("{p}?{q}"),
                     None => p.to_owned(),
                 });
-                return Box::pin(start_login(gw, rt, &app, req.headers(), &view, return_to)).await;
+                return Box::pin(start_login(
+                    gw,
+                    rt,
+                    &app,
+                    req.headers(),
+                    &view,
+                    return_to,
+                    false,
+                ))
+                .await;
             }
         }
     };
 
     // 6. authorize
-    *user_out = identity.as_ref().map(|i| i.subject.clone());
-    if identity.as_ref().is_some_and(|i| !i.allowed) {
-        return Err(GatewayError::Forbidden {
-            app: app.name.to_string(),
-        });
+    *user_out = identity.as_ref().map(|(_, i)| i.subject.clone());
+    if let Some((id, denied)) = identity.as_ref().filter(|(_, i)| !i.allowed) {
+        let here = match &query {
+            Some(q) => format!("{p}?{q}"),
+            None => p.to_owned(),
+        };
+        let rd: String =
+            form_urlencoded::byte_serialize(return_url::bounded(here).as_bytes()).collect();
+        return Ok(rescue::forbidden(
+            &gw.pages,
+            &rescue::Denied {
+                app: &app.name,
+                user: denied.denied_as.as_deref().unwrap_or_default(),
+                switch_url: &format!("{}?rd={rd}&prompt=login", rt.login_path),
+                sign_out_action: &rt.logout_path,
+                sign_out_token: &id.logout_token(),
+            },
+        ));
     }
+    let identity = identity.map(|(_, i)| i);
 
     // 7. upstream_request_filter
     let inbound_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
@@ -377,7 +416,7 @@ async fn authenticate(
     headers: &HeaderMap,
     app: &App,
     view: &ClientView,
-) -> Result<Option<Arc<Identity>>, GatewayError> {
+) -> Result<Option<(SessionId, Arc<Identity>)>, GatewayError> {
     let Some((id, session)) = current_session(gw, rt, headers, view).await? else {
         return Ok(None);
     };
@@ -385,7 +424,7 @@ async fn authenticate(
     if *session.idp != *app.idp {
         return Ok(None);
     }
-    Ok(gw.identities.get(rt, app, &id, &session))
+    Ok(gw.identities.get(rt, app, &id, &session).map(|i| (id, i)))
 }
 
 /// The session named by the request's session cookie, if it is live and was
@@ -429,6 +468,7 @@ async fn start_login(
     headers: &HeaderMap,
     view: &ClientView,
     return_to: String,
+    force_login: bool,
 ) -> Result<Response<BoxBody>, GatewayError> {
     let idp = rt.idps.get(&app.idp).ok_or(GatewayError::IdpUnavailable {
         idp: app.idp.clone(),
@@ -441,7 +481,7 @@ async fn start_login(
     }
     let https = view.proto == "https";
     let redirect_uri = format!("{}://{}{}", view.proto, view.host, rt.callback_path);
-    let start = idp.start(&redirect_uri).await?;
+    let start = idp.start(&redirect_uri, force_login).await?;
     // One binding value per browser, reused while it lives, so logins
     // started in several tabs at once all complete.
     let binding = cookie_value(headers, rt.cookies.binding(https))
@@ -587,31 +627,22 @@ where
                     .await?
                     .is_some() =>
             {
-                rescue::confirm_page(
-                    "Sign out",
-                    "Do you want to sign out?",
-                    &rt.logout_path,
-                    &id.logout_token(),
-                )
+                rescue::confirm_sign_out(&gw.pages, &rt.logout_path, &id.logout_token())
             }
-            _ => rescue::page(StatusCode::OK, "Signed out", "You are not signed in."),
+            _ => rescue::signed_out(&gw.pages, "You are not signed in.", Some("/")),
         });
     }
     if method != Method::POST {
-        let mut resp = rescue::page(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "Method not allowed",
-            "Sign out with the form on this page.",
-        );
+        let mut resp = rescue::method_not_allowed(&gw.pages);
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
         return Ok(resp);
     }
     let Some(id) = id else {
-        return Ok(rescue::page(
-            StatusCode::OK,
-            "Signed out",
+        return Ok(rescue::signed_out(
+            &gw.pages,
             "You are not signed in.",
+            Some("/"),
         ));
     };
     let form = read_form(req.into_body()).await?;
@@ -634,7 +665,7 @@ where
     }
     let mut resp = match target {
         Some(url) => redirect(StatusCode::SEE_OTHER, url.as_str())?,
-        None => rescue::page(StatusCode::OK, "Signed out", "You have been signed out."),
+        None => rescue::signed_out(&gw.pages, "You have been signed out.", Some("/")),
     };
     set_cookie(&mut resp, &removal(name, https));
     Ok(resp)

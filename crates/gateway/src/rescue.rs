@@ -1,145 +1,205 @@
-//! The one place where a [`GatewayError`] becomes a response. Pages name the
-//! app at most, never an upstream address, a reason from a library, or a secret.
+//! The one place where a [`GatewayError`] becomes a response, and the
+//! gateway's other pages (access denied, sign-out). Pages name the app at
+//! most, never an upstream address, a reason from a library, or a secret;
+//! each says what happened and what to do, and carries the request id.
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
+use orchestrator_http::body::BoxBody;
+use orchestrator_ui::{
+    ConfirmView, ErrorView, ForbiddenView, FormAction, PagesHandle, SignedOutView, html,
+};
 
 use crate::error::GatewayError;
-use orchestrator_http::body::{BoxBody, full};
 
-/// The response for `err`.
-pub(crate) fn respond(err: &GatewayError) -> Response<BoxBody> {
-    let (status, title, detail): (StatusCode, &str, String) = match err {
-        GatewayError::BadRequest(why) => {
-            (StatusCode::BAD_REQUEST, "Bad request", (*why).to_owned())
-        }
-        GatewayError::NoRoute => (
+/// What a page says about one error: status, title, what happened, what to
+/// do, and whether "try again" (the site's root) helps.
+struct Explained {
+    status: StatusCode,
+    title: &'static str,
+    message: String,
+    hint: &'static str,
+    retry: bool,
+}
+
+const RETRY_LATER: &str = "Try again in a minute. If it keeps happening, tell your \
+                           administrator and quote the request ID below.";
+
+fn explain(err: &GatewayError) -> Explained {
+    let e = |status, title, message: String, hint, retry| Explained {
+        status,
+        title,
+        message,
+        hint,
+        retry,
+    };
+    match err {
+        GatewayError::BadRequest(why) => e(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            format!("The request cannot be served: {why}."),
+            "Check the address, or start again from the application's home page.",
+            true,
+        ),
+        GatewayError::NoRoute => e(
             StatusCode::NOT_FOUND,
             "Not found",
             "No application is served at this address.".to_owned(),
+            "Check the address you opened.",
+            false,
         ),
-        GatewayError::TooManyLogins => (
+        GatewayError::TooManyLogins => e(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many sign-ins",
-            "Too many sign-ins are in progress. Wait a few minutes and try again.".to_owned(),
+            "Too many sign-ins are in progress from your network.".to_owned(),
+            "Wait a few minutes, then try again.",
+            true,
         ),
-        GatewayError::LogoutUnconfirmed => (
+        GatewayError::LogoutUnconfirmed => e(
             StatusCode::FORBIDDEN,
             "Sign-out not confirmed",
-            "This sign-out request did not come from the sign-out page. Open it again to sign out."
+            "This sign-out request did not come from the sign-out page, so you are still signed in."
                 .to_owned(),
+            "To sign out, use the sign-out button of the application's sign-out page.",
+            true,
         ),
-        GatewayError::LoginRequired => (
+        GatewayError::LoginRequired => e(
             StatusCode::UNAUTHORIZED,
-            "Login required",
-            "Sign in through the browser first.".to_owned(),
+            "Sign-in required",
+            "This address needs a signed-in browser session.".to_owned(),
+            "Open the application in your browser and sign in first.",
+            false,
         ),
-        GatewayError::LoginFailed(_) => (
+        GatewayError::LoginFailed(_) => e(
             StatusCode::BAD_REQUEST,
-            "Login failed",
-            "The login could not be completed or has expired. Please start again.".to_owned(),
+            "Sign-in failed",
+            "The sign-in could not be completed, or it took too long.".to_owned(),
+            "Go back to the application and sign in again.",
+            true,
         ),
-        GatewayError::IdpUnavailable { .. } => (
+        GatewayError::IdpUnavailable { .. } => e(
             StatusCode::SERVICE_UNAVAILABLE,
-            "Login unavailable",
-            "The identity provider cannot be reached right now. Please retry shortly.".to_owned(),
+            "Sign-in unavailable",
+            "The sign-in service cannot be reached right now.".to_owned(),
+            RETRY_LATER,
+            true,
         ),
-        GatewayError::Forbidden { app } => (
-            StatusCode::FORBIDDEN,
-            "Access denied",
-            format!("You are not allowed to use {app}."),
-        ),
-        GatewayError::Upstream { app } => (
+        GatewayError::Upstream { app } => e(
             StatusCode::BAD_GATEWAY,
-            "Bad gateway",
+            "Application unavailable",
             format!("{app} is not answering."),
+            RETRY_LATER,
+            true,
         ),
-        GatewayError::Timeout { app } => (
+        GatewayError::Timeout { app } => e(
             StatusCode::GATEWAY_TIMEOUT,
-            "Gateway timeout",
+            "Application too slow",
             format!("{app} did not answer in time."),
+            RETRY_LATER,
+            true,
         ),
-        GatewayError::Cache(_) => (
+        GatewayError::Cache(_) => e(
             StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Sessions cannot be read right now. Please retry shortly.".to_owned(),
+            "Temporarily unavailable",
+            "Sessions cannot be read right now.".to_owned(),
+            RETRY_LATER,
+            true,
         ),
-        GatewayError::Config { .. } => (
+        GatewayError::Config { .. } => e(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "Error",
+            "Gateway error",
             "The gateway is misconfigured.".to_owned(),
+            "Tell your administrator and quote the request ID below.",
+            false,
         ),
-    };
+    }
+}
+
+/// The response for `err`.
+pub(crate) fn respond(pages: &PagesHandle, err: &GatewayError) -> Response<BoxBody> {
+    let ex = explain(err);
     match err {
         GatewayError::LoginFailed(why) | GatewayError::Cache(why) => {
-            tracing::info!(reason = %why, "{title}")
+            tracing::info!(reason = %why, "{}", ex.title)
         }
-        _ => tracing::debug!(error = %err, "{title}"),
+        _ => tracing::debug!(error = %err, "{}", ex.title),
     }
-    page(status, title, &detail)
+    let page = pages.render(&ErrorView {
+        status: ex.status.as_u16(),
+        title: ex.title,
+        message: &ex.message,
+        hint: Some(ex.hint),
+        code: None,
+        retry_url: ex.retry.then_some("/"),
+    });
+    html(ex.status, page, FormAction::SelfOnly)
 }
 
-/// A small HTML page.
-pub(crate) fn page(status: StatusCode, title: &str, detail: &str) -> Response<BoxBody> {
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
-         <body><h1>{t}</h1><p>{d}</p></body></html>\n",
-        t = escape(title),
-        d = escape(detail)
-    );
-    let mut resp = Response::new(full(html));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    resp.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+/// A page that only informs (sign-out done, nothing to sign out of).
+pub(crate) fn signed_out(
+    pages: &PagesHandle,
+    message: &str,
+    continue_url: Option<&str>,
+) -> Response<BoxBody> {
+    let page = pages.render(&SignedOutView {
+        title: "Signed out",
+        message,
+        continue_url,
+    });
+    html(StatusCode::OK, page, FormAction::SelfOnly)
 }
 
-/// A page with one button that POSTs `token` to `action` (a confirmation).
-///
-/// The CSP allows no script, no framing, and forms only to this origin and
-/// whatever it redirects to: Chromium applies `form-action` to a form's
-/// redirects too, and sign-out continues at the IdP.
-pub(crate) fn confirm_page(
-    title: &str,
-    question: &str,
+/// A 405 for a method the sign-out page does not take.
+pub(crate) fn method_not_allowed(pages: &PagesHandle) -> Response<BoxBody> {
+    let page = pages.render(&ErrorView {
+        status: 405,
+        title: "Method not allowed",
+        message: "This address only shows the sign-out page and takes its form.",
+        hint: Some("Open the sign-out page and use its button."),
+        code: None,
+        retry_url: None,
+    });
+    html(StatusCode::METHOD_NOT_ALLOWED, page, FormAction::SelfOnly)
+}
+
+/// The sign-out confirmation: one button that POSTs `token` to `action`.
+/// Its answer continues at the IdP's end-session endpoint, so form targets
+/// are not restricted (Chromium checks `form-action` on redirects too).
+pub(crate) fn confirm_sign_out(
+    pages: &PagesHandle,
     action: &str,
     token: &str,
 ) -> Response<BoxBody> {
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
-         <body><h1>{t}</h1><p>{q}</p>\
-         <form method=\"post\" action=\"{a}\"><input type=\"hidden\" name=\"token\" value=\"{v}\">\
-         <button type=\"submit\">{t}</button></form></body></html>\n",
-        t = escape(title),
-        q = escape(question),
-        a = escape(action),
-        v = escape(token),
-    );
-    let mut resp = Response::new(full(html));
-    let h = resp.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
-    );
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    resp
+    let page = pages.render(&ConfirmView {
+        title: "Sign out",
+        message: "Do you want to sign out?",
+        action,
+        token,
+        button: "Sign out",
+    });
+    html(StatusCode::OK, page, FormAction::Unrestricted)
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+/// What the "access denied" page offers a signed-in user.
+pub(crate) struct Denied<'a> {
+    pub(crate) app: &'a str,
+    pub(crate) user: &'a str,
+    pub(crate) switch_url: &'a str,
+    pub(crate) sign_out_action: &'a str,
+    pub(crate) sign_out_token: &'a str,
+}
+
+/// 403: who is signed in, "sign in as someone else" and "sign out".
+pub(crate) fn forbidden(pages: &PagesHandle, denied: &Denied<'_>) -> Response<BoxBody> {
+    tracing::debug!(app = denied.app, "access denied by policy");
+    let page = pages.render(&ForbiddenView {
+        title: "Access denied",
+        app: denied.app,
+        user: (!denied.user.is_empty()).then_some(denied.user),
+        switch_url: Some(denied.switch_url),
+        sign_out_action: Some(denied.sign_out_action),
+        sign_out_token: Some(denied.sign_out_token),
+    });
+    html(StatusCode::FORBIDDEN, page, FormAction::Unrestricted)
 }
 
 #[cfg(test)]
@@ -148,20 +208,27 @@ mod tests {
 
     #[test]
     fn statuses_and_no_internals() {
+        let pages = PagesHandle::default();
         let cases = [
             (GatewayError::LoginRequired, 401),
-            (GatewayError::Forbidden { app: "demo".into() }, 403),
             (GatewayError::NoRoute, 404),
             (GatewayError::Upstream { app: "demo".into() }, 502),
             (GatewayError::Timeout { app: "demo".into() }, 504),
             (GatewayError::IdpUnavailable { idp: "corp".into() }, 503),
             (GatewayError::LoginFailed("secret detail".into()), 400),
+            (GatewayError::Cache("redis at 10.0.0.7 refused".into()), 503),
             (GatewayError::TooManyLogins, 429),
             (GatewayError::LogoutUnconfirmed, 403),
         ];
         for (e, code) in cases {
-            assert_eq!(respond(&e).status().as_u16(), code, "{e}");
+            let resp = respond(&pages, &e);
+            assert_eq!(resp.status().as_u16(), code, "{e}");
+            assert!(resp.headers().contains_key("content-security-policy"));
+            let text = format!("{:?}", explain(&e).message);
+            assert!(
+                !text.contains("secret") && !text.contains("10.0.0.7"),
+                "{text}"
+            );
         }
-        assert_eq!(escape("<a&b>"), "&lt;a&amp;b&gt;");
     }
 }

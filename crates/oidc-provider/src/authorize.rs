@@ -17,13 +17,14 @@ use http::request::Parts;
 use crate::BoxBody;
 use crate::clients::Client;
 use crate::error::{self, ErrorCode, OAuthError};
-use crate::html;
+
 use crate::params::Params;
 use crate::provider::{CSRF_COOKIE, LOGIN_TTL, Provider, RequestCtx, SESSION_COOKIE};
 use crate::seal;
 use crate::store::{CodeRecord, PendingAuthorization, SsoSession, random_token};
 use crate::tokens::{self, now};
 use crate::web;
+use orchestrator_ui::LoginView;
 
 /// A checked authorization request.
 struct AuthRequest {
@@ -43,11 +44,11 @@ pub(crate) async fn serve(
     // that would be sealed or echoed are refused here, on a page: an
     // over-long `state` must not travel back in a redirect.
     if let Err(e) = params.check_echoed(&["state", "nonce", "login_hint"]) {
-        return error::page_response(&e);
+        return error::page_response(&p.pages, &e);
     }
     let client = match check_client(p, params) {
         Ok(c) => c,
-        Err(e) => return error::page_response(&e),
+        Err(e) => return error::page_response(&p.pages, &e),
     };
     let redirect_uri = params.get("redirect_uri").unwrap_or_default();
     let state = params.get("state");
@@ -55,11 +56,11 @@ pub(crate) async fn serve(
     // Phase 2: the rest of the request; errors go back to the client.
     let req = match check_request(&client, params) {
         Ok(r) => r,
-        Err(e) => return error::redirect_response(redirect_uri, state, &p.issuer, &e),
+        Err(e) => return error::redirect_response(&p.pages, redirect_uri, state, &p.issuer, &e),
     };
     match decide(p, parts, req, &client, ctx).await {
         Ok(resp) => resp,
-        Err(e) => error::redirect_response(redirect_uri, state, &p.issuer, &e),
+        Err(e) => error::redirect_response(&p.pages, redirect_uri, state, &p.issuer, &e),
     }
 }
 
@@ -265,12 +266,12 @@ async fn login_page(
     pending.csrf = csrf.clone();
     let tx = seal::seal(p.active_key(), &pending, tokens::expiry(LOGIN_TTL))?;
     let login_path = p.local_path("/login");
-    let page = html::login_page(&html::LoginForm {
+    let page = p.pages.render(&LoginView {
         action: &login_path,
         transaction: &tx,
         csrf: &csrf,
         username: pending.login_hint.as_deref().unwrap_or(""),
-        client: &client.id,
+        client_name: &client.name,
         message: None,
     });
     let mut resp = web::login_html(http::StatusCode::OK, page, &pending.redirect_uri);

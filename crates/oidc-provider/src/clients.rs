@@ -30,6 +30,8 @@ pub(crate) const STANDARD_SCOPES: &[&str] = &[
 #[derive(Debug)]
 pub(crate) struct Client {
     pub(crate) id: String,
+    /// What the login page calls it (`clientName`, else the id).
+    pub(crate) name: String,
     secret: Option<Secret>,
     pub(crate) redirect_uris: Vec<String>,
     pub(crate) post_logout_redirect_uris: Vec<String>,
@@ -127,6 +129,11 @@ impl Clients {
             }
             let client = Client {
                 id: c.client_id.clone(),
+                name: c
+                    .client_name
+                    .clone()
+                    .filter(|n| !n.trim().is_empty())
+                    .unwrap_or_else(|| c.client_id.clone()),
                 secret,
                 redirect_uris: c.redirect_uris.clone(),
                 post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),

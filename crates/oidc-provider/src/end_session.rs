@@ -6,11 +6,12 @@ use http::{Response, StatusCode, header};
 
 use crate::BoxBody;
 use crate::error::{self, OAuthError};
-use crate::html;
+
 use crate::params::Params;
 use crate::provider::{Provider, RequestCtx, SESSION_COOKIE};
 use crate::tokens::{self, Expect, IdClaims};
 use crate::web;
+use orchestrator_ui::SignedOutView;
 
 pub(crate) async fn serve(
     p: &Provider,
@@ -20,7 +21,7 @@ pub(crate) async fn serve(
 ) -> Response<BoxBody> {
     match end_session(p, parts, params, ctx).await {
         Ok(resp) => resp,
-        Err(e) => error::page_response(&e),
+        Err(e) => error::page_response(&p.pages, &e),
     }
 }
 
@@ -88,7 +89,14 @@ async fn end_session(
     }
     let mut resp = match destination {
         Some(location) => web::redirect(&location),
-        None => web::html(StatusCode::OK, html::signed_out_page()),
+        None => web::html(
+            StatusCode::OK,
+            p.pages.render(&SignedOutView {
+                title: "Signed out",
+                message: "You have been signed out.",
+                continue_url: None,
+            }),
+        ),
     };
     if let Some(v) = web::set_cookie(SESSION_COOKIE, None, p.cookie_path(), ctx.tls, None) {
         resp.headers_mut().append(header::SET_COOKIE, v);

@@ -11,8 +11,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 use url::Url;
 
 use crate::BoxBody;
-use crate::html;
 use crate::web;
+use orchestrator_ui::{ErrorView, PagesHandle};
 
 /// Error codes named by RFC 6749, RFC 6750, RFC 7009 and OpenID Connect Core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,6 +263,7 @@ pub(crate) fn bearer_response(err: &OAuthError) -> Response<BoxBody> {
 /// RFC 6749 §4.1.2.1: the error goes back to the client's (already validated)
 /// redirect URI with `state` and, per RFC 9207, `iss`.
 pub(crate) fn redirect_response(
+    pages: &PagesHandle,
     redirect_uri: &str,
     state: Option<&str>,
     issuer: &str,
@@ -280,21 +281,47 @@ pub(crate) fn redirect_response(
         Some(location) => web::redirect(&location),
         // Cannot happen for a registered URI (checked at startup); fall back
         // to the page rather than redirecting somewhere unchecked.
-        None => page_response(err),
+        None => page_response(pages, err),
     }
 }
 
 /// An HTML error page: for authorize errors that must not redirect.
-pub(crate) fn page_response(err: &OAuthError) -> Response<BoxBody> {
+pub(crate) fn page_response(pages: &PagesHandle, err: &OAuthError) -> Response<BoxBody> {
     // 401 asks for HTTP authentication, which a browser cannot give here.
     let status = match err.status() {
         StatusCode::UNAUTHORIZED => StatusCode::BAD_REQUEST,
         s => s,
     };
-    web::html(
-        status,
-        html::error_page(err.code.as_str(), &err.description),
-    )
+    web::html(status, error_page(pages, status, err))
+}
+
+/// The page for an error that cannot go back to the client: what happened,
+/// what to do, the OAuth error code.
+pub(crate) fn error_page(pages: &PagesHandle, status: StatusCode, err: &OAuthError) -> String {
+    pages.render(&ErrorView {
+        status: status.as_u16(),
+        title: "Sign-in error",
+        message: &sentence(&err.description),
+        hint: Some(
+            "Go back to the application and sign in again. If it keeps happening, tell the \
+             application's administrator and quote the request ID below.",
+        ),
+        code: Some(err.code.as_str()),
+        retry_url: None,
+    })
+}
+
+/// `text` as a sentence: capital first letter, final full stop.
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default();
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
 }
 
 /// Appends query parameters to a URL that may already carry a query.

@@ -24,7 +24,6 @@ mod device;
 mod discovery;
 mod end_session;
 mod error;
-mod html;
 mod introspect;
 mod jwks;
 pub mod keys;

@@ -12,7 +12,7 @@ use crate::BoxBody;
 use crate::authorize;
 use crate::device::{self, DEVICE_COOKIE};
 use crate::error::{self, OAuthError};
-use crate::html;
+
 use crate::params::Params;
 use crate::provider::{CSRF_COOKIE, Provider, RequestCtx, SESSION_COOKIE};
 use crate::seal::{self, LoginTx};
@@ -21,6 +21,7 @@ use crate::throttle;
 use crate::tokens::{self, now};
 use crate::users::Verified;
 use crate::web;
+use orchestrator_ui::LoginView;
 
 const BAD_CREDENTIALS: &str = "Incorrect username or password.";
 const THROTTLED: &str = "Too many failed sign-in attempts. Wait a few minutes and try again.";
@@ -35,7 +36,7 @@ pub(crate) async fn serve(
 ) -> Response<BoxBody> {
     match login(p, parts, params, ctx).await {
         Ok(resp) => resp,
-        Err(e) => error::page_response(&e),
+        Err(e) => error::page_response(&p.pages, &e),
     }
 }
 
@@ -167,6 +168,7 @@ async fn login(
     let mut resp = match authorize::issue_code(p, &pending, &session).await {
         Ok(r) => r,
         Err(e) => error::redirect_response(
+            &p.pages,
             &pending.redirect_uri,
             pending.state.as_deref(),
             &p.issuer,
@@ -214,12 +216,16 @@ fn form(
     message: &str,
 ) -> Response<BoxBody> {
     let action = p.local_path("/login");
-    let page = html::login_page(&html::LoginForm {
+    let client_name = p
+        .clients
+        .get(&pending.client_id)
+        .map_or_else(|| pending.client_id.clone(), |c| c.name.clone());
+    let page = p.pages.render(&LoginView {
         action: &action,
         transaction: tx,
         csrf: &pending.csrf,
         username,
-        client: &pending.client_id,
+        client_name: &client_name,
         message: Some(message),
     });
     web::login_html(status, page, &pending.redirect_uri)

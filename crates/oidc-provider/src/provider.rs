@@ -35,6 +35,7 @@ use crate::throttle::InFlight;
 use crate::users::Users;
 use crate::web;
 use crate::{authorize, discovery, end_session, introspect, jwks, login, revoke, token, userinfo};
+use orchestrator_ui::PagesHandle;
 
 /// Name of the SSO session cookie.
 pub(crate) const SESSION_COOKIE: &str = "oidc_session";
@@ -66,6 +67,8 @@ pub struct Provider {
     pub(crate) verifying: Arc<InFlight>,
     pub(crate) store: Store,
     pub(crate) metrics: Arc<ProviderMetrics>,
+    /// The pages (login, errors, signed out), shared with the gateway.
+    pub(crate) pages: PagesHandle,
     trusted_proxies: Vec<ipnet::IpNet>,
     max_body: usize,
     discovery: Bytes,
@@ -127,6 +130,7 @@ impl Provider {
             verifying: InFlight::new(cfg.login_throttle.max_concurrent_per_user),
             store: Store::new(cache),
             metrics,
+            pages: PagesHandle::default(),
             trusted_proxies: listen.trusted_proxies.clone(),
             max_body: listen.max_body_bytes,
             discovery: Bytes::new(),
@@ -138,6 +142,14 @@ impl Provider {
         provider.jwks =
             Bytes::from(serde_json::to_vec(&jwks::document(&provider)).unwrap_or_default());
         Ok(provider)
+    }
+
+    /// Renders its pages with `pages` (shared with the gateway and replaced
+    /// when the templates change) instead of the built-ins.
+    #[must_use]
+    pub fn with_pages(mut self, pages: PagesHandle) -> Self {
+        self.pages = pages;
+        self
     }
 
     /// True when host (port ignored) and path fall under the issuer's host + path.
@@ -250,21 +262,21 @@ impl Provider {
             Endpoint::Authorize if get_like || method == Method::POST => {
                 let (parts, params) = match self.read_params(req).await {
                     Ok(v) => v,
-                    Err(e) => return error::page_response(&e),
+                    Err(e) => return error::page_response(&self.pages, &e),
                 };
                 authorize::serve(self, &parts, &params, ctx).await
             }
             Endpoint::Login if method == Method::POST => {
                 let (parts, params) = match self.read_params(req).await {
                     Ok(v) => v,
-                    Err(e) => return error::page_response(&e),
+                    Err(e) => return error::page_response(&self.pages, &e),
                 };
                 login::serve(self, &parts, &params, ctx).await
             }
             Endpoint::EndSession if get_like || method == Method::POST => {
                 let (parts, params) = match self.read_params(req).await {
                     Ok(v) => v,
-                    Err(e) => return error::page_response(&e),
+                    Err(e) => return error::page_response(&self.pages, &e),
                 };
                 end_session::serve(self, &parts, &params, ctx).await
             }
@@ -284,7 +296,7 @@ impl Provider {
                 }
             }
             Endpoint::Authorize | Endpoint::Login | Endpoint::EndSession => {
-                error::page_response(&OAuthError::method_not_allowed())
+                error::page_response(&self.pages, &OAuthError::method_not_allowed())
             }
             Endpoint::Userinfo => error::bearer_response(&OAuthError::method_not_allowed()),
             Endpoint::Token | Endpoint::Introspect | Endpoint::Revoke => {

@@ -9,6 +9,7 @@ use http_body_util::{BodyExt as _, Limited};
 
 use crate::BoxBody;
 use crate::error::OAuthError;
+use orchestrator_ui::FormAction;
 
 pub(crate) use orchestrator_http::body::full;
 
@@ -69,15 +70,10 @@ pub(crate) fn cors_preflight() -> Response<BoxBody> {
     resp
 }
 
-/// An HTML page; never cached, never framed.
+/// An HTML page whose forms (if any) post to this origin.
 pub(crate) fn html(status: StatusCode, page: String) -> Response<BoxBody> {
-    html_with_csp(status, page, HeaderValue::from_static(PAGE_CSP))
+    orchestrator_ui::html(status, page, FormAction::SelfOnly)
 }
-
-/// Our pages need no script and must not be framed (clickjacking); their
-/// forms post to this origin.
-const PAGE_CSP: &str =
-    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
 
 /// The login page for a client whose redirect URI is `redirect_uri`.
 ///
@@ -91,15 +87,10 @@ pub(crate) fn login_html(
     page: String,
     redirect_uri: &str,
 ) -> Response<BoxBody> {
-    let csp = form_action_source(redirect_uri)
-        .and_then(|src| {
-            HeaderValue::from_str(&format!(
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {src}; frame-ancestors 'none'"
-            ))
-            .ok()
-        })
-        .unwrap_or(HeaderValue::from_static(PAGE_CSP));
-    html_with_csp(status, page, csp)
+    match form_action_source(redirect_uri) {
+        Some(src) => orchestrator_ui::html(status, page, FormAction::SelfAnd(&src)),
+        None => html(status, page),
+    }
 }
 
 /// The CSP source expression for where `redirect_uri` points: its origin
@@ -116,24 +107,6 @@ fn form_action_source(redirect_uri: &str) -> Option<String> {
     }
 }
 
-fn html_with_csp(status: StatusCode, page: String, csp: HeaderValue) -> Response<BoxBody> {
-    let mut resp = Response::new(full(page));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    no_store(h);
-    h.insert(header::CONTENT_SECURITY_POLICY, csp);
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    resp
-}
-
 /// A 302 to `location`.
 pub(crate) fn redirect(location: &str) -> Response<BoxBody> {
     let Ok(location) = HeaderValue::from_str(location) else {
@@ -141,7 +114,11 @@ pub(crate) fn redirect(location: &str) -> Response<BoxBody> {
         // refuse rather than redirect somewhere else.
         return html(
             StatusCode::BAD_REQUEST,
-            crate::html::error_page("invalid_request", "unusable redirect URI"),
+            crate::error::error_page(
+                &orchestrator_ui::PagesHandle::default(),
+                StatusCode::BAD_REQUEST,
+                &OAuthError::invalid_request("unusable redirect URI"),
+            ),
         );
     };
     let mut resp = Response::new(full(Bytes::new()));
@@ -289,7 +266,8 @@ mod tests {
             .to_str()
             .unwrap();
         assert!(
-            csp.contains("form-action 'self' https://app.example;"),
+            csp.split(';')
+                .any(|d| d.trim() == "form-action 'self' https://app.example"),
             "{csp}"
         );
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");

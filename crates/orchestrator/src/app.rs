@@ -10,6 +10,7 @@ use orchestrator_config::{
 };
 use orchestrator_gateway::{Gateway, GatewayMetrics};
 use orchestrator_oidc::{Provider, ProviderMetrics};
+use orchestrator_ui::{Pages, PagesHandle};
 use tokio_rustls::TlsAcceptor;
 
 use crate::logging::LevelHandle;
@@ -25,6 +26,8 @@ pub(crate) struct Parts {
     dev_signing_key: SigningKeyConfig,
     pub(crate) provider_metrics: Arc<ProviderMetrics>,
     pub(crate) gateway_metrics: Arc<GatewayMetrics>,
+    /// The pages both parts render, replaced when `ui.templatesDir` changes.
+    pub(crate) pages: PagesHandle,
 }
 
 impl Parts {
@@ -47,6 +50,7 @@ impl Parts {
             gateway_metrics: Arc::new(
                 GatewayMetrics::new(registry).map_err(|e| format!("metrics: {e}"))?,
             ),
+            pages: PagesHandle::default(),
         })
     }
 }
@@ -67,6 +71,7 @@ impl Runtime {
         parts: &Parts,
         previous: Option<&Runtime>,
     ) -> Result<Self, Vec<String>> {
+        let pages = load_pages(&config)?;
         let with_dev_key;
         let oidc = match &config.oidc_provider {
             Some(op)
@@ -93,7 +98,8 @@ impl Runtime {
                     parts.cache.clone(),
                     parts.provider_metrics.clone(),
                 )
-                .map_err(|e| vec![format!("oidcProvider: {e}")])?,
+                .map_err(|e| vec![format!("oidcProvider: {e}")])?
+                .with_pages(parts.pages.clone()),
             ),
             None => None,
         };
@@ -114,10 +120,12 @@ impl Runtime {
                     parts.cache.clone(),
                     parts.gateway_metrics.clone(),
                 )
-                .map_err(|e| vec![format!("appGateway: {e}")])?,
+                .map_err(|e| vec![format!("appGateway: {e}")])?
+                .with_pages(parts.pages.clone()),
             )),
             (None, _) => None,
         };
+        parts.pages.set(pages);
         Ok(Self {
             config,
             provider,
@@ -201,6 +209,14 @@ impl App {
         Ok(())
     }
 
+    /// Re-reads the templates folder (its files changed, the config did not).
+    /// A broken template keeps the pages serving now.
+    pub(crate) fn reload_pages(&self, cfg: &Config) -> Result<(), Vec<String>> {
+        let pages = load_pages(cfg)?;
+        self.parts.pages.set(pages);
+        Ok(())
+    }
+
     /// Re-reads the TLS certificate (e.g. renewed by cert-manager).
     pub(crate) fn reload_certificate(&self, cfg: &Config) -> Result<(), Vec<String>> {
         if let (Some(store), Some(tls)) = (&self.certs, &cfg.listen.tls) {
@@ -208,6 +224,16 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// The pages `cfg` asks for: the built-ins, or those of `ui.templatesDir`.
+fn load_pages(cfg: &Config) -> Result<Pages, Vec<String>> {
+    let pages = Pages::load(cfg.ui.templates_dir.as_deref())
+        .map_err(|e| vec![format!("ui.templatesDir: {e}")])?;
+    if !pages.overridden().is_empty() {
+        tracing::info!(templates = ?pages.overridden(), "pages from ui.templatesDir");
+    }
+    Ok(pages)
 }
 
 /// Keys whose new value is read only at start.

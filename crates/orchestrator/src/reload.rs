@@ -55,6 +55,19 @@ pub(crate) fn start(config_path: &Path, config: &Config, app: Arc<App>) -> Optio
                             tracing::error!(problem = %p, "certificate reload failed; the old certificate keeps serving");
                         }
                     }
+                    match app.reload_pages(&cfg) {
+                        Ok(()) if cfg.ui.templates_dir.is_some() => {
+                            app.metrics.reload(true);
+                            tracing::info!("templates reloaded");
+                        }
+                        Ok(()) => {}
+                        Err(problems) => {
+                            app.metrics.reload(false);
+                            for p in problems {
+                                tracing::error!(problem = %p, "templates reload rejected; the old pages keep serving");
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
-use minijinja::{Environment, UndefinedBehavior, Value, context};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, context};
 use orchestrator_http::request_id::RequestId;
 
 use crate::views::{ConfirmView, ErrorView, ForbiddenView, LoginView, SignedOutView, View};
@@ -80,6 +80,23 @@ pub struct Pages {
 
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
+    // minijinja's HTML escaping also writes `/` as `&#x2f;`, which breaks
+    // nothing in a browser but everything that reads a form's `action`
+    // literally; `& < > " '` are what element and quoted-attribute contexts need.
+    env.set_formatter(|out, state, value| {
+        if state.auto_escape() == AutoEscape::None
+            || value.is_safe()
+            || value.is_undefined()
+            || value.is_none()
+        {
+            return minijinja::escape_formatter(out, state, value);
+        }
+        let text = value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned);
+        out.write_str(&escape_html(&text))
+            .map_err(minijinja::Error::from)
+    });
     // A misspelt variable is an error (caught when the folder is loaded), but
     // `{% if message %}` on a value that is not there is false.
     env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
@@ -211,6 +228,22 @@ impl Pages {
     }
 }
 
+/// Escapes text for HTML element content and quoted attributes.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn template_error(file: &str, e: &minijinja::Error) -> PagesError {
     template_error_in(None, file, e)
 }
@@ -307,8 +340,9 @@ mod tests {
         });
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(html.contains("autocomplete=\"current-password\""));
+        assert!(html.contains("action=\"/idp/login\""), "{html}");
         let html = pages.render(&forbidden(Some("<b>mallory</b>")));
-        assert!(html.contains("&lt;b&gt;mallory&lt;&#x2f;b&gt;"), "{html}");
+        assert!(html.contains("&lt;b&gt;mallory&lt;/b&gt;"), "{html}");
         assert!(html.contains("Sign in as someone else"));
         assert!(
             pages
