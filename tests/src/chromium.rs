@@ -72,6 +72,8 @@ impl Chromium {
         args.extend(extra_args.iter().cloned());
         let caps = serde_json::json!({
             "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+            // What the page printed to its console (CSP violations, errors).
+            "goog:loggingPrefs": { "browser": "ALL" },
         });
         let serde_json::Value::Object(caps) = caps else {
             unreachable!("a JSON object literal")
@@ -190,12 +192,18 @@ impl Chromium {
         panic!("{}: {why}\nscreenshot: {}", self.name, path.display());
     }
 
-    /// Saves a PNG of the page under `target/browser-screenshots/` and
-    /// returns its path.
+    /// Saves a PNG of the page under `target/browser-screenshots/` (named
+    /// after the test) and returns its path.
     pub async fn screenshot(&self) -> PathBuf {
+        self.screenshot_as(&self.name).await
+    }
+
+    /// Saves a PNG of the page as `target/browser-screenshots/{file}.png`,
+    /// for people to look at (the pages' looks are not asserted).
+    pub async fn screenshot_as(&self, file: &str) -> PathBuf {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-screenshots");
         let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join(format!("{}.png", self.name));
+        let path = dir.join(format!("{file}.png"));
         match self.client.screenshot().await {
             Ok(png) => {
                 let _ = std::fs::write(&path, png);
@@ -205,9 +213,101 @@ impl Chromium {
         path
     }
 
+    /// The text of the first element matching `css`, or the test fails.
+    pub async fn element_text(&self, css: &str) -> String {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(e) => self.fail(&format!("no element {css}: {e}")).await,
+        }
+    }
+
+    /// Clicks the first element matching `css`.
+    pub async fn click(&self, css: &str) {
+        let element = match self.client.find(Locator::Css(css)).await {
+            Ok(e) => e,
+            Err(e) => self.fail(&format!("no element {css}: {e}")).await,
+        };
+        if let Err(e) = element.click().await {
+            self.fail(&format!("clicking {css}: {e}")).await;
+        }
+    }
+
+    /// What the pages printed to the console since the last call, at
+    /// warning level or above (CSP violations are errors there). A page's own
+    /// 4xx status, which Chromium also reports, is not a problem of the page.
+    pub async fn console_problems(&self) -> Vec<String> {
+        let entries = match self.client.issue_cmd(BrowserLog).await {
+            Ok(serde_json::Value::Array(entries)) => entries,
+            Ok(other) => self.fail(&format!("browser log: {other}")).await,
+            Err(e) => self.fail(&format!("browser log: {e}")).await,
+        };
+        let page = self.url().await;
+        entries
+            .iter()
+            .filter(|e| matches!(e["level"].as_str(), Some("SEVERE" | "WARNING")))
+            .filter_map(|e| e["message"].as_str())
+            .filter(|m| {
+                !(m.starts_with(&page)
+                    && m.contains(
+                        "Failed to load resource: the server responded with a status of 4",
+                    ))
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Every URL the current page loaded besides itself (images, styles,
+    /// scripts, fonts, fetches), from the Resource Timing API.
+    pub async fn page_resources(&self) -> Vec<String> {
+        let script = "return performance.getEntriesByType('resource').map(e => e.name);";
+        match self.client.execute(script, Vec::new()).await {
+            Ok(serde_json::Value::Array(urls)) => urls
+                .iter()
+                .filter_map(|u| u.as_str().map(str::to_owned))
+                .collect(),
+            other => self.fail(&format!("resource timing: {other:?}")).await,
+        }
+    }
+
+    /// The current page is self-contained and printed no warning or error:
+    /// it loaded nothing from anywhere (our pages inline their style) and
+    /// the console is clean.
+    pub async fn expect_clean_page(&self) {
+        let resources = self.page_resources().await;
+        if !resources.is_empty() {
+            self.fail(&format!("the page loaded {resources:?}")).await;
+        }
+        let problems = self.console_problems().await;
+        if !problems.is_empty() {
+            self.fail(&format!("console: {problems:#?}")).await;
+        }
+    }
+
     /// Ends the WebDriver session (the browser exits) and chromedriver.
     pub async fn close(mut self) {
         let _ = self.client.clone().close().await;
         let _ = self.driver.kill().await;
+    }
+}
+
+/// chromedriver's log endpoint (not in the W3C protocol): the entries of the
+/// `browser` log (the console) since the last read.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _url: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type":"browser"}"#.to_owned()))
     }
 }

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use orchestrator_tests::chromium::Chromium;
+use orchestrator_tests::node_op::NodeOp;
 use orchestrator_tests::{
     Orchestrator, Setup, TestUpstream, free_port, run_cli, self_signed_with_spki,
 };
@@ -19,7 +20,7 @@ const SECRET: &str = "browser-test-client-secret";
 const PROVIDER: &str = r#"
 listen:
   address: 127.0.0.2:{port}
-{tls}oidcProvider:
+{tls}{ui}oidcProvider:
   issuer: {scheme}://127.0.0.2:{port}/idp
   signingKeys:
     - id: test-es256
@@ -27,6 +28,7 @@ listen:
       privateKey: ${secret:op-key.pem}
   clients:
     - clientId: gateway
+      clientName: Demo Reports
       clientSecret: ${secret:client-secret}
       redirectUris: [{app}/.orchestrator/callback]
       postLogoutRedirectUris: [{app}/]
@@ -43,7 +45,7 @@ const GATEWAY: &str = r#"
 listen:
   address: 127.0.0.3:{port}
 {tls}appGateway:
-  identityProviders:
+{session}  identityProviders:
     - name: own
       issuer: {idp}
       clientId: gateway
@@ -59,10 +61,21 @@ listen:
       headers: {X-Auth-Request-User: sub, X-Auth-Request-Email: email}
 "#;
 
+/// How a [`Deployment`] differs from the plain one.
+#[derive(Default)]
+struct Options<'a> {
+    /// Both origins over TLS.
+    tls: bool,
+    /// YAML under `appGateway:` (indented two spaces), e.g. session timings.
+    session: &'a str,
+    /// `ui.templatesDir` of the provider.
+    provider_templates: Option<&'a std::path::Path>,
+}
+
 /// The provider, the gateway and the app, and where the browser finds them.
 struct Deployment {
-    _provider: Orchestrator,
-    _gateway: Orchestrator,
+    provider: Orchestrator,
+    gateway: Orchestrator,
     _upstream: TestUpstream,
     _certs: Option<tempfile::TempDir>,
     /// `{scheme}://127.0.0.3:{port}`.
@@ -75,6 +88,15 @@ struct Deployment {
 
 impl Deployment {
     async fn start(tls: bool) -> Self {
+        Self::with(Options {
+            tls,
+            ..Options::default()
+        })
+        .await
+    }
+
+    async fn with(opts: Options<'_>) -> Self {
+        let tls = opts.tls;
         let upstream = TestUpstream::echo().await;
         let key = run_cli(&["keys", "generate", "--algorithm", "ES256"], "").await;
         let alice = run_cli(&["hash-password"], &format!("{ALICE_PW}\n")).await;
@@ -106,7 +128,11 @@ impl Deployment {
             ("bob-hash", bob.stdout.trim()),
             ("client-secret", SECRET),
         ];
+        let provider_ui = opts.provider_templates.map_or_else(String::new, |dir| {
+            format!("ui:\n  templatesDir: {}\n", dir.display())
+        });
         let provider_yaml = PROVIDER
+            .replace("{ui}", &provider_ui)
             .replace("{tls}", &tls_yaml)
             .replace("{scheme}", scheme)
             .replace("{app}", &app);
@@ -118,6 +144,7 @@ impl Deployment {
         })
         .await;
         let gateway_yaml = GATEWAY
+            .replace("{session}", opts.session)
             .replace("{tls}", &tls_yaml)
             .replace("{ca}", &ca_yaml)
             .replace("{idp}", &idp)
@@ -130,8 +157,8 @@ impl Deployment {
         })
         .await;
         Self {
-            _provider: provider,
-            _gateway: gateway,
+            provider,
+            gateway,
             _upstream: upstream,
             _certs: certs,
             app,
@@ -209,6 +236,29 @@ async fn wrong_password_then_right() {
     };
     b.goto(&format!("{}/whoami", d.app)).await;
     b.wait_for_url(&format!("{}/authorize", d.idp)).await;
+    // The page names the application (clients[].clientName), not its client_id,
+    // and a password manager can fill it.
+    let app_name = b.element_text("#client-name").await;
+    if app_name != "Demo Reports" {
+        b.fail(&format!("the login page names {app_name:?}")).await;
+    }
+    for (field, want) in [("username", "username"), ("password", "current-password")] {
+        let got = b
+            .client()
+            .find(fantoccini::Locator::Css(&format!(
+                "input[name=\"{field}\"]"
+            )))
+            .await
+            .unwrap()
+            .attr("autocomplete")
+            .await
+            .unwrap();
+        if got.as_deref() != Some(want) {
+            b.fail(&format!("{field} has autocomplete {got:?}")).await;
+        }
+    }
+    b.expect_clean_page().await;
+    b.screenshot_as("page-login").await;
     b.fill("username", "alice").await;
     b.fill("password", "not-her-password").await;
     b.submit().await;
@@ -227,6 +277,8 @@ async fn wrong_password_then_right() {
     if kept.as_deref() != Some("alice") {
         b.fail(&format!("user name not kept: {kept:?}")).await;
     }
+    b.expect_clean_page().await;
+    b.screenshot_as("page-login-wrong-password").await;
     b.fill("password", ALICE_PW).await;
     b.submit().await;
     b.wait_for_url(&format!("{}/whoami", d.app)).await;
@@ -234,20 +286,224 @@ async fn wrong_password_then_right() {
     b.close().await;
 }
 
-/// A signed-in user whom the app's policy refuses gets the 403 page naming
-/// the app, and the app never sees the request.
+/// A signed-in user whom the app's policy refuses gets the 403 page: it
+/// names the app and who is signed in, the app never sees the request, and
+/// "sign in as someone else" asks the provider for a password again (its
+/// SSO session is alive) and lands the other user on the page first asked for.
 #[tokio::test]
 async fn a_user_denied_by_policy_gets_the_403_page() {
     let d = Deployment::start(false).await;
     let Some(b) = d.browser("a_user_denied_by_policy_gets_the_403_page").await else {
         return;
     };
-    log_in(&b, &d, "/whoami", "bob", BOB_PW).await;
+    log_in(&b, &d, "/reports?q=1", "bob", BOB_PW).await;
     let page = b.text().await;
     if !page.contains("Access denied") || !page.contains("demo") || page.contains("x-auth-request")
     {
         b.fail(&format!("not the 403 page: {page}")).await;
     }
+    if b.element_text("#user").await != "bob@example.com" {
+        b.fail(&format!(
+            "the 403 page does not say who is signed in: {page}"
+        ))
+        .await;
+    }
+    if !page.contains("Sign out") || b.element_text("#request-id").await.len() != 32 {
+        b.fail(&format!("no sign-out or request id: {page}")).await;
+    }
+    b.expect_clean_page().await;
+    b.screenshot_as("page-403").await;
+    b.click("#switch-user").await;
+    b.wait_for_url(&format!("{}/authorize", d.idp)).await;
+    b.fill("username", "alice").await;
+    b.fill("password", ALICE_PW).await;
+    b.submit().await;
+    b.wait_for_url(&format!("{}/reports?q=1", d.app)).await;
+    expect_identity(&b, "alice@example.com").await;
+    b.close().await;
+}
+
+/// An error page says what happened and what to do, and shows a request id
+/// that the gateway's access log line for that request carries too.
+#[tokio::test]
+async fn an_error_page_gives_the_request_id_of_its_access_log_line() {
+    let d = Deployment::start(false).await;
+    let Some(b) = d
+        .browser("an_error_page_gives_the_request_id_of_its_access_log_line")
+        .await
+    else {
+        return;
+    };
+    // A callback whose login this gateway never started (stale, or forged).
+    b.goto(&format!(
+        "{}/.orchestrator/callback?state=never-issued&code=x",
+        d.app
+    ))
+    .await;
+    let page = b.text().await;
+    if !page.contains("Sign-in failed") || !page.contains("sign in again") {
+        b.fail(&format!("not the sign-in error page: {page}")).await;
+    }
+    let id = b.element_text("#request-id").await;
+    b.expect_clean_page().await;
+    b.screenshot_as("page-sign-in-error").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let logs = d.gateway.all_logs();
+        let line = logs
+            .lines()
+            .find(|l| l.contains("\"target\":\"access\"") && l.contains(&id));
+        if let Some(line) = line {
+            assert!(line.contains("\"status\":400"), "{line}");
+            assert!(line.contains("/.orchestrator/callback"), "{line}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access log line with request id {id}:\n{logs}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    b.close().await;
+}
+
+/// The gateway session ends (its maximum lifetime passes) while the
+/// provider's SSO session lives: the next visit goes through the provider
+/// and back without a password form, to the page asked for.
+#[tokio::test]
+async fn session_expiry_signs_in_again_through_sso() {
+    let d = Deployment::with(Options {
+        session: "  session: {maxLifetime: 2s, idleTimeout: 2s}\n",
+        ..Options::default()
+    })
+    .await;
+    let Some(b) = d.browser("session_expiry_signs_in_again_through_sso").await else {
+        return;
+    };
+    log_in(&b, &d, "/first", "alice", ALICE_PW).await;
+    // The behaviour under test is time passing: wait out the lifetime.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    b.goto(&format!("{}/after-expiry?x=1", d.app)).await;
+    b.wait_for_url(&format!("{}/after-expiry?x=1", d.app)).await;
+    expect_identity(&b, "alice@example.com").await;
+    // Both visits went through the provider's authorize endpoint; only the
+    // first showed a password form and signed in with it.
+    let logs = d.provider.all_logs();
+    let authorize = logs
+        .lines()
+        .filter(|l| l.contains("\"target\":\"access\"") && l.contains("/idp/authorize"))
+        .count();
+    let password_sign_ins = logs.lines().filter(|l| l.contains("\"sign-in\"")).count();
+    assert_eq!((authorize, password_sign_ins), (2, 1), "{logs}");
+    b.close().await;
+}
+
+/// Login through panva's certified `oidc-provider` on a third origin
+/// (127.0.0.4): the gateway works with an IdP that is not ours.
+#[tokio::test]
+async fn login_through_panva_oidc_provider() {
+    let upstream = TestUpstream::echo().await;
+    let gw_port = free_port();
+    let app = format!("http://127.0.0.3:{gw_port}");
+    let op = NodeOp::start("127.0.0.4", &[format!("{app}/.orchestrator/callback")]).await;
+    let yaml = format!(
+        r#"
+listen:
+  address: 127.0.0.3:{{port}}
+appGateway:
+  identityProviders:
+    - name: node
+      issuer: {issuer}
+      clientId: gateway
+      clientSecret: gateway-secret
+      scopes: [openid, email, profile, groups]
+  apps:
+    - name: demo
+      host: "*"
+      pathPrefix: /
+      upstream: {upstream}
+      identityProvider: node
+      policy: {{allowGroups: [engineering]}}
+      headers: {{X-Auth-Request-User: sub, X-Auth-Request-Email: email}}
+"#,
+        issuer = op.issuer,
+        upstream = upstream.url(),
+    );
+    let _gateway = Orchestrator::start_with(Setup {
+        yaml: &yaml,
+        ports: Some((gw_port, free_port())),
+        ..Setup::default()
+    })
+    .await;
+    let Some(b) = Chromium::start("login_through_panva_oidc_provider", &[]).await else {
+        return;
+    };
+    b.goto(&format!("{app}/docs/page?lang=en")).await;
+    b.wait_for_url(&format!("{}/interaction/", op.issuer)).await;
+    b.fill("login", "alice").await;
+    b.fill("password", "alice-password").await;
+    b.submit().await;
+    b.wait_for_url(&format!("{app}/docs/page?lang=en")).await;
+    expect_identity(&b, "alice@example.com").await;
+    b.close().await;
+}
+
+/// `ui.templatesDir` replaces the login page without a fork, and a changed
+/// template is served without a restart.
+#[tokio::test]
+async fn templates_from_the_config_replace_the_login_page_and_reload() {
+    let templates = tempfile::tempdir().unwrap();
+    let branded = |title: &str| {
+        format!(
+            "{{% extends \"base.html\" %}}{{% block content %}}<h1 id=\"brand\">{title}</h1>\
+             <p>{{{{ client_name }}}}</p><form method=\"post\" action=\"{{{{ action }}}}\">\
+             <input type=\"hidden\" name=\"tx\" value=\"{{{{ transaction }}}}\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{{{{ csrf }}}}\">\
+             <input name=\"username\" autocomplete=\"username\" value=\"{{{{ username }}}}\">\
+             <input name=\"password\" type=\"password\" autocomplete=\"current-password\">\
+             <button type=\"submit\">Go</button></form>{{% endblock %}}"
+        )
+    };
+    std::fs::write(templates.path().join("login.html"), branded("Acme sign-in")).unwrap();
+    let d = Deployment::with(Options {
+        provider_templates: Some(templates.path()),
+        ..Options::default()
+    })
+    .await;
+    let Some(b) = d
+        .browser("templates_from_the_config_replace_the_login_page_and_reload")
+        .await
+    else {
+        return;
+    };
+    b.goto(&format!("{}/whoami", d.app)).await;
+    b.wait_for_url(&format!("{}/authorize", d.idp)).await;
+    if b.element_text("#brand").await != "Acme sign-in" {
+        b.fail("the login page is not the configured template")
+            .await;
+    }
+    b.expect_clean_page().await;
+    // A new version of the template, written the way an editor saves it.
+    let tmp = templates.path().join(".login.html.tmp");
+    std::fs::write(&tmp, branded("Acme sign-in, new look")).unwrap();
+    std::fs::rename(&tmp, templates.path().join("login.html")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        b.goto(&format!("{}/whoami", d.app)).await;
+        b.wait_for_url(&format!("{}/authorize", d.idp)).await;
+        if b.element_text("#brand").await == "Acme sign-in, new look" {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            b.fail("the changed template was not served").await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    b.fill("username", "alice").await;
+    b.fill("password", ALICE_PW).await;
+    b.submit().await;
+    b.wait_for_url(&format!("{}/whoami", d.app)).await;
+    expect_identity(&b, "alice@example.com").await;
     b.close().await;
 }
 
@@ -265,6 +521,8 @@ async fn sign_out_then_the_password_is_asked_again() {
     if !b.text().await.contains("Do you want to sign out?") {
         b.fail("no sign-out confirmation page").await;
     }
+    b.expect_clean_page().await;
+    b.screenshot_as("page-sign-out-confirm").await;
     b.submit().await;
     b.wait_for_url(&d.idp).await;
     // Whatever the provider shows (a confirmation or the way back), the
@@ -335,6 +593,43 @@ async fn two_tabs_log_in_at_once() {
         b.submit().await;
         b.wait_for_url(&format!("{}{path}", d.app)).await;
         expect_identity(&b, "alice@example.com").await;
+    }
+    b.close().await;
+}
+
+/// A template cannot bring script or outside resources: the pages' CSP blocks
+/// both, and the console check used by every page test sees the violations.
+#[tokio::test]
+async fn a_template_s_script_and_outside_image_are_blocked() {
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::write(
+        templates.path().join("signed_out.html"),
+        "{% extends \"base.html\" %}{% block content %}<h1 id=\"done\">{{ title }}</h1>\
+         <script>document.title = 'scripted';</script>\
+         <img src=\"http://127.0.0.9:9/logo.png\" alt=\"\">{% endblock %}",
+    )
+    .unwrap();
+    let d = Deployment::with(Options {
+        provider_templates: Some(templates.path()),
+        ..Options::default()
+    })
+    .await;
+    let Some(b) = d
+        .browser("a_template_s_script_and_outside_image_are_blocked")
+        .await
+    else {
+        return;
+    };
+    // The provider's end-session page with no client to return to.
+    b.goto(&format!("{}/end_session", d.idp)).await;
+    if b.element_text("#done").await != "Signed out" {
+        b.fail("not the signed-out template").await;
+    }
+    let title = b.client().title().await.unwrap_or_default();
+    let problems = b.console_problems().await.join("\n");
+    if title == "scripted" || !problems.contains("script-src") || !problems.contains("img-src") {
+        b.fail(&format!("title {title:?}; console: {problems}"))
+            .await;
     }
     b.close().await;
 }

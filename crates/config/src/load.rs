@@ -28,6 +28,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "cache",
     "oidcProvider",
     "appGateway",
+    "ui",
 ];
 
 /// Env override keys that hold lists (comma-separated in the variable).

@@ -267,6 +267,7 @@ async fn login_page(
     let tx = seal::seal(p.active_key(), &pending, tokens::expiry(LOGIN_TTL))?;
     let login_path = p.local_path("/login");
     let page = p.pages.render(&LoginView {
+        title: "Sign in",
         action: &login_path,
         transaction: &tx,
         csrf: &csrf,

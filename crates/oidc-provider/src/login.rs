@@ -221,6 +221,7 @@ fn form(
         .get(&pending.client_id)
         .map_or_else(|| pending.client_id.clone(), |c| c.name.clone());
     let page = p.pages.render(&LoginView {
+        title: "Sign in",
         action: &action,
         transaction: tx,
         csrf: &pending.csrf,

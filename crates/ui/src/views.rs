@@ -14,6 +14,8 @@ pub trait View: Serialize {
 /// The provider's login form.
 #[derive(Debug, Serialize)]
 pub struct LoginView<'a> {
+    /// The page's title.
+    pub title: &'a str,
     /// Where the form posts to.
     pub action: &'a str,
     /// The pending authorization request it completes (hidden field `tx`).
@@ -32,6 +34,7 @@ impl View for LoginView<'_> {
     const TEMPLATE: &'static str = "login.html";
     fn sample() -> Self {
         Self {
+            title: "Sign in",
             action: "/idp/login",
             transaction: "tx",
             csrf: "csrf",
