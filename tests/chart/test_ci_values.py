@@ -17,6 +17,7 @@ EXPECTED = {
     "dev-secrets",
     "tls",
     "redis-replicas",
+    "ui-templates",
 }
 
 

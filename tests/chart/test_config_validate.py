@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from conftest import CI_VALUES, load_values, render
+from conftest import CI_VALUES, FULLNAME, load_values, render
 
 SECRET_REF = re.compile(r"\$\{secret:([^}]+)\}")
 
@@ -108,9 +108,9 @@ def stand_in_secrets(config: dict[str, Any]) -> dict[str, str]:
     return values
 
 
-@pytest.mark.parametrize("path", CI_VALUES, ids=lambda p: p.name)
-def test_rendered_config_passes_orchestrator_validate(path, tmp_path, orchestrator_bin):
-    config = render(load_values(path)).config()
+def validate_rendered(rendered, tmp_path: Path, orchestrator_bin: str) -> subprocess.CompletedProcess:
+    """`orchestrator validate` on the rendered config, its mounts moved under `tmp_path`."""
+    config = rendered.config()
 
     secrets_dir = tmp_path / "secrets"
     secrets_dir.mkdir()
@@ -125,17 +125,46 @@ def test_rendered_config_passes_orchestrator_validate(path, tmp_path, orchestrat
         cert_file, key_file = self_signed(tmp_path)
         config["listen"]["tls"] = {"certFile": str(cert_file), "keyFile": str(key_file)}
 
+    templates_dir = (config.get("ui") or {}).get("templatesDir")
+    if templates_dir:
+        assert templates_dir == "/etc/orchestrator/templates"
+        config["ui"]["templatesDir"] = str(materialise_templates(rendered, tmp_path))
+    return validate(config, tmp_path, orchestrator_bin)
+
+
+def materialise_templates(rendered, tmp_path: Path) -> Path:
+    """The templates ConfigMap as the kubelet mounts it: one file per key."""
+    directory = tmp_path / "templates"
+    directory.mkdir()
+    for name, text in rendered.get("ConfigMap", f"{FULLNAME}-templates")["data"].items():
+        (directory / name).write_text(text)
+    return directory
+
+
+def validate(config: dict[str, Any], tmp_path: Path, orchestrator_bin: str) -> subprocess.CompletedProcess:
     config_file = tmp_path / "orchestrator.yaml"
     config_file.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_") or k == "ORCHESTRATOR_BIN"}
-    result = subprocess.run(
+    return subprocess.run(
         [orchestrator_bin, "validate", "--config", str(config_file)],
         capture_output=True,
         text=True,
         timeout=120,
         env=env,
     )
+
+
+@pytest.mark.parametrize("path", CI_VALUES, ids=lambda p: p.name)
+def test_rendered_config_passes_orchestrator_validate(path, tmp_path, orchestrator_bin):
+    result = validate_rendered(render(load_values(path)), tmp_path, orchestrator_bin)
     assert result.returncode == 0 and "config OK" in result.stdout, (
         f"{path.name}: orchestrator validate exited {result.returncode}\n"
-        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}\nconfig:\n{config_file.read_text()}"
+        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     )
+
+
+def test_a_broken_template_in_values_fails_validate_with_its_file_and_line(tmp_path, orchestrator_bin):
+    broken = {"ui": {"templates": {"error.html": "<h1>{{ title }}</h1>\n<p>{{ mesage }}</p>\n"}}}
+    result = validate_rendered(render(broken), tmp_path, orchestrator_bin)
+    assert result.returncode != 0
+    assert "ui.templatesDir: error.html" in result.stderr and "line 2" in result.stderr, result.stderr

@@ -155,6 +155,9 @@ pod layout needs, each only when the user did not set it.
 {{- if .Values.tls.enabled -}}
 {{- $_ := set $defaults.listen "tls" (dict "certFile" "/etc/orchestrator/tls/tls.crt" "keyFile" "/etc/orchestrator/tls/tls.key") -}}
 {{- end -}}
+{{- if .Values.ui.templates -}}
+{{- $_ := set $defaults "ui" (dict "templatesDir" "/etc/orchestrator/templates") -}}
+{{- end -}}
 {{- merge (deepCopy (.Values.config | default dict)) $defaults | toYaml -}}
 {{- end -}}
 
