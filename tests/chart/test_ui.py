@@ -28,3 +28,14 @@ def test_no_templates_no_configmap_and_built_in_pages():
 def test_an_unknown_template_name_is_refused():
     message = render_error({"ui": {"templates": {"logn.html": "<p></p>"}}})
     assert "logn.html" in message
+
+
+def test_templates_whose_first_line_is_indented_render_as_written():
+    text = "  {% extends \"base.html\" %}\n{% block content %}<p>hi</p>{% endblock %}\n"
+    r = render({"ui": {"templates": {"signed_out.html": text}}})
+    assert r.get("ConfigMap", f"{FULLNAME}-templates")["data"]["signed_out.html"] == text
+
+
+def test_a_templates_dir_elsewhere_than_the_mount_is_refused():
+    message = render_error({"ui": {"templates": {"login.html": "x"}}, "config": {"ui": {"templatesDir": "/srv/t"}}})
+    assert "config.ui.templatesDir" in message and "/etc/orchestrator/templates" in message

@@ -9,7 +9,7 @@
 //! burst of events (an editor's save, the swap's several renames) is one reload.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -30,13 +30,50 @@ pub enum WatchEvent {
     Reloaded(Box<Config>),
     /// The files changed but the new config is invalid: keep serving the old one.
     Rejected(ConfigErrors),
-    /// Files changed but the config is the same (e.g. a TLS certificate was renewed).
-    Touched,
+    /// Files changed but the config is the same as the last valid one (e.g. a
+    /// TLS certificate was renewed, a template edited). It carries that config:
+    /// when applying it failed (a broken template), the runtime still serves
+    /// an older one and should try again.
+    Touched(Box<Config>),
 }
 
 /// Keeps the OS watches alive; dropping it stops watching.
 pub struct ConfigWatcher {
-    _watcher: RecommendedWatcher,
+    _watcher: Arc<Mutex<RecommendedWatcher>>,
+}
+
+/// The watch on `ui.templatesDir`, which a reload may move: the folder the
+/// last valid config names is the one watched.
+struct TemplatesWatch {
+    watcher: Arc<Mutex<RecommendedWatcher>>,
+    /// Directories watched for the config and secrets; never unwatched here.
+    fixed: Vec<PathBuf>,
+    current: Option<PathBuf>,
+}
+
+impl TemplatesWatch {
+    fn follow(&mut self, dir: Option<&PathBuf>) {
+        if self.current.as_ref() == dir {
+            return;
+        }
+        let mut watcher = self
+            .watcher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(old) = self.current.take() {
+            if !self.fixed.contains(&old) {
+                let _ = watcher.unwatch(&old);
+            }
+        }
+        if let Some(dir) = dir.filter(|d| d.is_dir() && !self.fixed.contains(d)) {
+            match watcher.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => self.current = Some(dir.clone()),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch ui.templatesDir")
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for ConfigWatcher {
@@ -88,20 +125,19 @@ impl ConfigWatcher {
         for f in extra_files {
             add(f);
         }
-        for dir in [
-            Some(&current.secrets_dir),
-            current.ui.templates_dir.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if !dirs.contains(dir) && dir.is_dir() {
-                dirs.push(dir.clone());
-            }
+        if !dirs.contains(&current.secrets_dir) && current.secrets_dir.is_dir() {
+            dirs.push(current.secrets_dir.clone());
         }
         for dir in &dirs {
             watcher.watch(dir, RecursiveMode::NonRecursive)?;
         }
+        let watcher = Arc::new(Mutex::new(watcher));
+        let mut templates = TemplatesWatch {
+            watcher: watcher.clone(),
+            fixed: dirs,
+            current: None,
+        };
+        templates.follow(current.ui.templates_dir.as_ref());
 
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(debounce_and_reload(
@@ -110,6 +146,7 @@ impl ConfigWatcher {
             config_path,
             current,
             sources,
+            templates,
         ));
         Ok((Self { _watcher: watcher }, rx))
     }
@@ -121,6 +158,7 @@ async fn debounce_and_reload(
     config_path: PathBuf,
     mut last_good: Config,
     sources: Arc<dyn Sources>,
+    mut templates: TemplatesWatch,
 ) {
     let mut last_errors: Option<ConfigErrors> = None;
     while raw.recv().await.is_some() {
@@ -135,10 +173,11 @@ async fn debounce_and_reload(
         let event = match result {
             Ok(cfg) if cfg == last_good => {
                 last_errors = None;
-                WatchEvent::Touched
+                WatchEvent::Touched(Box::new(cfg))
             }
             Ok(cfg) => {
                 last_errors = None;
+                templates.follow(cfg.ui.templates_dir.as_ref());
                 last_good = cfg.clone();
                 WatchEvent::Reloaded(Box::new(cfg))
             }

@@ -75,9 +75,12 @@ impl Identity {
                 }
             }
         }
+        // An address nobody verified is not shown as who is signed in.
+        let email_verified = claims.get("email_verified").and_then(Value::as_bool) != Some(false);
         let denied_as = (!allowed).then(|| {
             ["email", "preferred_username", "name"]
                 .iter()
+                .filter(|c| **c != "email" || email_verified)
                 .find_map(|c| claims.get(*c).and_then(Value::as_str))
                 .map_or_else(|| subject.clone(), Arc::from)
         });

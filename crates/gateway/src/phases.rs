@@ -167,6 +167,12 @@ where
     // 4. public path?
     let public = app.public_paths.iter().any(|prefix| path.is_under(prefix));
 
+    // The request target as the upstream gets it, and as a return URL.
+    let target = match &query {
+        Some(q) => format!("{p}?{q}"),
+        None => p.to_owned(),
+    };
+
     // 5. authenticate
     let identity = if public {
         None
@@ -177,10 +183,7 @@ where
                 if looks_like_api(&req) {
                     return Err(GatewayError::LoginRequired);
                 }
-                let return_to = return_url::bounded(match &query {
-                    Some(q) => format!("{p}?{q}"),
-                    None => p.to_owned(),
-                });
+                let return_to = return_url::bounded(target);
                 return Box::pin(start_login(
                     gw,
                     rt,
@@ -198,17 +201,13 @@ where
     // 6. authorize
     *user_out = identity.as_ref().map(|(_, i)| i.subject.clone());
     if let Some((id, denied)) = identity.as_ref().filter(|(_, i)| !i.allowed) {
-        let here = match &query {
-            Some(q) => format!("{p}?{q}"),
-            None => p.to_owned(),
-        };
         let rd: String =
-            form_urlencoded::byte_serialize(return_url::bounded(here).as_bytes()).collect();
+            form_urlencoded::byte_serialize(return_url::bounded(target).as_bytes()).collect();
         return Ok(rescue::forbidden(
             &gw.pages,
             &rescue::Denied {
                 app: &app.name,
-                user: denied.denied_as.as_deref().unwrap_or_default(),
+                user: denied.denied_as.as_deref(),
                 switch_url: &format!("{}?rd={rd}&prompt=login", rt.login_path),
                 sign_out_action: &rt.logout_path,
                 sign_out_token: &id.logout_token(),
@@ -230,12 +229,8 @@ where
         }
     }
     headers.insert(header::HOST, app.upstream.host_header());
-    let path_and_query = match &query {
-        Some(q) => format!("{p}?{q}"),
-        None => p.to_owned(),
-    };
-    let path_and_query = PathAndQuery::try_from(path_and_query)
-        .map_err(|_| GatewayError::BadRequest("invalid query"))?;
+    let path_and_query =
+        PathAndQuery::try_from(target).map_err(|_| GatewayError::BadRequest("invalid query"))?;
     let uri = app
         .upstream
         .uri(path_and_query)

@@ -182,7 +182,7 @@ pub(crate) fn confirm_sign_out(
 /// What the "access denied" page offers a signed-in user.
 pub(crate) struct Denied<'a> {
     pub(crate) app: &'a str,
-    pub(crate) user: &'a str,
+    pub(crate) user: Option<&'a str>,
     pub(crate) switch_url: &'a str,
     pub(crate) sign_out_action: &'a str,
     pub(crate) sign_out_token: &'a str,
@@ -194,7 +194,7 @@ pub(crate) fn forbidden(pages: &PagesHandle, denied: &Denied<'_>) -> Response<Bo
     let page = pages.render(&ForbiddenView {
         title: "Access denied",
         app: denied.app,
-        user: (!denied.user.is_empty()).then_some(denied.user),
+        user: denied.user,
         switch_url: Some(denied.switch_url),
         sign_out_action: Some(denied.sign_out_action),
         sign_out_token: Some(denied.sign_out_token),
@@ -206,29 +206,49 @@ pub(crate) fn forbidden(pages: &PagesHandle, denied: &Denied<'_>) -> Response<Bo
 mod tests {
     use super::*;
 
-    #[test]
-    fn statuses_and_no_internals() {
+    #[tokio::test]
+    async fn statuses_and_no_internals() {
+        use http_body_util::BodyExt as _;
         let pages = PagesHandle::default();
         let cases = [
             (GatewayError::LoginRequired, 401),
             (GatewayError::NoRoute, 404),
             (GatewayError::Upstream { app: "demo".into() }, 502),
             (GatewayError::Timeout { app: "demo".into() }, 504),
-            (GatewayError::IdpUnavailable { idp: "corp".into() }, 503),
-            (GatewayError::LoginFailed("secret detail".into()), 400),
+            (
+                GatewayError::IdpUnavailable {
+                    idp: "corp-idp-internal".into(),
+                },
+                503,
+            ),
+            (
+                GatewayError::LoginFailed("nonce mismatch secret-detail".into()),
+                400,
+            ),
             (GatewayError::Cache("redis at 10.0.0.7 refused".into()), 503),
             (GatewayError::TooManyLogins, 429),
             (GatewayError::LogoutUnconfirmed, 403),
+            (
+                GatewayError::config("appGateway.apps[0].upstream", "bad CA /etc/ca.pem"),
+                500,
+            ),
         ];
         for (e, code) in cases {
             let resp = respond(&pages, &e);
             assert_eq!(resp.status().as_u16(), code, "{e}");
             assert!(resp.headers().contains_key("content-security-policy"));
-            let text = format!("{:?}", explain(&e).message);
-            assert!(
-                !text.contains("secret") && !text.contains("10.0.0.7"),
-                "{text}"
-            );
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            let page = String::from_utf8_lossy(&body);
+            for internal in [
+                "secret-detail",
+                "10.0.0.7",
+                "corp-idp-internal",
+                "/etc/ca.pem",
+            ] {
+                assert!(!page.contains(internal), "{e}: {page}");
+            }
+            let hint = explain(&e).hint.replace('\'', "&#x27;");
+            assert!(page.contains(&hint), "{e}: no hint");
         }
     }
 }

@@ -310,5 +310,5 @@ pub(crate) async fn issue_code(
     pairs.push(("iss", p.issuer.as_str()));
     let location = error::append_query(&pending.redirect_uri, &pairs)
         .ok_or_else(|| OAuthError::new(ErrorCode::ServerError, "bad redirect_uri"))?;
-    Ok(web::redirect(&location))
+    Ok(web::redirect(&p.pages, &location))
 }

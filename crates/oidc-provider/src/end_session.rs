@@ -88,7 +88,7 @@ async fn end_session(
         p.store.delete_session(&cookie).await?;
     }
     let mut resp = match destination {
-        Some(location) => web::redirect(&location),
+        Some(location) => web::redirect(&p.pages, &location),
         None => web::html(
             StatusCode::OK,
             p.pages.render(&SignedOutView {

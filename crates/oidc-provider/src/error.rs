@@ -278,7 +278,7 @@ pub(crate) fn redirect_response(
     }
     pairs.push(("iss", issuer));
     match append_query(redirect_uri, &pairs) {
-        Some(location) => web::redirect(&location),
+        Some(location) => web::redirect(pages, &location),
         // Cannot happen for a registered URI (checked at startup); fall back
         // to the page rather than redirecting somewhere unchecked.
         None => page_response(pages, err),

@@ -108,14 +108,14 @@ fn form_action_source(redirect_uri: &str) -> Option<String> {
 }
 
 /// A 302 to `location`.
-pub(crate) fn redirect(location: &str) -> Response<BoxBody> {
+pub(crate) fn redirect(pages: &orchestrator_ui::PagesHandle, location: &str) -> Response<BoxBody> {
     let Ok(location) = HeaderValue::from_str(location) else {
         // Only reachable with a registered URI that is not a valid header:
         // refuse rather than redirect somewhere else.
         return html(
             StatusCode::BAD_REQUEST,
             crate::error::error_page(
-                &orchestrator_ui::PagesHandle::default(),
+                pages,
                 StatusCode::BAD_REQUEST,
                 &OAuthError::invalid_request("unusable redirect URI"),
             ),

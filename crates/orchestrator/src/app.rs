@@ -134,6 +134,19 @@ impl Runtime {
     }
 }
 
+/// What re-reading the templates folder did.
+#[derive(Debug)]
+pub(crate) enum PagesReload {
+    /// The templates are what is served already (another file was touched).
+    Unchanged,
+    /// New templates are served.
+    Changed,
+    /// The folder's templates are broken; the old pages keep serving.
+    Rejected(Vec<String>),
+    /// Broken the same way as the last time: already reported.
+    StillRejected,
+}
+
 /// Long-lived state shared by the listeners.
 pub(crate) struct App {
     pub(crate) metrics: Metrics,
@@ -143,6 +156,8 @@ pub(crate) struct App {
     levels: LevelHandle,
     certs: Option<Arc<CertStore>>,
     tls: Option<TlsAcceptor>,
+    /// The problems of the last templates reload that failed, to report them once.
+    pages_problems: std::sync::Mutex<Option<Vec<String>>>,
 }
 
 impl App {
@@ -168,6 +183,7 @@ impl App {
             levels,
             certs,
             tls,
+            pages_problems: std::sync::Mutex::new(None),
         })
     }
 
@@ -210,11 +226,30 @@ impl App {
     }
 
     /// Re-reads the templates folder (its files changed, the config did not).
-    /// A broken template keeps the pages serving now.
-    pub(crate) fn reload_pages(&self, cfg: &Config) -> Result<(), Vec<String>> {
-        let pages = load_pages(cfg)?;
-        self.parts.pages.set(pages);
-        Ok(())
+    /// A broken template keeps the pages serving now; the same problems are
+    /// reported once.
+    pub(crate) fn reload_pages(&self, cfg: &Config) -> PagesReload {
+        let mut last_problems = self
+            .pages_problems
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match load_pages(cfg) {
+            Ok(pages) => {
+                *last_problems = None;
+                if pages.sources_equal(&self.parts.pages.get()) {
+                    return PagesReload::Unchanged;
+                }
+                self.parts.pages.set(pages);
+                PagesReload::Changed
+            }
+            Err(problems) if last_problems.as_ref() == Some(&problems) => {
+                PagesReload::StillRejected
+            }
+            Err(problems) => {
+                *last_problems = Some(problems.clone());
+                PagesReload::Rejected(problems)
+            }
+        }
     }
 
     /// Re-reads the TLS certificate (e.g. renewed by cert-manager).
@@ -263,6 +298,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.secrets_dir != new.secrets_dir {
         keys.push("secretsDir");
     }
+
     if old.log.format != new.log.format {
         keys.push("log.format");
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use orchestrator_config::{Config, ConfigWatcher, SystemSources, WatchEvent};
 
-use crate::app::App;
+use crate::app::{App, PagesReload};
 
 /// Starts watching; the returned watcher must be kept alive.
 pub(crate) fn start(config_path: &Path, config: &Config, app: Arc<App>) -> Option<ConfigWatcher> {
@@ -29,6 +29,14 @@ pub(crate) fn start(config_path: &Path, config: &Config, app: Arc<App>) -> Optio
     };
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
+            let event = match event {
+                // The last valid config never got applied (a broken template
+                // rejected it): the touch that fixed it applies it now.
+                WatchEvent::Touched(cfg) if *cfg != app.runtime().config => {
+                    WatchEvent::Reloaded(cfg)
+                }
+                other => other,
+            };
             match event {
                 WatchEvent::Reloaded(cfg) => match app.apply(*cfg) {
                     Ok(()) => {
@@ -48,25 +56,25 @@ pub(crate) fn start(config_path: &Path, config: &Config, app: Arc<App>) -> Optio
                         tracing::error!(problem = %e, "config reload rejected; the old config keeps serving");
                     }
                 }
-                WatchEvent::Touched => {
-                    let cfg = app.runtime().config.clone();
+                WatchEvent::Touched(cfg) => {
                     if let Err(problems) = app.reload_certificate(&cfg) {
                         for p in problems {
                             tracing::error!(problem = %p, "certificate reload failed; the old certificate keeps serving");
                         }
                     }
                     match app.reload_pages(&cfg) {
-                        Ok(()) if cfg.ui.templates_dir.is_some() => {
+                        PagesReload::Unchanged => {}
+                        PagesReload::Changed => {
                             app.metrics.reload(true);
                             tracing::info!("templates reloaded");
                         }
-                        Ok(()) => {}
-                        Err(problems) => {
+                        PagesReload::Rejected(problems) => {
                             app.metrics.reload(false);
                             for p in problems {
                                 tracing::error!(problem = %p, "templates reload rejected; the old pages keep serving");
                             }
                         }
+                        PagesReload::StillRejected => {}
                     }
                 }
             }

@@ -16,6 +16,6 @@ mod pages;
 mod response;
 mod views;
 
-pub use pages::{Pages, PagesError, PagesHandle, TEMPLATE_FILES};
+pub use pages::{Pages, PagesError, PagesHandle};
 pub use response::{FormAction, html};
 pub use views::{ConfirmView, ErrorView, ForbiddenView, LoginView, SignedOutView, View};

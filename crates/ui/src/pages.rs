@@ -9,17 +9,7 @@ use orchestrator_http::request_id::RequestId;
 
 use crate::views::{ConfirmView, ErrorView, ForbiddenView, LoginView, SignedOutView, View};
 
-/// The files a templates folder may hold; each replaces the built-in of its name.
-pub const TEMPLATE_FILES: &[&str] = &[
-    "base.html",
-    "style.css",
-    "login.html",
-    "error.html",
-    "forbidden.html",
-    "confirm.html",
-    "signed_out.html",
-];
-
+/// The built-in templates; a templates folder may replace each by its name.
 const BUILTIN: &[(&str, &str)] = &[
     ("base.html", include_str!("../templates/base.html")),
     ("style.css", include_str!("../templates/style.css")),
@@ -74,12 +64,16 @@ pub enum PagesError {
 #[derive(Debug)]
 pub struct Pages {
     env: Environment<'static>,
-    /// The files that came from a folder rather than the built-ins.
-    overridden: Vec<String>,
+    /// The files that came from a folder rather than the built-ins, with
+    /// their text.
+    overridden: Vec<(String, String)>,
 }
 
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
+    // Every template escapes for HTML, `style.css` too: it is inlined in a
+    // `<style>` element, where a value could otherwise close it.
+    env.set_auto_escape_callback(|_| AutoEscape::Html);
     // minijinja's HTML escaping also writes `/` as `&#x2f;`, which breaks
     // nothing in a browser but everything that reads a form's `action`
     // literally; `& < > " '` are what element and quoted-attribute contexts need.
@@ -151,10 +145,15 @@ impl Pages {
             if file.starts_with('.') || path.is_dir() {
                 continue;
             }
-            let Some(name) = TEMPLATE_FILES.iter().find(|known| **known == file) else {
+            let Some(name) = BUILTIN
+                .iter()
+                .map(|(name, _)| *name)
+                .find(|known| *known == file)
+            else {
+                let known: Vec<&str> = BUILTIN.iter().map(|(name, _)| *name).collect();
                 return Err(PagesError::Unknown {
                     file: file.to_owned(),
-                    known: TEMPLATE_FILES.join(", "),
+                    known: known.join(", "),
                 });
             };
             let size = std::fs::metadata(&path)
@@ -167,9 +166,9 @@ impl Pages {
                 });
             }
             let text = std::fs::read_to_string(&path).map_err(|e| read_err(&path, e))?;
-            env.add_template_owned(*name, text)
+            env.add_template_owned(name, text.clone())
                 .map_err(|e| template_error(name, &e))?;
-            overridden.push((*name).to_owned());
+            overridden.push((name.to_owned(), text));
         }
         let pages = Self { env, overridden };
         pages.check::<LoginView<'_>>()?;
@@ -186,17 +185,33 @@ impl Pages {
     }
 
     /// The files that replace built-ins.
-    pub fn overridden(&self) -> &[String] {
-        &self.overridden
+    pub fn overridden(&self) -> Vec<&str> {
+        self.overridden
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect()
     }
 
+    /// True when both sets were made from the same files with the same text
+    /// (a reload that would change nothing).
+    pub fn sources_equal(&self, other: &Pages) -> bool {
+        self.overridden == other.overridden
+    }
+
+    /// Renders `V`'s template with every value present, then with every
+    /// optional value absent, so both branches of each `{% if %}` are tried.
     fn check<V: View>(&self) -> Result<(), PagesError> {
-        let ctx = context! { request_id => "0123456789abcdef0123456789abcdef", ..Value::from_serialize(V::sample()) };
-        self.env
-            .get_template(V::TEMPLATE)
-            .and_then(|t| t.render(ctx))
-            .map(drop)
-            .map_err(|e| template_error_in(Some(&self.env), V::TEMPLATE, &e))
+        for sample in [V::sample(), V::sparse()] {
+            let ctx = context! {
+                request_id => "0123456789abcdef0123456789abcdef",
+                ..Value::from_serialize(sample)
+            };
+            self.env
+                .get_template(V::TEMPLATE)
+                .and_then(|t| t.render(ctx))
+                .map_err(|e| template_error_in(Some(&self.env), V::TEMPLATE, &e))?;
+        }
+        Ok(())
     }
 
     /// The page for `view`, with the current request's id. A template that
@@ -419,8 +434,26 @@ mod tests {
             .expect_err("syntax")
             .to_string();
         assert!(err.contains("line 2"), "{err}");
+        // A misspelt value in a branch the full sample does not take.
+        let else_branch = "{% if message %}{{ message }}{% else %}{{ mesage }}{% endif %}";
+        let err = Pages::from_dir(folder(&[("signed_out.html", else_branch)]).path())
+            .expect_err("else branch")
+            .to_string();
+        assert!(err.contains("mesage"), "{err}");
         let missing = Pages::from_dir(Path::new("/nonexistent/templates")).expect_err("missing");
         assert!(matches!(missing, PagesError::Read { .. }));
+    }
+
+    #[test]
+    fn values_in_the_inlined_style_are_escaped_too() {
+        let dir = folder(&[("style.css", "/* {{ username }} */")]);
+        let html = Pages::from_dir(dir.path())
+            .expect("loads")
+            .render(&LoginView {
+                username: "</style><meta http-equiv=refresh content=0;url=https://evil.example>",
+                ..LoginView::sample()
+            });
+        assert!(!html.contains("</style><meta"), "{html}");
     }
 
     #[test]

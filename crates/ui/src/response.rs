@@ -22,21 +22,19 @@ pub enum FormAction<'a> {
 /// An HTML page: never cached, never framed, no script, inline style and
 /// `data:` images only, no referrer.
 pub fn html(status: StatusCode, page: String, forms: FormAction<'_>) -> Response<BoxBody> {
-    const BASE: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
-                        frame-ancestors 'none'; base-uri 'none'";
+    macro_rules! base {
+        () => {
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
+             frame-ancestors 'none'; base-uri 'none'"
+        };
+    }
+    const SELF_ONLY: &str = concat!(base!(), "; form-action 'self'");
     let csp = match forms {
-        FormAction::SelfOnly => HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
-             frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-        ),
-        FormAction::SelfAnd(src) => HeaderValue::from_str(&format!(
-            "{BASE}; form-action 'self' {src}"
-        ))
-        .unwrap_or(HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
-                 frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-        )),
-        FormAction::Unrestricted => HeaderValue::from_static(BASE),
+        FormAction::SelfOnly => HeaderValue::from_static(SELF_ONLY),
+        // A source that is not a valid header value leaves this origin only.
+        FormAction::SelfAnd(src) => HeaderValue::from_str(&format!("{SELF_ONLY} {src}"))
+            .unwrap_or(HeaderValue::from_static(SELF_ONLY)),
+        FormAction::Unrestricted => HeaderValue::from_static(base!()),
     };
     let mut resp = Response::new(full(page));
     *resp.status_mut() = status;

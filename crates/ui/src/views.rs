@@ -9,6 +9,8 @@ pub trait View: Serialize {
     const TEMPLATE: &'static str;
     /// Values to render the template with when it is checked at load.
     fn sample() -> Self;
+    /// The same with every optional value absent.
+    fn sparse() -> Self;
 }
 
 /// The provider's login form.
@@ -43,6 +45,14 @@ impl View for LoginView<'_> {
             message: Some("The user name or password is not right."),
         }
     }
+
+    fn sparse() -> Self {
+        Self {
+            message: None,
+            username: "",
+            ..Self::sample()
+        }
+    }
 }
 
 /// An error: what happened and what to do about it.
@@ -72,6 +82,15 @@ impl View for ErrorView<'_> {
             hint: Some("Start again from the application."),
             code: Some("invalid_request"),
             retry_url: Some("/"),
+        }
+    }
+
+    fn sparse() -> Self {
+        Self {
+            hint: None,
+            code: None,
+            retry_url: None,
+            ..Self::sample()
         }
     }
 }
@@ -106,6 +125,16 @@ impl View for ForbiddenView<'_> {
             sign_out_token: Some("token"),
         }
     }
+
+    fn sparse() -> Self {
+        Self {
+            user: None,
+            switch_url: None,
+            sign_out_action: None,
+            sign_out_token: None,
+            ..Self::sample()
+        }
+    }
 }
 
 /// A question with one button that POSTs a token (sign-out confirmation).
@@ -134,6 +163,10 @@ impl View for ConfirmView<'_> {
             button: "Sign out",
         }
     }
+
+    fn sparse() -> Self {
+        Self::sample()
+    }
 }
 
 /// After sign-out.
@@ -154,6 +187,13 @@ impl View for SignedOutView<'_> {
             title: "Signed out",
             message: "You have been signed out.",
             continue_url: Some("/"),
+        }
+    }
+
+    fn sparse() -> Self {
+        Self {
+            continue_url: None,
+            ..Self::sample()
         }
     }
 }
