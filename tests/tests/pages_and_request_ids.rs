@@ -55,7 +55,7 @@ appGateway:
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_ne!(answered, "chosen-by-the-client");
     assert_eq!(answered.len(), 32);
-    assert_eq!(upstream_saw(&body, "x-request-id"), [answered.clone()]);
+    assert_eq!(upstream_saw(&body, "x-request-id"), vec![answered.clone()]);
 
     // The ingress's id is kept; a malformed one is replaced.
     let resp = from("127.0.0.5")
