@@ -25,6 +25,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use orchestrator_http::ConnInfo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -77,9 +78,9 @@ async fn serve(listener: TcpListener, provider: Option<Arc<Provider>>, gateway: 
                         .map(str::to_owned);
                     let resp = match &provider {
                         Some(p) if p.matches(host.as_deref(), req.uri().path()) => {
-                            p.handle(req, peer, false).await
+                            p.handle(req, ConnInfo::plain(peer)).await
                         }
-                        _ => gateway.handle(req, peer, false).await,
+                        _ => gateway.handle(req, ConnInfo::plain(peer)).await,
                     };
                     Ok::<_, std::convert::Infallible>(resp)
                 }
@@ -236,8 +237,7 @@ async fn setup() -> Setup {
     let resp = local
         .handle(
             get("signed.localhost", "/assertion", Some(&cookie)),
-            PEER,
-            false,
+            ConnInfo::plain(PEER),
         )
         .await;
     let assertion = String::from_utf8(body(resp).await.to_vec()).unwrap();
@@ -246,11 +246,17 @@ async fn setup() -> Setup {
         "the signed app sends an assertion"
     );
     let resp = local
-        .handle(get("localhost", "/assertion", Some(&cookie)), PEER, false)
+        .handle(
+            get("localhost", "/assertion", Some(&cookie)),
+            ConnInfo::plain(PEER),
+        )
         .await;
     assert!(body(resp).await.is_empty(), "the plain app sends none");
     let resp = local
-        .handle(get("localhost", "/.orchestrator/jwks", None), PEER, false)
+        .handle(
+            get("localhost", "/.orchestrator/jwks", None),
+            ConnInfo::plain(PEER),
+        )
         .await;
     let jwks = serde_json::from_slice(&body(resp).await).unwrap();
 
@@ -308,8 +314,7 @@ async fn exchange(provider: &Provider, client: &OidcClient, host: &str, sso: &st
     let auth = provider
         .handle(
             client.authorize_request(host, &cookie).unwrap(),
-            PEER,
-            false,
+            ConnInfo::plain(PEER),
         )
         .await;
     let location = auth.headers()[header::LOCATION]
@@ -318,7 +323,10 @@ async fn exchange(provider: &Provider, client: &OidcClient, host: &str, sso: &st
         .to_owned();
     let code = code_from(&location).expect("a code");
     let token = provider
-        .handle(client.token_request(host, &code).unwrap(), PEER, false)
+        .handle(
+            client.token_request(host, &code).unwrap(),
+            ConnInfo::plain(PEER),
+        )
         .await;
     assert_eq!(token.status(), StatusCode::OK);
     token.into_body().collect().await.unwrap().to_bytes()
@@ -344,7 +352,7 @@ fn benches(c: &mut Criterion) {
                 .header(header::ACCEPT, "application/json")
                 .body(Full::<Bytes>::default())
                 .unwrap();
-            let resp = s.local.handle(req, PEER, false).await;
+            let resp = s.local.handle(req, ConnInfo::plain(PEER)).await;
             assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
         })
     });
@@ -352,7 +360,10 @@ fn benches(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let resp = s
                 .local
-                .handle(get("localhost", "/x", Some(&s.outsider)), PEER, false)
+                .handle(
+                    get("localhost", "/x", Some(&s.outsider)),
+                    ConnInfo::plain(PEER),
+                )
                 .await;
             assert_eq!(resp.status(), StatusCode::FORBIDDEN);
         })
@@ -366,7 +377,7 @@ fn benches(c: &mut Criterion) {
         );
         async move {
             let resp = gw
-                .handle(get(&host, &path, cookie.as_deref()), PEER, false)
+                .handle(get(&host, &path, cookie.as_deref()), ConnInfo::plain(PEER))
                 .await;
             assert_eq!(resp.status(), StatusCode::OK);
             body(resp).await
@@ -395,7 +406,7 @@ fn benches(c: &mut Criterion) {
             let jar = sso_jar(&s.sso);
             let start = s
                 .local
-                .handle(get(&s.host_a, "/x", None), PEER, false)
+                .handle(get(&s.host_a, "/x", None), ConnInfo::plain(PEER))
                 .await;
             assert_eq!(start.status(), StatusCode::FOUND);
             let mut jar = jar;
@@ -412,14 +423,17 @@ fn benches(c: &mut Criterion) {
             let cookie = jar.header_for("/idp/authorize").unwrap();
             let auth = s
                 .provider
-                .handle(get(&s.host_a, &path, Some(&cookie)), PEER, false)
+                .handle(get(&s.host_a, &path, Some(&cookie)), ConnInfo::plain(PEER))
                 .await;
             let location = auth.headers()[header::LOCATION].to_str().unwrap();
             let callback = location.split_once(&s.host_a).unwrap().1.to_owned();
             let cookie = jar.header_for("/").unwrap();
             let done = s
                 .local
-                .handle(get(&s.host_a, &callback, Some(&cookie)), PEER, false)
+                .handle(
+                    get(&s.host_a, &callback, Some(&cookie)),
+                    ConnInfo::plain(PEER),
+                )
                 .await;
             assert_eq!(done.status(), StatusCode::SEE_OTHER);
         })
@@ -445,7 +459,7 @@ fn benches(c: &mut Criterion) {
                 .header(header::AUTHORIZATION, format!("Bearer {}", s.access_token))
                 .body(Full::<Bytes>::default())
                 .unwrap();
-            let resp = s.provider.handle(req, PEER, false).await;
+            let resp = s.provider.handle(req, ConnInfo::plain(PEER)).await;
             assert_eq!(resp.status(), StatusCode::OK);
         })
     });

@@ -10,6 +10,7 @@
 //!
 //! Goal (issue 4): at least 3,000 code exchanges/s with memory on 2 cores.
 
+use orchestrator_http::ConnInfo;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,7 +89,7 @@ async fn start(cache: Arc<dyn Cache>, backend: CacheBackend) -> Bench {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let provider = provider.clone();
-                    async move { Ok::<_, Infallible>(provider.handle(req, peer, false).await) }
+                    async move { Ok::<_, Infallible>(provider.handle(req, ConnInfo::plain(peer)).await) }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),

@@ -2,12 +2,12 @@
 //! gateway sets for the upstream, and the hop-by-hop rules of RFC 9110 7.6.1.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use crate::route::host_without_port;
+use orchestrator_http::{ConnInfo, authority};
 use serde_json::{Map, Value};
 
 /// Header names the gateway owns, compared after lower-casing and mapping
@@ -155,18 +155,13 @@ pub(crate) struct ClientView {
 impl ClientView {
     /// Reads the client's view from the request; inbound `X-Forwarded-*`
     /// count only when the peer is a trusted proxy.
-    pub(crate) fn new(
-        headers: &HeaderMap,
-        host: &str,
-        peer: SocketAddr,
-        tls: bool,
-        trusted: &[IpNet],
-    ) -> Self {
+    pub(crate) fn new(headers: &HeaderMap, host: &str, conn: ConnInfo, trusted: &[IpNet]) -> Self {
+        let ConnInfo { peer, tls } = conn;
         let own_proto = if tls { "https" } else { "http" };
         if !is_trusted(trusted, peer.ip()) {
             return Self {
                 via_trusted_proxy: false,
-                route_host: host_without_port(host),
+                route_host: authority::host(host),
                 client_ip: peer.ip(),
                 proto: own_proto,
                 host: host.to_owned(),
@@ -181,13 +176,7 @@ impl ClientView {
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
             .collect();
-        // From the right: the first hop that is not one of our proxies is the client.
-        let client_ip = chain
-            .iter()
-            .rev()
-            .filter_map(|s| s.parse::<IpAddr>().ok())
-            .find(|ip| !is_trusted(trusted, *ip))
-            .unwrap_or(peer.ip());
+        let client_ip = orchestrator_http::proxies::client_ip(headers, peer.ip(), trusted);
         let proto = match headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
@@ -208,7 +197,7 @@ impl ClientView {
         forwarded_for.push_str(&peer.ip().to_string());
         Self {
             via_trusted_proxy: true,
-            route_host: host_without_port(host),
+            route_host: authority::host(host),
             client_ip,
             proto,
             host: fwd_host.unwrap_or_else(|| host.to_owned()),
@@ -307,6 +296,7 @@ pub(crate) fn identity_values<'a>(
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::net::SocketAddr;
 
     #[test]
     fn strips_owned_headers_in_any_spelling() {
@@ -334,7 +324,7 @@ mod tests {
         h.insert("x_custom_app_header", HeaderValue::from_static("kept"));
         let peer: SocketAddr = ([10, 0, 0, 1], 5000).into();
         let mut from_client = h.clone();
-        ClientView::new(&h, "app.example", peer, false, &[]).apply(&mut from_client);
+        ClientView::new(&h, "app.example", ConnInfo::plain(peer), &[]).apply(&mut from_client);
         for name in PROXY_ONLY
             .iter()
             .chain(&TARGET_OVERRIDES)
@@ -347,7 +337,7 @@ mod tests {
         assert_eq!(from_client["x_custom_app_header"], "kept");
         let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
         let mut from_proxy = h.clone();
-        ClientView::new(&h, "app.example", peer, false, &nets).apply(&mut from_proxy);
+        ClientView::new(&h, "app.example", ConnInfo::plain(peer), &nets).apply(&mut from_proxy);
         assert_eq!(from_proxy["x-forwarded-prefix"], "/admin");
         for name in TARGET_OVERRIDES
             .iter()
@@ -396,13 +386,13 @@ mod tests {
             HeaderValue::from_static("forged.example"),
         );
         let peer: SocketAddr = ([10, 0, 0, 1], 5000).into();
-        let untrusted = ClientView::new(&h, "app.example", peer, false, &[]);
+        let untrusted = ClientView::new(&h, "app.example", ConnInfo::plain(peer), &[]);
         assert_eq!(untrusted.client_ip, peer.ip());
         assert_eq!(untrusted.proto, "http");
         assert_eq!(untrusted.host, "app.example");
         assert_eq!(untrusted.forwarded_for, "10.0.0.1");
         let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
-        let trusted = ClientView::new(&h, "app.example", peer, false, &nets);
+        let trusted = ClientView::new(&h, "app.example", ConnInfo::plain(peer), &nets);
         assert_eq!(trusted.client_ip, "6.6.6.6".parse::<IpAddr>().expect("ip"));
         assert_eq!(trusted.proto, "https");
         assert_eq!(trusted.host, "forged.example");

@@ -31,7 +31,6 @@ mod route;
 mod session;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +38,7 @@ use arc_swap::ArcSwap;
 use http::HeaderName;
 use orchestrator_cache::Cache;
 use orchestrator_config::{AppGatewayConfig, ListenConfig, SigningKeyConfig};
+use orchestrator_http::ConnInfo;
 use orchestrator_ui::PagesHandle;
 
 pub use assertion::ASSERTION_ISSUER;
@@ -259,17 +259,12 @@ impl Gateway {
     }
 
     /// Serves one request (whatever app matches; a 404 page when none).
-    pub async fn handle<B>(
-        &self,
-        req: http::Request<B>,
-        peer: SocketAddr,
-        tls: bool,
-    ) -> http::Response<BoxBody>
+    pub async fn handle<B>(&self, req: http::Request<B>, conn: ConnInfo) -> http::Response<BoxBody>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let runtime = self.runtime.load_full();
-        phases::serve(self, &runtime, req, peer, tls).await
+        phases::serve(self, &runtime, req, conn).await
     }
 }

@@ -23,7 +23,6 @@
 //! Errors from any phase go to [`crate::rescue`], the one place that turns
 //! them into pages; metrics are recorded once, at the end of [`serve`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,10 +39,11 @@ use crate::error::GatewayError;
 use crate::forward::ForwardError;
 use crate::headers::{ClientView, cookie_value, remove_hop_by_hop, strip_cookies};
 use crate::identity::Identity;
-use crate::route::{NormalPath, host_without_port};
+use crate::route::NormalPath;
 use crate::session::{PendingLogin, Session, SessionId, binding_hash};
 use crate::{App, Gateway, JWKS_PATH, Runtime, rescue, return_url};
 use orchestrator_http::body::{BoxBody, empty, full};
+use orchestrator_http::{ConnInfo, authority};
 
 /// Who a request was served for, attached to the gateway's responses as an
 /// extension so the listener's access log can name the app and the user.
@@ -60,8 +60,7 @@ pub(crate) async fn serve<B>(
     gw: &Gateway,
     rt: &Runtime,
     req: Request<B>,
-    peer: SocketAddr,
-    tls: bool,
+    conn: ConnInfo,
 ) -> Response<BoxBody>
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -70,7 +69,7 @@ where
     let started = Instant::now();
     let mut app: Option<Arc<App>> = None;
     let mut user: Option<Arc<str>> = None;
-    let mut resp = match pipeline(gw, rt, req, peer, tls, &mut app, &mut user).await {
+    let mut resp = match pipeline(gw, rt, req, conn, &mut app, &mut user).await {
         Ok(resp) => resp,
         Err(e) => rescue::respond(&gw.pages, &e),
     };
@@ -92,8 +91,7 @@ async fn pipeline<B>(
     gw: &Gateway,
     rt: &Runtime,
     mut req: Request<B>,
-    peer: SocketAddr,
-    tls: bool,
+    conn: ConnInfo,
     app_out: &mut Option<Arc<App>>,
     user_out: &mut Option<Arc<str>>,
 ) -> Result<Response<BoxBody>, GatewayError>
@@ -103,8 +101,8 @@ where
 {
     // 1. accept
     let authority = request_authority(&req)?;
-    let host = host_without_port(&authority);
-    let view = ClientView::new(req.headers(), &authority, peer, tls, &rt.trusted);
+    let host = authority::host(&authority);
+    let view = ClientView::new(req.headers(), &authority, conn, &rt.trusted);
 
     // 2. route
     let path = NormalPath::parse(req.uri().path())?;
@@ -301,13 +299,7 @@ where
 
 /// The authority the client asked for: `:authority` / absolute-form first, then `Host`.
 fn request_authority<B>(req: &Request<B>) -> Result<String, GatewayError> {
-    if let Some(a) = req.uri().authority() {
-        return Ok(a.as_str().to_owned());
-    }
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && http::uri::Authority::try_from(*h).is_ok())
+    authority::of_request(req)
         .map(str::to_owned)
         .ok_or(GatewayError::BadRequest("missing or invalid Host"))
 }

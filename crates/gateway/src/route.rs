@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use crate::error::GatewayError;
+use orchestrator_http::authority;
 
 /// A request path after normalisation: starts with `/`, no dot segments, no
 /// empty segments, unreserved characters decoded, other escapes upper-cased.
@@ -166,24 +167,6 @@ fn utf8_len(first: u8) -> usize {
     }
 }
 
-/// The host part of a `Host` header or `:authority`, lower-cased, port dropped.
-pub(crate) fn host_without_port(authority: &str) -> String {
-    let a = authority.trim();
-    let host = if let Some(rest) = a.strip_prefix('[') {
-        // IPv6 literal: keep the brackets' content.
-        rest.split(']').next().unwrap_or("")
-    } else {
-        a.rsplit_once(':').map_or(a, |(h, port)| {
-            if port.bytes().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                a
-            }
-        })
-    };
-    host.trim_end_matches('.').to_ascii_lowercase()
-}
-
 /// One routable app: its host and path prefix.
 #[derive(Debug)]
 struct RouteEntry<T> {
@@ -204,7 +187,7 @@ impl<T> Router<T> {
         let mut entries: Vec<RouteEntry<T>> = routes
             .into_iter()
             .map(|(host, prefix, target)| RouteEntry {
-                host: (host != "*").then(|| host_without_port(&host)),
+                host: (host != "*").then(|| authority::host(&host)),
                 prefix: if prefix.is_empty() {
                     "/".to_owned()
                 } else {
@@ -316,8 +299,5 @@ mod tests {
             **r.find("app.example", &p("/api")).expect("match"),
             "app-root"
         );
-        assert_eq!(host_without_port("App.Example:8443"), "app.example");
-        assert_eq!(host_without_port("[::1]:80"), "::1");
-        assert_eq!(host_without_port("127.0.0.1"), "127.0.0.1");
     }
 }

@@ -1,16 +1,25 @@
 //! orchestrator-http: the rules both the App Gateway and the OpenID
 //! Provider apply at the HTTP edge, written once so the two cannot disagree.
 //!
-//! It holds the body type every response is built with ([`body`]), who is a
-//! trusted proxy ([`proxies`]), the request id ([`request_id`]), and the
-//! `Cookie` header rules ([`cookies`]): parsing as bytes
-//! (a non-ASCII cookie beside ours changes nothing), one cookie of a name or
-//! none (cookie tossing), and removing cookies from what an upstream sees.
+//! It holds:
+//! - the connection a request came on ([`ConnInfo`]);
+//! - which host a request is for ([`authority`]);
+//! - the body type every response is built with ([`body`]);
+//! - who is a trusted proxy, and who the client is behind one ([`proxies`]);
+//! - the request id ([`request_id`]);
+//! - the `Cookie` header rules ([`cookies`]): parsing as bytes (a non-ASCII
+//!   cookie beside ours changes nothing), one cookie of a name or none
+//!   (cookie tossing), and removing cookies from what an upstream sees.
+//!
 //! It knows nothing of sessions, config or routing.
 
 #![forbid(unsafe_code)]
 
+pub use conn::ConnInfo;
+
+pub mod authority;
 pub mod body;
+mod conn;
 pub mod cookies;
 pub mod proxies;
 pub mod request_id;

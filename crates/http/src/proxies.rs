@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use http::HeaderMap;
 use ipnet::IpNet;
 
 /// True when `ip` belongs to one of the `trusted` networks. An IPv4-mapped
@@ -13,9 +14,84 @@ pub fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
+/// The client's address. From an untrusted peer, the peer. From a trusted
+/// proxy, `X-Forwarded-For` read from the right (each hop appends its peer):
+/// the first address that is not a trusted proxy is the client; an entry that
+/// is not an address stops the walk at the last trusted hop (what is left of
+/// it may have been written by anyone); when every entry is trusted, the
+/// leftmost one.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
+    if !is_trusted(trusted, peer) {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut client = peer;
+    for entry in entries.iter().rev() {
+        let Ok(ip) = entry.parse::<IpAddr>() else {
+            break;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(trusted, client) {
+            break;
+        }
+    }
+    client
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
+
+    fn chain(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(
+                "x-forwarded-for",
+                HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_hop_behind_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap_or_else(|_| unreachable!())];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or_else(|_| unreachable!());
+        let cases: &[(&str, &[&str], &str)] = &[
+            // An untrusted peer's header means nothing.
+            ("192.0.2.1", &["203.0.113.9"], "192.0.2.1"),
+            // The client forged 1.1.1.1 to the left of its real address.
+            (
+                "10.0.0.2",
+                &["1.1.1.1, 198.51.100.7", "10.0.0.5"],
+                "198.51.100.7",
+            ),
+            // Garbage stops the walk at the last trusted hop.
+            ("10.0.0.2", &["1.1.1.1, unknown, 10.0.0.9"], "10.0.0.9"),
+            // Every hop trusted: the leftmost.
+            ("10.0.0.2", &["10.1.1.1, 10.0.0.9"], "10.1.1.1"),
+            // No header behind a proxy: the proxy.
+            ("10.0.0.2", &[], "10.0.0.2"),
+            // A mapped IPv6 peer is its IPv4 address.
+            ("::ffff:10.0.0.2", &["198.51.100.7"], "198.51.100.7"),
+        ];
+        for (peer, xff, want) in cases {
+            assert_eq!(
+                client_ip(&chain(xff), ip(peer), &trusted),
+                ip(want),
+                "{peer} {xff:?}"
+            );
+        }
+    }
 
     #[test]
     fn mapped_addresses_count_as_their_ipv4_address() {

@@ -11,7 +11,7 @@
 //!    spec demands (JSON, Bearer challenge, redirect or page);
 //! 5. metrics — one count and one duration per request.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,7 @@ use crate::throttle::InFlight;
 use crate::users::Users;
 use crate::web;
 use crate::{authorize, discovery, end_session, introspect, jwks, login, revoke, token, userinfo};
+use orchestrator_http::ConnInfo;
 use orchestrator_ui::PagesHandle;
 
 /// Name of the SSO session cookie.
@@ -104,10 +105,11 @@ impl Provider {
                 "must not have a query or fragment".into(),
             ));
         }
-        let issuer_host = issuer_url
-            .host_str()
-            .ok_or_else(|| ProviderError::Issuer("must have a host".into()))?
-            .to_ascii_lowercase();
+        let issuer_host = orchestrator_http::authority::host(
+            issuer_url
+                .host_str()
+                .ok_or_else(|| ProviderError::Issuer("must have a host".into()))?,
+        );
         // The issuer is used verbatim in tokens (clients compare it exactly);
         // only a trailing slash is dropped so endpoint URLs join cleanly.
         let issuer = cfg.issuer.trim_end_matches('/').to_owned();
@@ -152,10 +154,12 @@ impl Provider {
         self
     }
 
-    /// True when host (port ignored) and path fall under the issuer's host + path.
-    pub fn matches(&self, host: Option<&str>, path: &str) -> bool {
-        let Some(host) = host else { return false };
-        if !strip_port(host).eq_ignore_ascii_case(&self.issuer_host) {
+    /// True when the request's `authority` (`Host`; port ignored) and `path`
+    /// fall under the issuer's host and path.
+    pub fn matches(&self, authority: Option<&str>, path: &str) -> bool {
+        if !authority
+            .is_some_and(|a| orchestrator_http::authority::names_host(a, &self.issuer_host))
+        {
             return false;
         }
         self.sub_path(path).is_some()
@@ -193,15 +197,19 @@ impl Provider {
     }
 
     /// Serves one request under the issuer path.
-    pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr, tls: bool) -> Response<BoxBody>
+    pub async fn handle<B>(&self, req: Request<B>, conn: ConnInfo) -> Response<BoxBody>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
         let ctx = RequestCtx {
-            client_ip: web::client_ip(req.headers(), peer, &self.trusted_proxies),
-            tls,
+            client_ip: orchestrator_http::proxies::client_ip(
+                req.headers(),
+                conn.peer.ip(),
+                &self.trusted_proxies,
+            ),
+            tls: conn.tls,
         };
         let endpoint = self.route(req.uri().path());
         let mut resp = if req.method() == Method::OPTIONS && endpoint.cors() {
@@ -407,26 +415,4 @@ fn load_keys(
         out.push(key);
     }
     Ok(out)
-}
-
-/// "host:port" → "host"; "[::1]:8080" → "[::1]".
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host
-            .split_once(']')
-            .map_or(host, |(h, _)| &host[..h.len() + 1]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strip_port_handles_ipv6_and_plain_hosts() {
-        assert_eq!(strip_port("localhost:8080"), "localhost");
-        assert_eq!(strip_port("localhost"), "localhost");
-        assert_eq!(strip_port("[::1]:8080"), "[::1]");
-    }
 }

@@ -1,8 +1,6 @@
 //! HTTP plumbing shared by the endpoints: building responses, reading bounded
 //! bodies, cookies and the client's address.
 
-use std::net::{IpAddr, SocketAddr};
-
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
@@ -197,55 +195,9 @@ pub(crate) fn set_cookie(
     HeaderValue::from_str(&c.encoded().to_string()).ok()
 }
 
-/// The client's address: the peer, or — when the peer is a trusted proxy —
-/// the right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
-pub(crate) fn client_ip(
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    trusted_proxies: &[ipnet::IpNet],
-) -> IpAddr {
-    let peer_ip = peer.ip().to_canonical();
-    if !trusted(trusted_proxies, peer_ip) {
-        return peer_ip;
-    }
-    // Entries are appended left to right by each hop, so read from the right
-    // and stop at the first hop we do not trust: anything left of it could
-    // have been written by the client.
-    let entries: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    let mut client = peer_ip;
-    for entry in entries.iter().rev() {
-        let Ok(ip) = entry.parse::<IpAddr>() else {
-            // Garbage in the chain: stop at the last address we could trust.
-            break;
-        };
-        let ip = ip.to_canonical();
-        client = ip;
-        if !trusted(trusted_proxies, ip) {
-            break;
-        }
-    }
-    client
-}
-
-use orchestrator_http::proxies::is_trusted as trusted;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(xff: &[&str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in xff {
-            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
 
     #[test]
     fn login_form_may_redirect_to_its_client_only() {
@@ -271,28 +223,6 @@ mod tests {
             "{csp}"
         );
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
-    }
-
-    #[test]
-    fn client_ip_ignores_forwarded_for_from_untrusted_peers() {
-        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let peer: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-        assert_eq!(
-            client_ip(&headers(&["203.0.113.9"]), peer, &trusted),
-            "192.0.2.1".parse::<IpAddr>().unwrap()
-        );
-    }
-
-    #[test]
-    fn client_ip_takes_rightmost_untrusted_entry() {
-        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let peer: SocketAddr = "10.0.0.2:5000".parse().unwrap();
-        // The client forged "1.1.1.1"; the real client is 198.51.100.7.
-        let h = headers(&["1.1.1.1, 198.51.100.7", "10.0.0.5"]);
-        assert_eq!(
-            client_ip(&h, peer, &trusted),
-            "198.51.100.7".parse::<IpAddr>().unwrap()
-        );
     }
 
     #[test]

@@ -2,11 +2,11 @@
 //! the request falls under its issuer's host and path, else the App Gateway,
 //! else a 404.
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+
+use orchestrator_http::{ConnInfo, authority};
 
 use crate::app::Runtime;
 
@@ -16,8 +16,7 @@ pub(crate) use orchestrator_http::body::BoxBody;
 pub(crate) async fn dispatch(
     runtime: &Runtime,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    tls: bool,
+    conn: ConnInfo,
 ) -> Response<BoxBody> {
     // RFC 9112 §3.2: more than one Host is a 400. Every later decision (which
     // of provider or gateway, which app, the callback URL) reads the host, so
@@ -32,32 +31,16 @@ pub(crate) async fn dispatch(
         );
     }
     if let Some(provider) = &runtime.provider {
-        let host = request_host(&req);
-        if provider.matches(host.as_deref(), req.uri().path()) {
+        if provider.matches(authority::of_request(&req), req.uri().path()) {
             // Boxed: the provider's future is large, and inline it would
             // enlarge (and be copied with) every proxied request's future.
-            return Box::pin(provider.handle(req, peer, tls)).await;
+            return Box::pin(provider.handle(req, conn)).await;
         }
     }
     if let Some(gateway) = &runtime.gateway {
-        return gateway.handle(req, peer, tls).await;
+        return gateway.handle(req, conn).await;
     }
     not_found()
-}
-
-/// The authority of an HTTP/2 or absolute-form request, else the Host header:
-/// the order the gateway uses too (RFC 9112 §3.2.2 says an absolute-form
-/// target wins over Host), so both route a request by the same host.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
 }
 
 /// RFC 9113 §8.3.1: an HTTP/2 request whose `Host` differs from its

@@ -14,6 +14,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use orchestrator_config::ListenConfig;
 use orchestrator_gateway::RequestIdentity;
+use orchestrator_http::ConnInfo;
 use orchestrator_http::proxies::is_trusted;
 use orchestrator_http::request_id::{self, RequestId};
 use tokio::net::TcpListener;
@@ -112,7 +113,11 @@ pub(crate) async fn serve(
                         });
                         let mut resp = id
                             .clone()
-                            .scope(crate::dispatch::dispatch(&runtime, req, peer, is_tls))
+                            .scope(crate::dispatch::dispatch(
+                                &runtime,
+                                req,
+                                ConnInfo { peer, tls: is_tls },
+                            ))
                             .await;
                         resp.headers_mut()
                             .insert(request_id::HEADER, id.header_value());

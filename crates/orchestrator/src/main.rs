@@ -122,6 +122,11 @@ async fn run(
     let runtime = Runtime::build(config.clone(), &parts, None)?;
     let app = Arc::new(App::new(metrics, parts, runtime, levels).map_err(|e| vec![e])?);
 
+    // Before anything can report ready: a SIGTERM that arrives right after
+    // must drain, not kill the process with the default action.
+    let signals = Signals::install();
+    // Also before: an edit made once the pod reports ready is seen.
+    let _watcher = reload::start(config_path, &config, app.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(admin_listener, app.clone(), stop_rx.clone()));
     let main_task = tokio::spawn(listener::serve(main_listener, app.clone(), stop_rx.clone()));
@@ -134,9 +139,8 @@ async fn run(
         "orchestrator started"
     );
 
-    let _watcher = reload::start(config_path, &config, app.clone());
 
-    wait_for_signal().await;
+    signals.wait().await;
     // Shutdown: readiness off first, so endpoints and the ingress stop sending.
     let shutdown = app.runtime().config.shutdown.clone();
     app.readiness.start_shutdown();
@@ -162,22 +166,37 @@ async fn run(
     Ok(())
 }
 
-/// SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = int.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM (Kubernetes) and SIGINT (Ctrl-C), caught from the moment they
+/// are installed.
+struct Signals {
+    handlers: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let handlers = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            _ => None,
+        };
+        Self { handlers }
+    }
+
+    async fn wait(self) {
+        match self.handlers {
+            Some((mut term, mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
             }
-        }
-        _ => {
             // Without signal handlers, Ctrl-C through tokio is the fallback.
-            let _ = tokio::signal::ctrl_c().await;
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

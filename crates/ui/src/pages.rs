@@ -269,6 +269,14 @@ fn template_error_in(
     file: &str,
     e: &minijinja::Error,
 ) -> PagesError {
+    // An error inside an included or extended template is wrapped: report
+    // the innermost one, which names the file and line that failed.
+    let mut e = e;
+    while let Some(inner) =
+        std::error::Error::source(e).and_then(|s| s.downcast_ref::<minijinja::Error>())
+    {
+        e = inner;
+    }
     let mut detail = e
         .detail()
         .map_or_else(|| e.kind().to_string(), str::to_owned);
@@ -435,18 +443,27 @@ mod tests {
             .to_string();
         assert!(err.contains("line 2"), "{err}");
         // A misspelt value in a branch the full sample does not take.
-        let else_branch = "{% if message %}{{ message }}{% else %}{{ mesage }}{% endif %}";
+        let else_branch =
+            "{% if continue_url %}{{ continue_url }}{% else %}{{ mesage }}{% endif %}";
         let err = Pages::from_dir(folder(&[("signed_out.html", else_branch)]).path())
             .expect_err("else branch")
             .to_string();
         assert!(err.contains("mesage"), "{err}");
+        // An error in an included file names that file and its line.
+        let err = Pages::from_dir(folder(&[("style.css", "a{}\n{{ nope }}")]).path())
+            .expect_err("style")
+            .to_string();
+        assert!(err.contains("in style.css line 2: {{ nope }}"), "{err}");
         let missing = Pages::from_dir(Path::new("/nonexistent/templates")).expect_err("missing");
         assert!(matches!(missing, PagesError::Read { .. }));
     }
 
     #[test]
     fn values_in_the_inlined_style_are_escaped_too() {
-        let dir = folder(&[("style.css", "/* {{ username }} */")]);
+        let dir = folder(&[(
+            "style.css",
+            "/* {% if username is defined %}{{ username }}{% endif %} */",
+        )]);
         let html = Pages::from_dir(dir.path())
             .expect("loads")
             .render(&LoginView {

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+use orchestrator_http::ConnInfo;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -274,7 +275,9 @@ impl GatewayServer {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let gw = gw.clone();
                         async move {
-                            Ok::<_, std::convert::Infallible>(gw.handle(req, peer, false).await)
+                            Ok::<_, std::convert::Infallible>(
+                                gw.handle(req, ConnInfo::plain(peer)).await,
+                            )
                         }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+use orchestrator_http::ConnInfo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -154,7 +155,9 @@ impl TestProvider {
                                     *resp.status_mut() = hyper::StatusCode::IM_A_TEAPOT;
                                     return Ok::<_, Infallible>(resp);
                                 }
-                                Ok::<_, Infallible>(provider.handle(req, peer, false).await)
+                                Ok::<_, Infallible>(
+                                    provider.handle(req, ConnInfo::plain(peer)).await,
+                                )
                             }
                         },
                     );
