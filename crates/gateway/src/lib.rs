@@ -21,21 +21,22 @@ mod error;
 mod forward;
 mod headers;
 mod identity;
-mod login;
+mod idp;
+mod lookups;
 mod metrics;
 pub mod phases;
 mod policy;
 mod rescue;
 mod return_url;
 mod route;
+mod runtime;
 mod session;
+mod sign_in;
+mod sign_out;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::HeaderName;
 use orchestrator_cache::Cache;
 use orchestrator_config::{AppGatewayConfig, ListenConfig, SigningKeyConfig};
 use orchestrator_http::ConnInfo;
@@ -43,164 +44,18 @@ use orchestrator_ui::PagesHandle;
 
 pub use assertion::ASSERTION_ISSUER;
 pub use error::GatewayError;
-use metrics::AppMetrics;
 pub use metrics::GatewayMetrics;
 pub use orchestrator_http::body::BoxBody;
 pub use phases::RequestIdentity;
 pub use route::NormalPath;
 pub use session::SessionId;
 
-use assertion::AssertionSigner;
-use cookies::CookieNames;
-use forward::Upstream;
-use headers::OwnedHeaders;
 use identity::IdentityCache;
-use login::Idp;
-use policy::Policy;
-use route::Router;
+pub(crate) use runtime::{App, Runtime};
 use session::SessionStore;
 
 /// Where the gateway publishes the JWKS of its assertion keys, on every host.
 pub const JWKS_PATH: &str = "/.orchestrator/jwks";
-
-/// One protected app, ready to serve.
-#[derive(Debug)]
-pub(crate) struct App {
-    /// Position in `appGateway.apps` (with the runtime's generation, a key).
-    pub(crate) index: u32,
-    pub(crate) name: Arc<str>,
-    pub(crate) idp: String,
-    pub(crate) public_paths: Vec<String>,
-    /// `Upgrade` tokens tunnelled besides `websocket`, lower-cased.
-    pub(crate) allow_upgrades: Vec<String>,
-    pub(crate) policy: Policy,
-    pub(crate) headers: Vec<(HeaderName, String)>,
-    pub(crate) assertion_header: Option<HeaderName>,
-    pub(crate) upstream: Upstream,
-    pub(crate) metrics: AppMetrics,
-}
-
-/// Everything derived from one config; swapped whole on reload.
-#[derive(Debug)]
-pub(crate) struct Runtime {
-    /// Unique per build: identities computed under another config are not reused.
-    pub(crate) generation: u64,
-    pub(crate) callback_path: String,
-    pub(crate) logout_path: String,
-    pub(crate) login_path: String,
-    pub(crate) cookies: CookieNames,
-    pub(crate) session_max_lifetime: Duration,
-    pub(crate) pending_ttl: Duration,
-    pub(crate) max_pending_per_client: u32,
-    pub(crate) router: Router<App>,
-    pub(crate) idps: HashMap<String, Arc<Idp>>,
-    pub(crate) signer: Option<AssertionSigner>,
-    pub(crate) owned: OwnedHeaders,
-    pub(crate) trusted: Vec<ipnet::IpNet>,
-}
-
-impl Runtime {
-    fn build(
-        cfg: &AppGatewayConfig,
-        listen: &ListenConfig,
-        fallback_key: &SigningKeyConfig,
-        metrics: &GatewayMetrics,
-    ) -> Result<Self, GatewayError> {
-        let mut idps = HashMap::new();
-        for (i, idp) in cfg.identity_providers.iter().enumerate() {
-            idps.insert(idp.name.clone(), Arc::new(Idp::new(idp, i)?));
-        }
-        let mut routes = Vec::new();
-        let mut owned_names: Vec<String> = Vec::new();
-        for (i, app) in cfg.apps.iter().enumerate() {
-            let key = |k: &str| format!("appGateway.apps[{i}].{k}");
-            if !idps.contains_key(&app.identity_provider) {
-                return Err(GatewayError::config(
-                    key("identityProvider"),
-                    "names no entry of appGateway.identityProviders",
-                ));
-            }
-            let mut headers = Vec::new();
-            for (name, claim) in &app.headers {
-                let h = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                    GatewayError::config(key("headers"), format!("{name:?} is not a header name"))
-                })?;
-                owned_names.push(name.clone());
-                headers.push((h, claim.clone()));
-            }
-            let assertion_header = app
-                .assertion_header
-                .as_ref()
-                .map(|name| {
-                    owned_names.push(name.clone());
-                    HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                        GatewayError::config(key("assertionHeader"), "not a header name")
-                    })
-                })
-                .transpose()?;
-            let trust_email = cfg
-                .identity_providers
-                .iter()
-                .any(|p| p.name == app.identity_provider && p.trust_email);
-            let prefix = NormalPath::parse(&app.path_prefix)
-                .map_err(|_| GatewayError::config(key("pathPrefix"), "not a normalised path"))?;
-            let built = App {
-                index: u32::try_from(i).unwrap_or(u32::MAX),
-                name: app.name.as_str().into(),
-                idp: app.identity_provider.clone(),
-                public_paths: app.public_paths.clone(),
-                allow_upgrades: app
-                    .allow_upgrades
-                    .iter()
-                    .map(|t| t.to_ascii_lowercase())
-                    .collect(),
-                policy: Policy::new(&app.policy, trust_email),
-                headers,
-                assertion_header,
-                upstream: Upstream::new(
-                    app,
-                    i,
-                    cfg.upstream_connect_timeout,
-                    cfg.upstream_response_timeout,
-                )?,
-                metrics: AppMetrics::new(metrics, &app.name),
-            };
-            routes.push((
-                app.host.clone(),
-                prefix.as_str().to_owned(),
-                Arc::new(built),
-            ));
-        }
-        let wants_assertions = cfg.apps.iter().any(|a| a.assertion_header.is_some());
-        let keys = if cfg.assertion_signing_keys.is_empty() && wants_assertions {
-            // Config validation allows this only with the memory cache (one replica).
-            tracing::warn!(
-                "appGateway.assertionSigningKeys is empty: assertions are signed with a key generated \
-                 at start and published at /.orchestrator/jwks; configure a key before running more \
-                 than one replica"
-            );
-            std::slice::from_ref(fallback_key)
-        } else {
-            &cfg.assertion_signing_keys[..]
-        };
-        let signer = AssertionSigner::new(keys, cfg.assertion_ttl)?;
-        Ok(Self {
-            generation: identity::next_generation(),
-            callback_path: cfg.callback_path.clone(),
-            logout_path: cfg.logout_path.clone(),
-            login_path: cfg.login_path.clone(),
-            cookies: CookieNames::new(&cfg.session.cookie_name),
-            session_max_lifetime: cfg.session.max_lifetime,
-            pending_ttl: cfg.pending_login_ttl,
-            max_pending_per_client: cfg.max_pending_logins_per_client,
-            router: Router::new(routes),
-            idps,
-            signer,
-            owned: OwnedHeaders::new(owned_names.iter().map(String::as_str)),
-            trusted: listen.trusted_proxies.clone(),
-        })
-    }
-}
 
 /// The App Gateway: build once, [`reconfigure`](Self::reconfigure) on reload,
 /// [`handle`](Self::handle) every request that is not the OIDC provider's.

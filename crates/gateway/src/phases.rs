@@ -5,8 +5,9 @@
 //!    (`X-Forwarded-*` only from trusted proxies); first, since every later
 //!    decision needs them.
 //! 2. **route** — normalise the path (the path checked is the path
-//!    forwarded), answer the gateway's own endpoints (JWKS, callback, logout,
-//!    login), pick the app by host and longest prefix.
+//!    forwarded), answer the gateway's own endpoints (JWKS; the login start
+//!    and the callback in [`crate::sign_in`]; sign-out in
+//!    [`crate::sign_out`]), pick the app by host and longest prefix.
 //! 3. **strip identity headers** — before anything can read them, so no
 //!    client can forge an identity, on public paths too.
 //! 4. **public path?** — skips 5 and 6.
@@ -32,17 +33,18 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
-use subtle::ConstantTimeEq as _;
 
-use crate::cookies::{cookie, removal, set_cookie};
 use crate::error::GatewayError;
 use crate::forward::ForwardError;
-use crate::headers::{ClientView, cookie_value, remove_hop_by_hop, strip_cookies};
+use crate::headers::{ClientView, remove_hop_by_hop, strip_cookies};
 use crate::identity::Identity;
+use crate::lookups::{current_session, query_param};
 use crate::route::NormalPath;
-use crate::session::{PendingLogin, Session, SessionId, binding_hash};
+use crate::session::SessionId;
+use crate::sign_in::{callback, start_login};
+use crate::sign_out::logout;
 use crate::{App, Gateway, JWKS_PATH, Runtime, rescue, return_url};
-use orchestrator_http::body::{BoxBody, empty, full};
+use orchestrator_http::body::{BoxBody, full};
 use orchestrator_http::{ConnInfo, authority};
 
 /// Who a request was served for, attached to the gateway's responses as an
@@ -388,12 +390,6 @@ fn looks_like_api<B>(req: &Request<B>) -> bool {
         .any(|v| v.contains("application/json") && !v.contains("text/html"))
 }
 
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
 // ---- 5. authenticate -------------------------------------------------------
 
 /// The session's identity for `app`, or `None` when there is no usable session.
@@ -412,265 +408,6 @@ async fn authenticate(
         return Ok(None);
     }
     Ok(gw.identities.get(rt, app, &id, &session).map(|i| (id, i)))
-}
-
-/// The session named by the request's session cookie, if it is live and was
-/// made on this host. The cookie is host-only, so the same id on another host
-/// was copied there (from a log, an upstream, a proxy) or planted: no session.
-async fn current_session(
-    gw: &Gateway,
-    rt: &Runtime,
-    headers: &HeaderMap,
-    view: &ClientView,
-) -> Result<Option<(SessionId, Arc<Session>)>, GatewayError> {
-    let name = rt.cookies.session(view.proto == "https");
-    let Some(id) = cookie_value(headers, name).and_then(|v| SessionId::parse(&v)) else {
-        return Ok(None);
-    };
-    let Some(session) = gw.sessions.get(&id).await? else {
-        return Ok(None);
-    };
-    if *session.host != *view.route_host {
-        return Ok(None);
-    }
-    Ok(Some((id, session)))
-}
-
-fn redirect(status: StatusCode, location: &str) -> Result<Response<BoxBody>, GatewayError> {
-    let mut resp = Response::new(empty());
-    *resp.status_mut() = status;
-    let v = HeaderValue::from_str(location)
-        .map_err(|_| GatewayError::BadRequest("invalid redirect target"))?;
-    resp.headers_mut().insert(header::LOCATION, v);
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(resp)
-}
-
-/// Stores a pending login and sends the browser to the IdP.
-async fn start_login(
-    gw: &Gateway,
-    rt: &Runtime,
-    app: &App,
-    headers: &HeaderMap,
-    view: &ClientView,
-    return_to: String,
-    force_login: bool,
-) -> Result<Response<BoxBody>, GatewayError> {
-    let idp = rt.idps.get(&app.idp).ok_or(GatewayError::IdpUnavailable {
-        idp: app.idp.clone(),
-    })?;
-    if !gw
-        .sessions
-        .admit_login(view.client_ip, rt.max_pending_per_client)
-    {
-        return Err(GatewayError::TooManyLogins);
-    }
-    let https = view.proto == "https";
-    let redirect_uri = format!("{}://{}{}", view.proto, view.host, rt.callback_path);
-    let start = idp.start(&redirect_uri, force_login).await?;
-    // One binding value per browser, reused while it lives, so logins
-    // started in several tabs at once all complete.
-    let binding = cookie_value(headers, rt.cookies.binding(https))
-        .filter(|v| SessionId::parse(v).is_some())
-        .unwrap_or_else(|| SessionId::random().expose());
-    let pending = PendingLogin::new(
-        idp.name().to_owned(),
-        app.name.to_string(),
-        return_to,
-        start.pkce_verifier,
-        start.nonce,
-        binding_hash(&binding),
-        redirect_uri,
-    );
-    gw.sessions
-        .put_pending(&start.state, pending, rt.pending_ttl)
-        .await?;
-    let mut resp = redirect(StatusCode::FOUND, start.url.as_str())?;
-    set_cookie(
-        &mut resp,
-        &cookie(rt.cookies.binding(https), binding, https, rt.pending_ttl),
-    );
-    Ok(resp)
-}
-
-/// The IdP sent the browser back: redeem the code, create a session.
-async fn callback(
-    gw: &Gateway,
-    rt: &Runtime,
-    headers: &HeaderMap,
-    query: Option<&str>,
-    view: &ClientView,
-) -> Result<Response<BoxBody>, GatewayError> {
-    let state = query_param(query, "state").ok_or(GatewayError::BadRequest("missing state"))?;
-    let logins = &gw.metrics.logins;
-    let Some(pending) = gw.sessions.take_pending(&state).await? else {
-        logins.with_label_values(&["expired"]).inc();
-        return Err(GatewayError::LoginFailed("unknown or expired state".into()));
-    };
-    // The callback must come from the browser that started the login.
-    let https = view.proto == "https";
-    let bound = cookie_value(headers, rt.cookies.binding(https))
-        .map(|v| binding_hash(&v))
-        .is_some_and(|h| bool::from(h.as_bytes().ct_eq(pending.binding.as_bytes())));
-    if !bound {
-        logins.with_label_values(&["failure"]).inc();
-        return Err(GatewayError::LoginFailed(
-            "login started in another browser".into(),
-        ));
-    }
-    if let Some(err) = query_param(query, "error") {
-        logins.with_label_values(&["denied"]).inc();
-        return Err(GatewayError::LoginFailed(format!(
-            "identity provider answered {err}"
-        )));
-    }
-    let code = query_param(query, "code").ok_or(GatewayError::BadRequest("missing code"))?;
-    let Some(idp) = rt.idps.get(&pending.idp) else {
-        logins.with_label_values(&["failure"]).inc();
-        return Err(GatewayError::LoginFailed(
-            "identity provider no longer configured".into(),
-        ));
-    };
-    // RFC 9207: when the IdP names itself in the response, it must be the one
-    // this login was sent to (mix-up defence).
-    if let Some(iss) = query_param(query, "iss") {
-        if iss != idp.issuer() {
-            logins.with_label_values(&["failure"]).inc();
-            return Err(GatewayError::LoginFailed(
-                "authorization response from another issuer".into(),
-            ));
-        }
-    }
-    let result = match idp
-        .finish(
-            &code,
-            &pending.pkce_verifier,
-            &pending.nonce,
-            &pending.redirect_uri,
-        )
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            logins.with_label_values(&["failure"]).inc();
-            return Err(e);
-        }
-    };
-    // A new id at every login, and the old one dropped: an id planted in the
-    // browser before login never becomes an authenticated session.
-    if let Some(old) =
-        cookie_value(headers, rt.cookies.session(https)).and_then(|v| SessionId::parse(&v))
-    {
-        gw.sessions.remove(&old).await?;
-    }
-    let session = Session::new(
-        idp.name_shared(),
-        &view.route_host,
-        &result.id_token,
-        &result.extra,
-    );
-    let id = gw.sessions.create(session, &gw.metrics).await?;
-    logins.with_label_values(&["success"]).inc();
-    tracing::info!(app = %pending.app, idp = %pending.idp, client = %view.client_ip, "login");
-    let mut resp = redirect(StatusCode::SEE_OTHER, &pending.return_to)?;
-    set_cookie(
-        &mut resp,
-        &cookie(
-            rt.cookies.session(https),
-            id.expose(),
-            https,
-            rt.session_max_lifetime,
-        ),
-    );
-    Ok(resp)
-}
-
-/// Largest sign-out form read (it holds one token).
-const MAX_LOGOUT_FORM: usize = 4096;
-
-/// Sign-out. A GET only shows a confirmation form, so a link or an image on
-/// another site cannot end a session; the form's POST carries a token that
-/// only the session's own pages know ([`SessionId::logout_token`]), ends
-/// the session and continues to the IdP's end-session endpoint.
-async fn logout<B>(
-    gw: &Gateway,
-    rt: &Runtime,
-    req: Request<B>,
-    view: &ClientView,
-) -> Result<Response<BoxBody>, GatewayError>
-where
-    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let https = view.proto == "https";
-    let name = rt.cookies.session(https);
-    let id = cookie_value(req.headers(), name).and_then(|v| SessionId::parse(&v));
-    let method = req.method().clone();
-    if method == Method::GET || method == Method::HEAD {
-        return Ok(match id {
-            Some(id)
-                if current_session(gw, rt, req.headers(), view)
-                    .await?
-                    .is_some() =>
-            {
-                rescue::confirm_sign_out(&gw.pages, &rt.logout_path, &id.logout_token())
-            }
-            _ => rescue::signed_out(&gw.pages, "You are not signed in.", Some("/")),
-        });
-    }
-    if method != Method::POST {
-        let mut resp = rescue::method_not_allowed(&gw.pages);
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
-        return Ok(resp);
-    }
-    let Some(id) = id else {
-        return Ok(rescue::signed_out(
-            &gw.pages,
-            "You are not signed in.",
-            Some("/"),
-        ));
-    };
-    let form = read_form(req.into_body()).await?;
-    let token = form
-        .iter()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_default();
-    if !bool::from(token.as_bytes().ct_eq(id.logout_token().as_bytes())) {
-        return Err(GatewayError::LogoutUnconfirmed);
-    }
-    let session = gw.sessions.get(&id).await?;
-    gw.sessions.remove(&id).await?;
-    let mut target = None;
-    if let Some(s) = &session {
-        if let Some(idp) = rt.idps.get(&*s.idp) {
-            let back = format!("{}://{}/", view.proto, view.host);
-            target = idp.logout_url(&s.id_token(), &back).await;
-        }
-    }
-    let mut resp = match target {
-        Some(url) => redirect(StatusCode::SEE_OTHER, url.as_str())?,
-        None => rescue::signed_out(&gw.pages, "You have been signed out.", Some("/")),
-    };
-    set_cookie(&mut resp, &removal(name, https));
-    Ok(resp)
-}
-
-/// A small `application/x-www-form-urlencoded` body, read within
-/// [`MAX_LOGOUT_FORM`] bytes.
-async fn read_form<B>(body: B) -> Result<Vec<(String, String)>, GatewayError>
-where
-    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let bytes = http_body_util::Limited::new(body, MAX_LOGOUT_FORM)
-        .collect()
-        .await
-        .map_err(|_| GatewayError::BadRequest("sign-out form too large or unreadable"))?
-        .to_bytes();
-    Ok(form_urlencoded::parse(&bytes).into_owned().collect())
 }
 
 fn jwks(rt: &Runtime) -> Response<BoxBody> {

@@ -3,8 +3,9 @@
 //! most, never an upstream address, a reason from a library, or a secret;
 //! each says what happened and what to do, and carries the request id.
 
+use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
-use orchestrator_http::body::BoxBody;
+use orchestrator_http::body::{BoxBody, empty};
 use orchestrator_ui::{
     ConfirmView, ErrorView, ForbiddenView, FormAction, PagesHandle, SignedOutView, html,
 };
@@ -200,6 +201,21 @@ pub(crate) fn forbidden(pages: &PagesHandle, denied: &Denied<'_>) -> Response<Bo
         sign_out_token: Some(denied.sign_out_token),
     });
     html(StatusCode::FORBIDDEN, page, FormAction::Unrestricted)
+}
+
+/// A redirect to `location`, never cached.
+pub(crate) fn redirect(
+    status: StatusCode,
+    location: &str,
+) -> Result<Response<BoxBody>, GatewayError> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = status;
+    let v = HeaderValue::from_str(location)
+        .map_err(|_| GatewayError::BadRequest("invalid redirect target"))?;
+    resp.headers_mut().insert(header::LOCATION, v);
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
 }
 
 #[cfg(test)]

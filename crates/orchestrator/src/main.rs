@@ -139,7 +139,6 @@ async fn run(
         "orchestrator started"
     );
 
-
     signals.wait().await;
     // Shutdown: readiness off first, so endpoints and the ingress stop sending.
     let shutdown = app.runtime().config.shutdown.clone();

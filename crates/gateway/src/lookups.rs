@@ -1,0 +1,39 @@
+//! What the gateway's handlers read from a request: query parameters and the
+//! session its cookie names.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use crate::error::GatewayError;
+use crate::headers::{ClientView, cookie_value};
+use crate::session::{Session, SessionId};
+use crate::{Gateway, Runtime};
+
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The session named by the request's session cookie, if it is live and was
+/// made on this host. The cookie is host-only, so the same id on another host
+/// was copied there (from a log, an upstream, a proxy) or planted: no session.
+pub(crate) async fn current_session(
+    gw: &Gateway,
+    rt: &Runtime,
+    headers: &HeaderMap,
+    view: &ClientView,
+) -> Result<Option<(SessionId, Arc<Session>)>, GatewayError> {
+    let name = rt.cookies.session(view.proto == "https");
+    let Some(id) = cookie_value(headers, name).and_then(|v| SessionId::parse(&v)) else {
+        return Ok(None);
+    };
+    let Some(session) = gw.sessions.get(&id).await? else {
+        return Ok(None);
+    };
+    if *session.host != *view.route_host {
+        return Ok(None);
+    }
+    Ok(Some((id, session)))
+}

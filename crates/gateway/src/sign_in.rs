@@ -1,0 +1,155 @@
+//! Signing in: the login start (a pending login, then the IdP) and the
+//! callback (the code redeemed, a session made, back to the return URL).
+
+use http::Response;
+use http::StatusCode;
+use http::header::HeaderMap;
+use subtle::ConstantTimeEq as _;
+
+use crate::cookies::{cookie, set_cookie};
+use crate::error::GatewayError;
+use crate::headers::{ClientView, cookie_value};
+use crate::lookups::query_param;
+use crate::rescue::redirect;
+use crate::session::{PendingLogin, Session, SessionId, binding_hash};
+use crate::{App, Gateway, Runtime};
+use orchestrator_http::body::BoxBody;
+
+/// Stores a pending login and sends the browser to the IdP.
+pub(crate) async fn start_login(
+    gw: &Gateway,
+    rt: &Runtime,
+    app: &App,
+    headers: &HeaderMap,
+    view: &ClientView,
+    return_to: String,
+    force_login: bool,
+) -> Result<Response<BoxBody>, GatewayError> {
+    let idp = rt.idps.get(&app.idp).ok_or(GatewayError::IdpUnavailable {
+        idp: app.idp.clone(),
+    })?;
+    if !gw
+        .sessions
+        .admit_login(view.client_ip, rt.max_pending_per_client)
+    {
+        return Err(GatewayError::TooManyLogins);
+    }
+    let https = view.proto == "https";
+    let redirect_uri = format!("{}://{}{}", view.proto, view.host, rt.callback_path);
+    let start = idp.start(&redirect_uri, force_login).await?;
+    // One binding value per browser, reused while it lives, so logins
+    // started in several tabs at once all complete.
+    let binding = cookie_value(headers, rt.cookies.binding(https))
+        .filter(|v| SessionId::parse(v).is_some())
+        .unwrap_or_else(|| SessionId::random().expose());
+    let pending = PendingLogin::new(
+        idp.name().to_owned(),
+        app.name.to_string(),
+        return_to,
+        start.pkce_verifier,
+        start.nonce,
+        binding_hash(&binding),
+        redirect_uri,
+    );
+    gw.sessions
+        .put_pending(&start.state, pending, rt.pending_ttl)
+        .await?;
+    let mut resp = redirect(StatusCode::FOUND, start.url.as_str())?;
+    set_cookie(
+        &mut resp,
+        &cookie(rt.cookies.binding(https), binding, https, rt.pending_ttl),
+    );
+    Ok(resp)
+}
+
+/// The IdP sent the browser back: redeem the code, create a session.
+pub(crate) async fn callback(
+    gw: &Gateway,
+    rt: &Runtime,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    view: &ClientView,
+) -> Result<Response<BoxBody>, GatewayError> {
+    let state = query_param(query, "state").ok_or(GatewayError::BadRequest("missing state"))?;
+    let logins = &gw.metrics.logins;
+    let Some(pending) = gw.sessions.take_pending(&state).await? else {
+        logins.with_label_values(&["expired"]).inc();
+        return Err(GatewayError::LoginFailed("unknown or expired state".into()));
+    };
+    // The callback must come from the browser that started the login.
+    let https = view.proto == "https";
+    let bound = cookie_value(headers, rt.cookies.binding(https))
+        .map(|v| binding_hash(&v))
+        .is_some_and(|h| bool::from(h.as_bytes().ct_eq(pending.binding.as_bytes())));
+    if !bound {
+        logins.with_label_values(&["failure"]).inc();
+        return Err(GatewayError::LoginFailed(
+            "login started in another browser".into(),
+        ));
+    }
+    if let Some(err) = query_param(query, "error") {
+        logins.with_label_values(&["denied"]).inc();
+        return Err(GatewayError::LoginFailed(format!(
+            "identity provider answered {err}"
+        )));
+    }
+    let code = query_param(query, "code").ok_or(GatewayError::BadRequest("missing code"))?;
+    let Some(idp) = rt.idps.get(&pending.idp) else {
+        logins.with_label_values(&["failure"]).inc();
+        return Err(GatewayError::LoginFailed(
+            "identity provider no longer configured".into(),
+        ));
+    };
+    // RFC 9207: when the IdP names itself in the response, it must be the one
+    // this login was sent to (mix-up defence).
+    if let Some(iss) = query_param(query, "iss") {
+        if iss != idp.issuer() {
+            logins.with_label_values(&["failure"]).inc();
+            return Err(GatewayError::LoginFailed(
+                "authorization response from another issuer".into(),
+            ));
+        }
+    }
+    let result = match idp
+        .finish(
+            &code,
+            &pending.pkce_verifier,
+            &pending.nonce,
+            &pending.redirect_uri,
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            logins.with_label_values(&["failure"]).inc();
+            return Err(e);
+        }
+    };
+    // A new id at every login, and the old one dropped: an id planted in the
+    // browser before login never becomes an authenticated session.
+    if let Some(old) =
+        cookie_value(headers, rt.cookies.session(https)).and_then(|v| SessionId::parse(&v))
+    {
+        gw.sessions.remove(&old).await?;
+    }
+    let session = Session::new(
+        idp.name_shared(),
+        &view.route_host,
+        &result.id_token,
+        &result.extra,
+    );
+    let id = gw.sessions.create(session, &gw.metrics).await?;
+    logins.with_label_values(&["success"]).inc();
+    tracing::info!(app = %pending.app, idp = %pending.idp, client = %view.client_ip, "login");
+    let mut resp = redirect(StatusCode::SEE_OTHER, &pending.return_to)?;
+    set_cookie(
+        &mut resp,
+        &cookie(
+            rt.cookies.session(https),
+            id.expose(),
+            https,
+            rt.session_max_lifetime,
+        ),
+    );
+    Ok(resp)
+}
