@@ -237,6 +237,24 @@ impl Orchestrator {
         self.files.config_path()
     }
 
+    /// Waits (at most `limit`) until the logs hold a line for which `found`
+    /// is true, and returns all the logs; panics with them otherwise. Lines
+    /// are written by the process's log thread, shortly after the request.
+    pub async fn wait_for_log_line(&self, found: impl Fn(&str) -> bool, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let logs = self.all_logs();
+            if logs.lines().any(&found) {
+                return logs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such log line in {limit:?}:\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Everything the process logged so far (stdout JSON lines, then stderr).
     pub fn all_logs(&self) -> String {
         let out = std::fs::read_to_string(self.files.log_path()).unwrap_or_default();

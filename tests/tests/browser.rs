@@ -372,23 +372,14 @@ async fn an_error_page_gives_the_request_id_of_its_access_log_line() {
     let id = b.element_text("#request-id").await;
     b.expect_clean_page().await;
     b.screenshot_as("page-sign-in-error").await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let logs = d.gateway.all_logs();
-        let line = logs
-            .lines()
-            .find(|l| l.contains("\"target\":\"access\"") && l.contains(&id));
-        if let Some(line) = line {
-            assert!(line.contains("\"status\":400"), "{line}");
-            assert!(line.contains("/.orchestrator/callback"), "{line}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no access log line with request id {id}:\n{logs}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let is_its_line = |l: &str| l.contains("\"target\":\"access\"") && l.contains(&id);
+    let logs = d
+        .gateway
+        .wait_for_log_line(is_its_line, std::time::Duration::from_secs(10))
+        .await;
+    let line = logs.lines().find(|l| is_its_line(l)).unwrap_or_default();
+    assert!(line.contains("\"status\":400"), "{line}");
+    assert!(line.contains("/.orchestrator/callback"), "{line}");
     b.close().await;
 }
 

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use orchestrator_tests::{Orchestrator, TestUpstream, run_cli};
 use reqwest::StatusCode;
@@ -216,7 +217,16 @@ async fn login_through_our_own_provider_reaches_the_app_with_identity() {
         vec!["engineering,admins".to_owned()]
     );
     // The access log names app and user, and never the query (the callback's carries the code).
-    let logs = orch.all_logs();
+    let logs = orch
+        .wait_for_log_line(
+            |l| {
+                l.contains("\"target\":\"access\"")
+                    && l.contains("\"path\":\"/dash\"")
+                    && l.contains("\"status\":200")
+            },
+            Duration::from_secs(10),
+        )
+        .await;
     let access: Vec<Value> = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

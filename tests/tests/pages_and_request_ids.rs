@@ -82,22 +82,13 @@ appGateway:
     assert_eq!(resp.headers()["x-request-id"].len(), 32);
 
     // Each id is on its request's access log line.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     for id in [answered.as_str(), "7f3c2a10-1d2e-4b5c-9a8b-0123456789ab"] {
-        loop {
-            let logs = orch.all_logs();
-            if logs.lines().any(|l| {
-                l.contains("\"target\":\"access\"")
-                    && l.contains(&format!("\"request_id\":\"{id}\""))
-            }) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no access line for {id}:\n{logs}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let field = format!("\"request_id\":\"{id}\"");
+        orch.wait_for_log_line(
+            |l| l.contains("\"target\":\"access\"") && l.contains(&field),
+            Duration::from_secs(10),
+        )
+        .await;
     }
 }
 

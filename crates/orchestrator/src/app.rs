@@ -13,6 +13,7 @@ use orchestrator_oidc::{Provider, ProviderMetrics};
 use orchestrator_ui::{Pages, PagesHandle};
 use tokio_rustls::TlsAcceptor;
 
+use crate::access_log::AccessLog;
 use crate::logging::LevelHandle;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -156,6 +157,8 @@ pub(crate) struct App {
     levels: LevelHandle,
     certs: Option<Arc<CertStore>>,
     tls: Option<TlsAcceptor>,
+    /// The access log of the main listener.
+    pub(crate) access: AccessLog,
     /// The problems of the last templates reload that failed, to report them once.
     pages_problems: std::sync::Mutex<Option<Vec<String>>>,
 }
@@ -166,6 +169,7 @@ impl App {
         parts: Parts,
         runtime: Runtime,
         levels: LevelHandle,
+        access: AccessLog,
     ) -> Result<Self, String> {
         let (certs, tls) = match &runtime.config.listen.tls {
             Some(tls_cfg) => {
@@ -183,6 +187,7 @@ impl App {
             levels,
             certs,
             tls,
+            access,
             pages_problems: std::sync::Mutex::new(None),
         })
     }

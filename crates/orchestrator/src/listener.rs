@@ -20,6 +20,7 @@ use orchestrator_http::request_id::{self, RequestId};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use crate::access_log::AccessLine;
 use crate::app::App;
 
 /// Resolves once `stop` says true (or its sender is gone).
@@ -104,13 +105,12 @@ pub(crate) async fn serve(
                         // dispatch read the same config even across a reload.
                         let runtime = app.runtime();
                         let id = request_id(&mut req, peer, &runtime.config.listen.trusted_proxies);
-                        let access = runtime.config.log.access_log.then(|| {
-                            (
-                                req.method().clone(),
-                                req.uri().path().to_owned(),
-                                req.version(),
-                            )
-                        });
+                        // A clone of the URI shares its bytes: no copy of the path.
+                        let access = runtime
+                            .config
+                            .log
+                            .access_log
+                            .then(|| (req.method().clone(), req.uri().clone(), req.version()));
                         let mut resp = id
                             .clone()
                             .scope(crate::dispatch::dispatch(
@@ -124,21 +124,19 @@ pub(crate) async fn serve(
                         let elapsed = started.elapsed();
                         app.metrics.main.request(resp.status().as_u16(), elapsed);
                         let who = resp.extensions_mut().remove::<RequestIdentity>();
-                        if let Some((method, path, version)) = access {
+                        if let Some((method, uri, version)) = access {
                             let (app_name, user) = who.map_or((None, None), |w| (w.app, w.user));
-                            tracing::info!(
-                                target: "access",
-                                method = %method,
-                                path,
-                                version = ?version,
-                                status = resp.status().as_u16(),
-                                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                                peer = %peer,
-                                app = app_name.as_deref().unwrap_or("-"),
-                                user = user.as_deref().unwrap_or("-"),
-                                request_id = %id,
-                                "request"
-                            );
+                            app.access.write(&AccessLine {
+                                method: &method,
+                                path: uri.path(),
+                                version,
+                                status: resp.status().as_u16(),
+                                duration: elapsed,
+                                peer,
+                                app: app_name.as_deref().unwrap_or("-"),
+                                user: user.as_deref().unwrap_or("-"),
+                                request_id: id.as_str(),
+                            });
                         }
                         Ok::<_, std::convert::Infallible>(resp)
                     }

@@ -1,8 +1,17 @@
 //! Logs through tracing: JSON when stdout is not a terminal (or `log.format: json`),
 //! text otherwise; the level from `RUST_LOG` or `log.level`. `log.level` is
 //! reloadable (the filter sits behind a reload handle); the format is not.
+//!
+//! Nothing on a request's path writes to stdout: lines go through a bounded
+//! channel to one writer thread (`tracing-appender`'s non-blocking writer),
+//! which writes them in batches through a 64 KiB buffer and flushes whenever
+//! the channel is empty. When the channel is full a line is dropped and
+//! counted ([`LogOutput::dropped`]) rather than blocking a request.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
+use std::os::fd::AsFd as _;
+
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 
 use orchestrator_config::{LogConfig, LogFormat};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -29,8 +38,36 @@ impl LevelHandle {
     }
 }
 
+/// Lines waiting for the writer thread at most; beyond, lines are dropped.
+const QUEUED_LINES: usize = 65_536;
+
+/// Where log lines go: the non-blocking writer, and what it dropped.
+pub(crate) struct LogOutput {
+    /// The writer every line goes through (one `write` call = one line).
+    pub(crate) writer: NonBlocking,
+    /// JSON lines (`log.format`).
+    pub(crate) json: bool,
+    /// Lines dropped because the writer thread fell behind.
+    pub(crate) dropped: ErrorCounter,
+    /// Flushes what is queued when dropped (at exit).
+    pub(crate) _guard: WorkerGuard,
+}
+
+/// Stdout through a 64 KiB buffer (the writer thread flushes it whenever it
+/// has written everything queued), or plain stdout if its descriptor cannot
+/// be duplicated.
+fn buffered_stdout() -> Box<dyn std::io::Write + Send> {
+    match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::fs::File::from(fd),
+        )),
+        Err(_) => Box::new(std::io::stdout()),
+    }
+}
+
 /// Installs the global subscriber; call once, after the config is loaded.
-pub(crate) fn init(cfg: &LogConfig) -> Result<LevelHandle, String> {
+pub(crate) fn init(cfg: &LogConfig) -> Result<(LevelHandle, LogOutput), String> {
     let (filter, from_env) = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => (
             EnvFilter::try_new(v).map_err(|e| format!("RUST_LOG: {e}"))?,
@@ -47,20 +84,44 @@ pub(crate) fn init(cfg: &LogConfig) -> Result<LevelHandle, String> {
         None => !std::io::stdout().is_terminal(),
     };
     let (filter, handle) = reload::Layer::new(filter);
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name("log-writer")
+        .finish(buffered_stdout());
+    let dropped = writer.error_counter();
     let output = if json {
         fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .with_writer(std::io::stdout)
+            .with_writer(writer.clone())
             .boxed()
     } else {
-        fmt::layer().with_writer(std::io::stdout).boxed()
+        fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .with_writer(writer.clone())
+            .boxed()
     };
     tracing_subscriber::registry()
         .with(filter)
         .with(output)
         .try_init()
         .map_err(|e| e.to_string())?;
-    Ok(LevelHandle { handle, from_env })
+    Ok((
+        LevelHandle { handle, from_env },
+        LogOutput {
+            writer,
+            json,
+            dropped,
+            _guard: guard,
+        },
+    ))
+}
+
+/// Writes one finished line (it must end with `\n`) in one `write` call, so
+/// lines from different threads never interleave.
+pub(crate) fn write_line(writer: &NonBlocking, line: &[u8]) {
+    let mut w = writer.clone();
+    let _ = w.write_all(line);
 }

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod access_log;
 mod admin;
 mod app;
 mod cli;
@@ -67,8 +68,9 @@ fn run_blocking(config_path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(errors) => return commands::report(errors.iter().map(ToString::to_string)),
     };
-    let levels = match logging::init(&config.log) {
-        Ok(levels) => levels,
+    // Held to the end of this function: dropping it flushes the log.
+    let (levels, log) = match logging::init(&config.log) {
+        Ok(pair) => pair,
         Err(e) => return commands::report(std::iter::once(e)),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -78,7 +80,7 @@ fn run_blocking(config_path: &Path) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return commands::report(std::iter::once(format!("cannot start runtime: {e}"))),
     };
-    match runtime.block_on(run(config_path, config, levels)) {
+    match runtime.block_on(run(config_path, config, levels, &log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(problems) => {
             for p in &problems {
@@ -93,6 +95,7 @@ async fn run(
     config_path: &Path,
     config: orchestrator_config::Config,
     levels: logging::LevelHandle,
+    log: &logging::LogOutput,
 ) -> Result<(), Vec<String>> {
     let metrics = metrics::Metrics::new().map_err(|e| vec![format!("metrics: {e}")])?;
     let cache = orchestrator_cache::build(
@@ -120,7 +123,9 @@ async fn run(
 
     let parts = Parts::new(cache, &metrics.registry).map_err(|e| vec![e])?;
     let runtime = Runtime::build(config.clone(), &parts, None)?;
-    let app = Arc::new(App::new(metrics, parts, runtime, levels).map_err(|e| vec![e])?);
+    let access = access_log::AccessLog::new(&log.writer, log.json);
+    let app = Arc::new(App::new(metrics, parts, runtime, levels, access).map_err(|e| vec![e])?);
+    app.metrics.count_dropped_log_lines(log.dropped.clone());
 
     // Before anything can report ready: a SIGTERM that arrives right after
     // must drain, not kill the process with the default action.

@@ -2,9 +2,44 @@
 
 use std::time::Duration;
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
+use tracing_appender::non_blocking::ErrorCounter;
+
+/// The log writer's count of dropped lines, read at each scrape.
+struct DroppedLines {
+    dropped: ErrorCounter,
+    counter: IntCounter,
+}
+
+impl DroppedLines {
+    fn new(dropped: ErrorCounter) -> Self {
+        let counter = IntCounter::new(
+            "orchestrator_log_lines_dropped_total",
+            "Log lines (access lines included) dropped because the log writer fell behind.",
+        )
+        .unwrap_or_else(|_| unreachable!("a valid metric name and help"));
+        Self { dropped, counter }
+    }
+}
+
+impl Collector for DroppedLines {
+    fn desc(&self) -> Vec<&Desc> {
+        self.counter.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let now = u64::try_from(self.dropped.dropped_lines()).unwrap_or(u64::MAX);
+        let seen = self.counter.get();
+        if now > seen {
+            self.counter.inc_by(now - seen);
+        }
+        self.counter.collect()
+    }
+}
 
 /// Metrics of the binary itself; the crates register their own on the same registry.
 pub(crate) struct Metrics {
@@ -94,6 +129,14 @@ impl Metrics {
             main: ListenerMetrics::new(&requests, &latency, "main"),
             admin: ListenerMetrics::new(&requests, &latency, "admin"),
         })
+    }
+
+    /// Publishes `orchestrator_log_lines_dropped_total`: log lines (access
+    /// lines included) dropped because the writer thread fell behind.
+    pub(crate) fn count_dropped_log_lines(&self, dropped: ErrorCounter) {
+        if let Err(e) = self.registry.register(Box::new(DroppedLines::new(dropped))) {
+            tracing::warn!(error = %e, "orchestrator_log_lines_dropped_total not registered");
+        }
     }
 
     pub(crate) fn reload(&self, ok: bool) {
