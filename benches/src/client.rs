@@ -274,10 +274,14 @@ impl Browser {
             .ok_or_else(|| format!("redirect to {location}: not http"))?;
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         if !authority.eq_ignore_ascii_case(&self.host) {
+            // `localhost`, its subdomains (RFC 6761) and 127.0.0.1 are loopback.
             let port = authority
-                .strip_prefix("localhost:")
-                .or_else(|| authority.strip_prefix("127.0.0.1:"))
-                .and_then(|p| p.parse::<u16>().ok())
+                .rsplit_once(':')
+                .filter(|(host, _)| {
+                    let host = host.to_ascii_lowercase();
+                    host == "localhost" || host.ends_with(".localhost") || host == "127.0.0.1"
+                })
+                .and_then(|(_, p)| p.parse::<u16>().ok())
                 .ok_or_else(|| format!("redirect to {location}: not a loopback listener"))?;
             self.addr = SocketAddr::from(([127, 0, 0, 1], port));
             self.conn = Conn::connect(self.addr).await?;

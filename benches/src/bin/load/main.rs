@@ -70,6 +70,11 @@ struct Args {
     /// Do not pin processes to CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// Access logs on: the orchestrator's `log.accessLog` (JSON lines to a
+    /// file, as a pod's stdout goes to a pipe) and NGINX's JSON access log
+    /// with a 64 KiB buffer. Off by default for both.
+    #[arg(long)]
+    access_log: bool,
     /// The orchestrator binary (default: target/release/orchestrator).
     #[arg(long)]
     orchestrator_bin: Option<PathBuf>,
@@ -110,6 +115,7 @@ fn main() -> std::process::ExitCode {
     if args.serve_upstream {
         return serve_upstream();
     }
+    procs::ACCESS_LOG.store(args.access_log, std::sync::atomic::Ordering::Relaxed);
     let cpus = Cpus::plan(!args.no_pin);
     if let Err(e) = cpus.pin_self() {
         eprintln!("warning: {e}; running unpinned");
@@ -202,6 +208,9 @@ struct Target {
     pid: u32,
     /// `Host` of every request.
     host: String,
+    /// The session cookie for this target when it is not the shared one
+    /// (a session is bound to the host it was made on).
+    cookie: Option<String>,
 }
 
 /// The request one scenario repeats.
@@ -264,6 +273,7 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
         addr: upstream.addr,
         pid: upstream.pid,
         host: orch.host.clone(),
+        cookie: None,
     };
     let mut proxies = vec![direct.clone()];
     if let Some(n) = &nginx {
@@ -272,6 +282,7 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
             addr: n.addr,
             pid: n.pid,
             host: orch.host.clone(),
+            cookie: None,
         });
     }
     let orch_target = Target {
@@ -279,14 +290,28 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
         addr: orch.addr,
         pid: orch.pid,
         host: orch.host.clone(),
+        cookie: None,
     };
     proxies.push(orch_target.clone());
     let port = orch.addr.port();
+    // Sessions are bound to the host they were made on: the second app's
+    // requests carry a session of its own.
+    let plain_host = format!("{}:{port}", procs::PLAIN_HOST);
+    let mut plain_browser = Browser::connect(orch.addr, &plain_host).await?;
+    plain_browser
+        .login("/", procs::USER, procs::PASSWORD)
+        .await?;
+    let plain_session = plain_browser
+        .jar
+        .get("orchestrator_session")
+        .ok_or("no session cookie after the login on the second app")?
+        .to_owned();
     let plain = Target {
         name: "orchestrator (no assertion JWT)",
         addr: orch.addr,
         pid: orch.pid,
-        host: format!("{}:{port}", procs::PLAIN_HOST),
+        host: plain_host,
+        cookie: Some(format!("orchestrator_session={plain_session}")),
     };
 
     let half = args.duration / 2;
@@ -463,6 +488,7 @@ async fn compare(
                 t.name
             );
             let before = ProcStats::read(t.pid);
+            let cookie = t.cookie.as_deref().unwrap_or(cookie);
             let out = drive_requests(t, work, cookie, args.connections, slice, pace).await;
             let after = ProcStats::read(t.pid);
             outcomes[i].0.merge(&out);
