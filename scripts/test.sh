@@ -41,6 +41,10 @@ step "cargo fmt --check"
 cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo doc"
+# Private items too: the modules' docs are the map of the code.
+RUSTDOCFLAGS="-D warnings -A rustdoc::private-intra-doc-links" \
+    cargo doc --workspace --no-deps --document-private-items --locked --quiet
 step "cargo build"
 cargo build --workspace --locked
 export ORCHESTRATOR_BIN="$PWD/target/debug/orchestrator"

@@ -12,7 +12,7 @@
 //! gateway, or the metrics registry: the binary owns those and calls
 //! [`Provider::matches`] and [`Provider::handle`].
 //!
-//! One code exchange reads top to bottom in [`authorize`](crate::authorize)
+//! One code exchange reads top to bottom in [`authorize`]
 //! (request checks, SSO session or login page, code issuance) and then
 //! `token` (client authentication, `take`, PKCE, signing).
 

@@ -41,7 +41,7 @@ pub enum PagesError {
         /// The operating system's reason.
         reason: String,
     },
-    /// A file that is not one of [`TEMPLATE_FILES`] (a typo would otherwise
+    /// A file that is not the name of a built-in template (a typo would otherwise
     /// be silently ignored).
     #[error("{file}: not a template this version knows; the files are {known}")]
     Unknown {
