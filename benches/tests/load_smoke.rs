@@ -1,7 +1,9 @@
-//! The load harness end to end, in miniature: every scenario that needs no
-//! NGINX, against the workspace's debug `orchestrator` binary, with tiny
-//! counts. Checks that it runs, measures something in each scenario and says
-//! so in its JSON report; the numbers themselves are not judged here.
+//! The load harness end to end, in miniature: the small GET (with NGINX left
+//! out, so every orchestrator target, the second app's included, must serve)
+//! and every scenario that needs no NGINX, against the workspace's debug
+//! `orchestrator` binary, with tiny counts. Checks that it runs, measures
+//! something in each scenario and says so in its JSON report; the numbers
+//! themselves are not judged here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -24,7 +26,8 @@ fn the_load_harness_runs_every_scenario_without_nginx_and_reports_json() {
         .arg(&orchestrator)
         .args([
             "--scenario",
-            "logins,exchanges,sessions,startup",
+            "small,logins,exchanges,sessions,startup",
+            "--no-nginx",
             "--duration",
             "2s",
             "--connections",
@@ -49,6 +52,7 @@ fn the_load_harness_runs_every_scenario_without_nginx_and_reports_json() {
         .filter_map(|s| s["scenario"].as_str())
         .collect();
     for expected in [
+        "small GET",
         "new login (password, full flow)",
         "new login (existing SSO session)",
         "OIDC code exchange (memory)",

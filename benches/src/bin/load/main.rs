@@ -75,6 +75,10 @@ struct Args {
     /// with a 64 KiB buffer. Off by default for both.
     #[arg(long)]
     access_log: bool,
+    /// Leave NGINX out (no install, no NGINX rows): for a quick check that
+    /// every orchestrator target serves.
+    #[arg(long)]
+    no_nginx: bool,
     /// The orchestrator binary (default: target/release/orchestrator).
     #[arg(long)]
     orchestrator_bin: Option<PathBuf>,
@@ -238,7 +242,7 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
     let needs_proxies = ["small", "latency", "download", "upload"]
         .iter()
         .any(|s| wants(s));
-    let nginx = if needs_proxies {
+    let nginx = if needs_proxies && !args.no_nginx {
         let nginx_bin = Nginx::ensure_installed().await?;
         report.note(format!("NGINX: {}", nginx_version(&nginx_bin).await));
         Some(Nginx::start(&nginx_bin, cpus, upstream.addr).await?)
