@@ -1,18 +1,10 @@
-//! Errors, and the one place that turns them into responses.
-//!
-//! Endpoints return [`OAuthError`]; the router picks how it is rendered:
-//! RFC 6749 §5.2 JSON (token, introspection, revocation), RFC 6750 §3 Bearer
-//! challenges (userinfo), a redirect to a *validated* redirect URI (authorize,
-//! RFC 6749 §4.1.2.1) or an HTML error page when no redirect URI can be trusted.
+//! The provider's errors: [`OAuthError`] (what a request gets, with its
+//! RFC 6749 error code) and [`ProviderError`] (what stops a config). How an
+//! `OAuthError` becomes a response is [`crate::respond`]'s.
 
 use std::borrow::Cow;
 
-use http::{HeaderValue, Response, StatusCode, header};
-use url::Url;
-
-use crate::BoxBody;
-use crate::web;
-use orchestrator_ui::{ErrorView, PagesHandle};
+use http::StatusCode;
 
 /// Error codes named by RFC 6749, RFC 6750, RFC 7009 and OpenID Connect Core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,118 +212,4 @@ pub enum ProviderError {
         /// What is wrong (never the hash itself).
         reason: String,
     },
-}
-
-/// RFC 6749 §5.2 JSON body (token, introspection, revocation endpoints).
-pub(crate) fn json_response(err: &OAuthError) -> Response<BoxBody> {
-    let body = serde_json::json!({
-        "error": err.code.as_str(),
-        "error_description": err.description,
-    });
-    let mut resp = web::json(err.status(), &body);
-    if err.code == ErrorCode::InvalidClient {
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"oidc\""),
-        );
-    }
-    resp
-}
-
-/// RFC 6750 §3 error for protected resources (userinfo).
-pub(crate) fn bearer_response(err: &OAuthError) -> Response<BoxBody> {
-    let mut resp = json_response(err);
-    let challenge = if err.code == ErrorCode::InvalidRequest && err.description == "no token" {
-        // §3.1: no error attribute when the request carried no credentials.
-        "Bearer realm=\"oidc\"".to_owned()
-    } else {
-        format!(
-            "Bearer realm=\"oidc\", error=\"{}\", error_description=\"{}\"",
-            err.code.as_str(),
-            err.description
-        )
-    };
-    if let Ok(value) = HeaderValue::from_str(&challenge) {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, value);
-    }
-    if err.code == ErrorCode::InvalidRequest && err.description == "no token" {
-        *resp.status_mut() = StatusCode::UNAUTHORIZED;
-    }
-    resp
-}
-
-/// RFC 6749 §4.1.2.1: the error goes back to the client's (already validated)
-/// redirect URI with `state` and, per RFC 9207, `iss`.
-pub(crate) fn redirect_response(
-    pages: &PagesHandle,
-    redirect_uri: &str,
-    state: Option<&str>,
-    issuer: &str,
-    err: &OAuthError,
-) -> Response<BoxBody> {
-    let mut pairs = vec![
-        ("error", err.code.as_str()),
-        ("error_description", err.description.as_ref()),
-    ];
-    if let Some(state) = state {
-        pairs.push(("state", state));
-    }
-    pairs.push(("iss", issuer));
-    match append_query(redirect_uri, &pairs) {
-        Some(location) => web::redirect(pages, &location),
-        // Cannot happen for a registered URI (checked at startup); fall back
-        // to the page rather than redirecting somewhere unchecked.
-        None => page_response(pages, err),
-    }
-}
-
-/// An HTML error page: for authorize errors that must not redirect.
-pub(crate) fn page_response(pages: &PagesHandle, err: &OAuthError) -> Response<BoxBody> {
-    // 401 asks for HTTP authentication, which a browser cannot give here.
-    let status = match err.status() {
-        StatusCode::UNAUTHORIZED => StatusCode::BAD_REQUEST,
-        s => s,
-    };
-    web::html(status, error_page(pages, status, err))
-}
-
-/// The page for an error that cannot go back to the client: what happened,
-/// what to do, the OAuth error code.
-pub(crate) fn error_page(pages: &PagesHandle, status: StatusCode, err: &OAuthError) -> String {
-    pages.render(&ErrorView {
-        status: status.as_u16(),
-        title: "Sign-in error",
-        message: &sentence(&err.description),
-        hint: Some(
-            "Go back to the application and sign in again. If it keeps happening, tell the \
-             application's administrator and quote the request ID below.",
-        ),
-        code: Some(err.code.as_str()),
-        retry_url: None,
-    })
-}
-
-/// `text` as a sentence: capital first letter, final full stop.
-fn sentence(text: &str) -> String {
-    let mut chars = text.chars();
-    let mut out: String = chars
-        .next()
-        .map(|c| c.to_uppercase().chain(chars).collect())
-        .unwrap_or_default();
-    if !out.ends_with(['.', '!', '?']) {
-        out.push('.');
-    }
-    out
-}
-
-/// Appends query parameters to a URL that may already carry a query.
-pub(crate) fn append_query(base: &str, pairs: &[(&str, &str)]) -> Option<String> {
-    let mut url = Url::parse(base).ok()?;
-    {
-        let mut query = url.query_pairs_mut();
-        for (k, v) in pairs {
-            query.append_pair(k, v);
-        }
-    }
-    Some(url.into())
 }

@@ -54,7 +54,7 @@ pub(crate) struct SigningKey {
     /// The public JWK (kty, crv/x/y or n/e, kid, alg, use).
     pub(crate) jwk: Value,
     /// The key that seals login transactions, derived from the private key.
-    pub(crate) tx_key: crate::seal::TxKey,
+    pub(crate) tx_key: crate::derived::TxKey,
 }
 
 /// A ring key pair for one algorithm.
@@ -161,10 +161,11 @@ impl SigningKey {
         }
         // The canonical DER when the parser re-encodes it (so formatting of
         // the PEM does not matter), the PEM text otherwise.
-        let tx_key = crate::seal::TxKey::derive(
+        let tx_key = crate::derived::TxKey::derive(
             der.as_ref()
                 .map_or(pem.trim().as_bytes(), |der| der.as_bytes()),
-        )?;
+        )
+        .ok_or_else(|| KeyError::Generate("login-transaction key derivation".into()))?;
         let signer = der.and_then(|der| RingSigner::from_pkcs8(alg, der.as_bytes()));
         Ok(Self {
             kid: kid.to_owned(),

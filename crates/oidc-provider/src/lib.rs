@@ -12,39 +12,42 @@
 //! gateway, or the metrics registry: the binary owns those and calls
 //! [`Provider::matches`] and [`Provider::handle`].
 //!
-//! One code exchange reads top to bottom in [`authorize`]
-//! (request checks, SSO session or login page, code issuance) and then
-//! `token` (client authentication, `take`, PKCE, signing).
+//! Layout: [`state`] holds the [`Provider`] (what every endpoint shares);
+//! [`router`] routes a request to one module of [`endpoints`]; [`sso`] is
+//! what a finished sign-in leads to (the code); [`tokens`] mints and verifies
+//! tokens; [`respond`] is the one place errors become responses. No module
+//! imports the one that imports it.
+//!
+//! One code exchange reads top to bottom in [`endpoints::authorize`]
+//! (request checks, SSO session or login page, code issuance), then
+//! [`endpoints::login`] when a password is needed, and [`endpoints::token`]
+//! (client authentication, `take`, PKCE, signing).
 
 #![forbid(unsafe_code)]
 
-mod authorize;
 mod clients;
+mod derived;
 mod device;
-mod discovery;
-mod end_session;
+mod endpoints;
 mod error;
-mod introspect;
-mod jwks;
 pub mod keys;
-mod login;
 mod metrics;
 mod params;
 mod password;
-mod provider;
-mod revoke;
+mod respond;
+mod router;
 mod seal;
+mod sso;
+mod state;
 mod store;
 mod throttle;
-mod token;
 mod tokens;
-mod userinfo;
 mod users;
 mod web;
 
 pub use error::{ErrorCode, OAuthError, ProviderError};
 pub use keys::KeyError;
 pub use metrics::ProviderMetrics;
-pub use provider::Provider;
+pub use state::Provider;
 
 pub use orchestrator_http::body::BoxBody;

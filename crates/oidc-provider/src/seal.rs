@@ -19,60 +19,17 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::hkdf;
-use ring::hkdf::Prk;
+use ring::aead::{Aad, NONCE_LEN, Nonce};
 use serde::{Deserialize, Serialize};
 
+use crate::derived::{CONTEXT, SALT_LEN};
 use crate::error::{ErrorCode, OAuthError};
-use crate::keys::{KeyError, SigningKey};
+use crate::keys::SigningKey;
 use crate::store::PendingAuthorization;
 use crate::tokens::now;
 
-/// HKDF salt: names what the derived key is for, so it is never the key of
-/// anything else derived from the same signing key.
-const SALT: &[u8] = b"orchestrator-oidc login transaction";
-/// HKDF info and AEAD associated data, versioned with the format.
-const CONTEXT: &[u8] = b"tx/v1";
 /// Version byte in front of every sealed transaction.
 const VERSION: u8 = 1;
-
-/// Length of the per-seal salt.
-const SALT_LEN: usize = 16;
-
-/// The HKDF secret that login-transaction keys are expanded from, derived
-/// from one signing key.
-pub(crate) struct TxKey(Prk);
-
-impl TxKey {
-    /// Extracts the secret from a signing key's private material (PKCS#8 DER).
-    pub(crate) fn derive(secret: &[u8]) -> Result<Self, KeyError> {
-        let key = Self(hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(secret));
-        // One expansion now proves the secret usable, so sealing cannot fail later.
-        match key.key(&[0; SALT_LEN]) {
-            Some(_) => Ok(key),
-            None => Err(KeyError::Generate(
-                "login-transaction key derivation".into(),
-            )),
-        }
-    }
-
-    /// An HMAC-SHA256 key for `purpose` (an HKDF info distinct from every
-    /// seal's), for other values the provider hands out and must recognise.
-    pub(crate) fn mac_key(&self, purpose: &'static [u8]) -> Option<ring::hmac::Key> {
-        let info = [purpose];
-        let okm = self.0.expand(&info, ring::hmac::HMAC_SHA256).ok()?;
-        Some(ring::hmac::Key::from(okm))
-    }
-
-    /// The AES-256-GCM key of the seal with `salt`.
-    fn key(&self, salt: &[u8; SALT_LEN]) -> Option<LessSafeKey> {
-        // `expand` only fails for outputs longer than 255 hash lengths.
-        let info = [CONTEXT, salt.as_slice()];
-        let okm = self.0.expand(&info, &AES_256_GCM).ok()?;
-        Some(LessSafeKey::new(UnboundKey::from(okm)))
-    }
-}
 
 /// What a sealed transaction holds.
 #[derive(Deserialize)]
@@ -110,7 +67,7 @@ pub(crate) fn seal(
     let salt: [u8; SALT_LEN] = rand::random();
     let nonce: [u8; NONCE_LEN] = rand::random();
     key.tx_key
-        .key(&salt)
+        .seal_key(&salt)
         .ok_or_else(fail)?
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
@@ -142,7 +99,7 @@ pub(crate) fn open(keys: &[SigningKey], tx: &str) -> Option<LoginTx> {
         let Ok(nonce) = Nonce::try_assume_unique_for_key(nonce) else {
             return None;
         };
-        let Some(aead) = key.tx_key.key(salt) else {
+        let Some(aead) = key.tx_key.seal_key(salt) else {
             continue;
         };
         let Ok(plain) = aead.open_in_place(nonce, Aad::from(CONTEXT), &mut buf) else {

@@ -105,33 +105,7 @@ fn form_action_source(redirect_uri: &str) -> Option<String> {
     }
 }
 
-/// A 302 to `location`.
-pub(crate) fn redirect(pages: &orchestrator_ui::PagesHandle, location: &str) -> Response<BoxBody> {
-    let Ok(location) = HeaderValue::from_str(location) else {
-        // Only reachable with a registered URI that is not a valid header:
-        // refuse rather than redirect somewhere else.
-        return html(
-            StatusCode::BAD_REQUEST,
-            crate::error::error_page(
-                pages,
-                StatusCode::BAD_REQUEST,
-                &OAuthError::invalid_request("unusable redirect URI"),
-            ),
-        );
-    };
-    let mut resp = Response::new(full(Bytes::new()));
-    *resp.status_mut() = StatusCode::FOUND;
-    let h = resp.headers_mut();
-    h.insert(header::LOCATION, location);
-    no_store(h);
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    resp
-}
-
-fn no_store(h: &mut HeaderMap) {
+pub(crate) fn no_store(h: &mut HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
@@ -193,6 +167,18 @@ pub(crate) fn set_cookie(
         (Some(_), None) => {}
     }
     HeaderValue::from_str(&c.encoded().to_string()).ok()
+}
+
+/// Appends query parameters to a URL that may already carry a query.
+pub(crate) fn append_query(base: &str, pairs: &[(&str, &str)]) -> Option<String> {
+    let mut url = url::Url::parse(base).ok()?;
+    {
+        let mut query = url.query_pairs_mut();
+        for (k, v) in pairs {
+            query.append_pair(k, v);
+        }
+    }
+    Some(url.into())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::provider::Provider;
+use crate::state::Provider;
 
 /// The JWKS document; rendered once per config.
 pub(crate) fn document(p: &Provider) -> Value {

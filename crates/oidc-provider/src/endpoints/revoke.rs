@@ -8,16 +8,17 @@ use http::Response;
 use http::request::Parts;
 
 use crate::BoxBody;
-use crate::error::{self, OAuthError};
+use crate::error::OAuthError;
 use crate::params::Params;
-use crate::provider::Provider;
+use crate::respond;
+use crate::state::Provider;
 use crate::tokens::{self, AccessClaims, Expect};
 use crate::web;
 
 pub(crate) async fn serve(p: &Provider, parts: &Parts, params: &Params) -> Response<BoxBody> {
     match revoke(p, parts, params).await {
         Ok(()) => web::json(http::StatusCode::OK, &serde_json::json!({})),
-        Err(e) => error::json_response(&e),
+        Err(e) => respond::json_response(&e),
     }
 }
 

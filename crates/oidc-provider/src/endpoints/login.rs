@@ -9,13 +9,13 @@ use http::{Response, StatusCode, header};
 use subtle::ConstantTimeEq as _;
 
 use crate::BoxBody;
-use crate::authorize;
 use crate::device::{self, DEVICE_COOKIE};
-use crate::error::{self, OAuthError};
+use crate::error::OAuthError;
+use crate::respond;
 
 use crate::params::Params;
-use crate::provider::{CSRF_COOKIE, Provider, RequestCtx, SESSION_COOKIE};
 use crate::seal::{self, LoginTx};
+use crate::state::{CSRF_COOKIE, Provider, RequestCtx, SESSION_COOKIE};
 use crate::store::{PendingAuthorization, SsoSession, random_id, random_token};
 use crate::throttle;
 use crate::tokens::{self, now};
@@ -36,7 +36,7 @@ pub(crate) async fn serve(
 ) -> Response<BoxBody> {
     match login(p, parts, params, ctx).await {
         Ok(resp) => resp,
-        Err(e) => error::page_response(&p.pages, &e),
+        Err(e) => respond::page_response(&p.pages, &e),
     }
 }
 
@@ -165,9 +165,9 @@ async fn login(
     p.store.put_session(&cookie, &session, p.sso_ttl).await?;
     tracing::info!(sid = %session.sid, "sign-in");
 
-    let mut resp = match authorize::issue_code(p, &pending, &session).await {
+    let mut resp = match crate::sso::issue_code(p, &pending, &session).await {
         Ok(r) => r,
-        Err(e) => error::redirect_response(
+        Err(e) => respond::redirect_response(
             &p.pages,
             &pending.redirect_uri,
             pending.state.as_deref(),

@@ -16,12 +16,14 @@ use http::request::Parts;
 
 use crate::BoxBody;
 use crate::clients::Client;
-use crate::error::{self, ErrorCode, OAuthError};
+use crate::error::{ErrorCode, OAuthError};
+use crate::respond;
 
 use crate::params::Params;
-use crate::provider::{CSRF_COOKIE, LOGIN_TTL, Provider, RequestCtx, SESSION_COOKIE};
 use crate::seal;
-use crate::store::{CodeRecord, PendingAuthorization, SsoSession, random_token};
+use crate::sso::issue_code;
+use crate::state::{CSRF_COOKIE, LOGIN_TTL, Provider, RequestCtx, SESSION_COOKIE};
+use crate::store::{PendingAuthorization, SsoSession, random_token};
 use crate::tokens::{self, now};
 use crate::web;
 use orchestrator_ui::LoginView;
@@ -44,11 +46,11 @@ pub(crate) async fn serve(
     // that would be sealed or echoed are refused here, on a page: an
     // over-long `state` must not travel back in a redirect.
     if let Err(e) = params.check_echoed(&["state", "nonce", "login_hint"]) {
-        return error::page_response(&p.pages, &e);
+        return respond::page_response(&p.pages, &e);
     }
     let client = match check_client(p, params) {
         Ok(c) => c,
-        Err(e) => return error::page_response(&p.pages, &e),
+        Err(e) => return respond::page_response(&p.pages, &e),
     };
     let redirect_uri = params.get("redirect_uri").unwrap_or_default();
     let state = params.get("state");
@@ -56,11 +58,11 @@ pub(crate) async fn serve(
     // Phase 2: the rest of the request; errors go back to the client.
     let req = match check_request(&client, params) {
         Ok(r) => r,
-        Err(e) => return error::redirect_response(&p.pages, redirect_uri, state, &p.issuer, &e),
+        Err(e) => return respond::redirect_response(&p.pages, redirect_uri, state, &p.issuer, &e),
     };
     match decide(p, parts, req, &client, ctx).await {
         Ok(resp) => resp,
-        Err(e) => error::redirect_response(&p.pages, redirect_uri, state, &p.issuer, &e),
+        Err(e) => respond::redirect_response(&p.pages, redirect_uri, state, &p.issuer, &e),
     }
 }
 
@@ -280,35 +282,4 @@ async fn login_page(
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     Ok(resp)
-}
-
-/// Issues a one-time code for `session` and sends it to the redirect URI.
-pub(crate) async fn issue_code(
-    p: &Provider,
-    pending: &PendingAuthorization,
-    session: &SsoSession,
-) -> Result<Response<BoxBody>, OAuthError> {
-    let code = random_token();
-    let record = CodeRecord {
-        client_id: pending.client_id.clone(),
-        redirect_uri: pending.redirect_uri.clone(),
-        username: session.username.clone(),
-        scope: pending.scope.clone(),
-        nonce: pending.nonce.clone(),
-        code_challenge: pending.code_challenge.clone(),
-        auth_time: session.auth_time,
-        sid: session.sid.clone(),
-        expires_at: tokens::expiry(p.ttls.authorization_code_ttl),
-    };
-    p.store
-        .put_code(&code, &record, p.ttls.authorization_code_ttl)
-        .await?;
-    let mut pairs = vec![("code", code.as_str())];
-    if let Some(state) = pending.state.as_deref() {
-        pairs.push(("state", state));
-    }
-    pairs.push(("iss", p.issuer.as_str()));
-    let location = error::append_query(&pending.redirect_uri, &pairs)
-        .ok_or_else(|| OAuthError::new(ErrorCode::ServerError, "bad redirect_uri"))?;
-    Ok(web::redirect(&p.pages, &location))
 }

@@ -6,21 +6,22 @@ use http::{Response, StatusCode, header};
 use serde_json::Value;
 
 use crate::BoxBody;
-use crate::error::{self, ErrorCode, OAuthError};
-use crate::provider::Provider;
-use crate::tokens::{self, AccessClaims, Expect};
+use crate::error::{ErrorCode, OAuthError};
+use crate::respond;
+use crate::state::Provider;
+
 use crate::web;
 
 pub(crate) async fn serve(p: &Provider, parts: &Parts) -> Response<BoxBody> {
     match userinfo(p, parts).await {
         Ok(body) => web::json(StatusCode::OK, &body),
-        Err(e) => error::bearer_response(&e),
+        Err(e) => respond::bearer_response(&e),
     }
 }
 
 async fn userinfo(p: &Provider, parts: &Parts) -> Result<Value, OAuthError> {
     let token = bearer(parts)?;
-    let claims = verify_access_token(p, token).await?;
+    let claims = p.verify_access_token(token).await?;
     let scopes = claims.scope.split(' ');
     if !scopes.clone().any(|s| s == "openid") {
         return Err(OAuthError::new(
@@ -58,25 +59,5 @@ fn bearer(parts: &Parts) -> Result<&str, OAuthError> {
         _ => Err(OAuthError::invalid_request(
             "Authorization must be a Bearer token",
         )),
-    }
-}
-
-/// Verifies an access token and checks that it is still backed: its client
-/// is still configured and its grant record is live. Revocation fails closed:
-/// a grant record that is gone for any reason (revoked, expired, evicted)
-/// makes the token invalid.
-pub(crate) async fn verify_access_token(
-    p: &Provider,
-    token: &str,
-) -> Result<AccessClaims, OAuthError> {
-    let claims: AccessClaims = tokens::verify(&p.keys, &p.issuer, token, Expect::Access)?;
-    if p.clients.get(&claims.client_id).is_none() {
-        return Err(OAuthError::invalid_token("client no longer registered"));
-    }
-    let revoked = || OAuthError::invalid_token("token revoked");
-    let gid = claims.gid.as_deref().ok_or_else(revoked)?;
-    match p.store.grant(gid).await? {
-        Some(grant) if grant.client_id == claims.client_id => Ok(claims),
-        _ => Err(revoked()),
     }
 }

@@ -5,10 +5,11 @@ use http::request::Parts;
 use http::{Response, StatusCode, header};
 
 use crate::BoxBody;
-use crate::error::{self, OAuthError};
+use crate::error::OAuthError;
+use crate::respond;
 
 use crate::params::Params;
-use crate::provider::{Provider, RequestCtx, SESSION_COOKIE};
+use crate::state::{Provider, RequestCtx, SESSION_COOKIE};
 use crate::tokens::{self, Expect, IdClaims};
 use crate::web;
 use orchestrator_ui::SignedOutView;
@@ -21,7 +22,7 @@ pub(crate) async fn serve(
 ) -> Response<BoxBody> {
     match end_session(p, parts, params, ctx).await {
         Ok(resp) => resp,
-        Err(e) => error::page_response(&p.pages, &e),
+        Err(e) => respond::page_response(&p.pages, &e),
     }
 }
 
@@ -79,7 +80,7 @@ async fn end_session(
             Some(if pairs.is_empty() {
                 uri.to_owned()
             } else {
-                error::append_query(uri, &pairs).unwrap_or_else(|| uri.to_owned())
+                web::append_query(uri, &pairs).unwrap_or_else(|| uri.to_owned())
             })
         }
     };
@@ -88,7 +89,7 @@ async fn end_session(
         p.store.delete_session(&cookie).await?;
     }
     let mut resp = match destination {
-        Some(location) => web::redirect(&p.pages, &location),
+        Some(location) => respond::redirect(&p.pages, &location),
         None => web::html(
             StatusCode::OK,
             p.pages.render(&SignedOutView {

@@ -10,17 +10,17 @@ use http::request::Parts;
 use serde_json::{Value, json};
 
 use crate::BoxBody;
-use crate::error::{self, ErrorCode, OAuthError};
+use crate::error::{ErrorCode, OAuthError};
 use crate::params::Params;
-use crate::provider::Provider;
+use crate::respond;
+use crate::state::Provider;
 use crate::tokens::now;
-use crate::userinfo::verify_access_token;
 use crate::web;
 
 pub(crate) async fn serve(p: &Provider, parts: &Parts, params: &Params) -> Response<BoxBody> {
     match introspect(p, parts, params).await {
         Ok(body) => web::json(http::StatusCode::OK, &body),
-        Err(e) => error::json_response(&e),
+        Err(e) => respond::json_response(&e),
     }
 }
 
@@ -34,7 +34,7 @@ async fn introspect(p: &Provider, parts: &Parts, params: &Params) -> Result<Valu
     let token = params.require("token")?;
     // A JWT has two dots; our refresh tokens are base64url without any.
     if token.bytes().filter(|b| *b == b'.').count() == 2 {
-        return match verify_access_token(p, token).await {
+        return match p.verify_access_token(token).await {
             Ok(c) if !caller.may_introspect(&c.client_id) => Ok(inactive()),
             Ok(c) => Ok(json!({
                     "active": true,

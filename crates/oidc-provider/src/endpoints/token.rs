@@ -18,9 +18,10 @@ use serde_json::{Value, json};
 
 use crate::BoxBody;
 use crate::clients::{Client, STANDARD_SCOPES};
-use crate::error::{self, ErrorCode, OAuthError};
+use crate::error::{ErrorCode, OAuthError};
 use crate::params::Params;
-use crate::provider::Provider;
+use crate::respond;
+use crate::state::Provider;
 use crate::store::{
     CodeRedeemed, GrantRecord, RefreshRecord, RefreshSpent, random_id, random_token,
 };
@@ -78,7 +79,7 @@ impl<'a> TokenRequest<'a> {
 pub(crate) async fn serve(p: &Provider, parts: &Parts, params: &Params) -> Response<BoxBody> {
     match exchange(p, parts, params).await {
         Ok(body) => web::json(http::StatusCode::OK, &body),
-        Err(e) => error::json_response(&e),
+        Err(e) => respond::json_response(&e),
     }
 }
 

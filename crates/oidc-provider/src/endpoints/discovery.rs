@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::clients::STANDARD_SCOPES;
-use crate::provider::Provider;
+use crate::state::Provider;
 use crate::users::supported_claims;
 
 /// The discovery document; rendered once per config.
