@@ -4,8 +4,10 @@
 //! `take`/`set_if_absent`/`incr`/`decr`, an eviction count), its two
 //! backends — [`MemoryCache`] on moka for one replica and [`RedisCache`] on
 //! the `redis` crate (standalone or cluster, TLS, bounded by a per-operation
-//! timeout) for many — the typed,
-//! versioned helpers of [`CacheExt`], the [`Prefixed`] namespace decorator,
+//! timeout) for many — the one record layer ([`CacheExt`], [`Versioned`]:
+//! records behind a header naming their kind and layout version, which the
+//! provider's store and the gateway's shared sessions both use), the
+//! [`Prefixed`] namespace decorator,
 //! the metrics decorator [`Instrumented`], and [`build`], which picks the
 //! backend from config.
 //!

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use orchestrator_cache::Cache;
+use orchestrator_cache::{Cache, CacheExt as _, Versioned};
 use orchestrator_config::{AppGatewayConfig, SessionStore as StoreKind};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
@@ -25,9 +25,20 @@ use sha2::{Digest, Sha256};
 use crate::error::GatewayError;
 use crate::metrics::GatewayMetrics;
 
-/// Version of the serialised [`Session`] and [`PendingLogin`]; another
-/// version reads as a miss, so a rolling upgrade only costs a re-login.
-const FORMAT_VERSION: u8 = 3;
+/// Layout version of the stored [`Session`] and [`PendingLogin`] (the cache
+/// crate's record header carries it); another version reads as a miss, so a
+/// rolling upgrade only costs a re-login.
+const FORMAT_VERSION: u16 = 4;
+
+impl Versioned for Session {
+    const KIND: &'static str = "gateway.session";
+    const VERSION: u16 = FORMAT_VERSION;
+}
+
+impl Versioned for PendingLogin {
+    const KIND: &'static str = "gateway.pending-login";
+    const VERSION: u16 = FORMAT_VERSION;
+}
 
 /// How long a shared session may be served from the near-cache before the
 /// backend is asked again (bounds how late a logout on another replica is seen).
@@ -125,7 +136,6 @@ const TOKEN_ONLY_CLAIMS: &[&str] = &["nonce", "at_hash", "c_hash", "exp", "iat",
 /// claims, read when a request first needs them (see [`crate::identity`]).
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Session {
-    v: u8,
     /// Name of the identity provider that logged the user in.
     pub(crate) idp: Arc<str>,
     /// The host (lower-case, no port) the session was created on: its cookie
@@ -154,7 +164,6 @@ impl Session {
             .flatten()
             .map(String::into_boxed_str);
         Self {
-            v: FORMAT_VERSION,
             idp,
             host: host.into(),
             id_token: CompactJwt::new(id_token),
@@ -298,7 +307,6 @@ impl<'de> Deserialize<'de> for CompactJwt {
 /// A login in progress, keyed by its `state`.
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct PendingLogin {
-    v: u8,
     /// Identity provider name.
     pub(crate) idp: String,
     /// App the login started on.
@@ -327,7 +335,6 @@ impl PendingLogin {
         redirect_uri: String,
     ) -> Self {
         Self {
-            v: FORMAT_VERSION,
             idp,
             app,
             return_to,
@@ -510,15 +517,14 @@ impl SessionStore {
             }
         }
         let key = id.storage_key(SESSION_PREFIX);
-        let Some(bytes) = shared.cache.get(&key).await.map_err(cache_err)? else {
+        let Some(session) = shared
+            .cache
+            .get_typed::<Session>(&key)
+            .await
+            .map_err(cache_err)?
+        else {
             return Ok(None);
         };
-        let Ok(session) = serde_json::from_slice::<Session>(&bytes) else {
-            return Ok(None);
-        };
-        if session.v != FORMAT_VERSION {
-            return Ok(None);
-        }
         let Some(remaining) = self.remaining(&session) else {
             return Ok(None);
         };
@@ -548,12 +554,10 @@ impl SessionStore {
                 metrics.active_sessions.inc();
             }
             Some(shared) => {
-                let bytes = serde_json::to_vec(&*session)
-                    .map_err(|e| GatewayError::Cache(e.to_string()))?;
                 let ttl = self.idle_timeout.min(self.max_lifetime);
                 shared
                     .cache
-                    .set(&id.storage_key(SESSION_PREFIX), &bytes, ttl)
+                    .set_typed(&id.storage_key(SESSION_PREFIX), &*session, ttl)
                     .await
                     .map_err(cache_err)?;
                 shared.near.insert(id, session).await;
@@ -594,8 +598,7 @@ impl SessionStore {
                     .await;
             }
             Some(shared) => {
-                let bytes =
-                    serde_json::to_vec(&login).map_err(|e| GatewayError::Cache(e.to_string()))?;
+                let bytes = orchestrator_cache::encode(&login).map_err(cache_err)?;
                 let weight = u64::try_from(bytes.len() + state.len()).unwrap_or(u64::MAX);
                 if !self.shared_pending_bytes.spend(weight) {
                     return Err(GatewayError::TooManyLogins);
@@ -617,19 +620,11 @@ impl SessionStore {
     ) -> Result<Option<PendingLogin>, GatewayError> {
         match &self.shared {
             None => Ok(self.pending_local.remove(state).await.map(|p| (*p).clone())),
-            Some(shared) => {
-                let Some(bytes) = shared
-                    .cache
-                    .take(&storage_key(PENDING_PREFIX, state))
-                    .await
-                    .map_err(cache_err)?
-                else {
-                    return Ok(None);
-                };
-                Ok(serde_json::from_slice::<PendingLogin>(&bytes)
-                    .ok()
-                    .filter(|p| p.v == FORMAT_VERSION))
-            }
+            Some(shared) => shared
+                .cache
+                .take_typed::<PendingLogin>(&storage_key(PENDING_PREFIX, state))
+                .await
+                .map_err(cache_err),
         }
     }
 }

@@ -3,22 +3,40 @@
 //!
 //! Bearer secrets (codes, refresh tokens, session cookies, used login
 //! transactions) are stored under the SHA-256 of their value: a dump of the cache does not
-//! hand out working credentials. Records are JSON with a version tag; a record
-//! that does not decode reads as a miss (and is logged), never as an error
-//! page, so a format change across a rolling upgrade only costs a re-login.
+//! hand out working credentials. Records go through the cache crate's one
+//! record layer ([`orchestrator_cache::CacheExt`]): JSON behind a header
+//! naming the record's kind and layout version. A record of another kind or
+//! version reads as a miss (counted in `orchestrator_cache_decode_misses_total`),
+//! never as an error page, so a format change across a rolling upgrade only
+//! costs a re-login.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use orchestrator_cache::{Cache, CacheError};
+use orchestrator_cache::{Cache, CacheError, CacheExt as _, Versioned};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-/// Version of the record format; bump when a record changes incompatibly.
-const VERSION: u8 = 1;
+/// Declares a record's kind and layout version (bump it when the layout
+/// changes incompatibly: old records then read as misses).
+macro_rules! record {
+    ($t:ty, $kind:literal, $version:literal) => {
+        impl Versioned for $t {
+            const KIND: &'static str = $kind;
+            const VERSION: u16 = $version;
+        }
+    };
+}
+
+record!(CodeRecord, "oidc.code", 1);
+record!(CodeRedeemed, "oidc.code-redeemed", 1);
+record!(RefreshRecord, "oidc.refresh", 1);
+record!(RefreshSpent, "oidc.refresh-spent", 1);
+record!(GrantRecord, "oidc.grant", 1);
+record!(SsoSession, "oidc.sso", 1);
 
 /// The cache failed; the request can be retried.
 #[derive(Debug, thiserror::Error)]
@@ -104,12 +122,6 @@ pub(crate) struct SsoSession {
     pub(crate) expires_at: u64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Envelope<T> {
-    v: u8,
-    r: T,
-}
-
 /// What a login throttle counts.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum ThrottleSubject {
@@ -157,43 +169,30 @@ impl Store {
         Self { cache }
     }
 
-    async fn put<T: Serialize>(&self, key: &str, rec: &T, ttl: Duration) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(&Envelope { v: VERSION, r: rec })
-            .map_err(|e| StoreError(CacheError::Corrupt(e.to_string())))?;
+    async fn put<T: Versioned + Serialize>(
+        &self,
+        key: &str,
+        rec: &T,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         self.cache
-            .set(key, &bytes, ttl.max(Duration::from_secs(1)))
+            .set_typed(key, rec, ttl.max(Duration::from_secs(1)))
             .await?;
         Ok(())
     }
 
-    fn decode<T: DeserializeOwned>(key_kind: &str, bytes: Option<Vec<u8>>) -> Option<T> {
-        let bytes = bytes?;
-        match serde_json::from_slice::<Envelope<T>>(&bytes) {
-            Ok(env) if env.v == VERSION => Some(env.r),
-            _ => {
-                tracing::warn!(
-                    kind = key_kind,
-                    "undecodable oidc record treated as missing"
-                );
-                None
-            }
-        }
-    }
-
-    async fn get<T: DeserializeOwned>(
+    async fn get<T: Versioned + DeserializeOwned>(
         &self,
-        kind: &str,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
-        Ok(Self::decode(kind, self.cache.get(key).await?))
+        Ok(self.cache.get_typed(key).await?)
     }
 
-    async fn take<T: DeserializeOwned>(
+    async fn take<T: Versioned + DeserializeOwned>(
         &self,
-        kind: &str,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
-        Ok(Self::decode(kind, self.cache.take(key).await?))
+        Ok(self.cache.take_typed(key).await?)
     }
 
     // --- login transactions (sealed, see `seal`; only their use is stored) ---
@@ -226,8 +225,7 @@ impl Store {
 
     /// Redeems a code: atomic get-and-delete, so it works once across replicas.
     pub(crate) async fn take_code(&self, code: &str) -> Result<Option<CodeRecord>, StoreError> {
-        self.take("code", &format!("oidc:code:{}", digest(code)))
-            .await
+        self.take(&format!("oidc:code:{}", digest(code))).await
     }
 
     pub(crate) async fn mark_code_redeemed(
@@ -244,8 +242,7 @@ impl Store {
         &self,
         code: &str,
     ) -> Result<Option<CodeRedeemed>, StoreError> {
-        self.get("code-used", &format!("oidc:code-used:{}", digest(code)))
-            .await
+        self.get(&format!("oidc:code-used:{}", digest(code))).await
     }
 
     // --- refresh tokens and their families ---
@@ -261,7 +258,7 @@ impl Store {
     }
 
     pub(crate) async fn refresh(&self, token: &str) -> Result<Option<RefreshRecord>, StoreError> {
-        self.get("rt", &format!("oidc:rt:{}", digest(token))).await
+        self.get(&format!("oidc:rt:{}", digest(token))).await
     }
 
     /// Spends a refresh token (atomic, like codes).
@@ -269,7 +266,7 @@ impl Store {
         &self,
         token: &str,
     ) -> Result<Option<RefreshRecord>, StoreError> {
-        self.take("rt", &format!("oidc:rt:{}", digest(token))).await
+        self.take(&format!("oidc:rt:{}", digest(token))).await
     }
 
     pub(crate) async fn delete_refresh(&self, token: &str) -> Result<(), StoreError> {
@@ -293,8 +290,7 @@ impl Store {
         &self,
         token: &str,
     ) -> Result<Option<RefreshSpent>, StoreError> {
-        self.get("rt-spent", &format!("oidc:rt-spent:{}", digest(token)))
-            .await
+        self.get(&format!("oidc:rt-spent:{}", digest(token))).await
     }
 
     /// Stores a grant for `ttl`, which must cover every token it backs.
@@ -308,7 +304,7 @@ impl Store {
     }
 
     pub(crate) async fn grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
-        self.get("grant", &format!("oidc:grant:{id}")).await
+        self.get(&format!("oidc:grant:{id}")).await
     }
 
     /// Sets a live grant's TTL; `false` (and nothing stored) when it is gone.
@@ -338,8 +334,7 @@ impl Store {
     }
 
     pub(crate) async fn session(&self, cookie: &str) -> Result<Option<SsoSession>, StoreError> {
-        self.get("sso", &format!("oidc:sso:{}", digest(cookie)))
-            .await
+        self.get(&format!("oidc:sso:{}", digest(cookie))).await
     }
 
     pub(crate) async fn delete_session(&self, cookie: &str) -> Result<(), StoreError> {
