@@ -324,27 +324,6 @@ pub(crate) struct PendingLogin {
 }
 
 impl PendingLogin {
-    /// A pending login.
-    pub(crate) fn new(
-        idp: String,
-        app: String,
-        return_to: String,
-        pkce_verifier: String,
-        nonce: String,
-        binding: String,
-        redirect_uri: String,
-    ) -> Self {
-        Self {
-            idp,
-            app,
-            return_to,
-            pkce_verifier,
-            nonce,
-            binding,
-            redirect_uri,
-        }
-    }
-
     /// What it weighs in the local store, in bytes.
     fn weight(&self) -> u32 {
         let bytes = PENDING_OVERHEAD

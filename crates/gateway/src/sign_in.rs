@@ -42,15 +42,15 @@ pub(crate) async fn start_login(
     let binding = cookie_value(headers, rt.cookies.binding(https))
         .filter(|v| SessionId::parse(v).is_some())
         .unwrap_or_else(|| SessionId::random().expose());
-    let pending = PendingLogin::new(
-        idp.name().to_owned(),
-        app.name.to_string(),
+    let pending = PendingLogin {
+        idp: idp.name().to_owned(),
+        app: app.name.to_string(),
         return_to,
-        start.pkce_verifier,
-        start.nonce,
-        binding_hash(&binding),
+        pkce_verifier: start.pkce_verifier,
+        nonce: start.nonce,
+        binding: binding_hash(&binding),
         redirect_uri,
-    );
+    };
     gw.sessions
         .put_pending(&start.state, pending, rt.pending_ttl)
         .await?;
