@@ -41,6 +41,9 @@ step "cargo fmt --check"
 cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+step "unused dependencies (cargo machete)"
+command -v cargo-machete >/dev/null 2>&1 || cargo install cargo-machete --locked --quiet
+cargo machete
 step "cargo doc"
 # Private items too: the modules' docs are the map of the code.
 RUSTDOCFLAGS="-D warnings -A rustdoc::private-intra-doc-links" \
