@@ -54,6 +54,16 @@ pub trait Versioned {
     const VERSION: u16;
     /// Body encoding; JSON unless the type opts into bincode.
     const ENCODING: Encoding = Encoding::Json;
+
+    /// Reads an entry written before this layer (no header at all), so that
+    /// records survive the upgrade that introduces it; `None` by default.
+    fn from_legacy(bytes: &[u8]) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        let _ = bytes;
+        None
+    }
 }
 
 /// Why a stored entry could not be read as the requested type.
@@ -166,6 +176,7 @@ where
     let raw = raw?;
     match decode::<T>(&raw) {
         Ok(value) => Some(value),
+        Err(DecodeMiss::Format) if T::from_legacy(&raw).is_some() => T::from_legacy(&raw),
         Err(miss) => {
             cache.record_decode_miss(miss.label());
             tracing::debug!(

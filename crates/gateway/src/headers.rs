@@ -162,7 +162,7 @@ impl ClientView {
             return Self {
                 via_trusted_proxy: false,
                 route_host: authority::host(host),
-                client_ip: peer.ip(),
+                client_ip: peer.ip().to_canonical(),
                 proto: own_proto,
                 host: host.to_owned(),
                 forwarded_for: peer.ip().to_string(),

@@ -33,11 +33,33 @@ const FORMAT_VERSION: u16 = 4;
 impl Versioned for Session {
     const KIND: &'static str = "gateway.session";
     const VERSION: u16 = FORMAT_VERSION;
+
+    fn from_legacy(bytes: &[u8]) -> Option<Self> {
+        legacy(bytes)
+    }
 }
 
 impl Versioned for PendingLogin {
     const KIND: &'static str = "gateway.pending-login";
     const VERSION: u16 = FORMAT_VERSION;
+
+    fn from_legacy(bytes: &[u8]) -> Option<Self> {
+        legacy(bytes)
+    }
+}
+
+/// A record of layout 3, written before the cache's record layer: plain
+/// JSON with `"v":3` beside the fields. Still read, so shared sessions
+/// survive the upgrade; remove once none can be live (`maxLifetime` after it).
+fn legacy<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    #[derive(Deserialize)]
+    struct Version {
+        v: u8,
+    }
+    let version: Version = serde_json::from_slice(bytes).ok()?;
+    (version.v == 3)
+        .then(|| serde_json::from_slice(bytes).ok())
+        .flatten()
 }
 
 /// How long a shared session may be served from the near-cache before the
@@ -675,6 +697,19 @@ mod tests {
             URL_SAFE_NO_PAD.encode(payload.to_string()),
             URL_SAFE_NO_PAD.encode([7u8; 64])
         )
+    }
+
+    #[test]
+    fn sessions_of_layout_3_still_read_and_others_do_not() {
+        let token = jwt(&serde_json::json!({"sub": "alice"}));
+        let session = Session::new("idp".into(), "app.example", &token, &Map::new());
+        let mut old = serde_json::to_value(&session).unwrap();
+        old["v"] = 3.into();
+        let bytes = serde_json::to_vec(&old).unwrap();
+        let read = Session::from_legacy(&bytes).expect("a layout-3 session");
+        assert_eq!(read.id_token(), token);
+        old["v"] = 2.into();
+        assert!(Session::from_legacy(&serde_json::to_vec(&old).unwrap()).is_none());
     }
 
     #[test]

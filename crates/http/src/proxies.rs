@@ -35,7 +35,13 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr
         .collect();
     let mut client = peer;
     for entry in entries.iter().rev() {
-        let Ok(ip) = entry.parse::<IpAddr>() else {
+        // Some load balancers write the client's port too (`1.2.3.4:5678`,
+        // `[2001:db8::1]:5678`).
+        let Some(ip) = entry
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        else {
             break;
         };
         client = ip.to_canonical();
@@ -79,6 +85,9 @@ mod tests {
             ("10.0.0.2", &["1.1.1.1, unknown, 10.0.0.9"], "10.0.0.9"),
             // Every hop trusted: the leftmost.
             ("10.0.0.2", &["10.1.1.1, 10.0.0.9"], "10.1.1.1"),
+            // Entries with a port are addresses too.
+            ("10.0.0.2", &["198.51.100.7:5678, 10.0.0.9"], "198.51.100.7"),
+            ("10.0.0.2", &["[2001:db8::7]:443"], "2001:db8::7"),
             // No header behind a proxy: the proxy.
             ("10.0.0.2", &[], "10.0.0.2"),
             // A mapped IPv6 peer is its IPv4 address.

@@ -27,8 +27,28 @@ macro_rules! record {
         impl Versioned for $t {
             const KIND: &'static str = $kind;
             const VERSION: u16 = $version;
+
+            fn from_legacy(bytes: &[u8]) -> Option<Self> {
+                legacy(bytes)
+            }
         }
     };
+}
+
+/// The envelope records had before the cache's record layer:
+/// `{"v":1,"r":…}`. Still read, so an upgrade keeps refresh tokens, grants
+/// and SSO sessions; remove once no such record can be live (a refresh
+/// token's lifetime after the upgrade).
+fn legacy<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    #[derive(Deserialize)]
+    struct Envelope<T> {
+        v: u8,
+        r: T,
+    }
+    serde_json::from_slice::<Envelope<T>>(bytes)
+        .ok()
+        .filter(|e| e.v == 1)
+        .map(|e| e.r)
 }
 
 record!(CodeRecord, "oidc.code", 1);
@@ -401,6 +421,31 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn records_written_before_the_record_layer_still_read() {
+        let cache: Arc<dyn Cache> = Arc::new(orchestrator_cache::MemoryCache::new(
+            &orchestrator_config::MemoryCacheConfig::default(),
+        ));
+        let store = Store::new(cache.clone());
+        let rec = SsoSession {
+            sid: "sid".into(),
+            username: "alice".into(),
+            auth_time: 1,
+            expires_at: 2,
+        };
+        let key = |cookie: &str| format!("oidc:sso:{}", digest(cookie));
+        let ttl = Duration::from_secs(60);
+        for (cookie, v, want) in [("old", 1, Some("alice")), ("other", 7, None)] {
+            let bytes = serde_json::to_vec(&serde_json::json!({"v": v, "r": rec})).expect("json");
+            cache.set(&key(cookie), &bytes, ttl).await.expect("set");
+            let read = store.session(cookie).await.ok().flatten();
+            assert_eq!(read.map(|s| s.username).as_deref(), want, "v{v}");
+        }
+        // And what is written now reads back.
+        store.put_session("new", &rec, ttl).await.expect("put");
+        assert!(store.session("new").await.ok().flatten().is_some());
+    }
 
     #[test]
     fn handles_are_random_and_digests_stable() {

@@ -81,6 +81,23 @@ impl AccessLog {
     }
 }
 
+/// Longest path an access line carries; a longer one (a path can be as long
+/// as the header limit) is cut, so that queued lines stay small.
+const MAX_LOGGED_PATH: usize = 2048;
+
+/// `path`, cut to [`MAX_LOGGED_PATH`] bytes (at a character boundary) with
+/// `…` at the end when longer.
+fn bounded_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.len() <= MAX_LOGGED_PATH {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut end = MAX_LOGGED_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…", &path[..end]))
+}
+
 /// Appends `line` as the JSON object the tracing JSON layer prints for the
 /// equivalent event (flattened fields, `target` last), and a newline.
 fn format_json(buf: &mut Vec<u8>, line: &AccessLine<'_>, now: SystemTime) {
@@ -95,15 +112,15 @@ fn format_json(buf: &mut Vec<u8>, line: &AccessLine<'_>, now: SystemTime) {
     );
     string(buf, line.method.as_str());
     buf.extend_from_slice(b",\"path\":");
-    string(buf, line.path);
+    string(buf, &bounded_path(line.path));
     let _ = write!(
         buf,
-        ",\"version\":\"{:?}\",\"status\":{},\"duration_ms\":{},\"peer\":\"{}\",\"app\":",
-        line.version,
-        line.status,
-        line.duration.as_secs_f64() * 1000.0,
-        line.peer
+        ",\"version\":\"{:?}\",\"status\":{},\"duration_ms\":",
+        line.version, line.status
     );
+    // serde_json writes floats as the JSON layer does (`2.0`, not `2`).
+    let _ = serde_json::to_writer(&mut *buf, &(line.duration.as_secs_f64() * 1000.0));
+    let _ = write!(buf, ",\"peer\":\"{}\",\"app\":", line.peer);
     string(buf, line.app);
     buf.extend_from_slice(b",\"user\":");
     string(buf, line.user);
@@ -148,6 +165,18 @@ mod tests {
         assert_eq!(v["version"], "HTTP/1.1");
         assert_eq!(v["status"], 302);
         assert_eq!(v["duration_ms"], 1.25);
+        buf.clear();
+        let long = format!("/{}", "a".repeat(10_000));
+        let whole_ms = AccessLine {
+            path: &long,
+            duration: Duration::from_millis(2),
+            ..line
+        };
+        format_json(&mut buf, &whole_ms, SystemTime::UNIX_EPOCH);
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.contains("\"duration_ms\":2.0,"), "{text}");
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap_or_default();
+        assert_eq!(v["path"].as_str().map(str::len), Some(2048 + "…".len()));
         assert_eq!(v["peer"], "10.0.0.7:41000");
         assert_eq!(v["app"], "demo");
         assert_eq!(v["user"], "alice\u{1}\nnewline");

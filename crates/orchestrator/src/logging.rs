@@ -5,8 +5,8 @@
 //! Nothing on a request's path writes to stdout: lines go through a bounded
 //! channel to one writer thread (`tracing-appender`'s non-blocking writer),
 //! which writes them in batches through a 64 KiB buffer and flushes whenever
-//! the channel is empty. When the channel is full a line is dropped and
-//! counted ([`LogOutput::dropped`]) rather than blocking a request.
+//! the channel is empty. When the channel is full a line (of any level) is
+//! dropped and counted ([`LogOutput::dropped`]) rather than blocking a request.
 
 use std::io::{IsTerminal, Write as _};
 use std::os::fd::AsFd as _;
@@ -39,7 +39,9 @@ impl LevelHandle {
 }
 
 /// Lines waiting for the writer thread at most; beyond, lines are dropped.
-const QUEUED_LINES: usize = 65_536;
+/// Access lines are at most ~2.5 KiB (their path is cut at 2 KiB), so a
+/// stalled stdout holds at most ~20 MiB.
+const QUEUED_LINES: usize = 8_192;
 
 /// Where log lines go: the non-blocking writer, and what it dropped.
 pub(crate) struct LogOutput {
@@ -99,7 +101,10 @@ pub(crate) fn init(cfg: &LogConfig) -> Result<(LevelHandle, LogOutput), String> 
             .boxed()
     } else {
         fmt::layer()
-            .with_ansi(std::io::stdout().is_terminal())
+            .with_ansi(
+                std::io::stdout().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            )
             .with_writer(writer.clone())
             .boxed()
     };

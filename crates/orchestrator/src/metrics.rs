@@ -13,6 +13,8 @@ use tracing_appender::non_blocking::ErrorCounter;
 struct DroppedLines {
     dropped: ErrorCounter,
     counter: IntCounter,
+    /// Scrapes may run at once: one at a time moves the counter up.
+    catching_up: std::sync::Mutex<()>,
 }
 
 impl DroppedLines {
@@ -22,7 +24,11 @@ impl DroppedLines {
             "Log lines (access lines included) dropped because the log writer fell behind.",
         )
         .unwrap_or_else(|_| unreachable!("a valid metric name and help"));
-        Self { dropped, counter }
+        Self {
+            dropped,
+            counter,
+            catching_up: std::sync::Mutex::new(()),
+        }
     }
 }
 
@@ -32,10 +38,16 @@ impl Collector for DroppedLines {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let now = u64::try_from(self.dropped.dropped_lines()).unwrap_or(u64::MAX);
-        let seen = self.counter.get();
-        if now > seen {
-            self.counter.inc_by(now - seen);
+        {
+            let _one = self
+                .catching_up
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = u64::try_from(self.dropped.dropped_lines()).unwrap_or(u64::MAX);
+            let seen = self.counter.get();
+            if now > seen {
+                self.counter.inc_by(now - seen);
+            }
         }
         self.counter.collect()
     }
