@@ -183,6 +183,21 @@ async fn log_in(b: &Chromium, d: &Deployment, path: &str, user: &str, password: 
     b.wait_for_url(&format!("{}{path}", d.app)).await;
 }
 
+/// The next visit to the app goes to the provider's password form (no
+/// session is left at either); fails with `why` otherwise.
+async fn expect_password_asked(b: &Chromium, d: &Deployment, why: &str) {
+    b.goto(&format!("{}/whoami", d.app)).await;
+    b.wait_for_url(&format!("{}/authorize", d.idp)).await;
+    if b.client()
+        .find(fantoccini::Locator::Css("input[name=\"password\"]"))
+        .await
+        .is_err()
+    {
+        let page = b.text().await;
+        b.fail(&format!("{why}: {page}")).await;
+    }
+}
+
 /// The app received the user's identity, as its echo page shows.
 async fn expect_identity(b: &Chromium, email: &str) {
     let page = b.text().await;
@@ -334,17 +349,7 @@ async fn the_403_page_signs_out() {
     log_in(&b, &d, "/whoami", "bob", BOB_PW).await;
     b.click("#sign-out").await;
     b.wait_for_url(&d.idp).await;
-    b.goto(&format!("{}/whoami", d.app)).await;
-    b.wait_for_url(&format!("{}/authorize", d.idp)).await;
-    if b.client()
-        .find(fantoccini::Locator::Css("input[name=\"password\"]"))
-        .await
-        .is_err()
-    {
-        let page = b.text().await;
-        b.fail(&format!("still signed in after sign-out: {page}"))
-            .await;
-    }
+    expect_password_asked(&b, &d, "still signed in after sign-out").await;
     b.close().await;
 }
 
@@ -543,17 +548,7 @@ async fn sign_out_then_the_password_is_asked_again() {
     b.wait_for_url(&d.idp).await;
     // Whatever the provider shows (a confirmation or the way back), the
     // gateway session is gone: the app sends the browser to sign in.
-    b.goto(&format!("{}/whoami", d.app)).await;
-    b.wait_for_url(&format!("{}/authorize", d.idp)).await;
-    if b.client()
-        .find(fantoccini::Locator::Css("input[name=\"password\"]"))
-        .await
-        .is_err()
-    {
-        let page = b.text().await;
-        b.fail(&format!("signed in again without a password: {page}"))
-            .await;
-    }
+    expect_password_asked(&b, &d, "signed in again without a password").await;
     b.close().await;
 }
 

@@ -193,6 +193,21 @@ fn with_dev_secrets(src: MapSources) -> MapSources {
         .file("config/dev-secrets/corp-client-secret", "corp-secret\n")
 }
 
+/// What both shipped configs say about the demo client and app.
+fn assert_demo_config(cfg: orchestrator_config::Config) {
+    let (Some(op), Some(gw)) = (cfg.oidc_provider, cfg.app_gateway) else {
+        panic!("the config has no oidcProvider or no appGateway");
+    };
+    assert_eq!(op.clients[0].client_id, "demo-gateway");
+    assert_eq!(
+        op.clients[0].client_secret.as_ref().map(|s| s.expose()),
+        Some("dev-secret")
+    );
+    assert_eq!(gw.apps[0].headers["X-Auth-Request-Email"], "email");
+    assert_eq!(gw.apps[0].policy.allow_groups, vec!["engineering"]);
+    assert_eq!(gw.identity_providers[0].client_id, "demo-gateway");
+}
+
 #[test]
 fn repo_config_parses_with_its_secrets() {
     let text = std::fs::read_to_string(
@@ -201,15 +216,7 @@ fn repo_config_parses_with_its_secrets() {
     .unwrap();
     let src = with_dev_secrets(MapSources::default().file(PATH, text));
     let cfg = load(Path::new(PATH), &src).unwrap();
-    let op = cfg.oidc_provider.unwrap();
-    assert_eq!(op.clients[0].client_id, "demo-gateway");
-    assert_eq!(
-        op.clients[0].client_secret.as_ref().unwrap().expose(),
-        "dev-secret"
-    );
-    let gw = cfg.app_gateway.unwrap();
-    assert_eq!(gw.apps[0].headers["X-Auth-Request-Email"], "email");
-    assert_eq!(gw.apps[0].policy.allow_groups, vec!["engineering"]);
+    assert_demo_config(cfg);
 }
 
 /// Keys of the shared reference (`../shared/reference/orchestrator.yaml`, the contract
@@ -261,16 +268,7 @@ fn reference_config_parses_apart_from_keys_not_built_yet() {
     }
     let src = with_dev_secrets(MapSources::default().file(PATH, text));
     let cfg = load(Path::new(PATH), &src).unwrap_or_else(|e| panic!("{e}"));
-    let op = cfg.oidc_provider.unwrap();
-    assert_eq!(op.clients[0].client_id, "demo-gateway");
-    assert_eq!(
-        op.clients[0].client_secret.as_ref().unwrap().expose(),
-        "dev-secret"
-    );
-    let gw = cfg.app_gateway.unwrap();
-    assert_eq!(gw.apps[0].headers["X-Auth-Request-Email"], "email");
-    assert_eq!(gw.apps[0].policy.allow_groups, vec!["engineering"]);
-    assert_eq!(gw.identity_providers[0].client_id, "demo-gateway");
+    assert_demo_config(cfg);
 }
 
 #[test]
