@@ -635,6 +635,12 @@ pub struct AppGatewayConfig {
     /// (a path on an app of the same host; anything else is refused).
     #[serde(default = "default_login_path")]
     pub login_path: String,
+    /// Path of the forward-auth endpoint (any method, on every host): an
+    /// ingress controller asks it about each request (ingress-nginx
+    /// `auth-url`, Traefik `forwardAuth`, Envoy `ext_authz`, Caddy
+    /// `forward_auth`); 200 with the app's identity headers, 401 or 403.
+    #[serde(default = "default_auth_path")]
+    pub auth_path: String,
     /// Session settings.
     #[serde(default)]
     pub session: SessionConfig,
@@ -682,6 +688,9 @@ fn default_logout_path() -> String {
 }
 fn default_login_path() -> String {
     "/.orchestrator/login".to_owned()
+}
+fn default_auth_path() -> String {
+    "/.orchestrator/auth".to_owned()
 }
 fn default_assertion_ttl() -> Duration {
     Duration::from_secs(60)
@@ -801,8 +810,10 @@ pub struct AppConfig {
     /// Path prefix; the longest match wins.
     #[serde(default = "default_path_prefix")]
     pub path_prefix: String,
-    /// `http(s)://host:port` of the app.
-    pub upstream: String,
+    /// `http(s)://host:port` of the app; none for an app that the ingress
+    /// proxies itself, asking `authPath` about each request (forward auth only).
+    #[serde(default)]
+    pub upstream: Option<String>,
     /// TLS settings toward an `https://` upstream.
     #[serde(default)]
     pub upstream_tls: Option<UpstreamTlsConfig>,
@@ -825,6 +836,39 @@ pub struct AppConfig {
     /// is never allowed (RFC 9113 §3.1).
     #[serde(default)]
     pub allow_upgrades: Vec<String>,
+    /// API access with `Authorization: Bearer` tokens issued by the app's
+    /// IdP (off when unset); the policy and headers apply to their claims.
+    #[serde(default)]
+    pub bearer: Option<BearerConfig>,
+}
+
+/// Bearer-token access to one app (RFC 6750): a JWT access token verified
+/// against the app's IdP keys, or an opaque one through the IdP's
+/// introspection endpoint (RFC 7662).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BearerConfig {
+    /// The token's `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    /// JWS algorithms accepted (asymmetric only; `none` and HMAC never).
+    #[serde(default = "default_bearer_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Tokens that are not JWTs are sent to the IdP's
+    /// `introspection_endpoint`, authenticated as the gateway's client.
+    #[serde(default)]
+    pub introspection: bool,
+    /// How long an introspection answer is reused (never past the token's `exp`).
+    #[serde(default = "default_introspection_cache_ttl", with = "humantime_serde")]
+    pub introspection_cache_ttl: Duration,
+}
+
+fn default_bearer_algorithms() -> Vec<String> {
+    ["RS256", "PS256", "ES256", "ES384", "EdDSA"]
+        .map(str::to_owned)
+        .to_vec()
+}
+fn default_introspection_cache_ttl() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_host() -> String {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::model::{
-    AppGatewayConfig, CacheBackend, Config, GrantType, IntrospectionAllowed, OidcProviderConfig,
+    AppGatewayConfig, BearerConfig, CacheBackend, Config, GrantType, IntrospectionAllowed,
+    OidcProviderConfig,
 };
 
 /// All problems of a deserialised config.
@@ -275,15 +276,65 @@ fn redirect_uri(v: &mut Validator, path: &str, uri: &str) {
     }
 }
 
+/// Asymmetric JWS algorithms a bearer token may use; `none` and the HMAC
+/// family never (an HMAC "verified" with a public key is the classic
+/// algorithm-confusion forgery).
+const BEARER_ALGORITHMS: [&str; 8] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+];
+
+fn check_bearer(v: &mut Validator, p: &str, bearer: &BearerConfig) {
+    if bearer.audiences.is_empty() || bearer.audiences.iter().any(String::is_empty) {
+        v.err(
+            format!("{p}.audiences"),
+            "must list the audience(s) the app's tokens are issued for",
+        );
+    }
+    if bearer.algorithms.is_empty() {
+        v.err(
+            format!("{p}.algorithms"),
+            "must list at least one algorithm",
+        );
+    }
+    for (i, alg) in bearer.algorithms.iter().enumerate() {
+        if !BEARER_ALGORITHMS.contains(&alg.as_str()) && alg != "EdDSA" {
+            v.err(
+                format!("{p}.algorithms[{i}]"),
+                format!(
+                    "\"{alg}\" is not accepted: use {} or EdDSA (none and HS* are never allowed)",
+                    BEARER_ALGORITHMS.join(", ")
+                ),
+            );
+        }
+    }
+    v.positive(
+        &format!("{p}.introspectionCacheTtl"),
+        bearer.introspection_cache_ttl,
+    );
+    if bearer.introspection_cache_ttl > Duration::from_secs(300) {
+        v.err(
+            format!("{p}.introspectionCacheTtl"),
+            "must be at most 5m (a revoked token stays usable that long)",
+        );
+    }
+}
+
 fn check_gateway(v: &mut Validator, gw: &AppGatewayConfig, backend: CacheBackend) {
     v.abs_path("appGateway.callbackPath", &gw.callback_path);
     v.abs_path("appGateway.logoutPath", &gw.logout_path);
     v.abs_path("appGateway.loginPath", &gw.login_path);
-    let own = [&gw.callback_path, &gw.logout_path, &gw.login_path];
-    if own[0] == own[1] || own[0] == own[2] || own[1] == own[2] {
+    v.abs_path("appGateway.authPath", &gw.auth_path);
+    let own = [
+        &gw.callback_path,
+        &gw.logout_path,
+        &gw.login_path,
+        &gw.auth_path,
+    ];
+    let distinct: HashSet<&String> = own.iter().copied().collect();
+    if distinct.len() != own.len() {
         v.err(
             "appGateway",
-            "callbackPath, logoutPath and loginPath must be three different paths",
+            "callbackPath, logoutPath, loginPath and authPath must be four different paths",
         );
     }
     let s = &gw.session;
@@ -373,22 +424,39 @@ fn check_gateway(v: &mut Validator, gw: &AppGatewayConfig, backend: CacheBackend
                 ),
             );
         }
-        if let Some(u) = v.http_url(&format!("{p}.upstream"), &app.upstream) {
-            if u.path() != "/" || u.query().is_some() {
-                v.err(
-                    format!("{p}.upstream"),
-                    format!(
-                        "\"{}\" must be scheme://host:port without a path",
-                        app.upstream
-                    ),
-                );
+        if let Some(upstream) = &app.upstream {
+            if let Some(u) = v.http_url(&format!("{p}.upstream"), upstream) {
+                if u.path() != "/" || u.query().is_some() {
+                    v.err(
+                        format!("{p}.upstream"),
+                        format!("\"{upstream}\" must be scheme://host:port without a path"),
+                    );
+                }
             }
         }
-        if app.upstream_tls.is_some() && !app.upstream.starts_with("https://") {
+        let https_upstream = app
+            .upstream
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
+        if app.upstream_tls.is_some() && !https_upstream {
             v.err(
                 format!("{p}.upstreamTls"),
                 "is set but the upstream is not https://",
             );
+        }
+        if let Some(bearer) = &app.bearer {
+            check_bearer(v, &format!("{p}.bearer"), bearer);
+            let secret = gw
+                .identity_providers
+                .iter()
+                .find(|idp| idp.name == app.identity_provider)
+                .is_some_and(|idp| idp.client_secret.is_some());
+            if bearer.introspection && !secret {
+                v.err(
+                    format!("{p}.bearer.introspection"),
+                    "needs a clientSecret on the app's identity provider (introspection authenticates as the gateway's client)",
+                );
+            }
         }
         if !gw
             .identity_providers

@@ -32,6 +32,10 @@ pub enum GatewayError {
     /// No (valid) session: the browser must log in.
     #[error("login required")]
     LoginRequired,
+    /// A bearer token that does not admit the request (RFC 6750 §3.1
+    /// `invalid_token`): 401, never a login redirect.
+    #[error("invalid bearer token: {0}")]
+    InvalidToken(&'static str),
     /// The login callback failed (state, code exchange, ID token).
     #[error("login failed: {0}")]
     LoginFailed(String),

@@ -57,14 +57,14 @@ impl Upstream {
     /// From the app's config (`upstream`, `upstreamTls`); reads CA and
     /// client-certificate files now, so a bad file fails the (re)load.
     pub(crate) fn new(
+        upstream: &str,
         app: &AppConfig,
         index: usize,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Result<Self, GatewayError> {
         let key = |k: &str| format!("appGateway.apps[{index}].{k}");
-        let uri: Uri = app
-            .upstream
+        let uri: Uri = upstream
             .parse()
             .map_err(|_| GatewayError::config(key("upstream"), "not a URL"))?;
         let scheme = uri

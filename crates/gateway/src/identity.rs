@@ -53,7 +53,9 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
-    fn compute(rt: &Runtime, app: &App, claims: &Map<String, Value>) -> Self {
+    /// What `claims` mean to `app`: the policy's decision, the headers, the
+    /// assertion (bearer tokens are judged with this too, uncached).
+    pub(crate) fn for_claims(rt: &Runtime, app: &App, claims: &Map<String, Value>) -> Self {
         let allowed = app.policy.allows(claims);
         let subject: Arc<str> = claims
             .get("sub")
@@ -168,7 +170,7 @@ impl IdentityCache {
         if let Some(hit) = self.cache.get(&key) {
             return Some(hit);
         }
-        let identity = Arc::new(Identity::compute(rt, app, &session.claims()?));
+        let identity = Arc::new(Identity::for_claims(rt, app, &session.claims()?));
         self.cache.insert(key, identity.clone());
         Some(identity)
     }

@@ -14,14 +14,15 @@ use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, Co
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndSessionUrl, EndpointMaybeSet,
     EndpointNotSet, EndpointSet, IssuerUrl, LogoutRequest, Nonce, OAuth2TokenResponse as _,
-    PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout,
-    RedirectUrl, Scope, TokenResponse as _,
+    PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl, RedirectUrl, Scope,
+    TokenResponse as _,
 };
 use orchestrator_config::IdentityProviderConfig;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
 use crate::error::GatewayError;
+use jsonwebtoken::jwk::Jwk;
 
 type OidcClient = CoreClient<
     EndpointSet,
@@ -40,9 +41,38 @@ const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// Discovery fields beyond what `openidconnect` reads: the introspection
+/// endpoint (RFC 8414 / RFC 7662), for opaque bearer tokens.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+struct IntrospectionMetadata {
+    #[serde(default)]
+    introspection_endpoint: Option<url::Url>,
+}
+
+impl openidconnect::AdditionalProviderMetadata for IntrospectionMetadata {}
+
+type Metadata = openidconnect::ProviderMetadata<
+    openidconnect::LogoutProviderMetadata<IntrospectionMetadata>,
+    openidconnect::core::CoreAuthDisplay,
+    openidconnect::core::CoreClientAuthMethod,
+    openidconnect::core::CoreClaimName,
+    openidconnect::core::CoreClaimType,
+    openidconnect::core::CoreGrantType,
+    openidconnect::core::CoreJweContentEncryptionAlgorithm,
+    openidconnect::core::CoreJweKeyManagementAlgorithm,
+    openidconnect::core::CoreJsonWebKey,
+    openidconnect::core::CoreResponseMode,
+    openidconnect::core::CoreResponseType,
+    openidconnect::core::CoreSubjectIdentifierType,
+>;
+
 struct Discovered {
     client: OidcClient,
     end_session: Option<EndSessionUrl>,
+    introspection: Option<url::Url>,
+    /// The IdP's keys as `jsonwebtoken` reads them (bearer tokens); keys it
+    /// cannot use are left out.
+    jwks: Arc<Vec<Jwk>>,
     fetched: Instant,
 }
 
@@ -199,9 +229,18 @@ impl Idp {
         if backoff.next_attempt.is_some_and(|t| Instant::now() < t) {
             return current.ok_or_else(|| self.unavailable());
         }
-        match ProviderMetadataWithLogout::discover_async(self.issuer.clone(), &self.http).await {
+        match Metadata::discover_async(self.issuer.clone(), &self.http).await {
             Ok(metadata) => {
-                let end_session = metadata.additional_metadata().end_session_endpoint.clone();
+                let extra = metadata.additional_metadata();
+                let end_session = extra.end_session_endpoint.clone();
+                let introspection = extra.additional_metadata.introspection_endpoint.clone();
+                let jwks = serde_json::to_value(metadata.jwks())
+                    .ok()
+                    .and_then(|set| set.get("keys").and_then(Value::as_array).cloned())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|k| serde_json::from_value::<Jwk>(k).ok())
+                    .collect();
                 let client = CoreClient::from_provider_metadata(
                     metadata,
                     self.client_id.clone(),
@@ -210,6 +249,8 @@ impl Idp {
                 let d = Arc::new(Discovered {
                     client,
                     end_session,
+                    introspection,
+                    jwks: Arc::new(jwks),
                     fetched: Instant::now(),
                 });
                 self.discovered.store(Some(d.clone()));
@@ -346,6 +387,47 @@ impl Idp {
             id_token: raw,
             extra,
         })
+    }
+
+    /// The IdP's signing keys; `refresh` rediscovers them (an unknown `kid`),
+    /// at most once per `MIN_REFRESH_INTERVAL`.
+    pub(crate) async fn jwks(&self, refresh: bool) -> Result<Arc<Vec<Jwk>>, GatewayError> {
+        Ok(self.client(refresh).await?.jwks.clone())
+    }
+
+    /// Asks the IdP's introspection endpoint about `token` (RFC 7662),
+    /// authenticated as the gateway's client (HTTP Basic, RFC 6749 §2.3.1).
+    /// The answer as sent; the caller decides what it admits.
+    pub(crate) async fn introspect(&self, token: &str) -> Result<Map<String, Value>, GatewayError> {
+        let d = self.client(false).await?;
+        let endpoint = d.introspection.clone().ok_or(GatewayError::InvalidToken(
+            "the identity provider has no introspection endpoint",
+        ))?;
+        let enc = |v: &str| -> String { form_urlencoded::byte_serialize(v.as_bytes()).collect() };
+        let mut request = self
+            .http
+            .post(endpoint)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&[("token", token), ("token_type_hint", "access_token")]);
+        if let Some(secret) = &self.client_secret {
+            request = request.basic_auth(enc(self.client_id.as_str()), Some(enc(secret.secret())));
+        }
+        let response = request.send().await.map_err(|e| {
+            tracing::warn!(idp = %self.name, error = %e, "introspection unreachable");
+            self.unavailable()
+        })?;
+        if !response.status().is_success() {
+            tracing::warn!(idp = %self.name, status = %response.status(), "introspection refused");
+            return Err(if response.status().is_server_error() {
+                self.unavailable()
+            } else {
+                GatewayError::InvalidToken("introspection refused")
+            });
+        }
+        response
+            .json::<Map<String, Value>>()
+            .await
+            .map_err(|_| GatewayError::InvalidToken("unreadable introspection answer"))
     }
 
     /// The RP-initiated logout URL, when the IdP advertises `end_session_endpoint`.

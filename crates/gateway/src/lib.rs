@@ -16,9 +16,11 @@
 #![forbid(unsafe_code)]
 
 mod assertion;
+mod bearer;
 mod cookies;
 mod error;
 mod forward;
+mod forward_auth;
 mod headers;
 mod identity;
 mod idp;
@@ -67,6 +69,7 @@ pub struct Gateway {
     fallback_assertion_key: SigningKeyConfig,
     sessions: SessionStore,
     identities: IdentityCache,
+    introspections: bearer::IntrospectionCache,
     metrics: Arc<GatewayMetrics>,
     pages: PagesHandle,
 }
@@ -88,6 +91,7 @@ impl Gateway {
             fallback_assertion_key,
             sessions,
             identities: IdentityCache::new(),
+            introspections: bearer::IntrospectionCache::new(),
             metrics,
             pages: PagesHandle::default(),
         })

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 
 use crate::error::GatewayError;
-use crate::headers::{ClientView, cookie_value};
+use crate::headers::cookie_value;
 use crate::session::{Session, SessionId};
 use crate::{Gateway, Runtime};
 
@@ -17,22 +17,25 @@ pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 /// The session named by the request's session cookie, if it is live and was
-/// made on this host. The cookie is host-only, so the same id on another host
-/// was copied there (from a log, an upstream, a proxy) or planted: no session.
+/// made on `host` (lower-case, no port; the request's own, or the original
+/// request's for forward auth), whose cookie was sent over `https` or not.
+/// The cookie is host-only, so the same id on another host was copied there
+/// (from a log, an upstream, a proxy) or planted: no session.
 pub(crate) async fn current_session(
     gw: &Gateway,
     rt: &Runtime,
     headers: &HeaderMap,
-    view: &ClientView,
+    https: bool,
+    host: &str,
 ) -> Result<Option<(SessionId, Arc<Session>)>, GatewayError> {
-    let name = rt.cookies.session(view.proto == "https");
+    let name = rt.cookies.session(https);
     let Some(id) = cookie_value(headers, name).and_then(|v| SessionId::parse(&v)) else {
         return Ok(None);
     };
     let Some(session) = gw.sessions.get(&id).await? else {
         return Ok(None);
     };
-    if *session.host != *view.route_host {
+    if *session.host != *host {
         return Ok(None);
     }
     Ok(Some((id, session)))

@@ -35,7 +35,7 @@ use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
 
 use crate::error::GatewayError;
-use crate::forward::ForwardError;
+use crate::forward::{ForwardError, Upstream};
 use crate::headers::{ClientView, remove_hop_by_hop, strip_cookies};
 use crate::identity::Identity;
 use crate::lookups::{current_session, query_param};
@@ -43,7 +43,7 @@ use crate::route::NormalPath;
 use crate::session::SessionId;
 use crate::sign_in::{callback, start_login};
 use crate::sign_out::logout;
-use crate::{App, Gateway, JWKS_PATH, Runtime, rescue, return_url};
+use crate::{App, Gateway, JWKS_PATH, Runtime, bearer, forward_auth, rescue, return_url};
 use orchestrator_http::body::{BoxBody, full};
 use orchestrator_http::{ConnInfo, authority};
 
@@ -55,6 +55,24 @@ pub struct RequestIdentity {
     pub app: Option<Arc<str>>,
     /// The session's `sub`, when the request was authenticated.
     pub user: Option<Arc<str>>,
+}
+
+/// What the phases made of one request: the response (or the error that
+/// [`crate::rescue`] turns into one), and who it was served for.
+struct Handled {
+    app: Option<Arc<App>>,
+    user: Option<Arc<str>>,
+    result: Result<Response<BoxBody>, GatewayError>,
+}
+
+impl Handled {
+    fn by(app: Option<Arc<App>>, result: Result<Response<BoxBody>, GatewayError>) -> Self {
+        Self {
+            app,
+            user: None,
+            result,
+        }
+    }
 }
 
 /// Runs every phase for one request and records its metrics.
@@ -69,12 +87,8 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let started = Instant::now();
-    let mut app: Option<Arc<App>> = None;
-    let mut user: Option<Arc<str>> = None;
-    let mut resp = match pipeline(gw, rt, req, conn, &mut app, &mut user).await {
-        Ok(resp) => resp,
-        Err(e) => rescue::respond(&gw.pages, &e),
-    };
+    let Handled { app, user, result } = pipeline(gw, rt, req, conn).await;
+    let mut resp = result.unwrap_or_else(|e| rescue::respond(&gw.pages, &e));
     match &app {
         Some(a) => a.metrics.record(resp.status()),
         None => gw.metrics.record("none", resp.status()),
@@ -89,85 +103,146 @@ where
     resp
 }
 
-async fn pipeline<B>(
-    gw: &Gateway,
-    rt: &Runtime,
-    mut req: Request<B>,
-    conn: ConnInfo,
-    app_out: &mut Option<Arc<App>>,
-    user_out: &mut Option<Arc<str>>,
-) -> Result<Response<BoxBody>, GatewayError>
+/// Phases 1 and 2, then the gateway's own endpoint or phases 3 to 9.
+async fn pipeline<B>(gw: &Gateway, rt: &Runtime, req: Request<B>, conn: ConnInfo) -> Handled
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     // 1. accept
-    let authority = request_authority(&req)?;
+    let authority = match request_authority(&req) {
+        Ok(a) => a,
+        Err(e) => return Handled::by(None, Err(e)),
+    };
     let host = authority::host(&authority);
     let view = ClientView::new(req.headers(), &authority, conn, &rt.trusted);
 
-    // 2. route
-    let path = NormalPath::parse(req.uri().path())?;
+    // 2. route. The auth endpoint is matched on the raw path: Envoy appends
+    // the original path to it, and `authPath/../../admin` is a question
+    // about `/admin`, not a request for it.
+    if let Some(below) = below_prefix(req.uri().path(), &rt.auth_path) {
+        let below = below.to_owned();
+        let d = Box::pin(forward_auth::decide(gw, rt, &req, &below, &view)).await;
+        return Handled {
+            app: d.app,
+            user: d.user,
+            result: Ok(d.response),
+        };
+    }
+    let path = match NormalPath::parse(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => return Handled::by(None, Err(e)),
+    };
     let query = req.uri().query().map(str::to_owned);
     let p = path.as_str();
     if p == JWKS_PATH {
-        return Ok(jwks(rt));
+        return Handled::by(None, Ok(jwks(rt)));
     }
     if p == rt.callback_path {
         // Login and logout futures (IdP calls over HTTP) are large and rare:
         // boxed, they keep every proxied request's future small (it is moved
         // through each layer of the stack).
-        return Box::pin(callback(gw, rt, req.headers(), query.as_deref(), &view)).await;
+        let result = Box::pin(callback(gw, rt, req.headers(), query.as_deref(), &view)).await;
+        return Handled::by(None, result);
     }
     if p == rt.logout_path {
-        return Box::pin(logout(gw, rt, req, &view)).await;
+        return Handled::by(None, Box::pin(logout(gw, rt, req, &view)).await);
     }
     if p == rt.login_path {
-        let rd = query_param(query.as_deref(), "rd").unwrap_or_else(|| "/".to_owned());
-        // "Sign in as someone else": the IdP must ask for credentials even
-        // though its session is still alive.
-        let force = match query_param(query.as_deref(), "prompt").as_deref() {
-            None => false,
-            Some("login") => true,
-            Some(_) => return Err(GatewayError::BadRequest("prompt may only be login")),
+        return match login_target(rt, &host, query.as_deref(), &view) {
+            Ok((app, return_to, force)) => {
+                let result = Box::pin(start_login(
+                    gw,
+                    rt,
+                    &app,
+                    req.headers(),
+                    &view,
+                    return_to,
+                    force,
+                ))
+                .await;
+                Handled::by(Some(app), result)
+            }
+            Err(e) => Handled::by(None, Err(e)),
         };
-        let return_to = return_url::bounded(return_url::validate(&rd, &view.host, |candidate| {
-            rt.router.find(&host, candidate).is_some()
-        })?);
-        let target = NormalPath::parse(return_to.split('?').next().unwrap_or("/"))?;
-        let app = rt
-            .router
-            .find(&host, &target)
-            .ok_or(GatewayError::NoRoute)?
-            .clone();
-        *app_out = Some(app.clone());
-        return Box::pin(start_login(
-            gw,
-            rt,
-            &app,
-            req.headers(),
-            &view,
-            return_to,
-            force,
-        ))
-        .await;
     }
+    let Some(app) = rt.router.find(&host, &path).cloned() else {
+        return Handled::by(None, Err(GatewayError::NoRoute));
+    };
+    let (user, result) = proxy(gw, rt, req, &app, path, query, &view).await;
+    Handled {
+        app: Some(app),
+        user,
+        result,
+    }
+}
+
+/// `path` below `prefix` (on a segment boundary): `""` for the prefix
+/// itself, `/rest` for below it, `None` otherwise.
+fn below_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// The app, return URL and `prompt=login` of an explicit login start
+/// (`loginPath?rd=…&prompt=login`).
+fn login_target(
+    rt: &Runtime,
+    host: &str,
+    query: Option<&str>,
+    view: &ClientView,
+) -> Result<(Arc<App>, String, bool), GatewayError> {
+    let rd = query_param(query, "rd").unwrap_or_else(|| "/".to_owned());
+    // "Sign in as someone else": the IdP must ask for credentials even
+    // though its session is still alive.
+    let force = match query_param(query, "prompt").as_deref() {
+        None => false,
+        Some("login") => true,
+        Some(_) => return Err(GatewayError::BadRequest("prompt may only be login")),
+    };
+    let target = return_url::validate(&rd, &view.host, host, &rt.app_hosts, |h, candidate| {
+        rt.router.find(h, candidate).is_some()
+    })?;
     let app = rt
         .router
-        .find(&host, &path)
+        .find(&target.host, &target.path)
         .ok_or(GatewayError::NoRoute)?
         .clone();
-    *app_out = Some(app.clone());
+    Ok((app, return_url::bounded(target.location), force))
+}
+
+/// Phases 3 to 9 for a request to `app`; with the user it was served for.
+async fn proxy<B>(
+    gw: &Gateway,
+    rt: &Runtime,
+    mut req: Request<B>,
+    app: &App,
+    path: NormalPath,
+    query: Option<String>,
+    view: &ClientView,
+) -> (Option<Arc<str>>, Result<Response<BoxBody>, GatewayError>)
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // An app that the ingress proxies itself has nothing to forward to.
+    let Some(upstream) = &app.upstream else {
+        return (None, Err(GatewayError::NoRoute));
+    };
 
     // 3. strip identity headers; refuse upgrades other than WebSocket (an
     // h2c tunnel would carry requests no later phase ever sees)
     rt.owned.strip(req.headers_mut());
-    let upgrade = upgrade_request(&req, &app)?;
+    let upgrade = match upgrade_request(&req, app) {
+        Ok(u) => u,
+        Err(e) => return (None, Err(e)),
+    };
 
     // 4. public path?
     let public = app.public_paths.iter().any(|prefix| path.is_under(prefix));
 
     // The request target as the upstream gets it, and as a return URL.
+    let p = path.as_str();
     let target = match &query {
         Some(q) => format!("{p}?{q}"),
         None => p.to_owned(),
@@ -177,45 +252,83 @@ where
     let identity = if public {
         None
     } else {
-        match authenticate(gw, rt, req.headers(), &app, &view).await? {
-            Some(identity) => Some(identity),
-            None => {
-                if looks_like_api(&req) {
-                    return Err(GatewayError::LoginRequired);
+        match authenticate(gw, rt, req.headers(), app, view).await {
+            Ok(Some(identity)) => Some(identity),
+            Ok(None) => {
+                if looks_like_api(req.method(), req.headers()) {
+                    if app.bearer.is_some() {
+                        return (None, Ok(rescue::token_required()));
+                    }
+                    return (None, Err(GatewayError::LoginRequired));
                 }
                 let return_to = return_url::bounded(target);
-                return Box::pin(start_login(
+                let result = Box::pin(start_login(
                     gw,
                     rt,
-                    &app,
+                    app,
                     req.headers(),
-                    &view,
+                    view,
                     return_to,
                     false,
                 ))
                 .await;
+                return (None, result);
             }
+            Err(e) => return (None, Err(e)),
         }
     };
 
     // 6. authorize
-    *user_out = identity.as_ref().map(|(_, i)| i.subject.clone());
-    if let Some((id, denied)) = identity.as_ref().filter(|(_, i)| !i.allowed) {
+    let user = identity.as_ref().map(|(_, i)| i.subject.clone());
+    if let Some((token, denied)) = identity.as_ref().filter(|(_, i)| !i.allowed) {
+        let Some(token) = token else {
+            return (user, Ok(rescue::token_forbidden()));
+        };
         let rd: String =
             form_urlencoded::byte_serialize(return_url::bounded(target).as_bytes()).collect();
-        return Ok(rescue::forbidden(
+        let page = rescue::forbidden(
             &gw.pages,
             &rescue::Denied {
                 app: &app.name,
                 user: denied.denied_as.as_deref(),
                 switch_url: &format!("{}?rd={rd}&prompt=login", rt.login_path),
                 sign_out_action: &rt.logout_path,
-                sign_out_token: &id.logout_token(),
+                sign_out_token: token,
             },
-        ));
+        );
+        return (user, Ok(page));
     }
     let identity = identity.map(|(_, i)| i);
+    let result = forward(
+        rt,
+        req,
+        app,
+        upstream,
+        identity.as_deref(),
+        target,
+        upgrade,
+        view,
+    )
+    .await;
+    (user, result)
+}
 
+/// Phases 7 to 9: the upstream request, the forward, the response.
+#[allow(clippy::too_many_arguments)]
+async fn forward<B>(
+    rt: &Runtime,
+    mut req: Request<B>,
+    app: &App,
+    upstream: &Upstream,
+    identity: Option<&Identity>,
+    target: String,
+    upgrade: Option<String>,
+    view: &ClientView,
+) -> Result<Response<BoxBody>, GatewayError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     // 7. upstream_request_filter
     let inbound_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
@@ -223,16 +336,15 @@ where
     strip_cookies(&mut headers, &rt.cookies.all());
     remove_hop_by_hop(&mut headers, upgrade.is_some());
     view.apply(&mut headers);
-    if let Some(identity) = &identity {
+    if let Some(identity) = identity {
         for (name, value) in &identity.headers {
             headers.insert(name.clone(), value.clone());
         }
     }
-    headers.insert(header::HOST, app.upstream.host_header());
+    headers.insert(header::HOST, upstream.host_header());
     let path_and_query =
         PathAndQuery::try_from(target).map_err(|_| GatewayError::BadRequest("invalid query"))?;
-    let uri = app
-        .upstream
+    let uri = upstream
         .uri(path_and_query)
         .map_err(|_| GatewayError::BadRequest("invalid request target"))?;
     let mut upstream_req = Request::new(body.map_err(Into::into).boxed());
@@ -244,7 +356,7 @@ where
 
     // 8. forward
     let sent = Instant::now();
-    let result = app.upstream.send(upstream_req, upgrade.is_some()).await;
+    let result = upstream.send(upstream_req, upgrade.is_some()).await;
     app.metrics.upstream(sent.elapsed());
     let mut resp = match result {
         Ok(resp) => resp,
@@ -260,7 +372,6 @@ where
             });
         }
     };
-
     // 9. response_filter
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         // Tunnel only the protocol that was asked for and allowed: a 101 to
@@ -369,21 +480,20 @@ fn upgrade_token(headers: &HeaderMap) -> Result<Option<String>, GatewayError> {
 /// `cors`, `no-cors`, `websocket`…: a script's `fetch`, an image): it could
 /// not show the login page, and every poll of an open page would start (and
 /// store) another login, using up the client's `maxPendingLoginsPerClient`.
-fn looks_like_api<B>(req: &Request<B>) -> bool {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+pub(crate) fn looks_like_api(method: &Method, headers: &HeaderMap) -> bool {
+    if method != Method::GET && method != Method::HEAD {
         return true;
     }
-    if req
-        .headers()
+    if headers
         .get("sec-fetch-mode")
         .is_some_and(|m| m.as_bytes() != b"navigate")
     {
         return true;
     }
-    if req.headers().contains_key("x-requested-with") {
+    if headers.contains_key("x-requested-with") {
         return true;
     }
-    req.headers()
+    headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -392,15 +502,65 @@ fn looks_like_api<B>(req: &Request<B>) -> bool {
 
 // ---- 5. authenticate -------------------------------------------------------
 
-/// The session's identity for `app`, or `None` when there is no usable session.
+/// The request's identity for `app`: its bearer token when the app takes
+/// them and one is sent (no logout token then), else its session's (with
+/// the session's logout token); `None` when it has neither.
 async fn authenticate(
     gw: &Gateway,
     rt: &Runtime,
     headers: &HeaderMap,
     app: &App,
     view: &ClientView,
+) -> Result<Option<(Option<String>, Arc<Identity>)>, GatewayError> {
+    if let Some(identity) = bearer_identity(gw, rt, headers, app).await? {
+        return Ok(Some((None, identity)));
+    }
+    Ok(session_identity(
+        gw,
+        rt,
+        headers,
+        app,
+        view.proto == "https",
+        &view.route_host,
+    )
+    .await?
+    .map(|(id, identity)| (Some(id.logout_token()), identity)))
+}
+
+/// The identity of the bearer token sent to `app`, when the app takes them
+/// and the request has one; an invalid token is an error (401), never a
+/// fallback to the session or a login.
+pub(crate) async fn bearer_identity(
+    gw: &Gateway,
+    rt: &Runtime,
+    headers: &HeaderMap,
+    app: &App,
+) -> Result<Option<Arc<Identity>>, GatewayError> {
+    let Some(check) = &app.bearer else {
+        return Ok(None);
+    };
+    let Some(token) = bearer::presented(headers)? else {
+        return Ok(None);
+    };
+    let idp = rt.idps.get(&app.idp).ok_or(GatewayError::IdpUnavailable {
+        idp: app.idp.clone(),
+    })?;
+    let claims = bearer::verify(idp, check, &gw.introspections, token).await?;
+    Ok(Some(Arc::new(Identity::for_claims(rt, app, &claims))))
+}
+
+/// The identity for `app` of the session the request's cookie names, if
+/// it is live, was made on `host` (over `https` or not) and through the
+/// app's IdP.
+pub(crate) async fn session_identity(
+    gw: &Gateway,
+    rt: &Runtime,
+    headers: &HeaderMap,
+    app: &App,
+    https: bool,
+    host: &str,
 ) -> Result<Option<(SessionId, Arc<Identity>)>, GatewayError> {
-    let Some((id, session)) = current_session(gw, rt, headers, view).await? else {
+    let Some((id, session)) = current_session(gw, rt, headers, https, host).await? else {
         return Ok(None);
     };
     // A session from another IdP proves nothing to this app.

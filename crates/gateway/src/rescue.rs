@@ -70,6 +70,13 @@ fn explain(err: &GatewayError) -> Explained {
             "Open the application in your browser and sign in first.",
             false,
         ),
+        GatewayError::InvalidToken(_) => e(
+            StatusCode::UNAUTHORIZED,
+            "Invalid token",
+            "The access token sent with this request is not valid here.".to_owned(),
+            "Get a new token from the identity provider.",
+            false,
+        ),
         GatewayError::LoginFailed(_) => e(
             StatusCode::BAD_REQUEST,
             "Sign-in failed",
@@ -117,6 +124,9 @@ fn explain(err: &GatewayError) -> Explained {
 
 /// The response for `err`.
 pub(crate) fn respond(pages: &PagesHandle, err: &GatewayError) -> Response<BoxBody> {
+    if let GatewayError::InvalidToken(why) = err {
+        return invalid_token(why);
+    }
     let ex = explain(err);
     match err {
         GatewayError::LoginFailed(why) | GatewayError::Cache(why) => {
@@ -133,6 +143,71 @@ pub(crate) fn respond(pages: &PagesHandle, err: &GatewayError) -> Response<BoxBo
         retry_url: ex.retry.then_some("/"),
     });
     html(ex.status, page, FormAction::SelfOnly)
+}
+
+/// 401 for an API client whose bearer token does not admit it: RFC 6750
+/// §3 `WWW-Authenticate` and a JSON body, both with a short reason that
+/// names no key, token or upstream detail.
+fn invalid_token(why: &str) -> Response<BoxBody> {
+    tracing::debug!(reason = why, "bearer token refused");
+    let body = serde_json::json!({"error": "invalid_token", "error_description": why});
+    let mut resp = Response::new(orchestrator_http::body::full(body.to_string()));
+    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{why}\"");
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// 401 for an API request to an app that takes bearer tokens, sent without
+/// one (RFC 6750 §3.1: a challenge without an error code).
+pub(crate) fn token_required() -> Response<BoxBody> {
+    token_answer(StatusCode::UNAUTHORIZED, "Bearer", None)
+}
+
+/// 403 for a valid bearer token whose claims the app's policy refuses.
+pub(crate) fn token_forbidden() -> Response<BoxBody> {
+    token_answer(
+        StatusCode::FORBIDDEN,
+        "Bearer error=\"insufficient_scope\"",
+        Some((
+            "insufficient_scope",
+            "the app's policy refuses this identity",
+        )),
+    )
+}
+
+fn token_answer(
+    status: StatusCode,
+    challenge: &'static str,
+    error: Option<(&str, &str)>,
+) -> Response<BoxBody> {
+    let body = match error {
+        Some((code, why)) => serde_json::json!({"error": code, "error_description": why}),
+        None => {
+            serde_json::json!({"error": "unauthorized", "error_description": "a bearer token is required"})
+        }
+    };
+    let mut resp = Response::new(orchestrator_http::body::full(body.to_string()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// A page that only informs (sign-out done, nothing to sign out of).

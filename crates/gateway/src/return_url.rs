@@ -1,6 +1,8 @@
 //! Validation of the URL a user returns to after login: it must stay on the
 //! same app, so the gateway can never be used as an open redirector.
 
+use std::collections::HashSet;
+
 use percent_encoding::percent_decode_str;
 
 use crate::error::GatewayError;
@@ -24,18 +26,35 @@ pub(crate) fn bounded(path_and_query: String) -> String {
 
 const REFUSED: GatewayError = GatewayError::BadRequest("return URL must be a path on this app");
 
-/// Checks `raw` and returns the path-and-query to redirect to.
+/// Where a login returns to, once checked.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    /// The host (lower-case, no port) whose app the URL belongs to.
+    pub(crate) host: String,
+    /// Its normalised path.
+    pub(crate) path: NormalPath,
+    /// What to redirect to: the path-and-query on the request's own host,
+    /// or the absolute URL on another app's host.
+    pub(crate) location: String,
+}
+
+/// Checks `raw` and returns where to redirect to.
 ///
-/// Accepted: a path starting with a single `/`, or an absolute `http(s)://`
-/// URL on `host` (the request's own host, port included), whose normalised
-/// path `same_app` accepts. Refused: `//evil`, `/\evil`, `https:evil`, other
-/// hosts, backslashes, control characters, and the same tricks percent-encoded
-/// (browsers decode some of them before navigating).
+/// Accepted: a path starting with a single `/` (on `own_host`, the request's
+/// routing host), or an absolute `http(s)://` URL either on `authority` (the
+/// host the client asked for, port included) or on one of `app_hosts` (the
+/// configured apps' hosts: forward auth sends users back to the app the
+/// ingress proxies); in every case `same_app(host, path)` must accept the
+/// normalised path. Refused: `//evil`, `/\evil`, `https:evil`, other hosts,
+/// user info, backslashes, control characters, and the same tricks
+/// percent-encoded (browsers decode some of them before navigating).
 pub(crate) fn validate(
     raw: &str,
-    host: &str,
-    same_app: impl Fn(&NormalPath) -> bool,
-) -> Result<String, GatewayError> {
+    authority: &str,
+    own_host: &str,
+    app_hosts: &HashSet<String>,
+    same_app: impl Fn(&str, &NormalPath) -> bool,
+) -> Result<Target, GatewayError> {
     // Non-ASCII too: browsers send it percent-encoded, and a raw one could
     // never be put in the Location header after login (the user would be
     // stuck on an error page after signing in).
@@ -60,31 +79,37 @@ pub(crate) fn validate(
         }
         layer = decoded;
     }
-    let path_and_query = if raw.starts_with('/') {
+    // (host, origin to prefix the location with, path-and-query)
+    let (host, origin, path_and_query) = if raw.starts_with('/') {
         if raw.starts_with("//") {
             return Err(REFUSED);
         }
-        raw.to_owned()
+        (own_host.to_owned(), None, raw.to_owned())
     } else {
         let lower = raw.to_ascii_lowercase();
         if !(lower.starts_with("https://") || lower.starts_with("http://")) {
             return Err(REFUSED);
         }
         let url = url::Url::parse(raw).map_err(|_| REFUSED)?;
-        let authority = match (url.host_str(), url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_owned(),
+        let (url_host, url_authority) = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => (h.to_ascii_lowercase(), format!("{h}:{p}")),
+            (Some(h), None) => (h.to_ascii_lowercase(), h.to_owned()),
             _ => return Err(REFUSED),
         };
-        if !url.username().is_empty()
-            || url.password().is_some()
-            || !authority.eq_ignore_ascii_case(host)
-        {
+        if !url.username().is_empty() || url.password().is_some() {
             return Err(REFUSED);
         }
-        match url.query() {
+        let path_and_query = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_owned(),
+        };
+        if url_authority.eq_ignore_ascii_case(authority) {
+            (own_host.to_owned(), None, path_and_query)
+        } else if app_hosts.contains(&url_host) {
+            let origin = format!("{}://{url_authority}", url.scheme());
+            (url_host, Some(origin), path_and_query)
+        } else {
+            return Err(REFUSED);
         }
     };
     let without_fragment = path_and_query.split('#').next().unwrap_or("/");
@@ -93,12 +118,19 @@ pub(crate) fn validate(
         None => (without_fragment, None),
     };
     let normal = NormalPath::parse(path).map_err(|_| REFUSED)?;
-    if !same_app(&normal) {
+    if !same_app(&host, &normal) {
         return Err(REFUSED);
     }
-    Ok(match query {
-        Some(q) => format!("{}?{q}", normal.as_str()),
-        None => normal.as_str().to_owned(),
+    let mut location = origin.unwrap_or_default();
+    location.push_str(normal.as_str());
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(q);
+    }
+    Ok(Target {
+        host,
+        path: normal,
+        location,
     })
 }
 
@@ -107,7 +139,16 @@ mod tests {
     use super::*;
 
     fn check(raw: &str) -> Option<String> {
-        validate(raw, "app.example:8443", |p| !p.is_under("/other-app")).ok()
+        let app_hosts = HashSet::from(["api.example".to_owned()]);
+        validate(
+            raw,
+            "app.example:8443",
+            "app.example",
+            &app_hosts,
+            |_, p| !p.is_under("/other-app"),
+        )
+        .ok()
+        .map(|t| t.location)
     }
 
     #[test]
@@ -119,6 +160,12 @@ mod tests {
             ("/dash#frag", "/dash"),
             ("https://app.example:8443/x?y", "/x?y"),
             ("HTTPS://APP.EXAMPLE:8443/x", "/x"),
+            // Another configured app host: an absolute URL there.
+            ("https://api.example/v1?q=1", "https://api.example/v1?q=1"),
+            (
+                "http://API.example:9000/a/../b",
+                "http://api.example:9000/b",
+            ),
         ];
         for (raw, want) in accepted {
             assert_eq!(check(raw).as_deref(), Some(want), "{raw}");
@@ -152,6 +199,10 @@ mod tests {
             "/other-app/x",
             "https://app.example:8443/other-app",
             "/x/../other-app/y",
+            "https://api.example.evil/",
+            "https://evil.api.example/",
+            "https://user@api.example/",
+            "https://api.example/other-app",
         ];
         for raw in refused {
             assert_eq!(check(raw), None, "{raw:?} must be refused");

@@ -1,7 +1,7 @@
 //! What one gateway config builds: the apps ready to serve (routing, policy,
 //! upstream clients, headers) and the IdP clients, swapped whole on reload.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use orchestrator_config::{AppGatewayConfig, ListenConfig, SigningKeyConfig};
 
 use crate::GatewayError;
 use crate::assertion::AssertionSigner;
+use crate::bearer::BearerCheck;
 use crate::cookies::CookieNames;
 use crate::forward::Upstream;
 use crate::headers::OwnedHeaders;
@@ -32,7 +33,10 @@ pub(crate) struct App {
     pub(crate) policy: Policy,
     pub(crate) headers: Vec<(HeaderName, String)>,
     pub(crate) assertion_header: Option<HeaderName>,
-    pub(crate) upstream: Upstream,
+    /// None: the ingress proxies this app and asks `authPath` (forward auth only).
+    pub(crate) upstream: Option<Upstream>,
+    /// `Authorization: Bearer` tokens admitted besides the session cookie.
+    pub(crate) bearer: Option<BearerCheck>,
     pub(crate) metrics: AppMetrics,
 }
 
@@ -44,6 +48,10 @@ pub(crate) struct Runtime {
     pub(crate) callback_path: String,
     pub(crate) logout_path: String,
     pub(crate) login_path: String,
+    pub(crate) auth_path: String,
+    /// The apps' host names (lower-case, `*` left out): where an absolute
+    /// return URL may point.
+    pub(crate) app_hosts: HashSet<String>,
     pub(crate) cookies: CookieNames,
     pub(crate) session_max_lifetime: Duration,
     pub(crate) pending_ttl: Duration,
@@ -113,12 +121,24 @@ impl Runtime {
                 policy: Policy::new(&app.policy, trust_email),
                 headers,
                 assertion_header,
-                upstream: Upstream::new(
-                    app,
-                    i,
-                    cfg.upstream_connect_timeout,
-                    cfg.upstream_response_timeout,
-                )?,
+                upstream: app
+                    .upstream
+                    .as_deref()
+                    .map(|u| {
+                        Upstream::new(
+                            u,
+                            app,
+                            i,
+                            cfg.upstream_connect_timeout,
+                            cfg.upstream_response_timeout,
+                        )
+                    })
+                    .transpose()?,
+                bearer: app
+                    .bearer
+                    .as_ref()
+                    .map(|b| BearerCheck::new(b, &key("bearer")))
+                    .transpose()?,
                 metrics: AppMetrics::new(metrics, &app.name),
             };
             routes.push((
@@ -145,6 +165,13 @@ impl Runtime {
             callback_path: cfg.callback_path.clone(),
             logout_path: cfg.logout_path.clone(),
             login_path: cfg.login_path.clone(),
+            auth_path: cfg.auth_path.clone(),
+            app_hosts: cfg
+                .apps
+                .iter()
+                .filter(|a| a.host != "*")
+                .map(|a| a.host.to_ascii_lowercase())
+                .collect(),
             cookies: CookieNames::new(&cfg.session.cookie_name),
             session_max_lifetime: cfg.session.max_lifetime,
             pending_ttl: cfg.pending_login_ttl,

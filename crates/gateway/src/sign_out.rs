@@ -40,7 +40,7 @@ where
     if method == Method::GET || method == Method::HEAD {
         return Ok(match id {
             Some(id)
-                if current_session(gw, rt, req.headers(), view)
+                if current_session(gw, rt, req.headers(), https, &view.route_host)
                     .await?
                     .is_some() =>
             {

@@ -827,7 +827,7 @@ async fn https_upstream_with_private_ca_speaks_http2_and_mtls() {
             "http://127.0.0.1:9",
             json!({}),
         );
-        cfg.apps[0].upstream = format!("https://localhost:{}", addr.port());
+        cfg.apps[0].upstream = Some(format!("https://localhost:{}", addr.port()));
         cfg.apps[0].upstream_tls = Some(serde_json::from_value(tls).unwrap());
         let gw = GatewayServer::start(bound, &cfg, memory_cache());
         let r = reqwest::get(gw.url("/public/tls")).await.unwrap();

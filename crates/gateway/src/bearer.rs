@@ -1,0 +1,368 @@
+//! API access with bearer tokens (RFC 6750), per app, opt-in: a JWT access
+//! token is verified against the app's IdP keys (signature, `iss`, `aud`,
+//! `exp`/`nbf`, allowed algorithms only); an opaque one is sent to the IdP's
+//! introspection endpoint (RFC 7662) and the answer reused for a short,
+//! bounded time under a key made of everything that was checked (token
+//! digest, issuer, audiences), so an answer for one app never admits a token
+//! to another (the Oathkeeper CVE-2021-32701 class).
+
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+use http::header;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use orchestrator_config::BearerConfig;
+use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::GatewayError;
+use crate::idp::Idp;
+
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
+const LEEWAY_SECS: u64 = 30;
+/// Longest token read from `Authorization` (a JWT with many groups stays far below).
+const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Most bytes of introspection answers held (moka weighs each entry).
+const INTROSPECTION_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// One app's bearer settings, ready to check tokens.
+#[derive(Debug)]
+pub(crate) struct BearerCheck {
+    audiences: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    introspection: bool,
+    cache_ttl: Duration,
+}
+
+impl BearerCheck {
+    /// From `apps[].bearer` (validated at load: known asymmetric algorithms).
+    pub(crate) fn new(cfg: &BearerConfig, key: &str) -> Result<Self, GatewayError> {
+        let algorithms = cfg
+            .algorithms
+            .iter()
+            .map(|a| {
+                Algorithm::from_str(a)
+                    .ok()
+                    .filter(|alg| {
+                        !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+                    })
+                    .ok_or_else(|| {
+                        GatewayError::config(
+                            format!("{key}.algorithms"),
+                            format!("\"{a}\" is not an asymmetric JWS algorithm"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            audiences: cfg.audiences.clone(),
+            algorithms,
+            introspection: cfg.introspection,
+            cache_ttl: cfg.introspection_cache_ttl,
+        })
+    }
+}
+
+/// The token of an `Authorization: Bearer` header, if the request has one.
+/// A malformed or second `Authorization` is an invalid token, not "no token":
+/// the request must not fall back to the session cookie silently.
+pub(crate) fn presented(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(GatewayError::InvalidToken(
+            "more than one Authorization header",
+        ));
+    }
+    let Ok(value) = value.to_str() else {
+        return Err(GatewayError::InvalidToken("malformed Authorization header"));
+    };
+    let Some((scheme, token)) = value.split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Basic and others are the app's own business.
+        return Ok(None);
+    }
+    let token = token.trim();
+    let b64token = !token.is_empty()
+        && token.len() <= MAX_TOKEN_LEN
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b));
+    if !b64token {
+        return Err(GatewayError::InvalidToken("malformed bearer token"));
+    }
+    Ok(Some(token))
+}
+
+/// Introspection answers, shared by every app and kept across reloads (the
+/// key holds what each answer was checked against).
+pub(crate) struct IntrospectionCache {
+    cache: moka::future::Cache<[u8; 32], Arc<Option<Map<String, Value>>>>,
+}
+
+impl std::fmt::Debug for IntrospectionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntrospectionCache")
+            .field("entries", &self.cache.entry_count())
+            .finish()
+    }
+}
+
+struct AnswerLifetime;
+
+impl moka::Expiry<[u8; 32], Arc<Option<Map<String, Value>>>> for AnswerLifetime {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<Option<Map<String, Value>>>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        // Never past the token's own expiry; inactive answers briefly.
+        let ttl = value
+            .as_ref()
+            .as_ref()
+            .and_then(|c| c.get("_ttl"))
+            .and_then(Value::as_u64);
+        Some(Duration::from_secs(ttl.unwrap_or(5)))
+    }
+}
+
+impl IntrospectionCache {
+    pub(crate) fn new() -> Self {
+        Self {
+            cache: moka::future::Cache::builder()
+                .max_capacity(INTROSPECTION_CACHE_BYTES)
+                .weigher(|_k, v: &Arc<Option<Map<String, Value>>>| {
+                    let bytes = 256
+                        + v.as_ref()
+                            .as_ref()
+                            .map_or(0, |c| Value::Object(c.clone()).to_string().len());
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
+                .expire_after(AnswerLifetime)
+                .build(),
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The verified claims of `token` for an app with `check`, logging in
+/// through `idp`; every failure is an invalid token (401).
+pub(crate) async fn verify(
+    idp: &Idp,
+    check: &BearerCheck,
+    introspections: &IntrospectionCache,
+    token: &str,
+) -> Result<Map<String, Value>, GatewayError> {
+    if token.split('.').count() == 3 {
+        return verify_jwt(idp, check, token).await;
+    }
+    if !check.introspection {
+        return Err(GatewayError::InvalidToken("not a JWT"));
+    }
+    introspect(idp, check, introspections, token).await
+}
+
+async fn verify_jwt(
+    idp: &Idp,
+    check: &BearerCheck,
+    token: &str,
+) -> Result<Map<String, Value>, GatewayError> {
+    let invalid = GatewayError::InvalidToken;
+    let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed JWT"))?;
+    if !check.algorithms.contains(&header.alg) {
+        return Err(invalid("algorithm not allowed"));
+    }
+    // RFC 9068 access tokens say `at+jwt`; plain `JWT` is common. Other
+    // types signed by the same keys (logout tokens, ID tokens that say so)
+    // are not access tokens.
+    if let Some(typ) = &header.typ {
+        let typ = typ.to_ascii_lowercase();
+        if !matches!(typ.as_str(), "jwt" | "at+jwt" | "application/at+jwt") {
+            return Err(invalid("not an access token"));
+        }
+    }
+    let mut validation = Validation::new(header.alg);
+    validation.algorithms = vec![header.alg];
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_nbf = true;
+    validation.set_audience(&check.audiences);
+    validation.set_issuer(&[idp.issuer()]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    let mut keys = idp.jwks(false).await?;
+    let mut refreshed = false;
+    loop {
+        let candidates: Vec<&Jwk> = keys
+            .iter()
+            .filter(|k| match (&header.kid, &k.common.key_id) {
+                (Some(want), Some(have)) => want == have,
+                (Some(_), None) => false,
+                (None, _) => true,
+            })
+            .filter(|k| {
+                k.common
+                    .key_algorithm
+                    .is_none_or(|a| a.to_string() == format!("{:?}", header.alg))
+            })
+            .collect();
+        // Without a `kid`, only an unambiguous key set will do.
+        let usable = header.kid.is_some() || candidates.len() == 1;
+        if usable {
+            if let Some(jwk) = candidates.first() {
+                let key = DecodingKey::from_jwk(jwk).map_err(|_| invalid("unusable key"))?;
+                return match jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation) {
+                    Ok(data) => Ok(data.claims),
+                    Err(e) => {
+                        tracing::debug!(idp = idp.name(), error = %e, "bearer token rejected");
+                        Err(invalid("token rejected"))
+                    }
+                };
+            }
+        }
+        if refreshed {
+            return Err(invalid("no key of the identity provider matches"));
+        }
+        // An unknown `kid`: the IdP may have rotated its keys.
+        keys = idp.jwks(true).await?;
+        refreshed = true;
+    }
+}
+
+async fn introspect(
+    idp: &Idp,
+    check: &BearerCheck,
+    introspections: &IntrospectionCache,
+    token: &str,
+) -> Result<Map<String, Value>, GatewayError> {
+    let mut key = Sha256::new();
+    for part in [token, idp.issuer()]
+        .into_iter()
+        .chain(check.audiences.iter().map(String::as_str))
+    {
+        key.update((part.len() as u64).to_be_bytes());
+        key.update(part.as_bytes());
+    }
+    let key: [u8; 32] = key.finalize().into();
+    let answer = introspections
+        .cache
+        .try_get_with(key, async {
+            let answer = idp.introspect(token).await?;
+            Ok::<_, GatewayError>(Arc::new(accept_introspection(idp, check, answer)))
+        })
+        .await
+        .map_err(|e| match e.as_ref() {
+            GatewayError::IdpUnavailable { idp } => {
+                GatewayError::IdpUnavailable { idp: idp.clone() }
+            }
+            _ => GatewayError::InvalidToken("introspection failed"),
+        })?;
+    let mut claims = answer.as_ref().clone().ok_or(GatewayError::InvalidToken(
+        "token inactive or not for this app",
+    ))?;
+    // The cached answer may outlive a token that expires meanwhile.
+    if claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .is_some_and(|exp| exp + LEEWAY_SECS < now())
+    {
+        return Err(GatewayError::InvalidToken("token expired"));
+    }
+    claims.remove("_ttl");
+    Ok(claims)
+}
+
+/// The claims of an introspection answer when it admits the token to this
+/// app: `active`, our issuer (when named), one of our audiences, not
+/// expired; with the time it may be reused in `_ttl`.
+fn accept_introspection(
+    idp: &Idp,
+    check: &BearerCheck,
+    answer: Map<String, Value>,
+) -> Option<Map<String, Value>> {
+    if answer.get("active").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    if answer
+        .get("iss")
+        .is_some_and(|iss| iss.as_str() != Some(idp.issuer()))
+    {
+        return None;
+    }
+    let aud_ok = match answer.get("aud") {
+        Some(Value::String(a)) => check.audiences.contains(a),
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| check.audiences.iter().any(|c| c == a)),
+        _ => false,
+    };
+    if !aud_ok || answer.get("sub").and_then(Value::as_str).is_none() {
+        return None;
+    }
+    let now = now();
+    let left = match answer.get("exp").and_then(Value::as_u64) {
+        Some(exp) if exp <= now => return None,
+        Some(exp) => exp - now,
+        None => check.cache_ttl.as_secs(),
+    };
+    let mut claims = answer;
+    claims.remove("active");
+    claims.insert(
+        "_ttl".to_owned(),
+        Value::from(left.min(check.cache_ttl.as_secs()).max(1)),
+    );
+    Some(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn auth(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_header_forms() {
+        assert_eq!(presented(&HeaderMap::new()).ok(), Some(None));
+        assert_eq!(presented(&auth(&["Basic YTpi"])).ok(), Some(None));
+        assert_eq!(
+            presented(&auth(&["Bearer abc.def-_~+/="])).ok(),
+            Some(Some("abc.def-_~+/="))
+        );
+        assert_eq!(presented(&auth(&["bearer x"])).ok(), Some(Some("x")));
+        for bad in [
+            &["Bearer "][..],
+            &["Bearer a b"],
+            &["Bearer a\"b"],
+            &["Bearer a", "Bearer b"],
+        ] {
+            assert!(
+                matches!(presented(&auth(bad)), Err(GatewayError::InvalidToken(_))),
+                "{bad:?}"
+            );
+        }
+        let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_LEN + 1));
+        assert!(presented(&auth(&[&long])).is_err());
+    }
+}
