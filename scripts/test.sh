@@ -5,7 +5,7 @@
 #   scripts/test.sh
 #
 # Needs: the Rust toolchain (with cargo-nextest if present, else cargo test),
-# python3, node + npm. Installs: redis-server, haproxy, chromium and
+# python3, node + npm. Installs: redis-server, haproxy, nginx, caddy, chromium and
 # chromium-driver (Debian), the node OP fixture
 # (npm ci), the chart tools (pip, into .venv).
 set -euo pipefail
@@ -21,6 +21,10 @@ as_root() {
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+# Forward auth is tested behind real ingress proxies: NGINX (auth_request, as
+# ingress-nginx renders it) and Caddy (forward_auth).
+[[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+command -v caddy >/dev/null 2>&1 || missing+=(caddy)
 # The real-browser tests: Debian's headless Chromium driven through chromedriver.
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)

@@ -12,6 +12,7 @@
 pub mod browser;
 pub mod chromium;
 pub mod haproxy;
+pub mod ingress;
 pub mod node_op;
 pub mod raw;
 mod upstream;

@@ -308,16 +308,22 @@ fn accept_introspection(
             .any(|a| check.audiences.iter().any(|c| c == a)),
         _ => false,
     };
-    if !aud_ok || answer.get("sub").and_then(Value::as_str).is_none() {
+    if !aud_ok {
         return None;
     }
+    let mut claims = answer;
+    // A client-credentials token has no user: its client is who calls
+    // (RFC 9068 §2.2 sets `sub` to the client id; RFC 7662 makes it optional).
+    if claims.get("sub").and_then(Value::as_str).is_none() {
+        let client = claims.get("client_id").and_then(Value::as_str)?.to_owned();
+        claims.insert("sub".to_owned(), Value::String(client));
+    }
     let now = now();
-    let left = match answer.get("exp").and_then(Value::as_u64) {
+    let left = match claims.get("exp").and_then(Value::as_u64) {
         Some(exp) if exp <= now => return None,
         Some(exp) => exp - now,
         None => check.cache_ttl.as_secs(),
     };
-    let mut claims = answer;
     claims.remove("active");
     claims.insert(
         "_ttl".to_owned(),
