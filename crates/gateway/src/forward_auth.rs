@@ -152,17 +152,18 @@ async fn decide_for(
         .iter()
         .all(|c| app.public_paths.iter().any(|p| c.path.is_under(p)));
     if public {
+        let response = allowed(&app, None);
         return Decision {
             app: Some(app),
             user: None,
-            response: allowed(None),
+            response,
         };
     }
     match identify(gw, rt, headers, &app, primary).await {
         Ok(Some((identity, logout_token))) => {
             let user = Some(identity.subject.clone());
             let response = match (identity.allowed, logout_token) {
-                (true, _) => allowed(Some(&identity)),
+                (true, _) => allowed(&app, Some(&identity)),
                 (false, Some(token)) => forbidden(gw, rt, &app, primary, &identity, &token),
                 // A bearer token's identity: an API client, no page.
                 (false, None) => rescue::token_forbidden(),
@@ -299,12 +300,24 @@ fn method(headers: &HeaderMap, name: &str) -> Result<Option<Method>, &'static st
         .transpose()
 }
 
-/// 200 with the identity's headers (none for a public path).
-fn allowed(identity: Option<&Identity>) -> Response<BoxBody> {
+/// 200 with the identity's headers. Every header the app is configured
+/// with is sent, empty when the claim is absent (or the path is public):
+/// Envoy adds what the answer carries but leaves a client's own copy of a
+/// header the answer lacks, so an absent header would let a forged one in.
+fn allowed(app: &App, identity: Option<&Identity>) -> Response<BoxBody> {
     let mut resp = Response::new(empty());
+    let h = resp.headers_mut();
+    let names = app
+        .headers
+        .iter()
+        .map(|(n, _)| n)
+        .chain(&app.assertion_header);
+    for name in names {
+        h.insert(name.clone(), HeaderValue::from_static(""));
+    }
     if let Some(identity) = identity {
         for (name, value) in &identity.headers {
-            resp.headers_mut().insert(name.clone(), value.clone());
+            h.insert(name.clone(), value.clone());
         }
     }
     resp
