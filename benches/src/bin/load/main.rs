@@ -210,6 +210,9 @@ struct Target {
     addr: SocketAddr,
     /// The process whose CPU and memory count for this target.
     pid: u32,
+    /// Another process whose CPU counts too (the orchestrator answering
+    /// NGINX's auth requests).
+    also: Option<u32>,
     /// `Host` of every request.
     host: String,
     /// The session cookie for this target when it is not the shared one
@@ -245,7 +248,7 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
     let nginx = if needs_proxies && !args.no_nginx {
         let nginx_bin = Nginx::ensure_installed().await?;
         report.note(format!("NGINX: {}", nginx_version(&nginx_bin).await));
-        Some(Nginx::start(&nginx_bin, cpus, upstream.addr).await?)
+        Some(Nginx::start(&nginx_bin, cpus, upstream.addr, None).await?)
     } else {
         None
     };
@@ -276,6 +279,7 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
         name: "direct",
         addr: upstream.addr,
         pid: upstream.pid,
+        also: None,
         host: orch.host.clone(),
         cookie: None,
     };
@@ -285,6 +289,7 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
             name: "nginx",
             addr: n.addr,
             pid: n.pid,
+            also: None,
             host: orch.host.clone(),
             cookie: None,
         });
@@ -293,10 +298,29 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
         name: "orchestrator",
         addr: orch.addr,
         pid: orch.pid,
+        also: None,
         host: orch.host.clone(),
         cookie: None,
     };
     proxies.push(orch_target.clone());
+    // NGINX proxying, asking the orchestrator about every request first.
+    let nginx_auth = match &nginx {
+        Some(_) => {
+            let nginx_bin = Nginx::ensure_installed().await?;
+            Some(Nginx::start(&nginx_bin, cpus, upstream.addr, Some(orch.addr)).await?)
+        }
+        None => None,
+    };
+    if let Some(n) = &nginx_auth {
+        proxies.push(Target {
+            name: "nginx + forward auth",
+            addr: n.addr,
+            pid: n.pid,
+            also: Some(orch.pid),
+            host: orch.host.clone(),
+            cookie: None,
+        });
+    }
     let port = orch.addr.port();
     // Sessions are bound to the host they were made on: the second app's
     // requests carry a session of its own.
@@ -314,6 +338,7 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
         name: "orchestrator (no assertion JWT)",
         addr: orch.addr,
         pid: orch.pid,
+        also: None,
         host: plain_host,
         cookie: Some(format!("orchestrator_session={plain_session}")),
     };
@@ -413,6 +438,7 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
         .await;
         report.rows("1 MiB upload", rows);
     }
+    drop(nginx_auth);
     drop(nginx);
     if wants("logins") {
         logins(args, &mut report, &orch, &sso, half).await;
@@ -491,12 +517,16 @@ async fn compare(
                 round + 1,
                 t.name
             );
-            let before = ProcStats::read(t.pid);
+            let cpu = |t: &Target| {
+                ProcStats::read(t.pid).cpu_seconds
+                    + t.also.map_or(0.0, |p| ProcStats::read(p).cpu_seconds)
+            };
+            let before = cpu(t);
             let cookie = t.cookie.as_deref().unwrap_or(cookie);
             let out = drive_requests(t, work, cookie, args.connections, slice, pace).await;
-            let after = ProcStats::read(t.pid);
+            let after = cpu(t);
             outcomes[i].0.merge(&out);
-            outcomes[i].1 += after.cpu_seconds - before.cpu_seconds;
+            outcomes[i].1 += after - before;
         }
     }
     targets
