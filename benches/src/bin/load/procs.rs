@@ -827,7 +827,15 @@ http {{
             .spawn()?;
         let pid = child.id().ok_or("nginx exited at once")?;
         let addr = loopback(port);
-        if let Err(e) = poll_ready(&mut child, "nginx", addr, APP_HOST, "/", started).await {
+        // With auth, "/" needs a session: the app's public path answers without.
+        let probe = if auth.is_some() { "/public/" } else { "/" };
+        if let Err(e) = poll_ready(&mut child, "nginx", addr, APP_HOST, probe, started).await {
+            // A fast shutdown of the master takes its workers with it (a
+            // kill of the master alone would leave them running).
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            let _ = child.wait().await;
             let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
             return Err(format!("{e}\n{log}").into());
         }
