@@ -42,8 +42,18 @@ impl Default for Browser {
 impl Browser {
     /// A fresh browser with an empty cookie jar.
     pub fn new() -> Self {
+        Self::resolving(&[], std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// A fresh browser that resolves each of `names` to `addr`'s IP (the
+    /// port comes from each URL), so tests can use real host names.
+    pub fn resolving(names: &[&str], addr: std::net::SocketAddr) -> Self {
         let jar = Arc::new(Jar::default());
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for name in names {
+            builder = builder.resolve(name, addr);
+        }
+        let client = builder
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))

@@ -825,3 +825,93 @@ async fn bearer_tokens_from_panva_oidc_provider_jwt_and_introspected() {
     let r = call("/panva-api/x", &ours).await.unwrap();
     assert_eq!(r.status(), 401);
 }
+
+const DOMAIN_YAML: &str = r#"
+oidcProvider:
+  issuer: http://127.0.0.1:{port}/idp
+  signingKeys:
+    - {id: k, algorithm: ES256, privateKey: "${secret:op-key.pem}"}
+  clients:
+    - clientId: gw
+      clientSecret: ${secret:client-secret}
+      redirectUris: [http://a.example.test:{port}/.orchestrator/callback, http://c.other.test:{port}/.orchestrator/callback]
+  users:
+    - username: alice
+      passwordHash: "${secret:hash}"
+      claims: {email: alice@example.com, email_verified: true}
+appGateway:
+  session: {cookieDomain: example.test}
+  identityProviders:
+    - {name: own, issuer: "http://127.0.0.1:{port}/idp", clientId: gw, clientSecret: "${secret:client-secret}"}
+  apps:
+    - {name: a, host: a.example.test, upstream: "{upstream}", identityProvider: own, headers: {X-User: sub}}
+    - {name: b, host: b.example.test, upstream: "{upstream}", identityProvider: own, headers: {X-User: sub}}
+    - {name: c, host: c.other.test, upstream: "{upstream}", identityProvider: own, headers: {X-User: sub}}
+"#;
+
+#[tokio::test]
+async fn a_cookie_domain_session_serves_every_app_host_under_it() {
+    let app = TestUpstream::echo().await;
+    let hash = run_cli(&["hash-password"], "pw\n").await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
+    let orch = Orchestrator::start(
+        &DOMAIN_YAML.replace("{upstream}", &app.url()),
+        &[
+            ("op-key.pem", key.as_str()),
+            ("client-secret", "gw-secret"),
+            ("hash", hash.stdout.trim()),
+        ],
+    )
+    .await;
+    let port = orch.port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let b = Browser::resolving(&["a.example.test", "b.example.test", "c.other.test"], addr);
+    let on = |host: &str, path: &str| format!("http://{host}:{port}{path}");
+
+    let first = b
+        .visit(&on("a.example.test", "/x"), "alice", "pw")
+        .await
+        .unwrap();
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.prompts, 1);
+    // The cookie is the domain's: the browser sends it to b as well…
+    assert!(
+        b.cookies_for(&on("b.example.test", "/"))
+            .contains("orchestrator_session="),
+        "no domain cookie"
+    );
+    let second = b
+        .visit(&on("b.example.test", "/y"), "alice", "pw")
+        .await
+        .unwrap();
+    assert_eq!(second.status, 200);
+    assert_eq!(second.authorizations, 0, "b needed a login of its own");
+    assert_eq!(echoed(&second.body, "x-user"), ["alice"]);
+    // …and the auth endpoint takes it for any host of the domain.
+    let fa = b
+        .client()
+        .get(on("b.example.test", "/.orchestrator/auth/y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fa.status(), 200);
+    assert_eq!(fa.headers()["x-user"], "alice");
+    // A host outside the domain never sees the cookie, and a copied cookie
+    // is no session there.
+    assert!(
+        !b.cookies_for(&on("c.other.test", "/"))
+            .contains("orchestrator_session=")
+    );
+    let cookie = b.cookies_for(&on("a.example.test", "/"));
+    let copied = client()
+        .get(format!("{}/.orchestrator/auth/z", orch.base_url()))
+        .header("host", format!("c.other.test:{port}"))
+        .header("cookie", cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(copied.status(), 401);
+}

@@ -741,6 +741,11 @@ pub struct SessionConfig {
     /// Most sessions held in the local cache.
     #[serde(default = "default_session_max_entries")]
     pub max_entries: u64,
+    /// Parent domain (`example.com`) the session cookie is set for, so one
+    /// login serves every app host under it (forward auth with a central
+    /// sign-in host). Unset: host-only cookies, one session per app host.
+    #[serde(default)]
+    pub cookie_domain: Option<String>,
 }
 
 fn default_cookie_name() -> String {
@@ -764,6 +769,7 @@ impl Default for SessionConfig {
             max_lifetime: default_max_lifetime(),
             idle_timeout: default_idle_timeout_session(),
             max_entries: default_session_max_entries(),
+            cookie_domain: None,
         }
     }
 }

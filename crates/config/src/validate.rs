@@ -348,6 +348,27 @@ fn check_gateway(v: &mut Validator, gw: &AppGatewayConfig, backend: CacheBackend
             format!("\"{}\" is not a valid cookie name", s.cookie_name),
         );
     }
+    if let Some(domain) = &s.cookie_domain {
+        let labels: Vec<&str> = domain.split('.').collect();
+        let dns = labels.len() >= 2
+            && labels.iter().all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            })
+            && domain.parse::<std::net::IpAddr>().is_err()
+            && !labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_digit()));
+        if !dns {
+            v.err(
+                "appGateway.session.cookieDomain",
+                format!(
+                    "\"{domain}\" is not a parent domain name like example.com (no leading dot, no port, not an address)"
+                ),
+            );
+        }
+    }
     v.positive("appGateway.session.maxLifetime", s.max_lifetime);
     v.positive("appGateway.session.idleTimeout", s.idle_timeout);
     if s.idle_timeout > s.max_lifetime {

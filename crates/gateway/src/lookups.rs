@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
+use crate::cookies::in_scope;
 use crate::error::GatewayError;
 use crate::headers::cookie_value;
 use crate::session::{Session, SessionId};
@@ -18,9 +19,10 @@ pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 
 /// The session named by the request's session cookie, if it is live and was
 /// made on `host` (lower-case, no port; the request's own, or the original
-/// request's for forward auth), whose cookie was sent over `https` or not.
-/// The cookie is host-only, so the same id on another host was copied there
-/// (from a log, an upstream, a proxy) or planted: no session.
+/// request's for forward auth) or for the `cookieDomain` that holds it,
+/// whose cookie was sent over `https` or not. The cookie is scoped to that
+/// host or domain, so the same id elsewhere was copied there (from a log,
+/// an upstream, a proxy) or planted: no session.
 pub(crate) async fn current_session(
     gw: &Gateway,
     rt: &Runtime,
@@ -28,14 +30,14 @@ pub(crate) async fn current_session(
     https: bool,
     host: &str,
 ) -> Result<Option<(SessionId, Arc<Session>)>, GatewayError> {
-    let name = rt.cookies.session(https);
-    let Some(id) = cookie_value(headers, name).and_then(|v| SessionId::parse(&v)) else {
+    let cookie = rt.cookies.session(https, host);
+    let Some(id) = cookie_value(headers, cookie.name).and_then(|v| SessionId::parse(&v)) else {
         return Ok(None);
     };
     let Some(session) = gw.sessions.get(&id).await? else {
         return Ok(None);
     };
-    if *session.host != *host {
+    if !in_scope(&session.host, host) {
         return Ok(None);
     }
     Ok(Some((id, session)))

@@ -172,7 +172,10 @@ impl Runtime {
                 .filter(|a| a.host != "*")
                 .map(|a| a.host.to_ascii_lowercase())
                 .collect(),
-            cookies: CookieNames::new(&cfg.session.cookie_name),
+            cookies: CookieNames::new(
+                &cfg.session.cookie_name,
+                cfg.session.cookie_domain.as_deref(),
+            ),
             session_max_lifetime: cfg.session.max_lifetime,
             pending_ttl: cfg.pending_login_ttl,
             max_pending_per_client: cfg.max_pending_logins_per_client,

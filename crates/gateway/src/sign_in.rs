@@ -6,7 +6,7 @@ use http::StatusCode;
 use http::header::HeaderMap;
 use subtle::ConstantTimeEq as _;
 
-use crate::cookies::{cookie, set_cookie};
+use crate::cookies::{cookie, scoped_cookie, set_cookie};
 use crate::error::GatewayError;
 use crate::headers::{ClientView, cookie_value};
 use crate::lookups::query_param;
@@ -127,14 +127,14 @@ pub(crate) async fn callback(
     };
     // A new id at every login, and the old one dropped: an id planted in the
     // browser before login never becomes an authenticated session.
-    if let Some(old) =
-        cookie_value(headers, rt.cookies.session(https)).and_then(|v| SessionId::parse(&v))
+    let session_cookie = rt.cookies.session(https, &view.route_host);
+    if let Some(old) = cookie_value(headers, session_cookie.name).and_then(|v| SessionId::parse(&v))
     {
         gw.sessions.remove(&old).await?;
     }
     let session = Session::new(
         idp.name_shared(),
-        &view.route_host,
+        &session_cookie.scope(&view.route_host),
         &result.id_token,
         &result.extra,
     );
@@ -144,8 +144,9 @@ pub(crate) async fn callback(
     let mut resp = redirect(StatusCode::SEE_OTHER, &pending.return_to)?;
     set_cookie(
         &mut resp,
-        &cookie(
-            rt.cookies.session(https),
+        &scoped_cookie(
+            session_cookie.name,
+            session_cookie.domain,
             id.expose(),
             https,
             rt.session_max_lifetime,

@@ -34,7 +34,8 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let https = view.proto == "https";
-    let name = rt.cookies.session(https);
+    let session_cookie = rt.cookies.session(https, &view.route_host);
+    let name = session_cookie.name;
     let id = cookie_value(req.headers(), name).and_then(|v| SessionId::parse(&v));
     let method = req.method().clone();
     if method == Method::GET || method == Method::HEAD {
@@ -84,7 +85,7 @@ where
         Some(url) => redirect(StatusCode::SEE_OTHER, url.as_str())?,
         None => rescue::signed_out(&gw.pages, "You have been signed out.", Some("/")),
     };
-    set_cookie(&mut resp, &removal(name, https));
+    set_cookie(&mut resp, &removal(name, session_cookie.domain, https));
     Ok(resp)
 }
 
