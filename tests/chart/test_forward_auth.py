@@ -42,7 +42,7 @@ def test_app_ingress_asks_the_orchestrator_and_its_pages_are_routed_on_the_app_h
     annotations = app["metadata"]["annotations"]
     assert (
         annotations["nginx.ingress.kubernetes.io/auth-url"]
-        == f"http://{FULLNAME}.{NAMESPACE}.svc.cluster.local:80/.orchestrator/auth"
+        == f"http://{FULLNAME}.{NAMESPACE}.svc.cluster.local:80/.orchestrator/auth?orchestrator-app=grafana"
     )
     assert annotations["nginx.ingress.kubernetes.io/auth-signin"] == "https://$host/.orchestrator/login"
     assert (
@@ -71,7 +71,7 @@ def test_configured_paths_follow_the_config():
     del app["tls"]
     ings = ingresses({"forwardAuth": {"ingresses": [app]}, "config": config})
     annotations = ings[f"{FULLNAME}-fa-grafana"]["metadata"]["annotations"]
-    assert annotations["nginx.ingress.kubernetes.io/auth-url"].endswith(":80/_auth")
+    assert annotations["nginx.ingress.kubernetes.io/auth-url"].endswith(":80/_auth?orchestrator-app=grafana")
     assert annotations["nginx.ingress.kubernetes.io/auth-signin"] == "http://$host/_login"
 
 
@@ -83,3 +83,10 @@ def test_needs_the_gateway_config():
 def test_several_replicas_need_shared_sessions():
     err = render_error({**SECRETS, "forwardAuth": {"ingresses": [APP]}, "config": GATEWAY, "replicaCount": 2})
     assert "session.store: shared" in err
+
+
+def test_the_auth_url_names_the_app():
+    app = dict(APP, name="dashboards", app="grafana")
+    ings = ingresses({"forwardAuth": {"ingresses": [app]}, "config": GATEWAY})
+    url = ings[f"{FULLNAME}-fa-dashboards"]["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-url"]
+    assert url.endswith("/.orchestrator/auth?orchestrator-app=grafana")

@@ -337,6 +337,31 @@ async fn ingress_nginx_ignores_a_client_x_forwarded_uri() {
         .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(s.app.requests(), 0, "the app was reached");
+
+    // The raw path NGINX forwards as sent: `/dash/%2e%2e/public/x` is not
+    // judged as the public `/public/x` (NGINX answers 500 for the 400).
+    let nginx_addr = std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        s.nginx
+            .url()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse::<u16>()
+            .unwrap(),
+    ));
+    for trick in ["/dash/%2e%2e/public/x", "/dash/../public/x"] {
+        let request =
+            format!("GET {trick} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        let r = orchestrator_tests::raw::exchange(
+            nginx_addr,
+            request.as_bytes(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_ne!(r.status, Some(200), "{trick}: {}", r.text);
+    }
+    assert_eq!(s.app.requests(), 0, "the app was reached");
 }
 
 #[tokio::test]
@@ -487,15 +512,81 @@ async fn envoy_style_auth_requests_get_exact_answers() {
     // Every identity header is in the answer, empty here: Envoy overwrites
     // a client's copy only with a header the answer has.
     assert_eq!(public.headers()["x-auth-request-user"], "");
-    // The path is normalised as a question about the original request.
-    let dotted = c
-        .get(auth("/public/../dash"))
+    // A path the ingress would forward as sent but that normalises to
+    // another one is no description of a request: judged as `/public/x`,
+    // `/dash/../public/x` could reach an app that serves it as `/dash`.
+    let orch_addr = std::net::SocketAddr::from(([127, 0, 0, 1], s.orch.port()));
+    for trick in ["/dash/../public/x", "/dash/%2e%2e/public/x", "/public//x"] {
+        // Raw: an HTTP client would normalise the path before sending it.
+        let request = format!(
+            "GET /.orchestrator/auth{trick} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        );
+        let r = orchestrator_tests::raw::exchange(
+            orch_addr,
+            request.as_bytes(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(r.status, Some(400), "{trick}: {}", r.text);
+        let r = c
+            .get(auth(""))
+            .header("x-original-url", format!("http://{host}{trick}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "X-Original-URL {trick}");
+    }
+    // Envoy sends the original Host itself: a client's X-Forwarded-Host the
+    // proxy passed along must not choose another app.
+    let r = c
+        .get(auth("/dash"))
         .header("host", &host)
-        .header("accept", "application/json")
+        .header("x-forwarded-host", "other.example")
+        .header("cookie", &alice)
         .send()
         .await
         .unwrap();
-    assert_eq!(dotted.status(), 401);
+    assert_eq!(r.status(), 400);
+    // A client's other spelling of an identity header would reach the app
+    // beside the answer's (Traefik, Caddy and Envoy replace the exact name).
+    let r = c
+        .get(auth("/dash"))
+        .header("host", &host)
+        .header("cookie", &alice)
+        .header("x_auth_request_user", "mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // An auth URL pinned to an app refuses a request described as another's.
+    let pinned = |app: &str| format!("{}?orchestrator-app={app}", auth("/dash"));
+    let r = c
+        .get(pinned("api"))
+        .header("host", &host)
+        .header("cookie", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .get(pinned("dash"))
+        .header("host", &host)
+        .header("cookie", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Over plain HTTP the secure cookie counts too (TLS ended before the
+    // proxy that describes the request): a copy named `__Host-` still works.
+    let secure = alice.replace("orchestrator_session=", "__Host-orchestrator_session=");
+    let r = c
+        .get(auth("/dash"))
+        .header("host", &host)
+        .header("cookie", &secure)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 
     // A session from another host proves nothing there.
     let elsewhere = c
@@ -721,6 +812,15 @@ async fn bearer_tokens_from_our_provider_and_forgeries() {
             jws(
                 &json!({"alg": "ES256", "typ": "logout+jwt", "kid": "fa-es256"}),
                 &claims("api-client", now() + 300),
+                &real_key,
+            ),
+        ),
+        (
+            "an ID token (same key, same audience)",
+            jws(
+                &json!({"alg": "ES256", "typ": "JWT", "kid": "fa-es256"}),
+                &json!({"iss": issuer, "sub": "alice", "aud": "api-client", "exp": now() + 300,
+                        "iat": now(), "auth_time": now(), "nonce": "n-0S6_WzA2Mj"}),
                 &real_key,
             ),
         ),

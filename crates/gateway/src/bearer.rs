@@ -223,6 +223,9 @@ async fn verify_jwt(
             if let Some(jwk) = candidates.first() {
                 let key = DecodingKey::from_jwk(jwk).map_err(|_| invalid("unusable key"))?;
                 return match jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation) {
+                    Ok(data) if looks_like_id_token(header.typ.as_deref(), &data.claims) => {
+                        Err(invalid("an ID token is not an access token"))
+                    }
                     Ok(data) => Ok(data.claims),
                     Err(e) => {
                         tracing::debug!(idp = idp.name(), error = %e, "bearer token rejected");
@@ -240,6 +243,28 @@ async fn verify_jwt(
     }
 }
 
+/// An ID token signed by the same keys, for the same audience, is not an
+/// access token (RFC 9068 §4 wants `typ: at+jwt`, which many IdPs do not
+/// send): without that `typ`, claims only ID tokens carry (`nonce`,
+/// `at_hash`, `c_hash`, `auth_time` without `client_id`/`scope`, or
+/// Keycloak's `typ` claim other than `Bearer`) refuse it.
+fn looks_like_id_token(typ: Option<&str>, claims: &Map<String, Value>) -> bool {
+    if typ.is_some_and(|t| {
+        t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+    }) {
+        return false;
+    }
+    let has = |c: &str| claims.contains_key(c);
+    has("nonce")
+        || has("at_hash")
+        || has("c_hash")
+        || (has("auth_time") && !has("client_id") && !has("scope") && !has("scp"))
+        || claims
+            .get("typ")
+            .and_then(Value::as_str)
+            .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
+}
+
 async fn introspect(
     idp: &Idp,
     check: &BearerCheck,
@@ -247,7 +272,8 @@ async fn introspect(
     token: &str,
 ) -> Result<Map<String, Value>, GatewayError> {
     let mut key = Sha256::new();
-    for part in [token, idp.issuer()]
+    let ttl = check.cache_ttl.as_secs().to_string();
+    for part in [token, idp.issuer(), idp.client_id(), &ttl]
         .into_iter()
         .chain(check.audiences.iter().map(String::as_str))
     {
@@ -292,6 +318,19 @@ fn accept_introspection(
     answer: Map<String, Value>,
 ) -> Option<Map<String, Value>> {
     if answer.get("active").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    // An access token only: a refresh token the IdP also calls active is
+    // not a credential for an API (nor one bound to a DPoP key we never see).
+    let token_type_ok = answer
+        .get("token_type")
+        .and_then(Value::as_str)
+        .is_none_or(|t| t.eq_ignore_ascii_case("bearer") || t.eq_ignore_ascii_case("access_token"));
+    let keycloak_typ_ok = answer
+        .get("typ")
+        .and_then(Value::as_str)
+        .is_none_or(|t| t.eq_ignore_ascii_case("bearer"));
+    if !token_type_ok || !keycloak_typ_ok {
         return None;
     }
     if answer

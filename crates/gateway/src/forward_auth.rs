@@ -97,11 +97,24 @@ pub(crate) async fn decide<B>(
     gw: &Gateway,
     rt: &Runtime,
     req: &Request<B>,
+    own_authority: &str,
     below: &str,
     view: &ClientView,
 ) -> Decision {
-    let mut decision = match originals(req, below, view) {
-        Ok(candidates) => decide_for(gw, rt, req.headers(), &candidates).await,
+    let pinned = pinned_app(req.uri().query());
+    let mut decision = match originals(req, own_authority, below, view) {
+        Ok(_) if rt.owned.any_respelled(req.headers()) => Decision {
+            app: None,
+            user: None,
+            // Traefik, Caddy and Envoy replace the exact name only: a
+            // client's `X_Auth_Request_User` would reach the app beside
+            // ours (CGI and PHP read both as HTTP_X_AUTH_REQUEST_USER).
+            response: refusal(
+                StatusCode::FORBIDDEN,
+                "the request carries another spelling of an identity header",
+            ),
+        },
+        Ok(candidates) => decide_for(gw, rt, req.headers(), &candidates, pinned.as_deref()).await,
         Err(e) => Decision {
             app: None,
             user: None,
@@ -118,6 +131,7 @@ async fn decide_for(
     rt: &Runtime,
     headers: &HeaderMap,
     candidates: &[Original],
+    pinned: Option<&str>,
 ) -> Decision {
     let deny = |app: Option<Arc<App>>, why: &str| Decision {
         app,
@@ -134,6 +148,16 @@ async fn decide_for(
     let Some(app) = rt.router.find(&host, &primary.path).cloned() else {
         return deny(None, "no app is configured for this URL");
     };
+    // `authPath?orchestrator-app=NAME` (the chart's auth-url): the ingress
+    // knows which app it is protecting; a request described as another's is
+    // refused (nginx picks its server by the request line, while
+    // X-Original-URL carries the Host header).
+    if pinned.is_some_and(|name| name != &*app.name) {
+        return deny(
+            Some(app),
+            "the original request belongs to another app than the auth URL names",
+        );
+    }
     for other in &candidates[1..] {
         let same = authority::host(&other.authority) == host
             && rt
@@ -214,6 +238,7 @@ async fn identify(
 /// The candidate descriptions of the original request, most trusted first.
 fn originals<B>(
     req: &Request<B>,
+    own_authority: &str,
     below: &str,
     view: &ClientView,
 ) -> Result<Vec<Original>, &'static str> {
@@ -235,18 +260,25 @@ fn originals<B>(
                 via: Via::OriginalUrl,
                 https,
                 authority,
-                path: NormalPath::parse(uri.path()).map_err(|_| "X-Original-URL: invalid path")?,
+                path: NormalPath::parse_as_sent(uri.path())
+                    .map_err(|_| "X-Original-URL: invalid or non-normalised path")?,
                 query: uri.query().map(str::to_owned),
                 method: method(headers, "x-original-method")?.unwrap_or(Method::GET),
             });
         }
     }
     if !below.is_empty() {
+        // The request's own Host: a client's X-Forwarded-Host passed along
+        // by the proxy must not pick the app being judged.
+        if view.via_trusted_proxy && authority::host(&view.host) != authority::host(own_authority) {
+            return Err("X-Forwarded-Host names another host than the auth request's Host");
+        }
         out.push(Original {
             via: Via::OwnRequest,
             https: view.proto == "https",
-            authority: view.host.clone(),
-            path: NormalPath::parse(below).map_err(|_| "invalid path below the auth path")?,
+            authority: own_authority.to_owned(),
+            path: NormalPath::parse_as_sent(below)
+                .map_err(|_| "invalid or non-normalised path below the auth path")?,
             query: req.uri().query().map(str::to_owned),
             method: req.method().clone(),
         });
@@ -261,11 +293,20 @@ fn originals<B>(
                 via: Via::ForwardedHeaders,
                 https: view.proto == "https",
                 authority: view.host.clone(),
-                path: NormalPath::parse(path).map_err(|_| "X-Forwarded-Uri: invalid path")?,
+                path: NormalPath::parse_as_sent(path)
+                    .map_err(|_| "X-Forwarded-Uri: invalid or non-normalised path")?,
                 query,
                 method: method(headers, "x-forwarded-method")?.unwrap_or(Method::GET),
             });
         }
+    }
+    // The authority ends up in a `Location`: one that hides another host
+    // (`app.example@evil.example`) is no description of a request.
+    if out
+        .iter()
+        .any(|o| o.authority.contains(['@', '/', '\\', ' ']) || o.authority.is_empty())
+    {
+        return Err("the original request's host is malformed");
     }
     if out.is_empty() {
         return Err(if view.via_trusted_proxy {
@@ -277,6 +318,13 @@ fn originals<B>(
         });
     }
     Ok(out)
+}
+
+/// The query parameter that pins the app an auth URL is for.
+pub(crate) const PIN_PARAM: &str = "orchestrator-app";
+
+fn pinned_app(query: Option<&str>) -> Option<String> {
+    crate::lookups::query_param(query, PIN_PARAM)
 }
 
 /// The value of header `name` when it is sent once; twice is an error.

@@ -30,6 +30,17 @@ impl OwnedHeaders {
         }
     }
 
+    /// True when `headers` has a header the gateway owns under another
+    /// spelling than its own (with `_` for `-`); a case difference is none
+    /// (header names are case-insensitive and arrive lower-cased).
+    pub(crate) fn any_respelled(&self, headers: &HeaderMap) -> bool {
+        !self.names.is_empty()
+            && headers
+                .keys()
+                .filter(|k| k.as_str().contains('_'))
+                .any(|k| self.names.contains(&canonical(k.as_str())))
+    }
+
     /// Removes every header the gateway owns, in any spelling, all occurrences.
     pub(crate) fn strip(&self, headers: &mut HeaderMap) {
         if self.names.is_empty() {

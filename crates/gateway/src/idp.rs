@@ -38,6 +38,8 @@ type OidcClient = CoreClient<
 const METADATA_MAX_AGE: Duration = Duration::from_secs(3600);
 /// A failed verification refreshes the metadata (new keys?) at most this often.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+/// Most introspection calls to one IdP in flight; beyond it, 503 at once.
+const MAX_INTROSPECTIONS: usize = 32;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -92,6 +94,9 @@ pub(crate) struct Idp {
     http: reqwest::Client,
     discovered: ArcSwapOption<Discovered>,
     backoff: Mutex<Backoff>,
+    /// Introspection calls in flight: each unknown opaque token costs one,
+    /// and a flood of made-up ones must not queue up behind the IdP.
+    introspections: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Idp {
@@ -176,6 +181,7 @@ impl Idp {
             http,
             discovered: ArcSwapOption::empty(),
             backoff: Mutex::new(Backoff::default()),
+            introspections: tokio::sync::Semaphore::new(MAX_INTROSPECTIONS),
         })
     }
 
@@ -187,6 +193,11 @@ impl Idp {
     /// The configured name, shared by every session this IdP logs in.
     pub(crate) fn name_shared(&self) -> Arc<str> {
         self.name.clone()
+    }
+
+    /// The gateway's client id at this IdP.
+    pub(crate) fn client_id(&self) -> &str {
+        self.client_id.as_str()
     }
 
     /// The issuer URL, as configured (and as discovery must confirm).
@@ -399,6 +410,10 @@ impl Idp {
     /// authenticated as the gateway's client (HTTP Basic, RFC 6749 §2.3.1).
     /// The answer as sent; the caller decides what it admits.
     pub(crate) async fn introspect(&self, token: &str) -> Result<Map<String, Value>, GatewayError> {
+        let Ok(_permit) = self.introspections.try_acquire() else {
+            tracing::warn!(idp = %self.name, "introspection: too many calls in flight");
+            return Err(self.unavailable());
+        };
         let d = self.client(false).await?;
         let endpoint = d.introspection.clone().ok_or(GatewayError::InvalidToken(
             "the identity provider has no introspection endpoint",

@@ -30,8 +30,19 @@ pub(crate) async fn current_session(
     https: bool,
     host: &str,
 ) -> Result<Option<(SessionId, Arc<Session>)>, GatewayError> {
-    let cookie = rt.cookies.session(https, host);
-    let Some(id) = cookie_value(headers, cookie.name).and_then(|v| SessionId::parse(&v)) else {
+    // Over plain HTTP the secure cookie counts too: browsers send it only
+    // over HTTPS, so it is there when TLS ended before the proxy that
+    // describes the request (an NLB in front of ingress-nginx says `http`).
+    let secure = rt.cookies.session(true, host).name;
+    let plain = rt.cookies.session(https, host).name;
+    let id = cookie_value(headers, secure)
+        .or_else(|| {
+            (plain != secure)
+                .then(|| cookie_value(headers, plain))
+                .flatten()
+        })
+        .and_then(|v| SessionId::parse(&v));
+    let Some(id) = id else {
         return Ok(None);
     };
     let Some(session) = gw.sessions.get(&id).await? else {

@@ -122,7 +122,10 @@ where
     // about `/admin`, not a request for it.
     if let Some(below) = below_prefix(req.uri().path(), &rt.auth_path) {
         let below = below.to_owned();
-        let d = Box::pin(forward_auth::decide(gw, rt, &req, &below, &view)).await;
+        let d = Box::pin(forward_auth::decide(
+            gw, rt, &req, &authority, &below, &view,
+        ))
+        .await;
         return Handled {
             app: d.app,
             user: d.user,

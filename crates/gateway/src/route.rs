@@ -62,6 +62,30 @@ impl NormalPath {
         Ok(Self(path))
     }
 
+    /// Like [`parse`](Self::parse), but also refuses a path that
+    /// normalisation would change beyond decoding unreserved escapes: `.`
+    /// and `..` segments (in any encoding) and empty segments (`//`). For
+    /// forward auth, where the ingress, not the gateway, sends the app its
+    /// path: `/admin/../public/x` must not be judged as `/public/x` while an
+    /// app that does not normalise serves `/admin`. Browsers never send dot
+    /// segments.
+    pub fn parse_as_sent(raw: &str) -> Result<Self, GatewayError> {
+        let normal = Self::parse(raw)?;
+        let decoded = decode_unreserved(raw)?;
+        let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+        let last = segments.len().saturating_sub(1);
+        let clean = segments
+            .iter()
+            .enumerate()
+            .all(|(i, s)| !matches!(*s, "." | "..") && (!s.is_empty() || i == last));
+        if !clean {
+            return Err(GatewayError::BadRequest(
+                "dot or empty segments in the original path",
+            ));
+        }
+        Ok(normal)
+    }
+
     /// True when this path is `prefix` or below it, on a segment boundary
     /// (`/app` matches `/app` and `/app/x`, not `/apple`).
     pub fn is_under(&self, prefix: &str) -> bool {
@@ -218,6 +242,25 @@ impl<T> Router<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_as_sent_must_already_be_normal() {
+        for ok in ["/", "/a", "/a/", "/a/b.c", "/%7Euser", "/a%2Eb"] {
+            assert!(NormalPath::parse_as_sent(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/admin/../public/x",
+            "/admin/%2e%2e/public/x",
+            "/admin/%2E%2E/x",
+            "/./admin",
+            "/public//x",
+            "//public/x",
+            "/a/.",
+            "/a/..",
+        ] {
+            assert!(NormalPath::parse_as_sent(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn normalisation_table() {
