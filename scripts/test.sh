@@ -48,6 +48,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "unused dependencies (cargo machete)"
 command -v cargo-machete >/dev/null 2>&1 || cargo install cargo-machete --locked --quiet
 cargo machete
+step "licenses, bans, sources (cargo deny)"
+command -v cargo-deny >/dev/null 2>&1 || cargo install cargo-deny --locked --quiet
+# Advisories need the RustSec database from GitHub: checked only when asked
+# (this build environment reaches package registries only).
+cargo deny --offline check licenses bans sources
+if [[ "${ORCHESTRATOR_DENY_ADVISORIES:-0}" == 1 ]]; then
+    cargo deny check advisories
+fi
 step "cargo doc"
 # Private items too: the modules' docs are the map of the code.
 RUSTDOCFLAGS="-D warnings -A rustdoc::private-intra-doc-links" \
