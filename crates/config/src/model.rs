@@ -413,9 +413,76 @@ pub struct OidcProviderConfig {
     /// Built-in user directory.
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// Other OpenID Providers users log in through (identity orchestration).
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
     /// Login throttling.
     #[serde(default)]
     pub login_throttle: LoginThrottleConfig,
+}
+
+/// An upstream OpenID Provider the provider logs users in through; the
+/// redirect URI to register there is `{issuer}/upstreams/{name}/callback`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Name in URLs, in `sub` and in the `idp` claim: lower-case letters,
+    /// digits and `-`.
+    pub name: String,
+    /// Text of its button on the sign-in page (default: the name).
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Issuer URL (discovery, lazy and retried).
+    pub issuer: String,
+    /// Our client id there.
+    pub client_id: String,
+    /// Our client secret there (none: a public client with PKCE).
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// Scopes requested.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// PEM CA bundle to trust for it instead of the public roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Its `email` counts as verified even without `email_verified: true`.
+    #[serde(default)]
+    pub trust_email: bool,
+    /// Our claim → the upstream's claim (a dotted path into nested objects);
+    /// empty: the standard profile, email and `groups` claims as they are.
+    #[serde(default)]
+    pub claims: BTreeMap<String, String>,
+    /// What is done to the upstream's groups before they become ours.
+    #[serde(default)]
+    pub groups: GroupTransforms,
+    /// Home-realm discovery: a `login_hint` with one of these email domains
+    /// goes straight to this upstream.
+    #[serde(default)]
+    pub email_domains: Vec<String>,
+    /// The upstream claims that identify a user (default `iss` and `sub`;
+    /// Entra ID: `tid` and `oid`); our `sub` is derived from them.
+    #[serde(default = "default_upstream_subject")]
+    pub subject: Vec<String>,
+}
+
+fn default_upstream_subject() -> Vec<String> {
+    vec!["iss".into(), "sub".into()]
+}
+
+/// Group transforms, applied in order: keep those matching `include`
+/// (`*` wildcards; empty keeps all), `rename`, then `prefix`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GroupTransforms {
+    /// Patterns of groups to keep (`eng-*`); empty: every group.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Upstream group → our group.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// Put before every group (`corp:`).
+    #[serde(default)]
+    pub prefix: String,
 }
 
 fn default_sso_session_ttl() -> Duration {

@@ -127,7 +127,80 @@ fn check_cache(v: &mut Validator, cfg: &Config) {
     }
 }
 
+fn check_upstreams(v: &mut Validator, op: &OidcProviderConfig) {
+    v.unique(
+        "oidcProvider.upstreams",
+        "name",
+        op.upstreams.iter().map(|u| u.name.as_str()),
+    );
+    let mut domains = HashSet::new();
+    for (i, u) in op.upstreams.iter().enumerate() {
+        let p = format!("oidcProvider.upstreams[{i}]");
+        let name_ok = !u.name.is_empty()
+            && u.name.len() <= 40
+            && u.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            v.err(
+                format!("{p}.name"),
+                format!(
+                    "\"{}\" must be 1-40 lower-case letters, digits or -",
+                    u.name
+                ),
+            );
+        }
+        v.http_url(&format!("{p}.issuer"), &u.issuer);
+        if u.client_id.is_empty() {
+            v.err(format!("{p}.clientId"), "must not be empty");
+        }
+        if !u.scopes.iter().any(|s| s == "openid") {
+            v.err(format!("{p}.scopes"), "must include \"openid\"");
+        }
+        if u.subject.is_empty() {
+            v.err(
+                format!("{p}.subject"),
+                "must name at least one claim (default: iss and sub)",
+            );
+        }
+        for (claim, from) in &u.claims {
+            if matches!(
+                claim.as_str(),
+                "sub" | "iss" | "aud" | "exp" | "iat" | "nonce" | "sid" | "idp"
+            ) {
+                v.err(
+                    format!("{p}.claims.{claim}"),
+                    "is set by the provider itself and cannot be mapped",
+                );
+            }
+            if from.is_empty() {
+                v.err(format!("{p}.claims.{claim}"), "names no upstream claim");
+            }
+        }
+        for (j, d) in u.email_domains.iter().enumerate() {
+            let key = format!("{p}.emailDomains[{j}]");
+            if d.is_empty() || d.contains(['@', '/', ' ']) {
+                v.err(key, format!("\"{d}\" is not a domain name"));
+            } else if !domains.insert(d.to_ascii_lowercase()) {
+                v.err(
+                    key,
+                    format!("\"{d}\" is already routed to another upstream"),
+                );
+            }
+        }
+    }
+    for (i, user) in op.users.iter().enumerate() {
+        if user.username.starts_with("upstream:") {
+            v.err(
+                format!("oidcProvider.users[{i}].username"),
+                "must not start with \"upstream:\" (reserved for users of upstreams)",
+            );
+        }
+    }
+}
+
 fn check_provider(v: &mut Validator, op: &OidcProviderConfig, backend: CacheBackend) {
+    check_upstreams(v, op);
     if let Some(issuer) = v.http_url("oidcProvider.issuer", &op.issuer) {
         if issuer.query().is_some() || issuer.fragment().is_some() {
             v.err(

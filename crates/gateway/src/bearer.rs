@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::GatewayError;
-use crate::idp::Idp;
+use orchestrator_rp::Idp;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 const LEEWAY_SECS: u64 = 30;

@@ -62,6 +62,20 @@ pub enum GatewayError {
     Cache(String),
 }
 
+/// The relying party's errors, as the gateway answers them.
+impl From<orchestrator_rp::RpError> for GatewayError {
+    fn from(e: orchestrator_rp::RpError) -> Self {
+        use orchestrator_rp::RpError;
+        match e {
+            RpError::Config { key, reason } => Self::Config { key, reason },
+            RpError::IdpUnavailable { idp } => Self::IdpUnavailable { idp },
+            RpError::BadRequest(why) => Self::BadRequest(why),
+            RpError::LoginFailed(why) => Self::LoginFailed(why),
+            RpError::InvalidToken(why) => Self::InvalidToken(why),
+        }
+    }
+}
+
 impl GatewayError {
     pub(crate) fn config(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Config {

@@ -23,7 +23,6 @@ mod forward;
 mod forward_auth;
 mod headers;
 mod identity;
-mod idp;
 mod lookups;
 mod metrics;
 pub mod phases;

@@ -15,10 +15,10 @@ use crate::cookies::CookieNames;
 use crate::forward::Upstream;
 use crate::headers::OwnedHeaders;
 use crate::identity;
-use crate::idp::Idp;
 use crate::metrics::{AppMetrics, GatewayMetrics};
 use crate::policy::Policy;
 use crate::route::{NormalPath, Router};
+use orchestrator_rp::{Idp, IdpSettings};
 
 /// One protected app, ready to serve.
 #[derive(Debug)]
@@ -72,7 +72,17 @@ impl Runtime {
     ) -> Result<Self, GatewayError> {
         let mut idps = HashMap::new();
         for (i, idp) in cfg.identity_providers.iter().enumerate() {
-            idps.insert(idp.name.clone(), Arc::new(Idp::new(idp, i)?));
+            let key = format!("appGateway.identityProviders[{i}]");
+            let settings = IdpSettings {
+                name: &idp.name,
+                issuer: &idp.issuer,
+                client_id: &idp.client_id,
+                client_secret: idp.client_secret.as_ref().map(|s| s.expose()),
+                scopes: &idp.scopes,
+                ca_file: idp.ca_file.as_deref(),
+                key: &key,
+            };
+            idps.insert(idp.name.clone(), Arc::new(Idp::new(settings)?));
         }
         let mut routes = Vec::new();
         let mut owned_names: Vec<String> = Vec::new();

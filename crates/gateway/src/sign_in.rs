@@ -122,7 +122,7 @@ pub(crate) async fn callback(
         Ok(r) => r,
         Err(e) => {
             logins.with_label_values(&["failure"]).inc();
-            return Err(e);
+            return Err(e.into());
         }
     };
     // A new id at every login, and the old one dropped: an id planted in the

@@ -202,6 +202,9 @@ pub enum ProviderError {
         /// What is wrong.
         reason: String,
     },
+    /// An upstream entry is unusable (the message names its key).
+    #[error("{0}")]
+    Upstream(String),
     /// A user entry is unusable.
     #[error("oidcProvider.users[{index}].{field}: {reason}")]
     User {

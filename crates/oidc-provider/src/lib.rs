@@ -30,6 +30,7 @@ mod derived;
 mod device;
 mod endpoints;
 mod error;
+mod federation;
 pub mod keys;
 mod metrics;
 mod params;
@@ -42,6 +43,7 @@ mod state;
 mod store;
 mod throttle;
 mod tokens;
+mod upstreams;
 mod users;
 mod web;
 

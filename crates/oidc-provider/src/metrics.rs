@@ -16,6 +16,8 @@ pub struct ProviderMetrics {
     pub(crate) logins: IntCounterVec,
     /// Security events: code replay, refresh-token reuse.
     pub(crate) replays: IntCounterVec,
+    /// Logins through upstream IdPs, by upstream and outcome.
+    pub(crate) upstream_logins: IntCounterVec,
 }
 
 impl ProviderMetrics {
@@ -59,6 +61,14 @@ impl ProviderMetrics {
             ),
             &["kind"],
         )?;
+        let upstream_logins = IntCounterVec::new(
+            Opts::new(
+                "orchestrator_oidc_upstream_logins_total",
+                "Logins through upstream identity providers, by upstream and outcome (started, success, denied, failure, unavailable, invalid_state, replayed).",
+            ),
+            &["upstream", "outcome"],
+        )?;
+        registry.register(Box::new(upstream_logins.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(tokens_issued.clone()))?;
@@ -70,6 +80,7 @@ impl ProviderMetrics {
             tokens_issued,
             logins,
             replays,
+            upstream_logins,
         })
     }
 }

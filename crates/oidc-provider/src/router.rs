@@ -17,7 +17,7 @@ use http::{Method, Request, Response};
 
 use crate::BoxBody;
 use crate::endpoints::{
-    authorize, discovery, end_session, introspect, jwks, login, revoke, token, userinfo,
+    authorize, discovery, end_session, introspect, jwks, login, revoke, token, upstream, userinfo,
 };
 use crate::error::OAuthError;
 use crate::params::Params;
@@ -74,6 +74,13 @@ impl Provider {
             Some("/introspect") => Endpoint::Introspect,
             Some("/revoke") => Endpoint::Revoke,
             Some("/end_session") => Endpoint::EndSession,
+            Some(rest) if rest.starts_with("/upstreams/") => {
+                match rest.rsplit_once('/').map(|(_, last)| last) {
+                    Some("start") => Endpoint::UpstreamStart,
+                    Some("callback") => Endpoint::UpstreamCallback,
+                    _ => Endpoint::NotFound,
+                }
+            }
             _ => Endpoint::NotFound,
         }
     }
@@ -128,6 +135,27 @@ impl Provider {
                     Err(e) => return respond::page_response(&self.pages, &e),
                 };
                 end_session::serve(self, &parts, &params, ctx).await
+            }
+            Endpoint::UpstreamStart | Endpoint::UpstreamCallback if get_like => {
+                // `/upstreams/{name}/start|callback`: the name is the middle segment.
+                let name = self
+                    .sub_path(req.uri().path())
+                    .and_then(|r| r.strip_prefix("/upstreams/"))
+                    .and_then(|r| r.rsplit_once('/'))
+                    .map(|(name, _)| name.to_owned())
+                    .unwrap_or_default();
+                let (parts, params) = match self.read_params(req).await {
+                    Ok(v) => v,
+                    Err(e) => return respond::page_response(&self.pages, &e),
+                };
+                if matches!(endpoint, Endpoint::UpstreamStart) {
+                    upstream::start(self, &parts, &params, ctx, &name).await
+                } else {
+                    upstream::callback(self, &parts, &params, ctx, &name).await
+                }
+            }
+            Endpoint::UpstreamStart | Endpoint::UpstreamCallback => {
+                respond::page_response(&self.pages, &OAuthError::method_not_allowed())
             }
             Endpoint::Userinfo if get_like || method == Method::POST => {
                 let (parts, _) = req.into_parts();
@@ -192,6 +220,8 @@ enum Endpoint {
     Introspect,
     Revoke,
     EndSession,
+    UpstreamStart,
+    UpstreamCallback,
     NotFound,
 }
 
@@ -218,6 +248,8 @@ impl Endpoint {
             Self::Introspect => "introspect",
             Self::Revoke => "revoke",
             Self::EndSession => "end_session",
+            Self::UpstreamStart => "upstream_start",
+            Self::UpstreamCallback => "upstream_callback",
             Self::NotFound => "not_found",
         }
     }

@@ -20,6 +20,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::aead::{Aad, NONCE_LEN, Nonce};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::derived::{CONTEXT, SALT_LEN};
@@ -31,19 +32,19 @@ use crate::tokens::now;
 /// Version byte in front of every sealed transaction.
 const VERSION: u8 = 1;
 
-/// What a sealed transaction holds.
+/// What a sealed value holds.
 #[derive(Deserialize)]
-struct Sealed {
-    /// Seconds since the epoch after which the transaction is refused.
+struct Sealed<T> {
+    /// Seconds since the epoch after which the value is refused.
     exp: u64,
-    p: PendingAuthorization,
+    p: T,
 }
 
-/// [`Sealed`] as written, borrowing the request.
+/// [`Sealed`] as written, borrowing the value.
 #[derive(Serialize)]
-struct SealedRef<'a> {
+struct SealedRef<'a, T> {
     exp: u64,
-    p: &'a PendingAuthorization,
+    p: &'a T,
 }
 
 /// A login transaction opened from its `tx` value.
@@ -52,16 +53,46 @@ pub(crate) struct LoginTx {
     pub(crate) expires_at: u64,
 }
 
+/// What a sealed value is for; bound into the AEAD's associated data, so a
+/// value sealed as one kind never opens as another.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    /// A login form's `tx`.
+    LoginTx,
+    /// The `state` of a login at an upstream IdP.
+    UpstreamState,
+}
+
+impl Kind {
+    fn aad(self) -> &'static [u8] {
+        match self {
+            // The transaction's AAD is the derivation context, as before kinds.
+            Self::LoginTx => CONTEXT,
+            Self::UpstreamState => b"upstream-state/v1",
+        }
+    }
+}
+
 /// Seals `pending` with the active key, valid until `expires_at`.
 pub(crate) fn seal(
     key: &SigningKey,
     pending: &PendingAuthorization,
     expires_at: u64,
 ) -> Result<String, OAuthError> {
+    seal_value(key, Kind::LoginTx, pending, expires_at)
+}
+
+/// Seals `value` as `kind` with `key`, valid until `expires_at`.
+pub(crate) fn seal_value<T: Serialize>(
+    key: &SigningKey,
+    kind: Kind,
+    value: &T,
+    expires_at: u64,
+) -> Result<String, OAuthError> {
     let fail = || OAuthError::new(ErrorCode::ServerError, "could not seal the login request");
     let mut buf = serde_json::to_vec(&SealedRef {
         exp: expires_at,
-        p: pending,
+        p: value,
     })
     .map_err(|_| fail())?;
     let salt: [u8; SALT_LEN] = rand::random();
@@ -71,7 +102,7 @@ pub(crate) fn seal(
         .ok_or_else(fail)?
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(CONTEXT),
+            Aad::from(kind.aad()),
             &mut buf,
         )
         .map_err(|_| fail())?;
@@ -86,33 +117,47 @@ pub(crate) fn seal(
 /// Opens a `tx` value with any configured key; `None` when it is not ours,
 /// was tampered with, or has expired.
 pub(crate) fn open(keys: &[SigningKey], tx: &str) -> Option<LoginTx> {
-    let raw = URL_SAFE_NO_PAD.decode(tx).ok()?;
+    open_value(keys, Kind::LoginTx, tx).map(|(pending, expires_at)| LoginTx {
+        pending,
+        expires_at,
+    })
+}
+
+/// Opens a value sealed as `kind` with any configured key, with its expiry;
+/// `None` when it is not ours, another kind, tampered with, or expired.
+pub(crate) fn open_value<T: DeserializeOwned>(
+    keys: &[SigningKey],
+    kind: Kind,
+    sealed: &str,
+) -> Option<(T, u64)> {
+    // Bounded before decoding: it comes from a query string.
+    if sealed.len() > 8192 {
+        return None;
+    }
+    let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
     let (&version, rest) = raw.split_first()?;
     if version != VERSION || rest.len() < SALT_LEN + NONCE_LEN {
         return None;
     }
     let (salt, rest) = rest.split_at(SALT_LEN);
     let salt: &[u8; SALT_LEN] = salt.try_into().ok()?;
-    let (nonce, sealed) = rest.split_at(NONCE_LEN);
+    let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
     for key in keys {
-        let mut buf = sealed.to_vec();
+        let mut buf = ciphertext.to_vec();
         let Ok(nonce) = Nonce::try_assume_unique_for_key(nonce) else {
             return None;
         };
         let Some(aead) = key.tx_key.seal_key(salt) else {
             continue;
         };
-        let Ok(plain) = aead.open_in_place(nonce, Aad::from(CONTEXT), &mut buf) else {
+        let Ok(plain) = aead.open_in_place(nonce, Aad::from(kind.aad()), &mut buf) else {
             continue;
         };
-        let sealed: Sealed = serde_json::from_slice(plain).ok()?;
+        let sealed: Sealed<T> = serde_json::from_slice(plain).ok()?;
         if sealed.exp <= now() {
             return None;
         }
-        return Some(LoginTx {
-            pending: sealed.p,
-            expires_at: sealed.exp,
-        });
+        return Some((sealed.p, sealed.exp));
     }
     None
 }
@@ -159,6 +204,25 @@ mod tests {
 
         let expired = seal(&keys[0], &pending(), now().saturating_sub(1)).unwrap();
         assert!(open(&keys, &expired).is_none());
+    }
+
+    #[test]
+    fn a_value_sealed_as_one_kind_never_opens_as_another() {
+        let k = key("k");
+        let tx = seal(&k, &pending(), now() + 60).unwrap();
+        let as_state: Option<(PendingAuthorization, u64)> =
+            open_value(std::slice::from_ref(&k), Kind::UpstreamState, &tx);
+        assert!(as_state.is_none());
+        let state = seal_value(&k, Kind::UpstreamState, &pending(), now() + 60).unwrap();
+        assert!(open(std::slice::from_ref(&k), &state).is_none());
+        assert!(
+            open_value::<PendingAuthorization>(
+                std::slice::from_ref(&k),
+                Kind::UpstreamState,
+                &state
+            )
+            .is_some()
+        );
     }
 
     #[test]

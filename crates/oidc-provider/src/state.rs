@@ -20,9 +20,11 @@ use crate::error::{OAuthError, ProviderError};
 use crate::keys::{self, SigningKey};
 use crate::metrics::ProviderMetrics;
 use crate::store::Store;
+use crate::store::StoreError;
 use crate::throttle::InFlight;
 use crate::tokens::{self, AccessClaims, Expect};
-use crate::users::Users;
+use crate::upstreams::{USERNAME_PREFIX, Upstreams};
+use crate::users::{User, Users};
 use orchestrator_ui::PagesHandle;
 
 /// Name of the SSO session cookie.
@@ -48,6 +50,7 @@ pub struct Provider {
     pub(crate) keys: Vec<SigningKey>,
     pub(crate) clients: Clients,
     pub(crate) users: Users,
+    pub(crate) upstreams: Upstreams,
     pub(crate) ttls: TokenTtls,
     pub(crate) sso_ttl: Duration,
     pub(crate) throttle: LoginThrottleConfig,
@@ -71,6 +74,35 @@ impl std::fmt::Debug for Provider {
             .field("issuer", &self.issuer)
             .field("keys", &self.keys)
             .finish_non_exhaustive()
+    }
+}
+
+impl Provider {
+    /// The user behind `username`: a local one, or a user of an upstream
+    /// (their claims as mapped at their last login, from the store).
+    pub(crate) async fn user(&self, username: &str) -> Result<Option<Arc<User>>, StoreError> {
+        if let Some(local) = self.users.get(username) {
+            return Ok(Some(local));
+        }
+        if !username.starts_with(USERNAME_PREFIX) {
+            return Ok(None);
+        }
+        Ok(self.store.federated_user(username).await?.map(|f| {
+            Arc::new(User::federated(
+                username.to_owned(),
+                f.sub,
+                f.upstream,
+                f.claims,
+            ))
+        }))
+    }
+
+    /// How long an upstream user's record is kept after a login: as long
+    /// as the SSO session or a refresh token of it may name them.
+    pub(crate) fn federated_user_ttl(&self) -> Duration {
+        self.sso_ttl
+            .max(self.ttls.refresh_token_ttl)
+            .max(self.ttls.access_token_ttl)
     }
 }
 
@@ -107,6 +139,7 @@ impl Provider {
         let keys = load_keys(cfg, backend)?;
         let clients = Clients::new(&cfg.clients)?;
         let users = Users::new(&cfg.users)?;
+        let upstreams = Upstreams::new(&cfg.upstreams)?;
 
         let provider = Self {
             issuer,
@@ -115,6 +148,7 @@ impl Provider {
             keys,
             clients,
             users,
+            upstreams,
             ttls: cfg.tokens.clone(),
             sso_ttl: cfg.sso_session_ttl,
             throttle: cfg.login_throttle.clone(),

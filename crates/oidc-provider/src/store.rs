@@ -57,6 +57,7 @@ record!(RefreshRecord, "oidc.refresh", 1);
 record!(RefreshSpent, "oidc.refresh-spent", 1);
 record!(GrantRecord, "oidc.grant", 1);
 record!(SsoSession, "oidc.sso", 1);
+record!(FederatedUser, "oidc.federated-user", 1);
 
 /// The cache failed; the request can be retried.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +133,27 @@ pub(crate) struct GrantRecord {
     pub(crate) refresh_until: u64,
 }
 
+/// A user of an upstream IdP: the claims mapped at their last login there,
+/// kept while a session or grant may name them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct FederatedUser {
+    pub(crate) sub: String,
+    pub(crate) upstream: String,
+    pub(crate) claims: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// The upstream login behind an SSO session, for logging out there too.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct UpstreamLink {
+    /// The upstream's name.
+    pub(crate) name: String,
+    /// Its ID token (the `id_token_hint` of its end-session request).
+    pub(crate) id_token: String,
+    /// Its session id, when it sent one.
+    #[serde(default)]
+    pub(crate) sid: Option<String>,
+}
+
 /// An SSO session at the provider.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SsoSession {
@@ -140,6 +162,9 @@ pub(crate) struct SsoSession {
     pub(crate) username: String,
     pub(crate) auth_time: u64,
     pub(crate) expires_at: u64,
+    /// The upstream login, for a user of an upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) upstream: Option<UpstreamLink>,
 }
 
 /// What a login throttle counts.
@@ -364,6 +389,25 @@ impl Store {
         Ok(())
     }
 
+    // --- users of upstreams ---
+
+    pub(crate) async fn put_federated_user(
+        &self,
+        username: &str,
+        rec: &FederatedUser,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.put(&format!("oidc:fuser:{}", digest(username)), rec, ttl)
+            .await
+    }
+
+    pub(crate) async fn federated_user(
+        &self,
+        username: &str,
+    ) -> Result<Option<FederatedUser>, StoreError> {
+        self.get(&format!("oidc:fuser:{}", digest(username))).await
+    }
+
     // --- login throttling (see `throttle`) ---
 
     fn throttle_key(kind: &str, subject: ThrottleSubject, value: &str) -> String {
@@ -433,6 +477,7 @@ mod tests {
             username: "alice".into(),
             auth_time: 1,
             expires_at: 2,
+            upstream: None,
         };
         let key = |cookie: &str| format!("oidc:sso:{}", digest(cookie));
         let ttl = Duration::from_secs(60);

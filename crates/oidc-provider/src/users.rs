@@ -65,9 +65,27 @@ pub(crate) struct User {
     pub(crate) sub: String,
     password_hash: String,
     claims: BTreeMap<String, Value>,
+    /// The upstream this user logged in through; none for a local user.
+    pub(crate) upstream: Option<String>,
 }
 
 impl User {
+    /// A user of an upstream, from the claims mapped at its last login.
+    pub(crate) fn federated(
+        username: String,
+        sub: String,
+        upstream: String,
+        claims: BTreeMap<String, Value>,
+    ) -> Self {
+        Self {
+            username,
+            sub,
+            password_hash: String::new(),
+            claims,
+            upstream: Some(upstream),
+        }
+    }
+
     /// The claims `scopes` release about this user.
     pub(crate) fn claims_for<'a>(
         &self,
@@ -83,7 +101,11 @@ impl User {
                     out.insert((*name).to_owned(), v.clone());
                 }
             }
-            if *scope == "profile" && !out.contains_key("preferred_username") {
+            // A local user's name is theirs; an upstream user's is internal.
+            if *scope == "profile"
+                && !out.contains_key("preferred_username")
+                && self.upstream.is_none()
+            {
                 out.insert(
                     "preferred_username".into(),
                     Value::String(self.username.clone()),
@@ -92,9 +114,21 @@ impl User {
             // Addresses in the directory were entered by the operator, so
             // they count as verified unless the config says otherwise; the
             // gateway's email-domain policy relies on it.
-            if *scope == "email" && out.contains_key("email") && !out.contains_key("email_verified")
+            if *scope == "email"
+                && out.contains_key("email")
+                && !out.contains_key("email_verified")
+                && self.upstream.is_none()
             {
                 out.insert("email_verified".into(), Value::Bool(true));
+            }
+        }
+        // Which upstream the user came through, and how they signed in
+        // there, with the `openid` scope (they describe the login).
+        if self.upstream.is_some() && scopes.clone().any(|s| s == "openid") {
+            for claim in ["idp", "amr"] {
+                if let Some(v) = self.claims.get(claim) {
+                    out.insert(claim.to_owned(), v.clone());
+                }
             }
         }
         out
@@ -151,6 +185,7 @@ impl Users {
                 sub,
                 password_hash: hash,
                 claims: u.claims.clone(),
+                upstream: None,
             };
             if by_name.insert(u.username.clone(), Arc::new(user)).is_some() {
                 return Err(ProviderError::User {
@@ -165,6 +200,11 @@ impl Users {
             dummy: OnceLock::new(),
             checker: PasswordChecker::per_cpu(),
         })
+    }
+
+    /// No local users at all (logins go to upstreams).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
     }
 
     pub(crate) fn get(&self, username: &str) -> Option<Arc<User>> {

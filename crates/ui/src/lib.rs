@@ -18,4 +18,6 @@ mod views;
 
 pub use pages::{Pages, PagesError, PagesHandle};
 pub use response::{FormAction, html};
-pub use views::{ConfirmView, ErrorView, ForbiddenView, LoginView, SignedOutView, View};
+pub use views::{
+    ConfirmView, ErrorView, ForbiddenView, LoginView, SignInOption, SignedOutView, View,
+};

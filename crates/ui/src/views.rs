@@ -30,7 +30,25 @@ pub struct LoginView<'a> {
     pub client_name: &'a str,
     /// A message above the form (wrong password, throttled).
     pub message: Option<&'a str>,
+    /// Identity providers to sign in with instead (one button each).
+    pub providers: &'a [SignInOption<'a>],
+    /// The user name and password form is shown (there are local users).
+    pub password_form: bool,
 }
+
+/// One identity provider on the sign-in page.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignInOption<'a> {
+    /// What the button says after "Sign in with".
+    pub label: &'a str,
+    /// Where it goes (the provider's start of the login there).
+    pub url: &'a str,
+}
+
+const SAMPLE_PROVIDERS: &[SignInOption<'static>] = &[SignInOption {
+    label: "Corp",
+    url: "/idp/upstreams/corp/start?tx=tx",
+}];
 
 impl View for LoginView<'_> {
     const TEMPLATE: &'static str = "login.html";
@@ -43,6 +61,8 @@ impl View for LoginView<'_> {
             username: "alice",
             client_name: "Demo",
             message: Some("The user name or password is not right."),
+            providers: SAMPLE_PROVIDERS,
+            password_form: true,
         }
     }
 
@@ -50,6 +70,7 @@ impl View for LoginView<'_> {
         Self {
             message: None,
             username: "",
+            providers: &[],
             ..Self::sample()
         }
     }

@@ -17,6 +17,7 @@ use http::request::Parts;
 use crate::BoxBody;
 use crate::clients::Client;
 use crate::error::{ErrorCode, OAuthError};
+use crate::federation;
 use crate::respond;
 
 use crate::params::Params;
@@ -26,7 +27,7 @@ use crate::state::{CSRF_COOKIE, LOGIN_TTL, Provider, RequestCtx, SESSION_COOKIE}
 use crate::store::{PendingAuthorization, SsoSession, random_token};
 use crate::tokens::{self, now};
 use crate::web;
-use orchestrator_ui::LoginView;
+use orchestrator_ui::{LoginView, SignInOption};
 
 /// A checked authorization request.
 struct AuthRequest {
@@ -34,6 +35,8 @@ struct AuthRequest {
     prompt_none: bool,
     prompt_login: bool,
     max_age: Option<u64>,
+    /// `idp=<upstream>`: sign in there, without the sign-in page.
+    idp: Option<String>,
 }
 
 pub(crate) async fn serve(
@@ -206,6 +209,7 @@ fn check_request(client: &Client, params: &Params) -> Result<AuthRequest, OAuthE
         prompt_none,
         prompt_login,
         max_age,
+        idp: params.get("idp").map(str::to_owned),
     })
 }
 
@@ -233,7 +237,7 @@ async fn decide(
             ErrorCode::LoginRequired,
             "user must log in",
         )),
-        _ => login_page(p, parts, req.pending, client, ctx).await,
+        _ => sign_in(p, parts, req, client, ctx).await,
     }
 }
 
@@ -245,29 +249,52 @@ pub(crate) async fn current_session(
     let Some(s) = p.store.session(cookie).await? else {
         return Ok(None);
     };
-    if s.expires_at <= now() || p.users.get(&s.username).is_none() {
+    if s.expires_at <= now() || p.user(&s.username).await?.is_none() {
         return Ok(None);
     }
     Ok(Some(s))
 }
 
-/// Seals the request into the login form and shows it; nothing is stored
-/// until the user has proven who they are.
-async fn login_page(
+/// The user must sign in: straight at an upstream when one is chosen
+/// (`idp=`, the `login_hint`'s email domain, or the only upstream when
+/// there are no local users), else the sign-in page (the local form and
+/// one button per upstream). Nothing is stored until the user has proven
+/// who they are: the request is sealed into the form or the upstream state.
+async fn sign_in(
     p: &Provider,
     parts: &Parts,
-    mut pending: PendingAuthorization,
+    req: AuthRequest,
     client: &Client,
     ctx: RequestCtx,
 ) -> Result<Response<BoxBody>, OAuthError> {
+    let mut pending = req.pending;
     // Reuse the browser's CSRF cookie when it has one, so logins started in
     // two tabs do not invalidate each other.
     let csrf = web::cookie(&parts.headers, CSRF_COOKIE)
         .filter(|c| c.len() == 43)
         .unwrap_or_else(random_token);
     pending.csrf = csrf.clone();
+    let chosen = match req.idp.as_deref() {
+        Some(name) => Some(p.upstreams.get(name).ok_or_else(|| {
+            OAuthError::invalid_request("idp names no configured identity provider")
+        })?),
+        None => pending
+            .login_hint
+            .as_deref()
+            .and_then(|hint| p.upstreams.for_login_hint(hint))
+            .or_else(|| p.users.is_empty().then(|| p.upstreams.only()).flatten()),
+    };
+    if let Some(upstream) = chosen {
+        let upstream = upstream.clone();
+        return federation::begin(p, &upstream, pending, req.prompt_login, ctx).await;
+    }
     let tx = seal::seal(p.active_key(), &pending, tokens::expiry(LOGIN_TTL))?;
     let login_path = p.local_path("/login");
+    let options = federation::sign_in_options(p, &tx);
+    let providers: Vec<SignInOption<'_>> = options
+        .iter()
+        .map(|(label, url)| SignInOption { label, url })
+        .collect();
     let page = p.pages.render(&LoginView {
         title: "Sign in",
         action: &login_path,
@@ -276,6 +303,8 @@ async fn login_page(
         username: pending.login_hint.as_deref().unwrap_or(""),
         client_name: &client.name,
         message: None,
+        providers: &providers,
+        password_form: federation::password_form(p),
     });
     let mut resp = web::login_html(http::StatusCode::OK, page, &pending.redirect_uri);
     if let Some(v) = web::set_cookie(CSRF_COOKIE, Some(&csrf), p.cookie_path(), ctx.tls, None) {

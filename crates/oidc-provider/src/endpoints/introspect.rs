@@ -62,7 +62,7 @@ async fn introspect(p: &Provider, parts: &Parts, params: &Params) -> Result<Valu
     {
         return Ok(inactive());
     }
-    let sub = p.users.get(&rec.username).map(|u| u.sub.clone());
+    let sub = p.user(&rec.username).await?.map(|u| u.sub.clone());
     let Some(sub) = sub else {
         return Ok(inactive());
     };

@@ -21,7 +21,7 @@ use crate::throttle;
 use crate::tokens::{self, now};
 use crate::users::Verified;
 use crate::web;
-use orchestrator_ui::LoginView;
+use orchestrator_ui::{LoginView, SignInOption};
 
 const BAD_CREDENTIALS: &str = "Incorrect username or password.";
 const THROTTLED: &str = "Too many failed sign-in attempts. Wait a few minutes and try again.";
@@ -161,6 +161,7 @@ async fn login(
         username: user.username.clone(),
         auth_time: now(),
         expires_at: tokens::expiry(p.sso_ttl),
+        upstream: None,
     };
     p.store.put_session(&cookie, &session, p.sso_ttl).await?;
     tracing::info!(sid = %session.sid, "sign-in");
@@ -220,6 +221,11 @@ fn form(
         .clients
         .get(&pending.client_id)
         .map_or_else(|| pending.client_id.clone(), |c| c.name.clone());
+    let options = crate::federation::sign_in_options(p, tx);
+    let providers: Vec<SignInOption<'_>> = options
+        .iter()
+        .map(|(label, url)| SignInOption { label, url })
+        .collect();
     let page = p.pages.render(&LoginView {
         title: "Sign in",
         action: &action,
@@ -228,6 +234,8 @@ fn form(
         username,
         client_name: &client_name,
         message: Some(message),
+        providers: &providers,
+        password_form: true,
     });
     web::login_html(status, page, &pending.redirect_uri)
 }

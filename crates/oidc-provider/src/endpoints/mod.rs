@@ -10,4 +10,5 @@ pub(crate) mod jwks;
 pub(crate) mod login;
 pub(crate) mod revoke;
 pub(crate) mod token;
+pub(crate) mod upstream;
 pub(crate) mod userinfo;

@@ -167,8 +167,8 @@ async fn authorization_code(
         (None, None) => {}
     }
     let user = p
-        .users
-        .get(&rec.username)
+        .user(&rec.username)
+        .await?
         .ok_or_else(|| OAuthError::invalid_grant("user no longer exists"))?;
 
     let refreshable = client.allows_grant(GrantType::RefreshToken);
@@ -258,8 +258,8 @@ async fn refresh(
     }
     let scope = narrow_scope(&rec.scope, scope)?;
     let user = p
-        .users
-        .get(&rec.username)
+        .user(&rec.username)
+        .await?
         .ok_or_else(|| OAuthError::invalid_grant("user no longer exists"))?;
     // Spend it: of two concurrent refreshes with one token, one wins.
     if p.store.take_refresh(token).await?.is_none() {

@@ -29,11 +29,11 @@ async fn userinfo(p: &Provider, parts: &Parts) -> Result<Value, OAuthError> {
             "openid scope required",
         ));
     }
-    let user = claims
-        .username
-        .as_deref()
-        .and_then(|u| p.users.get(u))
-        .ok_or_else(|| OAuthError::invalid_token("token has no user"))?;
+    let user = match claims.username.as_deref() {
+        Some(u) => p.user(u).await?,
+        None => None,
+    }
+    .ok_or_else(|| OAuthError::invalid_token("token has no user"))?;
     let mut body = serde_json::Map::new();
     body.insert("sub".into(), Value::String(user.sub.clone()));
     for (k, v) in user.claims_for(scopes) {

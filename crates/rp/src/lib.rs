@@ -1,6 +1,15 @@
-//! The OpenID relying party: lazy discovery with backoff, the authorization
-//! request (code + PKCE S256 + state + nonce), the code exchange with ID
-//! token verification, userinfo, and the RP-initiated logout URL.
+//! orchestrator-rp: the OpenID relying party that both the App Gateway (its
+//! identity providers) and the OpenID Provider (its upstream IdPs) log users
+//! in through: lazy discovery with backoff, the authorization request (code +
+//! PKCE S256 + state + nonce), the code exchange with ID token verification,
+//! userinfo, the RP-initiated logout URL, the IdP's keys (bearer tokens) and
+//! token introspection (RFC 7662).
+
+#![forbid(unsafe_code)]
+
+mod error;
+
+pub use error::RpError;
 
 use std::borrow::Cow;
 use std::str::FromStr as _;
@@ -17,11 +26,9 @@ use openidconnect::{
     PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl, RedirectUrl, Scope,
     TokenResponse as _,
 };
-use orchestrator_config::IdentityProviderConfig;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
-use crate::error::GatewayError;
 use jsonwebtoken::jwk::Jwk;
 
 type OidcClient = CoreClient<
@@ -84,8 +91,28 @@ struct Backoff {
     next_attempt: Option<Instant>,
 }
 
+/// What an [`Idp`] is built from (the gateway's `identityProviders[]`, the
+/// provider's `upstreams[]`).
+#[derive(Debug, Clone, Copy)]
+pub struct IdpSettings<'a> {
+    /// Configured name (logs, metrics, sessions).
+    pub name: &'a str,
+    /// Issuer URL (discovery at `{issuer}/.well-known/openid-configuration`).
+    pub issuer: &'a str,
+    /// Our client id there.
+    pub client_id: &'a str,
+    /// Our client secret there (none: a public client with PKCE).
+    pub client_secret: Option<&'a str>,
+    /// Scopes to ask for (`openid` is always added).
+    pub scopes: &'a [String],
+    /// PEM CA bundle to trust instead of the public roots.
+    pub ca_file: Option<&'a std::path::Path>,
+    /// Config key path of this entry, for errors (`appGateway.identityProviders[0]`).
+    pub key: &'a str,
+}
+
 /// One identity provider, discovered on first use.
-pub(crate) struct Idp {
+pub struct Idp {
     name: Arc<str>,
     issuer: IssuerUrl,
     client_id: ClientId,
@@ -110,50 +137,65 @@ impl std::fmt::Debug for Idp {
 
 /// What the browser is sent to, and what must be remembered until the callback.
 #[derive(Debug)]
-pub(crate) struct AuthorizationStart {
+pub struct AuthorizationStart {
     /// The IdP's authorization URL.
-    pub(crate) url: url::Url,
+    pub url: url::Url,
     /// The `state`, key of the pending login.
-    pub(crate) state: String,
+    pub state: String,
     /// The `nonce` expected back in the ID token.
-    pub(crate) nonce: String,
+    pub nonce: String,
     /// The PKCE verifier.
-    pub(crate) pkce_verifier: String,
+    pub pkce_verifier: String,
 }
 
 /// The verified outcome of a callback.
 #[derive(Debug)]
-pub(crate) struct LoginResult {
+pub struct LoginResult {
     /// The raw, verified ID token: its payload is the user's claims.
-    pub(crate) id_token: String,
+    pub id_token: String,
     /// Userinfo claims the ID token lacks.
-    pub(crate) extra: Map<String, Value>,
+    pub extra: Map<String, Value>,
+}
+
+impl LoginResult {
+    /// Every claim: the verified ID token's payload, and userinfo's
+    /// claims that it lacks.
+    pub fn claims(&self) -> Map<String, Value> {
+        let mut claims = self
+            .id_token
+            .split('.')
+            .nth(1)
+            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
+            .unwrap_or_default();
+        for (k, v) in &self.extra {
+            claims.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        claims
+    }
 }
 
 impl Idp {
     /// From config; builds the HTTP client (redirects off, optional CA) but
     /// contacts nobody.
-    pub(crate) fn new(cfg: &IdentityProviderConfig, index: usize) -> Result<Self, GatewayError> {
-        let key = |k: &str| format!("appGateway.identityProviders[{index}].{k}");
-        let issuer = IssuerUrl::new(cfg.issuer.clone())
-            .map_err(|_| GatewayError::config(key("issuer"), "not a URL"))?;
+    pub fn new(cfg: IdpSettings<'_>) -> Result<Self, RpError> {
+        let key = |k: &str| format!("{}.{k}", cfg.key);
+        let issuer = IssuerUrl::new(cfg.issuer.to_owned())
+            .map_err(|_| RpError::config(key("issuer"), "not a URL"))?;
         // No redirects: a discovery or token endpoint that redirects could
         // steer the gateway's requests elsewhere (SSRF).
         let mut http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(15));
-        if let Some(ca) = &cfg.ca_file {
+        if let Some(ca) = cfg.ca_file {
             let pem = std::fs::read(ca).map_err(|e| {
-                GatewayError::config(key("caFile"), format!("cannot read {}: {e}", ca.display()))
+                RpError::config(key("caFile"), format!("cannot read {}: {e}", ca.display()))
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|_| GatewayError::config(key("caFile"), "not a PEM certificate bundle"))?;
+                .map_err(|_| RpError::config(key("caFile"), "not a PEM certificate bundle"))?;
             if certs.is_empty() {
-                return Err(GatewayError::config(
-                    key("caFile"),
-                    "no certificate in the file",
-                ));
+                return Err(RpError::config(key("caFile"), "no certificate in the file"));
             }
             http = http.tls_built_in_root_certs(false);
             for c in certs {
@@ -162,15 +204,12 @@ impl Idp {
         }
         let http = http
             .build()
-            .map_err(|e| GatewayError::config(key("caFile"), e.to_string()))?;
+            .map_err(|e| RpError::config(key("caFile"), e.to_string()))?;
         Ok(Self {
-            name: cfg.name.as_str().into(),
+            name: cfg.name.into(),
             issuer,
-            client_id: ClientId::new(cfg.client_id.clone()),
-            client_secret: cfg
-                .client_secret
-                .as_ref()
-                .map(|s| ClientSecret::new(s.expose().to_owned())),
+            client_id: ClientId::new(cfg.client_id.to_owned()),
+            client_secret: cfg.client_secret.map(|s| ClientSecret::new(s.to_owned())),
             scopes: cfg
                 .scopes
                 .iter()
@@ -186,27 +225,27 @@ impl Idp {
     }
 
     /// The configured name.
-    pub(crate) fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The configured name, shared by every session this IdP logs in.
-    pub(crate) fn name_shared(&self) -> Arc<str> {
+    pub fn name_shared(&self) -> Arc<str> {
         self.name.clone()
     }
 
     /// The gateway's client id at this IdP.
-    pub(crate) fn client_id(&self) -> &str {
+    pub fn client_id(&self) -> &str {
         self.client_id.as_str()
     }
 
     /// The issuer URL, as configured (and as discovery must confirm).
-    pub(crate) fn issuer(&self) -> &str {
+    pub fn issuer(&self) -> &str {
         self.issuer.as_str()
     }
 
-    fn unavailable(&self) -> GatewayError {
-        GatewayError::IdpUnavailable {
+    fn unavailable(&self) -> RpError {
+        RpError::IdpUnavailable {
             idp: self.name.to_string(),
         }
     }
@@ -214,7 +253,7 @@ impl Idp {
     /// The discovered client: cached, refreshed when old, retried with
     /// exponential backoff while the IdP is unreachable (it may be this very
     /// process, still starting).
-    async fn client(&self, force: bool) -> Result<Arc<Discovered>, GatewayError> {
+    async fn client(&self, force: bool) -> Result<Arc<Discovered>, RpError> {
         let current = self.discovered.load_full();
         let fresh = |d: &Discovered| {
             let age = d.fetched.elapsed();
@@ -283,14 +322,14 @@ impl Idp {
     /// Starts a login: the authorization URL with PKCE S256, state and nonce;
     /// with `force_login`, `prompt=login` (the IdP asks for credentials even
     /// when its own session is alive).
-    pub(crate) async fn start(
+    pub async fn start(
         &self,
         redirect_uri: &str,
         force_login: bool,
-    ) -> Result<AuthorizationStart, GatewayError> {
+    ) -> Result<AuthorizationStart, RpError> {
         let d = self.client(false).await?;
         let redirect = RedirectUrl::new(redirect_uri.to_owned())
-            .map_err(|_| GatewayError::BadRequest("cannot build the callback URL for this host"))?;
+            .map_err(|_| RpError::BadRequest("cannot build the callback URL for this host"))?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = d
             .client
@@ -314,18 +353,51 @@ impl Idp {
         })
     }
 
+    /// Starts a login with the caller's own `state`, `nonce` and PKCE
+    /// verifier (43 to 128 unreserved characters): for a caller that seals
+    /// them into the state instead of storing them (nothing is written for
+    /// an unauthenticated request).
+    pub async fn start_with(
+        &self,
+        redirect_uri: &str,
+        force_login: bool,
+        state: String,
+        nonce: String,
+        pkce_verifier: &str,
+    ) -> Result<url::Url, RpError> {
+        let d = self.client(false).await?;
+        let redirect = RedirectUrl::new(redirect_uri.to_owned())
+            .map_err(|_| RpError::BadRequest("cannot build the callback URL"))?;
+        let challenge = PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
+            pkce_verifier.to_owned(),
+        ));
+        let mut request = d
+            .client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                move || CsrfToken::new(state),
+                move || Nonce::new(nonce),
+            )
+            .add_scopes(self.scopes.iter().cloned())
+            .set_pkce_challenge(challenge)
+            .set_redirect_uri(Cow::Owned(redirect));
+        if force_login {
+            request = request.add_prompt(CoreAuthPrompt::Login);
+        }
+        Ok(request.url().0)
+    }
+
     /// Redeems the code and verifies the ID token (signature, `iss`, `aud`,
     /// `exp`, `nonce`); merges userinfo claims when the IdP has the endpoint.
-    pub(crate) async fn finish(
+    pub async fn finish(
         &self,
         code: &str,
         pkce_verifier: &str,
         nonce: &str,
         redirect_uri: &str,
-    ) -> Result<LoginResult, GatewayError> {
-        let failed = |what: &str| {
-            GatewayError::LoginFailed(format!("{what} (identity provider {})", self.name))
-        };
+    ) -> Result<LoginResult, RpError> {
+        let failed =
+            |what: &str| RpError::LoginFailed(format!("{what} (identity provider {})", self.name));
         let d = self.client(false).await?;
         let redirect =
             RedirectUrl::new(redirect_uri.to_owned()).map_err(|_| failed("bad redirect URI"))?;
@@ -402,20 +474,20 @@ impl Idp {
 
     /// The IdP's signing keys; `refresh` rediscovers them (an unknown `kid`),
     /// at most once per `MIN_REFRESH_INTERVAL`.
-    pub(crate) async fn jwks(&self, refresh: bool) -> Result<Arc<Vec<Jwk>>, GatewayError> {
+    pub async fn jwks(&self, refresh: bool) -> Result<Arc<Vec<Jwk>>, RpError> {
         Ok(self.client(refresh).await?.jwks.clone())
     }
 
     /// Asks the IdP's introspection endpoint about `token` (RFC 7662),
     /// authenticated as the gateway's client (HTTP Basic, RFC 6749 §2.3.1).
     /// The answer as sent; the caller decides what it admits.
-    pub(crate) async fn introspect(&self, token: &str) -> Result<Map<String, Value>, GatewayError> {
+    pub async fn introspect(&self, token: &str) -> Result<Map<String, Value>, RpError> {
         let Ok(_permit) = self.introspections.try_acquire() else {
             tracing::warn!(idp = %self.name, "introspection: too many calls in flight");
             return Err(self.unavailable());
         };
         let d = self.client(false).await?;
-        let endpoint = d.introspection.clone().ok_or(GatewayError::InvalidToken(
+        let endpoint = d.introspection.clone().ok_or(RpError::InvalidToken(
             "the identity provider has no introspection endpoint",
         ))?;
         let enc = |v: &str| -> String { form_urlencoded::byte_serialize(v.as_bytes()).collect() };
@@ -436,17 +508,17 @@ impl Idp {
             return Err(if response.status().is_server_error() {
                 self.unavailable()
             } else {
-                GatewayError::InvalidToken("introspection refused")
+                RpError::InvalidToken("introspection refused")
             });
         }
         response
             .json::<Map<String, Value>>()
             .await
-            .map_err(|_| GatewayError::InvalidToken("unreadable introspection answer"))
+            .map_err(|_| RpError::InvalidToken("unreadable introspection answer"))
     }
 
     /// The RP-initiated logout URL, when the IdP advertises `end_session_endpoint`.
-    pub(crate) async fn logout_url(
+    pub async fn logout_url(
         &self,
         id_token: &str,
         post_logout_redirect_uri: &str,

@@ -1,0 +1,237 @@
+//! Logging in through an upstream IdP: `/upstreams/{name}/start` (a button
+//! of the sign-in page) and `/upstreams/{name}/callback` (the redirect URI
+//! registered at the upstream).
+//!
+//! Nothing is stored before the user comes back authenticated: the pending
+//! authorization, the PKCE verifier, the nonce and the CSRF value travel in
+//! the upstream `state`, sealed (AES-256-GCM, see [`crate::seal`]) with the
+//! provider's keys, so any replica can take the callback and anonymous
+//! traffic cannot fill the cache. The callback must come from the browser
+//! that started the login (the CSRF cookie), the upstream must name itself
+//! (RFC 9207 `iss`) when it says anything, and a state is claimed once.
+
+use std::time::Duration;
+
+use http::Response;
+use http::header;
+use http::request::Parts;
+use subtle::ConstantTimeEq as _;
+
+use crate::BoxBody;
+use crate::error::{ErrorCode, OAuthError};
+use crate::federation::{UpstreamState, begin, callback_uri, count, upstream_error};
+use crate::params::Params;
+use crate::respond;
+use crate::seal::{self, Kind};
+use crate::state::{CSRF_COOKIE, Provider, RequestCtx, SESSION_COOKIE};
+use crate::store::{FederatedUser, SsoSession, UpstreamLink, random_id, random_token};
+use crate::tokens::{self, now};
+use crate::upstreams::{USERNAME_PREFIX, Upstream};
+use crate::web;
+
+/// `GET /upstreams/{name}/start?tx=…`: a button of the sign-in page.
+pub(crate) async fn start(
+    p: &Provider,
+    parts: &Parts,
+    params: &Params,
+    ctx: RequestCtx,
+    name: &str,
+) -> Response<BoxBody> {
+    let result = async {
+        let upstream = p
+            .upstreams
+            .get(name)
+            .ok_or_else(OAuthError::not_found)?
+            .clone();
+        let tx = params.require("tx")?;
+        let Some(opened) = seal::open(&p.keys, tx) else {
+            return Err(expired());
+        };
+        // The button is only on this browser's page: its CSRF cookie is the
+        // transaction's.
+        let cookie = web::cookie(&parts.headers, CSRF_COOKIE).unwrap_or_default();
+        if !bool::from(cookie.as_bytes().ct_eq(opened.pending.csrf.as_bytes())) {
+            return Err(OAuthError::invalid_request(
+                "this sign-in was started in another browser; go back to the application",
+            ));
+        }
+        begin(p, &upstream, opened.pending, false, ctx).await
+    }
+    .await;
+    result.unwrap_or_else(|e| respond::page_response(&p.pages, &e))
+}
+
+/// `GET /upstreams/{name}/callback`: the upstream sent the browser back.
+pub(crate) async fn callback(
+    p: &Provider,
+    parts: &Parts,
+    params: &Params,
+    ctx: RequestCtx,
+    name: &str,
+) -> Response<BoxBody> {
+    // Until the state is ours and this browser's, errors are pages: there is
+    // no client to send them to.
+    let opened = match open_state(p, parts, params, name) {
+        Ok(v) => v,
+        Err(e) => {
+            count(p, name, "invalid_state");
+            return respond::page_response(&p.pages, &e);
+        }
+    };
+    let (state, expires_at, upstream) = opened;
+    let pending = &state.p;
+    match finish(p, parts, params, ctx, &upstream, &state, expires_at).await {
+        Ok(resp) => resp,
+        Err(e) => respond::redirect_response(
+            &p.pages,
+            &pending.redirect_uri,
+            pending.state.as_deref(),
+            &p.issuer,
+            &e,
+        ),
+    }
+}
+
+type Opened = (UpstreamState, u64, std::sync::Arc<Upstream>);
+
+fn open_state(
+    p: &Provider,
+    parts: &Parts,
+    params: &Params,
+    name: &str,
+) -> Result<Opened, OAuthError> {
+    let upstream = p
+        .upstreams
+        .get(name)
+        .ok_or_else(OAuthError::not_found)?
+        .clone();
+    let raw = params
+        .get("state")
+        .ok_or_else(|| OAuthError::invalid_request("missing state"))?;
+    let Some((state, expires_at)) =
+        seal::open_value::<UpstreamState>(&p.keys, Kind::UpstreamState, raw)
+    else {
+        return Err(expired());
+    };
+    if state.u != name {
+        return Err(OAuthError::invalid_request(
+            "this answer is for another identity provider",
+        ));
+    }
+    let cookie = web::cookie(&parts.headers, CSRF_COOKIE).unwrap_or_default();
+    if !bool::from(cookie.as_bytes().ct_eq(state.p.csrf.as_bytes())) {
+        return Err(OAuthError::invalid_request(
+            "this sign-in was started in another browser; go back to the application",
+        ));
+    }
+    // The seal proves we wrote it; the client may have changed since.
+    if !p
+        .clients
+        .get(&state.p.client_id)
+        .is_some_and(|c| c.has_redirect_uri(&state.p.redirect_uri))
+    {
+        return Err(expired());
+    }
+    Ok((state, expires_at, upstream))
+}
+
+async fn finish(
+    p: &Provider,
+    parts: &Parts,
+    params: &Params,
+    ctx: RequestCtx,
+    upstream: &Upstream,
+    state: &UpstreamState,
+    expires_at: u64,
+) -> Result<Response<BoxBody>, OAuthError> {
+    let name = upstream.name.as_str();
+    if let Some(err) = params.get("error") {
+        count(p, name, "denied");
+        tracing::info!(upstream = name, error = err, "upstream refused the sign-in");
+        return Err(OAuthError::new(
+            ErrorCode::AccessDenied,
+            "the identity provider refused the sign-in",
+        ));
+    }
+    // RFC 9207: an answer that names another issuer is a mix-up.
+    if params
+        .get("iss")
+        .is_some_and(|iss| iss != upstream.idp.issuer())
+    {
+        count(p, name, "failure");
+        return Err(OAuthError::new(
+            ErrorCode::AccessDenied,
+            "the sign-in answer came from another identity provider",
+        ));
+    }
+    let code = params
+        .get("code")
+        .ok_or_else(|| OAuthError::invalid_request("the identity provider sent no code"))?;
+    let result = upstream
+        .idp
+        .finish(code, &state.v, &state.n, &callback_uri(p, name))
+        .await
+        .map_err(|e| upstream_error(p, upstream, "callback", &e))?;
+    let claims = result.claims();
+    let Some(sub) = upstream.subject(&claims) else {
+        count(p, name, "failure");
+        return Err(OAuthError::new(
+            ErrorCode::AccessDenied,
+            "the identity provider did not say who the user is",
+        ));
+    };
+    let mapped = upstream.map_claims(&claims);
+    let username = format!("{USERNAME_PREFIX}{sub}");
+    let user = FederatedUser {
+        sub,
+        upstream: name.to_owned(),
+        claims: mapped,
+    };
+    p.store
+        .put_federated_user(&username, &user, p.federated_user_ttl())
+        .await?;
+    // Once: a replayed callback (or a double submit) issues nothing more.
+    let remaining = Duration::from_secs(expires_at.saturating_sub(now()));
+    if !p.store.claim_login_tx(&state.k, remaining).await? {
+        count(p, name, "replayed");
+        return Err(expired());
+    }
+    if let Some(old) = web::cookie(&parts.headers, SESSION_COOKIE) {
+        p.store.delete_session(&old).await?;
+    }
+    let cookie = random_token();
+    let session = SsoSession {
+        sid: random_id(),
+        username,
+        auth_time: now(),
+        expires_at: tokens::expiry(p.sso_ttl),
+        upstream: Some(UpstreamLink {
+            name: name.to_owned(),
+            id_token: result.id_token.clone(),
+            sid: claims
+                .get("sid")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+        }),
+    };
+    p.store.put_session(&cookie, &session, p.sso_ttl).await?;
+    count(p, name, "success");
+    tracing::info!(sid = %session.sid, upstream = name, "sign-in through an upstream");
+    let mut resp = crate::sso::issue_code(p, &state.p, &session).await?;
+    if let Some(v) = web::set_cookie(
+        SESSION_COOKIE,
+        Some(&cookie),
+        p.cookie_path(),
+        ctx.tls,
+        Some(p.sso_ttl),
+    ) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+fn expired() -> OAuthError {
+    OAuthError::invalid_request(
+        "this sign-in request has expired; go back to the application and start again",
+    )
+}

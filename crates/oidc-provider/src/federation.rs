@@ -1,0 +1,143 @@
+//! Starting a login at an upstream IdP, shared by the endpoints that do
+//! (`authorize` when an upstream is chosen without the sign-in page, the
+//! page's buttons, the callback's helpers): the sealed `state` that carries
+//! the pending authorization, the redirect URI, and the outcome counts.
+
+use http::Response;
+use http::header;
+use orchestrator_rp::RpError;
+use serde::{Deserialize, Serialize};
+
+use crate::BoxBody;
+use crate::error::{ErrorCode, OAuthError};
+use crate::respond;
+use crate::seal::{self, Kind};
+use crate::state::{CSRF_COOKIE, LOGIN_TTL, Provider, RequestCtx};
+use crate::store::{PendingAuthorization, random_id, random_token};
+use crate::tokens;
+use crate::upstreams::Upstream;
+use crate::web;
+
+/// What the upstream `state` holds, sealed.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct UpstreamState {
+    /// The upstream's name.
+    pub(crate) u: String,
+    /// The authorization request to resume.
+    pub(crate) p: PendingAuthorization,
+    /// PKCE verifier.
+    pub(crate) v: String,
+    /// Nonce expected in the upstream's ID token.
+    pub(crate) n: String,
+    /// Claimed once, at the callback.
+    pub(crate) k: String,
+}
+
+/// The redirect URI to register at upstream `name`.
+pub(crate) fn callback_uri(p: &Provider, name: &str) -> String {
+    format!("{}/upstreams/{name}/callback", p.issuer)
+}
+
+/// The sign-in page's buttons for transaction `tx`: label and start URL
+/// of every upstream, in config order.
+pub(crate) fn sign_in_options(p: &Provider, tx: &str) -> Vec<(String, String)> {
+    p.upstreams
+        .iter()
+        .map(|u| (u.label.clone(), start_url(p, u, tx)))
+        .collect()
+}
+
+/// The sign-in page shows the password form: there are local users (or
+/// nothing else to offer).
+pub(crate) fn password_form(p: &Provider) -> bool {
+    !p.users.is_empty() || p.upstreams.is_empty()
+}
+
+/// The sign-in page's button for `upstream`: its start URL for the sealed
+/// transaction `tx`.
+pub(crate) fn start_url(p: &Provider, upstream: &Upstream, tx: &str) -> String {
+    let tx: String = form_urlencoded::byte_serialize(tx.as_bytes()).collect();
+    let path = p.local_path(&format!("/upstreams/{}/start", upstream.name));
+    format!("{path}?tx={tx}")
+}
+
+/// Sends the browser to `upstream` for `pending` (whose `csrf` is the
+/// browser's CSRF cookie, set on the response).
+pub(crate) async fn begin(
+    p: &Provider,
+    upstream: &Upstream,
+    pending: PendingAuthorization,
+    force_login: bool,
+    ctx: RequestCtx,
+) -> Result<Response<BoxBody>, OAuthError> {
+    let verifier = random_token();
+    let nonce = random_token();
+    let csrf = pending.csrf.clone();
+    let state = UpstreamState {
+        u: upstream.name.clone(),
+        p: pending,
+        v: verifier.clone(),
+        n: nonce.clone(),
+        k: random_id(),
+    };
+    let sealed = seal::seal_value(
+        p.active_key(),
+        Kind::UpstreamState,
+        &state,
+        tokens::expiry(LOGIN_TTL),
+    )?;
+    let url = upstream
+        .idp
+        .start_with(
+            &callback_uri(p, &upstream.name),
+            force_login,
+            sealed,
+            nonce,
+            &verifier,
+        )
+        .await
+        .map_err(|e| upstream_error(p, upstream, "start", &e))?;
+    p.metrics
+        .upstream_logins
+        .with_label_values(&[&upstream.name, "started"])
+        .inc();
+    let mut resp = respond::redirect(&p.pages, url.as_str());
+    if let Some(v) = web::set_cookie(CSRF_COOKIE, Some(&csrf), p.cookie_path(), ctx.tls, None) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+pub(crate) fn count(p: &Provider, upstream: &str, outcome: &str) {
+    p.metrics
+        .upstream_logins
+        .with_label_values(&[upstream, outcome])
+        .inc();
+}
+
+/// What the client hears when the upstream fails: unavailable (retry) or
+/// refused; the details go to the log only.
+pub(crate) fn upstream_error(
+    p: &Provider,
+    upstream: &Upstream,
+    step: &str,
+    e: &RpError,
+) -> OAuthError {
+    tracing::info!(upstream = %upstream.name, step, error = %e, "upstream sign-in failed");
+    match e {
+        RpError::IdpUnavailable { .. } => {
+            count(p, &upstream.name, "unavailable");
+            OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "the identity provider cannot be reached; try again later",
+            )
+        }
+        _ => {
+            count(p, &upstream.name, "failure");
+            OAuthError::new(
+                ErrorCode::AccessDenied,
+                "the sign-in at the identity provider failed",
+            )
+        }
+    }
+}
