@@ -1,0 +1,454 @@
+//! Identity orchestration: our OpenID Provider logs users in through an
+//! upstream IdP (panva's certified `oidc-provider`), and a certified relying
+//! party library (the `openidconnect` crate) walks code + PKCE + nonce
+//! through our provider into the upstream and back; the gateway in front of
+//! our provider too. Bad input: an unknown upstream, an upstream that is
+//! down or refuses our client, a replayed or tampered state.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use openidconnect::core::{CoreClient, CoreIdTokenClaims, CoreProviderMetadata, CoreResponseType};
+use openidconnect::{
+    AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    PkceCodeChallenge, RedirectUrl, Scope, TokenResponse as _,
+};
+use orchestrator_tests::browser::Browser;
+use orchestrator_tests::node_op::NodeOp;
+use orchestrator_tests::{Orchestrator, Setup, TestUpstream, free_port};
+use serde_json::Value;
+
+const RP_REDIRECT: &str = "http://rp.test/cb";
+
+/// Our provider with panva as its only upstream (no local users), a client
+/// for the test's relying party, and the gateway in front of our provider.
+fn yaml(op_issuer: &str, upstream_secret: &str, app: &str, extra_upstream: &str) -> String {
+    format!(
+        r#"
+oidcProvider:
+  issuer: http://127.0.0.1:{{port}}/idp
+  signingKeys:
+    - {{id: k, algorithm: ES256, privateKey: "${{secret:op-key.pem}}"}}
+  clients:
+    - clientId: rp
+      clientSecret: rp-secret
+      redirectUris: [{RP_REDIRECT}]
+    - clientId: gw
+      clientSecret: gw-secret
+      redirectUris: [http://127.0.0.1:{{port}}/.orchestrator/callback]
+  upstreams:
+    - name: panva
+      issuer: {op_issuer}
+      clientId: gateway
+      clientSecret: {upstream_secret}
+      scopes: [openid, email, profile, groups]
+{extra_upstream}
+appGateway:
+  identityProviders:
+    - {{name: own, issuer: "http://127.0.0.1:{{port}}/idp", clientId: gw, clientSecret: gw-secret, scopes: [openid, email, profile, groups]}}
+  apps:
+    - name: demo
+      host: "*"
+      pathPrefix: /app
+      upstream: {app}
+      identityProvider: own
+      policy: {{allowGroups: [engineering], allowEmailDomains: [example.com]}}
+      headers: {{X-User: sub, X-Email: email, X-Groups: groups, X-Idp: idp}}
+"#
+    )
+}
+
+struct Fed {
+    orch: Orchestrator,
+    op: NodeOp,
+    _app: TestUpstream,
+}
+
+async fn start_with(upstream_secret: &str, extra_upstream: &str) -> Fed {
+    let app = TestUpstream::echo().await;
+    let (port, admin) = (free_port(), free_port());
+    let callback = format!("http://127.0.0.1:{port}/idp/upstreams/panva/callback");
+    let op = NodeOp::start("127.0.0.1", &[callback]).await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
+    let yaml = yaml(&op.issuer, upstream_secret, &app.url(), extra_upstream);
+    let orch = Orchestrator::start_with(Setup {
+        yaml: &yaml,
+        secrets: &[("op-key.pem", key.as_str())],
+        ports: Some((port, admin)),
+        ..Setup::default()
+    })
+    .await;
+    Fed {
+        orch,
+        op,
+        _app: app,
+    }
+}
+
+async fn start() -> Fed {
+    start_with("gateway-secret", "").await
+}
+
+/// Follows redirects from `url`, fills panva's login form as `user`, and
+/// stops at the first redirect to the relying party: its `Location`.
+async fn walk_to_rp(b: &Browser, url: &str, user: &str) -> Result<url::Url, String> {
+    let mut current = url::Url::parse(url).map_err(|e| e.to_string())?;
+    let mut post: Option<(url::Url, Vec<(String, String)>)> = None;
+    for _ in 0..16 {
+        let resp = match post.take() {
+            Some((action, form)) => b.client().post(action).form(&form).send().await,
+            None => b.client().get(current.clone()).send().await,
+        }
+        .map_err(|e| format!("{current}: {e}"))?;
+        let status = resp.status();
+        if status.is_redirection() {
+            let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+            let next = current.join(&loc).map_err(|e| e.to_string())?;
+            if next.as_str().starts_with(RP_REDIRECT) {
+                return Ok(next);
+            }
+            current = next;
+            continue;
+        }
+        let body = resp.text().await.unwrap_or_default();
+        if body.contains("name=\"login\"") {
+            let action = body
+                .split("action=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .ok_or("panva form without action")?;
+            let form = vec![
+                ("login".to_owned(), user.to_owned()),
+                ("password".to_owned(), format!("{user}-password")),
+            ];
+            post = Some((current.join(action).map_err(|e| e.to_string())?, form));
+            continue;
+        }
+        return Err(format!("{current} answered {status}: {body}"));
+    }
+    Err("too many redirects".into())
+}
+
+/// A certified RP (the `openidconnect` crate) against our provider.
+struct Rp {
+    client: CoreClient<
+        openidconnect::EndpointSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointMaybeSet,
+        openidconnect::EndpointMaybeSet,
+    >,
+    http: reqwest::Client,
+}
+
+impl Rp {
+    async fn discover(issuer: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let metadata =
+            CoreProviderMetadata::discover_async(IssuerUrl::new(issuer.to_owned()).unwrap(), &http)
+                .await
+                .unwrap();
+        let client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new("rp".into()),
+            Some(ClientSecret::new("rp-secret".into())),
+        )
+        .set_redirect_uri(RedirectUrl::new(RP_REDIRECT.into()).unwrap());
+        Self { client, http }
+    }
+
+    /// Logs `user` in with a fresh browser; the verified ID token's claims,
+    /// and its whole payload (the claims the library has no field for).
+    async fn login(&self, user: &str, extra: &[(&str, &str)]) -> (CoreIdTokenClaims, Value) {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = self
+            .client
+            .authorize_url(
+                AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scope(Scope::new("email".into()))
+            .add_scope(Scope::new("profile".into()))
+            .add_scope(Scope::new("groups".into()))
+            .set_pkce_challenge(challenge);
+        for (k, v) in extra {
+            request = request.add_extra_param(*k, *v);
+        }
+        let (url, state, nonce) = request.url();
+        let back = walk_to_rp(&Browser::new(), url.as_str(), user)
+            .await
+            .unwrap();
+        let q = |name: &str| {
+            back.query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        assert_eq!(q("state").as_deref(), Some(state.secret().as_str()));
+        let code = q("code").unwrap_or_else(|| panic!("no code: {back}"));
+        let token = self
+            .client
+            .exchange_code(AuthorizationCode::new(code))
+            .unwrap()
+            .set_pkce_verifier(verifier)
+            .request_async(&self.http)
+            .await
+            .unwrap();
+        let id_token = token.id_token().unwrap();
+        let claims = id_token
+            .claims(&self.client.id_token_verifier(), &nonce)
+            .unwrap()
+            .clone();
+        // Verified above; read the rest of the payload.
+        let raw = id_token.to_string();
+        let payload = raw.split('.').nth(1).unwrap();
+        let payload: Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .unwrap(),
+        )
+        .unwrap();
+        (claims, payload)
+    }
+}
+
+#[tokio::test]
+async fn a_certified_rp_logs_in_through_our_provider_into_the_upstream() {
+    let f = start().await;
+    let issuer = format!("{}/idp", f.orch.base_url());
+    let rp = Rp::discover(&issuer).await;
+
+    let (alice, v) = rp.login("alice", &[]).await;
+    assert_eq!(
+        alice.issuer().as_str(),
+        issuer,
+        "our issuer, not the upstream's"
+    );
+    let sub = alice.subject().as_str().to_owned();
+    assert!(sub.starts_with("panva."), "{sub}");
+    assert_ne!(sub, "alice", "never the raw upstream sub");
+    assert_eq!(v["email"], "alice@example.com");
+    assert_eq!(v["email_verified"], true);
+    assert_eq!(v["groups"], serde_json::json!(["engineering", "admins"]));
+    assert_eq!(v["idp"], "panva");
+
+    // Stable: the same upstream user is the same user at the next login.
+    let (again, _) = rp.login("alice", &[]).await;
+    assert_eq!(again.subject().as_str(), sub);
+    // bob's upstream says email_verified false; carol's says nothing (as
+    // Entra does): neither address counts as verified.
+    let (_, bob) = rp.login("bob", &[]).await;
+    assert_eq!(bob["email_verified"], false);
+    let (_, carol) = rp.login("carol", &[]).await;
+    assert_eq!(carol["email"], "carol@example.com");
+    assert_eq!(carol["email_verified"], false);
+    assert_ne!(carol["sub"], serde_json::json!(sub));
+
+    let logins = f
+        .orch
+        .metric("orchestrator_oidc_upstream_logins_total{outcome=\"success\",upstream=\"panva\"}")
+        .await;
+    assert_eq!(logins, Some(4.0));
+}
+
+#[tokio::test]
+async fn the_gateway_in_front_logs_in_through_our_provider_and_the_upstream() {
+    let f = start().await;
+    let b = Browser::new();
+    let start = format!("{}/app/dash", f.orch.base_url());
+    // gateway → our provider → panva (its form) → our provider → gateway.
+    let mut current = url::Url::parse(&start).unwrap();
+    let mut post: Option<(url::Url, Vec<(String, String)>)> = None;
+    let mut body = String::new();
+    for _ in 0..16 {
+        let resp = match post.take() {
+            Some((action, form)) => b.client().post(action).form(&form).send().await,
+            None => b.client().get(current.clone()).send().await,
+        }
+        .unwrap();
+        if resp.status().is_redirection() {
+            let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+            current = current.join(&loc).unwrap();
+            continue;
+        }
+        let status = resp.status();
+        body = resp.text().await.unwrap();
+        if body.contains("name=\"login\"") {
+            let action = body
+                .split("action=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            post = Some((
+                current.join(action).unwrap(),
+                vec![
+                    ("login".into(), "alice".into()),
+                    ("password".into(), "alice-password".into()),
+                ],
+            ));
+            continue;
+        }
+        assert_eq!(status, 200, "{current}: {body}");
+        break;
+    }
+    assert_eq!(current.as_str(), start);
+    let echo: Value = serde_json::from_str(&body).unwrap();
+    let header = |name: &str| {
+        echo["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h[0] == name)
+            .map(|h| h[1].as_str().unwrap().to_owned())
+    };
+    assert!(header("x-user").unwrap().starts_with("panva."));
+    assert_eq!(header("x-email").as_deref(), Some("alice@example.com"));
+    assert_eq!(header("x-groups").as_deref(), Some("engineering,admins"));
+    assert_eq!(header("x-idp").as_deref(), Some("panva"));
+}
+
+/// The relying party's redirect after a failed login: the OAuth error.
+async fn error_for(f: &Fed, extra: &str, user: &str) -> (String, String) {
+    let url = format!(
+        "{}/idp/authorize?response_type=code&client_id=rp&redirect_uri={RP_REDIRECT}\
+         &scope=openid&state=s1&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM\
+         &code_challenge_method=S256{extra}",
+        f.orch.base_url()
+    );
+    let back = walk_to_rp(&Browser::new(), &url, user).await.unwrap();
+    let q = |name: &str| {
+        back.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(q("state"), "s1", "{back}");
+    (q("error"), q("error_description"))
+}
+
+#[tokio::test]
+async fn upstream_failures_reach_the_client_as_oauth_errors() {
+    // Our client is refused by the upstream (wrong secret): the code
+    // exchange fails and the client hears access_denied.
+    let f = start_with("not-the-secret", "").await;
+    let (error, _) = error_for(&f, "", "alice").await;
+    assert_eq!(error, "access_denied");
+    // An unknown upstream name.
+    let (error, why) = error_for(&f, "&idp=nope", "alice").await;
+    assert_eq!(error, "invalid_request");
+    assert!(why.contains("idp"), "{why}");
+    let failures = f
+        .orch
+        .metric("orchestrator_oidc_upstream_logins_total{outcome=\"failure\",upstream=\"panva\"}")
+        .await;
+    assert_eq!(failures, Some(1.0));
+    let _ = &f.op;
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_temporarily_unavailable() {
+    // A second upstream on a port nobody listens on, chosen by idp=.
+    let dead = format!(
+        "    - {{name: dead, issuer: \"http://127.0.0.1:{}\", clientId: x, clientSecret: y}}\n",
+        free_port()
+    );
+    let f = start_with("gateway-secret", &dead).await;
+    let (error, _) = error_for(&f, "&idp=dead", "alice").await;
+    assert_eq!(error, "temporarily_unavailable");
+    // The sign-in page offers both upstreams when neither is chosen.
+    let page = Browser::new()
+        .client()
+        .get(format!(
+            "{}/idp/authorize?response_type=code&client_id=rp&redirect_uri={RP_REDIRECT}&scope=openid\
+             &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+            f.orch.base_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/idp/upstreams/panva/start?tx="), "{html}");
+    assert!(html.contains("/idp/upstreams/dead/start?tx="), "{html}");
+    assert!(
+        !html.contains("name=\"password\""),
+        "no local users, no form"
+    );
+}
+
+#[tokio::test]
+async fn a_callback_is_used_once_and_only_by_the_browser_that_started_it() {
+    let f = start().await;
+    let url = format!(
+        "{}/idp/authorize?response_type=code&client_id=rp&redirect_uri={RP_REDIRECT}\
+         &scope=openid&state=s1&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM\
+         &code_challenge_method=S256",
+        f.orch.base_url()
+    );
+    // Walk by hand to catch the callback URL on its way back from panva.
+    let b = Browser::new();
+    let mut current = url::Url::parse(&url).unwrap();
+    let mut post: Option<(url::Url, Vec<(String, String)>)> = None;
+    let callback = loop {
+        let resp = match post.take() {
+            Some((action, form)) => b.client().post(action).form(&form).send().await,
+            None => b.client().get(current.clone()).send().await,
+        }
+        .unwrap();
+        if resp.status().is_redirection() {
+            let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+            let next = current.join(&loc).unwrap();
+            if next.path().ends_with("/upstreams/panva/callback") {
+                break next;
+            }
+            current = next;
+            continue;
+        }
+        let body = resp.text().await.unwrap();
+        let action = body
+            .split("action=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        post = Some((
+            current.join(action).unwrap(),
+            vec![
+                ("login".into(), "alice".into()),
+                ("password".into(), "alice-password".into()),
+            ],
+        ));
+    };
+    // Another browser (no CSRF cookie) cannot use it.
+    let stranger = Browser::new()
+        .client()
+        .get(callback.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), 400);
+    // A tampered state is no state.
+    let tampered = callback.as_str().replace("state=", "state=x");
+    let r = b.client().get(&tampered).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // The browser that started it gets its code, once.
+    let first = b.client().get(callback.clone()).send().await.unwrap();
+    assert_eq!(first.status(), 302, "{:?}", first.text().await);
+    let replay = b.client().get(callback).send().await.unwrap();
+    let location = replay
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        !location.contains("code="),
+        "a replayed callback issued a code: {location}"
+    );
+}
