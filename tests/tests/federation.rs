@@ -32,6 +32,7 @@ oidcProvider:
     - clientId: rp
       clientSecret: rp-secret
       redirectUris: [{RP_REDIRECT}]
+      postLogoutRedirectUris: [http://rp.test/bye]
     - clientId: gw
       clientSecret: gw-secret
       redirectUris: [http://127.0.0.1:{{port}}/.orchestrator/callback]
@@ -165,6 +166,17 @@ impl Rp {
     /// Logs `user` in with a fresh browser; the verified ID token's claims,
     /// and its whole payload (the claims the library has no field for).
     async fn login(&self, user: &str, extra: &[(&str, &str)]) -> (CoreIdTokenClaims, Value) {
+        let (claims, payload, _) = self.login_in(&Browser::new(), user, extra).await;
+        (claims, payload)
+    }
+
+    /// [`login`](Self::login) in browser `b`; also the raw ID token.
+    async fn login_in(
+        &self,
+        b: &Browser,
+        user: &str,
+        extra: &[(&str, &str)],
+    ) -> (CoreIdTokenClaims, Value, String) {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = self
             .client
@@ -181,9 +193,7 @@ impl Rp {
             request = request.add_extra_param(*k, *v);
         }
         let (url, state, nonce) = request.url();
-        let back = walk_to_rp(&Browser::new(), url.as_str(), user)
-            .await
-            .unwrap();
+        let back = walk_to_rp(b, url.as_str(), user).await.unwrap();
         let q = |name: &str| {
             back.query_pairs()
                 .find(|(k, _)| k == name)
@@ -212,7 +222,7 @@ impl Rp {
                 .unwrap(),
         )
         .unwrap();
-        (claims, payload)
+        (claims, payload, raw)
     }
 }
 
@@ -450,5 +460,84 @@ async fn a_callback_is_used_once_and_only_by_the_browser_that_started_it() {
     assert!(
         !location.contains("code="),
         "a replayed callback issued a code: {location}"
+    );
+}
+
+#[tokio::test]
+async fn logging_out_at_our_provider_logs_out_at_the_upstream_too() {
+    let f = start().await;
+    let issuer = format!("{}/idp", f.orch.base_url());
+    let rp = Rp::discover(&issuer).await;
+    let b = Browser::new();
+    let (_, _, id_token) = rp.login_in(&b, "alice", &[]).await;
+    let stats = || async {
+        let v: Value = reqwest::get(format!("{}/test/stats", f.op.issuer))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["loginFormsShown"].as_u64().unwrap()
+    };
+    let forms_before = stats().await;
+
+    // RP-initiated logout at our provider: on to the upstream's end-session
+    // endpoint, its confirmation, back to us, back to the client.
+    let mut url = url::Url::parse(&format!("{issuer}/end_session")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("id_token_hint", &id_token)
+        .append_pair("post_logout_redirect_uri", "http://rp.test/bye")
+        .append_pair("state", "z");
+    let mut current = url;
+    let mut post: Option<(url::Url, Vec<(String, String)>)> = None;
+    let mut via_upstream = false;
+    let last = loop {
+        let resp = match post.take() {
+            Some((action, form)) => b.client().post(action).form(&form).send().await,
+            None => b.client().get(current.clone()).send().await,
+        }
+        .unwrap();
+        if resp.status().is_redirection() {
+            let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+            let next = current.join(&loc).unwrap();
+            if next.as_str().starts_with(&f.op.issuer) {
+                via_upstream = true;
+            }
+            if next.as_str().starts_with("http://rp.test/") {
+                break next;
+            }
+            current = next;
+            continue;
+        }
+        let body = resp.text().await.unwrap();
+        // panva's confirmation: "Yes, sign me out".
+        let action = body
+            .split("action=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("{current}: {body}"));
+        let xsrf = body
+            .split("name=\"xsrf\" value=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("{current}: {body}"));
+        post = Some((
+            current.join(action).unwrap(),
+            vec![
+                ("xsrf".into(), xsrf.into()),
+                ("logout".into(), "yes".into()),
+            ],
+        ));
+    };
+    assert!(via_upstream, "the upstream was never asked to log out");
+    assert_eq!(last.as_str(), "http://rp.test/bye?state=z");
+
+    // The upstream session is gone: the next login asks for the password there.
+    let (again, _, _) = rp.login_in(&b, "alice", &[]).await;
+    assert!(again.subject().as_str().starts_with("panva."));
+    assert_eq!(
+        stats().await,
+        forms_before + 1,
+        "the upstream logged in silently"
     );
 }

@@ -141,3 +141,37 @@ pub(crate) fn upstream_error(
         }
     }
 }
+
+/// The post-logout redirect URI to register at upstream `name`.
+pub(crate) fn logged_out_uri(p: &Provider, name: &str) -> String {
+    format!("{}/upstreams/{name}/logged-out", p.issuer)
+}
+
+/// Where a user goes after logging out of `link`'s upstream too: its
+/// end-session endpoint with the upstream ID token as hint, coming back to
+/// `logged_out_uri` with `destination` (the client's post-logout redirect,
+/// if any) sealed in the `state`. `None` when the upstream has no
+/// end-session endpoint (or is gone from the config).
+pub(crate) async fn upstream_logout(
+    p: &Provider,
+    link: &crate::store::UpstreamLink,
+    destination: Option<&str>,
+) -> Option<String> {
+    let upstream = p.upstreams.get(&link.name)?;
+    let state = seal::seal_value(
+        p.active_key(),
+        Kind::UpstreamLogout,
+        &destination.map(str::to_owned),
+        tokens::expiry(LOGIN_TTL),
+    )
+    .ok()?;
+    let url = upstream
+        .idp
+        .logout_url_with_state(
+            &link.id_token,
+            &logged_out_uri(p, &upstream.name),
+            Some(state),
+        )
+        .await?;
+    Some(url.to_string())
+}

@@ -78,6 +78,7 @@ impl Provider {
                 match rest.rsplit_once('/').map(|(_, last)| last) {
                     Some("start") => Endpoint::UpstreamStart,
                     Some("callback") => Endpoint::UpstreamCallback,
+                    Some("logged-out") => Endpoint::UpstreamLoggedOut,
                     _ => Endpoint::NotFound,
                 }
             }
@@ -136,7 +137,9 @@ impl Provider {
                 };
                 end_session::serve(self, &parts, &params, ctx).await
             }
-            Endpoint::UpstreamStart | Endpoint::UpstreamCallback if get_like => {
+            Endpoint::UpstreamStart | Endpoint::UpstreamCallback | Endpoint::UpstreamLoggedOut
+                if get_like =>
+            {
                 // `/upstreams/{name}/start|callback`: the name is the middle segment.
                 let name = self
                     .sub_path(req.uri().path())
@@ -148,13 +151,17 @@ impl Provider {
                     Ok(v) => v,
                     Err(e) => return respond::page_response(&self.pages, &e),
                 };
-                if matches!(endpoint, Endpoint::UpstreamStart) {
-                    upstream::start(self, &parts, &params, ctx, &name).await
-                } else {
-                    upstream::callback(self, &parts, &params, ctx, &name).await
+                match endpoint {
+                    Endpoint::UpstreamStart => {
+                        upstream::start(self, &parts, &params, ctx, &name).await
+                    }
+                    Endpoint::UpstreamCallback => {
+                        upstream::callback(self, &parts, &params, ctx, &name).await
+                    }
+                    _ => upstream::logged_out(self, &params),
                 }
             }
-            Endpoint::UpstreamStart | Endpoint::UpstreamCallback => {
+            Endpoint::UpstreamStart | Endpoint::UpstreamCallback | Endpoint::UpstreamLoggedOut => {
                 respond::page_response(&self.pages, &OAuthError::method_not_allowed())
             }
             Endpoint::Userinfo if get_like || method == Method::POST => {
@@ -222,6 +229,7 @@ enum Endpoint {
     EndSession,
     UpstreamStart,
     UpstreamCallback,
+    UpstreamLoggedOut,
     NotFound,
 }
 
@@ -250,6 +258,7 @@ impl Endpoint {
             Self::EndSession => "end_session",
             Self::UpstreamStart => "upstream_start",
             Self::UpstreamCallback => "upstream_callback",
+            Self::UpstreamLoggedOut => "upstream_logged_out",
             Self::NotFound => "not_found",
         }
     }

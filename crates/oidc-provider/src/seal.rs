@@ -61,6 +61,8 @@ pub(crate) enum Kind {
     LoginTx,
     /// The `state` of a login at an upstream IdP.
     UpstreamState,
+    /// The `state` of a logout at an upstream IdP: where to go afterwards.
+    UpstreamLogout,
 }
 
 impl Kind {
@@ -69,6 +71,7 @@ impl Kind {
             // The transaction's AAD is the derivation context, as before kinds.
             Self::LoginTx => CONTEXT,
             Self::UpstreamState => b"upstream-state/v1",
+            Self::UpstreamLogout => b"upstream-logout/v1",
         }
     }
 }

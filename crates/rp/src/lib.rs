@@ -523,6 +523,18 @@ impl Idp {
         id_token: &str,
         post_logout_redirect_uri: &str,
     ) -> Option<url::Url> {
+        self.logout_url_with_state(id_token, post_logout_redirect_uri, None)
+            .await
+    }
+
+    /// [`logout_url`](Self::logout_url) with a `state` the IdP sends back
+    /// to `post_logout_redirect_uri`.
+    pub async fn logout_url_with_state(
+        &self,
+        id_token: &str,
+        post_logout_redirect_uri: &str,
+        state: Option<String>,
+    ) -> Option<url::Url> {
         let d = self.client(false).await.ok()?;
         let end_session = d.end_session.clone()?;
         let mut req = LogoutRequest::from(end_session).set_client_id(self.client_id.clone());
@@ -531,6 +543,9 @@ impl Idp {
         }
         if let Ok(uri) = PostLogoutRedirectUrl::new(post_logout_redirect_uri.to_owned()) {
             req = req.set_post_logout_redirect_uri(uri);
+        }
+        if let Some(state) = state {
+            req = req.set_state(CsrfToken::new(state));
         }
         Some(req.http_get_url())
     }

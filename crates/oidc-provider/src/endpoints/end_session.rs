@@ -85,12 +85,20 @@ async fn end_session(
         }
     };
 
+    // A user of an upstream is logged out there too (RP-Initiated Logout
+    // at the upstream, then back here, then to the client).
+    let mut upstream_logout = None;
     if let Some(cookie) = web::cookie(&parts.headers, SESSION_COOKIE) {
+        if let Some(link) = p.store.session(&cookie).await?.and_then(|s| s.upstream) {
+            upstream_logout =
+                crate::federation::upstream_logout(p, &link, destination.as_deref()).await;
+        }
         p.store.delete_session(&cookie).await?;
     }
-    let mut resp = match destination {
-        Some(location) => respond::redirect(&p.pages, &location),
-        None => web::html(
+    let mut resp = match (upstream_logout, destination) {
+        (Some(upstream), _) => respond::redirect(&p.pages, &upstream),
+        (None, Some(location)) => respond::redirect(&p.pages, &location),
+        (None, None) => web::html(
             StatusCode::OK,
             p.pages.render(&SignedOutView {
                 title: "Signed out",

@@ -230,6 +230,26 @@ async fn finish(
     Ok(resp)
 }
 
+/// `GET /upstreams/{name}/logged-out`: back from the upstream's logout; on
+/// to the client's post-logout redirect (sealed in `state`), or a page.
+pub(crate) fn logged_out(p: &Provider, params: &Params) -> Response<BoxBody> {
+    let destination = params
+        .get("state")
+        .and_then(|s| seal::open_value::<Option<String>>(&p.keys, Kind::UpstreamLogout, s))
+        .and_then(|(d, _)| d);
+    match destination {
+        Some(location) => respond::redirect(&p.pages, &location),
+        None => web::html(
+            http::StatusCode::OK,
+            p.pages.render(&orchestrator_ui::SignedOutView {
+                title: "Signed out",
+                message: "You have been signed out.",
+                continue_url: None,
+            }),
+        ),
+    }
+}
+
 fn expired() -> OAuthError {
     OAuthError::invalid_request(
         "this sign-in request has expired; go back to the application and start again",
