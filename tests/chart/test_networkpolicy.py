@@ -77,3 +77,19 @@ def test_extra_cidrs_on_proxy_and_admin_ports():
     spec = policy({"networkPolicy": {"enabled": True, "ingressController": {"ipBlocks": ["10.0.0.0/16"]}, "monitoring": {"ipBlocks": ["10.0.0.0/16"]}}})
     assert {"ipBlock": {"cidr": "10.0.0.0/16"}} in spec["ingress"][0]["from"]
     assert {"ipBlock": {"cidr": "10.0.0.0/16"}} in spec["ingress"][1]["from"]
+
+
+def test_in_cluster_upstream_idps_of_the_provider_are_derived():
+    config = {
+        "oidcProvider": {
+            "issuer": "https://sso.example.com/idp",
+            "upstreams": [
+                {"name": "kc", "issuer": "http://keycloak.identity.svc:8080/realms/corp", "clientId": "o"},
+                {"name": "entra", "issuer": "https://login.microsoftonline.com/t/v2.0", "clientId": "o"},
+            ],
+        }
+    }
+    spec = policy({"config": config})
+    dns, keycloak = spec["egress"]
+    assert keycloak["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "identity"}}}]
+    assert keycloak["ports"] == [{"port": 8080, "protocol": "TCP"}]
