@@ -12,9 +12,10 @@ use openidconnect::{
     AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
     PkceCodeChallenge, RedirectUrl, Scope, TokenResponse as _,
 };
-use orchestrator_tests::browser::Browser;
+use orchestrator_cache::testing::TestRedis;
+use orchestrator_tests::browser::{Browser, hidden};
 use orchestrator_tests::node_op::NodeOp;
-use orchestrator_tests::{Orchestrator, Setup, TestUpstream, free_port};
+use orchestrator_tests::{Orchestrator, Setup, TestUpstream, free_port, run_cli};
 use serde_json::Value;
 
 const RP_REDIRECT: &str = "http://rp.test/cb";
@@ -113,6 +114,22 @@ async fn walk_to_rp(b: &Browser, url: &str, user: &str) -> Result<url::Url, Stri
             continue;
         }
         let body = resp.text().await.unwrap_or_default();
+        // Our own provider's form, when it is the upstream (chaining).
+        if body.contains("name=\"tx\"") && body.contains("name=\"csrf\"") {
+            let action = body
+                .split("action=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .ok_or("form without action")?;
+            let form = vec![
+                ("tx".to_owned(), hidden(&body, "tx").ok_or("no tx")?),
+                ("csrf".to_owned(), hidden(&body, "csrf").ok_or("no csrf")?),
+                ("username".to_owned(), user.to_owned()),
+                ("password".to_owned(), format!("{user}-password")),
+            ];
+            post = Some((current.join(action).map_err(|e| e.to_string())?, form));
+            continue;
+        }
         if body.contains("name=\"login\"") {
             let action = body
                 .split("action=\"")
@@ -540,4 +557,185 @@ async fn logging_out_at_our_provider_logs_out_at_the_upstream_too() {
         forms_before + 1,
         "the upstream logged in silently"
     );
+}
+
+#[tokio::test]
+async fn our_provider_is_the_upstream_of_another_instance_of_it() {
+    // A: our provider with local users, on its own host (its cookies must
+    // not mix with B's in the browser's jar, which ignores ports).
+    let (a_port, b_port) = (free_port(), free_port());
+    let hash = run_cli(&["hash-password"], "alice-password\n").await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
+    let a_yaml = format!(
+        r#"
+listen: {{address: "127.0.0.2:{{port}}"}}
+oidcProvider:
+  issuer: http://127.0.0.2:{{port}}/idp
+  signingKeys: [{{id: a, algorithm: ES256, privateKey: "${{secret:op-key.pem}}"}}]
+  clients:
+    - clientId: b
+      clientSecret: b-secret
+      redirectUris: [http://127.0.0.1:{b_port}/idp/upstreams/corp/callback]
+  users:
+    - username: alice
+      passwordHash: "${{secret:hash}}"
+      claims: {{email: alice@corp.example, email_verified: true, groups: [eng]}}
+"#
+    );
+    let a = Orchestrator::start_with(Setup {
+        yaml: &a_yaml,
+        secrets: &[("op-key.pem", key.as_str()), ("hash", hash.stdout.trim())],
+        ports: Some((a_port, free_port())),
+        ..Setup::default()
+    })
+    .await;
+    let b_yaml = format!(
+        r#"
+oidcProvider:
+  issuer: http://127.0.0.1:{{port}}/idp
+  signingKeys: [{{id: b, algorithm: ES256, privateKey: "${{secret:op-key.pem}}"}}]
+  clients:
+    - {{clientId: rp, clientSecret: rp-secret, redirectUris: [{RP_REDIRECT}]}}
+  upstreams:
+    - name: corp
+      issuer: http://127.0.0.2:{a_port}/idp
+      clientId: b
+      clientSecret: b-secret
+      scopes: [openid, email, profile, groups]
+      groups: {{prefix: "corp:"}}
+"#
+    );
+    let b = Orchestrator::start_with(Setup {
+        yaml: &b_yaml,
+        secrets: &[("op-key.pem", key.as_str())],
+        ports: Some((b_port, free_port())),
+        ..Setup::default()
+    })
+    .await;
+    let rp = Rp::discover(&format!("{}/idp", b.base_url())).await;
+    let (claims, v) = rp.login("alice", &[]).await;
+    assert_eq!(claims.issuer().as_str(), format!("{}/idp", b.base_url()));
+    assert!(claims.subject().as_str().starts_with("corp."));
+    assert_eq!(v["email"], "alice@corp.example");
+    assert_eq!(v["email_verified"], true);
+    assert_eq!(v["groups"], serde_json::json!(["corp:eng"]));
+    assert_eq!(v["idp"], "corp");
+    drop(a);
+}
+
+#[tokio::test]
+async fn the_upstream_callback_may_land_on_another_replica() {
+    let redis = TestRedis::start();
+    let (p1, p2) = (free_port(), free_port());
+    // Both replicas have the issuer of the first (a load balancer in front).
+    let callback = format!("http://127.0.0.1:{p1}/idp/upstreams/panva/callback");
+    let op = NodeOp::start("127.0.0.1", &[callback]).await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
+    let yaml = format!(
+        r#"
+cache: {{backend: redis, redis: {{url: "{redis}", keyPrefix: "fed:"}}}}
+oidcProvider:
+  issuer: http://127.0.0.1:{p1}/idp
+  signingKeys: [{{id: shared, algorithm: ES256, privateKey: "${{secret:op-key.pem}}"}}]
+  clients:
+    - {{clientId: rp, clientSecret: rp-secret, redirectUris: [{RP_REDIRECT}]}}
+  upstreams:
+    - {{name: panva, issuer: "{issuer}", clientId: gateway, clientSecret: gateway-secret, scopes: [openid, email, groups]}}
+"#,
+        redis = redis.url(),
+        issuer = op.issuer,
+    );
+    let start = |port: u16| {
+        let yaml = yaml.clone();
+        let key = key.clone();
+        async move {
+            Orchestrator::start_with(Setup {
+                yaml: &yaml,
+                secrets: &[("op-key.pem", key.as_str())],
+                ports: Some((port, free_port())),
+                ..Setup::default()
+            })
+            .await
+        }
+    };
+    let r1 = start(p1).await;
+    let r2 = start(p2).await;
+    let rp = Rp::discover(&format!("{}/idp", r1.base_url())).await;
+    // Log in, but send the upstream's callback to the second replica.
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, _, nonce) = rp
+        .client
+        .authorize_url(
+            AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("email".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let b = Browser::new();
+    let mut current = url;
+    let mut post: Option<(url::Url, Vec<(String, String)>)> = None;
+    let mut moved = false;
+    let back = loop {
+        let resp = match post.take() {
+            Some((action, form)) => b.client().post(action).form(&form).send().await,
+            None => b.client().get(current.clone()).send().await,
+        }
+        .unwrap();
+        if resp.status().is_redirection() {
+            let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+            let mut next = current.join(&loc).unwrap();
+            if next.as_str().starts_with(RP_REDIRECT) {
+                break next;
+            }
+            if next.path().ends_with("/upstreams/panva/callback") {
+                next.set_port(Some(p2)).unwrap();
+                moved = true;
+            }
+            current = next;
+            continue;
+        }
+        let body = resp.text().await.unwrap();
+        let action = body
+            .split("action=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        post = Some((
+            current.join(action).unwrap(),
+            vec![
+                ("login".into(), "alice".into()),
+                ("password".into(), "alice-password".into()),
+            ],
+        ));
+    };
+    assert!(moved);
+    let code = back
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no code: {back}"));
+    // The code the second replica issued is redeemed at the first.
+    let token = rp
+        .client
+        .exchange_code(AuthorizationCode::new(code))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&rp.http)
+        .await
+        .unwrap();
+    let claims = token
+        .id_token()
+        .unwrap()
+        .claims(&rp.client.id_token_verifier(), &nonce)
+        .unwrap();
+    assert!(claims.subject().as_str().starts_with("panva."));
+    drop(r2);
 }

@@ -1,7 +1,15 @@
 //! Starting a login at an upstream IdP, shared by the endpoints that do
 //! (`authorize` when an upstream is chosen without the sign-in page, the
-//! page's buttons, the callback's helpers): the sealed `state` that carries
+//! page's buttons, the callback's helpers): the sealed cookie that carries
 //! the pending authorization, the redirect URI, and the outcome counts.
+//!
+//! Nothing is stored before the user comes back: the pending authorization,
+//! the PKCE verifier and the nonce travel sealed (AES-256-GCM with the
+//! signing keys' derived keys, [`crate::seal`]) in an HttpOnly cookie scoped
+//! to the upstream's callback path and named after a random handle, and the
+//! handle is the upstream `state` (43 characters: IdPs limit `state`, ours to
+//! 512 bytes). Any replica opens the cookie; only the browser that started
+//! the login has it; several tabs each have their own.
 
 use http::Response;
 use http::header;
@@ -13,7 +21,7 @@ use crate::error::{ErrorCode, OAuthError};
 use crate::respond;
 use crate::seal::{self, Kind};
 use crate::state::{CSRF_COOKIE, LOGIN_TTL, Provider, RequestCtx};
-use crate::store::{PendingAuthorization, random_id, random_token};
+use crate::store::{PendingAuthorization, random_token};
 use crate::tokens;
 use crate::upstreams::Upstream;
 use crate::web;
@@ -29,7 +37,7 @@ pub(crate) struct UpstreamState {
     pub(crate) v: String,
     /// Nonce expected in the upstream's ID token.
     pub(crate) n: String,
-    /// Claimed once, at the callback.
+    /// The handle: the upstream `state`, claimed once at the callback.
     pub(crate) k: String,
 }
 
@@ -72,13 +80,14 @@ pub(crate) async fn begin(
 ) -> Result<Response<BoxBody>, OAuthError> {
     let verifier = random_token();
     let nonce = random_token();
+    let handle = random_token();
     let csrf = pending.csrf.clone();
     let state = UpstreamState {
         u: upstream.name.clone(),
         p: pending,
         v: verifier.clone(),
         n: nonce.clone(),
-        k: random_id(),
+        k: handle.clone(),
     };
     let sealed = seal::seal_value(
         p.active_key(),
@@ -91,7 +100,7 @@ pub(crate) async fn begin(
         .start_with(
             &callback_uri(p, &upstream.name),
             force_login,
-            sealed,
+            handle.clone(),
             nonce,
             &verifier,
         )
@@ -102,10 +111,31 @@ pub(crate) async fn begin(
         .with_label_values(&[&upstream.name, "started"])
         .inc();
     let mut resp = respond::redirect(&p.pages, url.as_str());
+    let h = resp.headers_mut();
     if let Some(v) = web::set_cookie(CSRF_COOKIE, Some(&csrf), p.cookie_path(), ctx.tls, None) {
-        resp.headers_mut().append(header::SET_COOKIE, v);
+        h.append(header::SET_COOKIE, v);
+    }
+    if let Some(v) = web::set_cookie(
+        &state_cookie(&handle),
+        Some(&sealed),
+        &state_cookie_path(p, &upstream.name),
+        ctx.tls,
+        Some(LOGIN_TTL),
+    ) {
+        h.append(header::SET_COOKIE, v);
     }
     Ok(resp)
+}
+
+/// The name of the cookie of the upstream login whose `state` is `handle`.
+pub(crate) fn state_cookie(handle: &str) -> String {
+    let short: String = handle.chars().take(16).collect();
+    format!("oidc_upstream_{short}")
+}
+
+/// The path that cookie is sent to: the upstream's callback.
+pub(crate) fn state_cookie_path(p: &Provider, name: &str) -> String {
+    p.local_path(&format!("/upstreams/{name}/"))
 }
 
 pub(crate) fn count(p: &Provider, upstream: &str, outcome: &str) {

@@ -3,12 +3,12 @@
 //! registered at the upstream).
 //!
 //! Nothing is stored before the user comes back authenticated: the pending
-//! authorization, the PKCE verifier, the nonce and the CSRF value travel in
-//! the upstream `state`, sealed (AES-256-GCM, see [`crate::seal`]) with the
-//! provider's keys, so any replica can take the callback and anonymous
-//! traffic cannot fill the cache. The callback must come from the browser
-//! that started the login (the CSRF cookie), the upstream must name itself
-//! (RFC 9207 `iss`) when it says anything, and a state is claimed once.
+//! authorization, the PKCE verifier and the nonce travel sealed in a cookie
+//! named after the upstream `state` (see [`crate::federation`]), so any
+//! replica can take the callback and anonymous traffic cannot fill the
+//! cache. The callback must come from the browser that started the login
+//! (that cookie, and the CSRF cookie), the upstream must name itself (RFC
+//! 9207 `iss`) when it says anything, and a state is claimed once.
 
 use std::time::Duration;
 
@@ -19,7 +19,9 @@ use subtle::ConstantTimeEq as _;
 
 use crate::BoxBody;
 use crate::error::{ErrorCode, OAuthError};
-use crate::federation::{UpstreamState, begin, callback_uri, count, upstream_error};
+use crate::federation::{
+    UpstreamState, begin, callback_uri, count, state_cookie, state_cookie_path, upstream_error,
+};
 use crate::params::Params;
 use crate::respond;
 use crate::seal::{self, Kind};
@@ -80,7 +82,7 @@ pub(crate) async fn callback(
     };
     let (state, expires_at, upstream) = opened;
     let pending = &state.p;
-    match finish(p, parts, params, ctx, &upstream, &state, expires_at).await {
+    let mut resp = match finish(p, parts, params, ctx, &upstream, &state, expires_at).await {
         Ok(resp) => resp,
         Err(e) => respond::redirect_response(
             &p.pages,
@@ -89,7 +91,18 @@ pub(crate) async fn callback(
             &p.issuer,
             &e,
         ),
+    };
+    // The login's cookie has done its work, whatever the outcome.
+    if let Some(v) = web::set_cookie(
+        &state_cookie(&state.k),
+        None,
+        &state_cookie_path(p, name),
+        ctx.tls,
+        None,
+    ) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
     }
+    resp
 }
 
 type Opened = (UpstreamState, u64, std::sync::Arc<Upstream>);
@@ -105,15 +118,19 @@ fn open_state(
         .get(name)
         .ok_or_else(OAuthError::not_found)?
         .clone();
-    let raw = params
+    let handle = params
         .get("state")
+        .filter(|h| h.len() <= 64)
         .ok_or_else(|| OAuthError::invalid_request("missing state"))?;
+    // The sealed login is in this browser's cookie for the handle.
     let Some((state, expires_at)) =
-        seal::open_value::<UpstreamState>(&p.keys, Kind::UpstreamState, raw)
+        web::cookie(&parts.headers, &state_cookie(handle)).and_then(|sealed| {
+            seal::open_value::<UpstreamState>(&p.keys, Kind::UpstreamState, &sealed)
+        })
     else {
         return Err(expired());
     };
-    if state.u != name {
+    if !bool::from(state.k.as_bytes().ct_eq(handle.as_bytes())) || state.u != name {
         return Err(OAuthError::invalid_request(
             "this answer is for another identity provider",
         ));
