@@ -1,5 +1,6 @@
 """Starts the real orchestrator binary with an OIDC provider on free loopback ports."""
 
+import json
 import os
 import socket
 import subprocess
@@ -74,22 +75,89 @@ oidcProvider:
       claims: {{email: carol@example.com, email_verified: true, name: Carol, groups: [ops]}}
 """
     )
+    proc = start(config, tmp, admin)
+    yield {"issuer": issuer, "redirect_uri": redirect, "client_secret": CLIENT_SECRET, "password": PASSWORD}
+    stop(proc)
+
+
+def start(config: Path, tmp: Path, admin: int) -> subprocess.Popen:
+    """Runs the binary with `config` and waits (bounded) until /readyz says ready."""
     log = open(tmp / "stdout.log", "w")
     proc = subprocess.Popen([binary(), "run", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
     while True:
         try:
             if requests.get(f"http://127.0.0.1:{admin}/readyz", timeout=1).status_code == 200:
-                break
+                return proc
         except requests.RequestException:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail("orchestrator did not get ready:\n" + (tmp / "stdout.log").read_text())
         time.sleep(0.02)
-    yield {"issuer": issuer, "redirect_uri": redirect, "client_secret": CLIENT_SECRET, "password": PASSWORD}
+
+
+def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+NODE_OP = Path(__file__).resolve().parent.parent / "fixtures" / "node-op"
+
+
+@pytest.fixture(scope="session")
+def federated():
+    """Our provider with panva's oidc-provider (tests/fixtures/node-op) as its only upstream."""
+    if not (NODE_OP / "node_modules" / "oidc-provider").exists():
+        pytest.fail("the node OP fixture is not installed: npm ci in tests/fixtures/node-op (scripts/test.sh does)")
+    port, admin = free_port(), free_port()
+    issuer = f"http://127.0.0.1:{port}/idp"
+    node = subprocess.Popen(
+        ["node", "op.mjs", f"{issuer}/upstreams/corp/callback"],
+        cwd=NODE_OP,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    line = node.stdout.readline()
+    if not line:
+        node.kill()
+        pytest.fail("the node OP did not start")
+    upstream = json.loads(line)["issuer"]
+    tmp = Path(tempfile.mkdtemp(prefix="interop-fed-"))
+    secrets = tmp / "secrets"
+    secrets.mkdir()
+    (secrets / "signing-key.pem").write_text(run_cli("keys", "generate", "--algorithm", "ES256"))
+    redirect = "http://127.0.0.1:1/callback"
+    config = tmp / "orchestrator.yaml"
+    config.write_text(
+        f"""
+listen: {{address: "127.0.0.1:{port}"}}
+admin: {{address: "127.0.0.1:{admin}"}}
+secretsDir: {secrets}
+log: {{format: json}}
+oidcProvider:
+  issuer: {issuer}
+  signingKeys:
+    - {{id: es-1, algorithm: ES256, privateKey: "${{secret:signing-key.pem}}"}}
+  clients:
+    - clientId: app
+      clientSecret: app-secret
+      redirectUris: ["{redirect}"]
+  upstreams:
+    - name: corp
+      issuer: {upstream}
+      clientId: gateway
+      clientSecret: gateway-secret
+      scopes: [openid, email, profile, groups]
+      claims: {{email: email, name: name, groups: groups}}
+      groups: {{include: ["eng*"], prefix: "corp:"}}
+"""
+    )
+    proc = start(config, tmp, admin)
+    yield {"issuer": issuer, "redirect_uri": redirect, "upstream": upstream}
+    stop(proc)
+    node.kill()
