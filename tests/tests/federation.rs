@@ -92,60 +92,93 @@ async fn start() -> Fed {
     start_with("gateway-secret", "").await
 }
 
-/// Follows redirects from `url`, fills panva's login form as `user`, and
-/// stops at the first redirect to the relying party: its `Location`.
-async fn walk_to_rp(b: &Browser, url: &str, user: &str) -> Result<url::Url, String> {
-    let mut current = url::Url::parse(url).map_err(|e| e.to_string())?;
+/// Where a [`walk`] ended.
+enum End {
+    /// At a redirect target `at` chose.
+    Redirect(url::Url),
+    /// At a page without a form to fill.
+    Page {
+        url: url::Url,
+        status: u16,
+        body: String,
+    },
+}
+
+/// The value of `attr="…"` after the first occurrence of `marker`.
+fn after(body: &str, marker: &str) -> Option<String> {
+    let start = body.find(marker)? + marker.len();
+    Some(body[start..].split('"').next()?.replace("&amp;", "&"))
+}
+
+/// Walks a browser `b` from `start`: follows redirects and fills the forms
+/// on the way as `user` (password `{user}-password`): our provider's
+/// sign-in form, panva's login form, panva's logout confirmation. `at` sees
+/// every redirect target (and may rewrite it); when it answers true, the
+/// walk ends there.
+async fn walk(
+    b: &Browser,
+    start: &str,
+    user: &str,
+    mut at: impl FnMut(&mut url::Url) -> bool,
+) -> Result<End, String> {
+    let mut current = url::Url::parse(start).map_err(|e| e.to_string())?;
     let mut post: Option<(url::Url, Vec<(String, String)>)> = None;
-    for _ in 0..16 {
+    for _ in 0..20 {
         let resp = match post.take() {
             Some((action, form)) => b.client().post(action).form(&form).send().await,
             None => b.client().get(current.clone()).send().await,
         }
         .map_err(|e| format!("{current}: {e}"))?;
-        let status = resp.status();
-        if status.is_redirection() {
+        let status = resp.status().as_u16();
+        if resp.status().is_redirection() {
             let loc = resp.headers()["location"].to_str().unwrap().to_owned();
-            let next = current.join(&loc).map_err(|e| e.to_string())?;
-            if next.as_str().starts_with(RP_REDIRECT) {
-                return Ok(next);
+            let mut next = current.join(&loc).map_err(|e| e.to_string())?;
+            if at(&mut next) {
+                return Ok(End::Redirect(next));
             }
             current = next;
             continue;
         }
         let body = resp.text().await.unwrap_or_default();
-        // Our own provider's form, when it is the upstream (chaining).
-        if body.contains("name=\"tx\"") && body.contains("name=\"csrf\"") {
-            let action = body
-                .split("action=\"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .ok_or("form without action")?;
-            let form = vec![
-                ("tx".to_owned(), hidden(&body, "tx").ok_or("no tx")?),
-                ("csrf".to_owned(), hidden(&body, "csrf").ok_or("no csrf")?),
-                ("username".to_owned(), user.to_owned()),
-                ("password".to_owned(), format!("{user}-password")),
-            ];
-            post = Some((current.join(action).map_err(|e| e.to_string())?, form));
-            continue;
-        }
-        if body.contains("name=\"login\"") {
-            let action = body
-                .split("action=\"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .ok_or("panva form without action")?;
-            let form = vec![
-                ("login".to_owned(), user.to_owned()),
-                ("password".to_owned(), format!("{user}-password")),
-            ];
-            post = Some((current.join(action).map_err(|e| e.to_string())?, form));
-            continue;
-        }
-        return Err(format!("{current} answered {status}: {body}"));
+        let password = format!("{user}-password");
+        let fields: Option<Vec<(&str, String)>> =
+            if body.contains("name=\"tx\"") && body.contains("name=\"csrf\"") {
+                // Our own provider's form (it is the upstream when chained).
+                Some(vec![
+                    ("tx", hidden(&body, "tx").ok_or("no tx")?),
+                    ("csrf", hidden(&body, "csrf").ok_or("no csrf")?),
+                    ("username", user.to_owned()),
+                    ("password", password),
+                ])
+            } else if body.contains("name=\"login\"") {
+                Some(vec![("login", user.to_owned()), ("password", password)])
+            } else if body.contains("name=\"xsrf\"") {
+                // panva's "Do you want to sign-out?": yes.
+                let xsrf = after(&body, "name=\"xsrf\" value=\"").ok_or("no xsrf")?;
+                Some(vec![("xsrf", xsrf), ("logout", "yes".to_owned())])
+            } else {
+                None
+            };
+        let Some(fields) = fields else {
+            return Ok(End::Page {
+                url: current,
+                status,
+                body,
+            });
+        };
+        let action = after(&body, "action=\"").ok_or("a form without action")?;
+        let form = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        post = Some((current.join(&action).map_err(|e| e.to_string())?, form));
     }
-    Err("too many redirects".into())
+    Err(format!("more than 20 steps from {start}"))
+}
+
+/// Walks to the first redirect to the relying party: its URL.
+async fn walk_to_rp(b: &Browser, url: &str, user: &str) -> Result<url::Url, String> {
+    match walk(b, url, user, |u| u.as_str().starts_with(RP_REDIRECT)).await? {
+        End::Redirect(u) => Ok(u),
+        End::Page { url, status, body } => Err(format!("{url} answered {status}: {body}")),
+    }
 }
 
 /// A certified RP (the `openidconnect` crate) against our provider.
@@ -288,42 +321,15 @@ async fn the_gateway_in_front_logs_in_through_our_provider_and_the_upstream() {
     let b = Browser::new();
     let start = format!("{}/app/dash", f.orch.base_url());
     // gateway → our provider → panva (its form) → our provider → gateway.
-    let mut current = url::Url::parse(&start).unwrap();
-    let mut post: Option<(url::Url, Vec<(String, String)>)> = None;
-    let mut body = String::new();
-    for _ in 0..16 {
-        let resp = match post.take() {
-            Some((action, form)) => b.client().post(action).form(&form).send().await,
-            None => b.client().get(current.clone()).send().await,
-        }
-        .unwrap();
-        if resp.status().is_redirection() {
-            let loc = resp.headers()["location"].to_str().unwrap().to_owned();
-            current = current.join(&loc).unwrap();
-            continue;
-        }
-        let status = resp.status();
-        body = resp.text().await.unwrap();
-        if body.contains("name=\"login\"") {
-            let action = body
-                .split("action=\"")
-                .nth(1)
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap();
-            post = Some((
-                current.join(action).unwrap(),
-                vec![
-                    ("login".into(), "alice".into()),
-                    ("password".into(), "alice-password".into()),
-                ],
-            ));
-            continue;
-        }
-        assert_eq!(status, 200, "{current}: {body}");
-        break;
-    }
+    let End::Page {
+        url: current,
+        status,
+        body,
+    } = walk(&b, &start, "alice", |_| false).await.unwrap()
+    else {
+        panic!("the walk stopped at a redirect");
+    };
+    assert_eq!(status, 200, "{current}: {body}");
     assert_eq!(current.as_str(), start);
     let echo: Value = serde_json::from_str(&body).unwrap();
     let header = |name: &str| {
@@ -418,40 +424,14 @@ async fn a_callback_is_used_once_and_only_by_the_browser_that_started_it() {
          &code_challenge_method=S256",
         f.orch.base_url()
     );
-    // Walk by hand to catch the callback URL on its way back from panva.
+    // Stop at the callback URL on its way back from panva.
     let b = Browser::new();
-    let mut current = url::Url::parse(&url).unwrap();
-    let mut post: Option<(url::Url, Vec<(String, String)>)> = None;
-    let callback = loop {
-        let resp = match post.take() {
-            Some((action, form)) => b.client().post(action).form(&form).send().await,
-            None => b.client().get(current.clone()).send().await,
-        }
-        .unwrap();
-        if resp.status().is_redirection() {
-            let loc = resp.headers()["location"].to_str().unwrap().to_owned();
-            let next = current.join(&loc).unwrap();
-            if next.path().ends_with("/upstreams/panva/callback") {
-                break next;
-            }
-            current = next;
-            continue;
-        }
-        let body = resp.text().await.unwrap();
-        let action = body
-            .split("action=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        post = Some((
-            current.join(action).unwrap(),
-            vec![
-                ("login".into(), "alice".into()),
-                ("password".into(), "alice-password".into()),
-            ],
-        ));
+    let End::Redirect(callback) = walk(&b, &url, "alice", |u| {
+        u.path().ends_with("/upstreams/panva/callback")
+    })
+    .await
+    .unwrap() else {
+        panic!("no callback");
     };
     // Another browser (no CSRF cookie) cannot use it.
     let stranger = Browser::new()
@@ -505,46 +485,14 @@ async fn logging_out_at_our_provider_logs_out_at_the_upstream_too() {
         .append_pair("id_token_hint", &id_token)
         .append_pair("post_logout_redirect_uri", "http://rp.test/bye")
         .append_pair("state", "z");
-    let mut current = url;
-    let mut post: Option<(url::Url, Vec<(String, String)>)> = None;
     let mut via_upstream = false;
-    let last = loop {
-        let resp = match post.take() {
-            Some((action, form)) => b.client().post(action).form(&form).send().await,
-            None => b.client().get(current.clone()).send().await,
-        }
-        .unwrap();
-        if resp.status().is_redirection() {
-            let loc = resp.headers()["location"].to_str().unwrap().to_owned();
-            let next = current.join(&loc).unwrap();
-            if next.as_str().starts_with(&f.op.issuer) {
-                via_upstream = true;
-            }
-            if next.as_str().starts_with("http://rp.test/") {
-                break next;
-            }
-            current = next;
-            continue;
-        }
-        let body = resp.text().await.unwrap();
-        // panva's confirmation: "Yes, sign me out".
-        let action = body
-            .split("action=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or_else(|| panic!("{current}: {body}"));
-        let xsrf = body
-            .split("name=\"xsrf\" value=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or_else(|| panic!("{current}: {body}"));
-        post = Some((
-            current.join(action).unwrap(),
-            vec![
-                ("xsrf".into(), xsrf.into()),
-                ("logout".into(), "yes".into()),
-            ],
-        ));
+    let End::Redirect(last) = walk(&b, url.as_str(), "alice", |u| {
+        via_upstream |= u.as_str().starts_with(&f.op.issuer);
+        u.as_str().starts_with("http://rp.test/")
+    })
+    .await
+    .unwrap() else {
+        panic!("the logout did not return to the client");
     };
     assert!(via_upstream, "the upstream was never asked to log out");
     assert_eq!(last.as_str(), "http://rp.test/bye?state=z");
@@ -678,43 +626,17 @@ oidcProvider:
         .set_pkce_challenge(challenge)
         .url();
     let b = Browser::new();
-    let mut current = url;
-    let mut post: Option<(url::Url, Vec<(String, String)>)> = None;
     let mut moved = false;
-    let back = loop {
-        let resp = match post.take() {
-            Some((action, form)) => b.client().post(action).form(&form).send().await,
-            None => b.client().get(current.clone()).send().await,
+    let End::Redirect(back) = walk(&b, url.as_str(), "alice", |u| {
+        if u.path().ends_with("/upstreams/panva/callback") {
+            u.set_port(Some(p2)).unwrap();
+            moved = true;
         }
-        .unwrap();
-        if resp.status().is_redirection() {
-            let loc = resp.headers()["location"].to_str().unwrap().to_owned();
-            let mut next = current.join(&loc).unwrap();
-            if next.as_str().starts_with(RP_REDIRECT) {
-                break next;
-            }
-            if next.path().ends_with("/upstreams/panva/callback") {
-                next.set_port(Some(p2)).unwrap();
-                moved = true;
-            }
-            current = next;
-            continue;
-        }
-        let body = resp.text().await.unwrap();
-        let action = body
-            .split("action=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        post = Some((
-            current.join(action).unwrap(),
-            vec![
-                ("login".into(), "alice".into()),
-                ("password".into(), "alice-password".into()),
-            ],
-        ));
+        u.as_str().starts_with(RP_REDIRECT)
+    })
+    .await
+    .unwrap() else {
+        panic!("no code");
     };
     assert!(moved);
     let code = back

@@ -1,15 +1,59 @@
 //! What a finished sign-in leads to, shared by the endpoints that finish
-//! one: the authorization code for the client, sent to its redirect URI.
+//! one (the password form, an upstream's callback): a new SSO session and
+//! its cookie, and the authorization code for the client, sent to its
+//! redirect URI.
 
 use http::Response;
+use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::BoxBody;
 use crate::error::{ErrorCode, OAuthError};
 use crate::respond;
-use crate::state::Provider;
-use crate::store::{CodeRecord, PendingAuthorization, SsoSession, random_token};
+use crate::state::{Provider, RequestCtx, SESSION_COOKIE};
+use crate::store::{
+    CodeRecord, PendingAuthorization, SsoSession, UpstreamLink, random_id, random_token,
+};
 use crate::tokens;
 use crate::web;
+
+/// A fresh SSO session for `username` (a new id at every sign-in: no
+/// session fixation; the browser's old session, if any, ends), and the
+/// `Set-Cookie` that hands it to the browser.
+pub(crate) async fn start_session(
+    p: &Provider,
+    request_headers: &HeaderMap,
+    username: String,
+    upstream: Option<UpstreamLink>,
+    ctx: RequestCtx,
+) -> Result<(SsoSession, Option<HeaderValue>), OAuthError> {
+    if let Some(old) = web::cookie(request_headers, SESSION_COOKIE) {
+        p.store.delete_session(&old).await?;
+    }
+    let cookie = random_token();
+    let session = SsoSession {
+        sid: random_id(),
+        username,
+        auth_time: tokens::now(),
+        expires_at: tokens::expiry(p.sso_ttl),
+        upstream,
+    };
+    p.store.put_session(&cookie, &session, p.sso_ttl).await?;
+    let set_cookie = web::set_cookie(
+        SESSION_COOKIE,
+        Some(&cookie),
+        p.cookie_path(),
+        ctx.tls,
+        Some(p.sso_ttl),
+    );
+    Ok((session, set_cookie))
+}
+
+/// Appends `value` (when there is one) as a `Set-Cookie` of `resp`.
+pub(crate) fn add_cookie(resp: &mut Response<BoxBody>, value: Option<HeaderValue>) {
+    if let Some(v) = value {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
 
 /// Issues a one-time code for `session` and sends it to the redirect URI.
 pub(crate) async fn issue_code(

@@ -15,10 +15,10 @@ use crate::respond;
 
 use crate::params::Params;
 use crate::seal::{self, LoginTx};
-use crate::state::{CSRF_COOKIE, Provider, RequestCtx, SESSION_COOKIE};
-use crate::store::{PendingAuthorization, SsoSession, random_id, random_token};
+use crate::state::{CSRF_COOKIE, Provider, RequestCtx};
+use crate::store::PendingAuthorization;
 use crate::throttle;
-use crate::tokens::{self, now};
+use crate::tokens::now;
 use crate::users::Verified;
 use crate::web;
 use orchestrator_ui::{LoginView, SignInOption};
@@ -150,20 +150,8 @@ async fn login(
         return Err(expired());
     }
 
-    // A fresh session id on every login (no session fixation); the old
-    // session, if any, ends.
-    if let Some(old) = web::cookie(&parts.headers, SESSION_COOKIE) {
-        p.store.delete_session(&old).await?;
-    }
-    let cookie = random_token();
-    let session = SsoSession {
-        sid: random_id(),
-        username: user.username.clone(),
-        auth_time: now(),
-        expires_at: tokens::expiry(p.sso_ttl),
-        upstream: None,
-    };
-    p.store.put_session(&cookie, &session, p.sso_ttl).await?;
+    let (session, session_cookie) =
+        crate::sso::start_session(p, &parts.headers, user.username.clone(), None, ctx).await?;
     tracing::info!(sid = %session.sid, "sign-in");
 
     let mut resp = match crate::sso::issue_code(p, &pending, &session).await {
@@ -176,16 +164,8 @@ async fn login(
             &e,
         ),
     };
+    crate::sso::add_cookie(&mut resp, session_cookie);
     let h = resp.headers_mut();
-    if let Some(v) = web::set_cookie(
-        SESSION_COOKIE,
-        Some(&cookie),
-        p.cookie_path(),
-        ctx.tls,
-        Some(p.sso_ttl),
-    ) {
-        h.append(header::SET_COOKIE, v);
-    }
     // This browser is now known for this user (see `device`).
     if let Some(v) = device::issue(p.active_key(), &user.username).and_then(|value| {
         web::set_cookie(

@@ -25,9 +25,9 @@ use crate::federation::{
 use crate::params::Params;
 use crate::respond;
 use crate::seal::{self, Kind};
-use crate::state::{CSRF_COOKIE, Provider, RequestCtx, SESSION_COOKIE};
-use crate::store::{FederatedUser, SsoSession, UpstreamLink, random_id, random_token};
-use crate::tokens::{self, now};
+use crate::state::{CSRF_COOKIE, Provider, RequestCtx};
+use crate::store::{FederatedUser, UpstreamLink};
+use crate::tokens::now;
 use crate::upstreams::{USERNAME_PREFIX, Upstream};
 use crate::web;
 
@@ -51,12 +51,7 @@ pub(crate) async fn start(
         };
         // The button is only on this browser's page: its CSRF cookie is the
         // transaction's.
-        let cookie = web::cookie(&parts.headers, CSRF_COOKIE).unwrap_or_default();
-        if !bool::from(cookie.as_bytes().ct_eq(opened.pending.csrf.as_bytes())) {
-            return Err(OAuthError::invalid_request(
-                "this sign-in was started in another browser; go back to the application",
-            ));
-        }
+        same_browser(parts, &opened.pending.csrf)?;
         begin(p, &upstream, opened.pending, false, ctx).await
     }
     .await;
@@ -135,12 +130,7 @@ fn open_state(
             "this answer is for another identity provider",
         ));
     }
-    let cookie = web::cookie(&parts.headers, CSRF_COOKIE).unwrap_or_default();
-    if !bool::from(cookie.as_bytes().ct_eq(state.p.csrf.as_bytes())) {
-        return Err(OAuthError::invalid_request(
-            "this sign-in was started in another browser; go back to the application",
-        ));
-    }
+    same_browser(parts, &state.p.csrf)?;
     // The seal proves we wrote it; the client may have changed since.
     if !p
         .clients
@@ -213,37 +203,20 @@ async fn finish(
         count(p, name, "replayed");
         return Err(expired());
     }
-    if let Some(old) = web::cookie(&parts.headers, SESSION_COOKIE) {
-        p.store.delete_session(&old).await?;
-    }
-    let cookie = random_token();
-    let session = SsoSession {
-        sid: random_id(),
-        username,
-        auth_time: now(),
-        expires_at: tokens::expiry(p.sso_ttl),
-        upstream: Some(UpstreamLink {
-            name: name.to_owned(),
-            id_token: result.id_token.clone(),
-            sid: claims
-                .get("sid")
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned),
-        }),
+    let link = UpstreamLink {
+        name: name.to_owned(),
+        id_token: result.id_token.clone(),
+        sid: claims
+            .get("sid")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned),
     };
-    p.store.put_session(&cookie, &session, p.sso_ttl).await?;
+    let (session, session_cookie) =
+        crate::sso::start_session(p, &parts.headers, username, Some(link), ctx).await?;
     count(p, name, "success");
     tracing::info!(sid = %session.sid, upstream = name, "sign-in through an upstream");
     let mut resp = crate::sso::issue_code(p, &state.p, &session).await?;
-    if let Some(v) = web::set_cookie(
-        SESSION_COOKIE,
-        Some(&cookie),
-        p.cookie_path(),
-        ctx.tls,
-        Some(p.sso_ttl),
-    ) {
-        resp.headers_mut().append(header::SET_COOKIE, v);
-    }
+    crate::sso::add_cookie(&mut resp, session_cookie);
     Ok(resp)
 }
 
@@ -264,6 +237,19 @@ pub(crate) fn logged_out(p: &Provider, params: &Params) -> Response<BoxBody> {
                 continue_url: None,
             }),
         ),
+    }
+}
+
+/// The request carries the login's CSRF cookie: it comes from the browser
+/// that started the login.
+fn same_browser(parts: &Parts, csrf: &str) -> Result<(), OAuthError> {
+    let cookie = web::cookie(&parts.headers, CSRF_COOKIE).unwrap_or_default();
+    if bool::from(cookie.as_bytes().ct_eq(csrf.as_bytes())) {
+        Ok(())
+    } else {
+        Err(OAuthError::invalid_request(
+            "this sign-in was started in another browser; go back to the application",
+        ))
     }
 }
 
