@@ -7,7 +7,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use openidconnect::OAuth2TokenResponse as _;
 use openidconnect::core::{CoreClient, CoreIdTokenClaims, CoreProviderMetadata, CoreResponseType};
+use std::time::Duration;
+
 use openidconnect::{
     AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
     PkceCodeChallenge, RedirectUrl, Scope, TokenResponse as _,
@@ -211,6 +214,33 @@ impl Rp {
         )
         .set_redirect_uri(RedirectUrl::new(RP_REDIRECT.into()).unwrap());
         Self { client, http }
+    }
+
+    /// The token response of a login of `user` in browser `b`.
+    async fn tokens_in(&self, b: &Browser, user: &str) -> openidconnect::core::CoreTokenResponse {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, _, _) = self
+            .client
+            .authorize_url(
+                AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge)
+            .url();
+        let back = walk_to_rp(b, url.as_str(), user).await.unwrap();
+        let code = back
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_else(|| panic!("no code: {back}"));
+        self.client
+            .exchange_code(AuthorizationCode::new(code))
+            .unwrap()
+            .set_pkce_verifier(verifier)
+            .request_async(&self.http)
+            .await
+            .unwrap()
     }
 
     /// Logs `user` in with a fresh browser; the verified ID token's claims,
@@ -660,4 +690,63 @@ oidcProvider:
         .unwrap();
     assert!(claims.subject().as_str().starts_with("panva."));
     drop(r2);
+}
+
+#[tokio::test]
+async fn removing_an_upstream_ends_its_users_sessions_and_tokens() {
+    let mut f = start().await;
+    let issuer = format!("{}/idp", f.orch.base_url());
+    let rp = Rp::discover(&issuer).await;
+    let b = Browser::new();
+    let tokens = rp.tokens_in(&b, "alice").await;
+    let userinfo = |token: String| {
+        let url = format!("{issuer}/userinfo");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let access = tokens.access_token().secret().clone();
+    assert_eq!(userinfo(access.clone()).await, 200);
+
+    // The operator drops the upstream (a compromised partner IdP).
+    let yaml = std::fs::read_to_string(f.orch.config_path()).unwrap();
+    let start = yaml.find("  upstreams:").unwrap();
+    let end = yaml.find("appGateway:").unwrap();
+    let without = format!("{}{}", &yaml[..start], &yaml[end..]);
+    f.orch.update_config(&without);
+    f.orch
+        .wait_metric_at_least(
+            "orchestrator_config_reloads_total{result=\"success\"}",
+            1.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    // Its users' tokens stop working, and their SSO session with them.
+    assert_eq!(userinfo(access).await, 401);
+    let (challenge, _) = PkceCodeChallenge::new_random_sha256();
+    let (url, _, _) = rp
+        .client
+        .authorize_url(
+            AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge)
+        .url();
+    let resp = b.client().get(url).send().await.unwrap();
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        !location.contains("code="),
+        "the old session still issued a code: {location}"
+    );
 }

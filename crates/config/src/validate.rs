@@ -163,14 +163,42 @@ fn check_upstreams(v: &mut Validator, op: &OidcProviderConfig) {
                 "must name at least one claim (default: iss and sub)",
             );
         }
+        for (j, claim) in u.subject.iter().enumerate() {
+            if matches!(
+                claim.as_str(),
+                "email" | "preferred_username" | "upn" | "unique_name" | "name" | "phone_number"
+            ) {
+                v.err(
+                    format!("{p}.subject[{j}]"),
+                    format!(
+                        "\"{claim}\" can change or be chosen (nOAuth): identify users by immutable ids (iss and sub; Entra ID: tid and oid)"
+                    ),
+                );
+            }
+        }
         for (claim, from) in &u.claims {
             if matches!(
                 claim.as_str(),
-                "sub" | "iss" | "aud" | "exp" | "iat" | "nonce" | "sid" | "idp"
+                "sub"
+                    | "iss"
+                    | "aud"
+                    | "exp"
+                    | "iat"
+                    | "nbf"
+                    | "nonce"
+                    | "sid"
+                    | "idp"
+                    | "amr"
+                    | "acr"
+                    | "auth_time"
+                    | "azp"
+                    | "at_hash"
+                    | "email_verified"
+                    | "phone_number_verified"
             ) {
                 v.err(
                     format!("{p}.claims.{claim}"),
-                    "is set by the provider itself and cannot be mapped",
+                    "is set by the provider itself (or vouched for by the upstream) and cannot be mapped",
                 );
             }
             if from.is_empty() {

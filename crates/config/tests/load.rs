@@ -327,3 +327,35 @@ oidcProvider:
         "{errs:#?}"
     );
 }
+
+#[test]
+fn upstream_mistakes_name_their_key() {
+    let yaml = r#"
+oidcProvider:
+  issuer: http://localhost:8080/idp
+  upstreams:
+    - {name: Corp, issuer: "htp://x", clientId: "", scopes: [email], subject: [email], claims: {sub: oid, email_verified: verified}, emailDomains: [corp.example]}
+    - {name: other, issuer: "https://login.example", clientId: o, emailDomains: [CORP.example]}
+  users:
+    - {username: "upstream:x", passwordHash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"}
+"#;
+    let err = load(
+        Path::new("/etc/orchestrator/orchestrator.yaml"),
+        &MapSources::default().file("/etc/orchestrator/orchestrator.yaml", yaml),
+    )
+    .expect_err("invalid");
+    let text = err.to_string();
+    for key in [
+        "oidcProvider.upstreams[0].name",
+        "oidcProvider.upstreams[0].issuer",
+        "oidcProvider.upstreams[0].clientId",
+        "oidcProvider.upstreams[0].scopes",
+        "oidcProvider.upstreams[0].subject[0]: \"email\" can change",
+        "oidcProvider.upstreams[0].claims.sub",
+        "oidcProvider.upstreams[0].claims.email_verified",
+        "oidcProvider.upstreams[1].emailDomains[0]: \"CORP.example\" is already routed",
+        "oidcProvider.users[0].username",
+    ] {
+        assert!(text.contains(key), "{key} missing from:\n{text}");
+    }
+}

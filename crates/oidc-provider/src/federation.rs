@@ -75,9 +75,11 @@ pub(crate) async fn begin(
     p: &Provider,
     upstream: &Upstream,
     pending: PendingAuthorization,
-    force_login: bool,
     ctx: RequestCtx,
 ) -> Result<Response<BoxBody>, OAuthError> {
+    // `prompt=login` and `max_age` mean a fresh authentication: the upstream
+    // must not sign the user in from its own session either.
+    let force_login = pending.fresh_login;
     let verifier = random_token();
     let nonce = random_token();
     let handle = random_token();
@@ -95,6 +97,13 @@ pub(crate) async fn begin(
         &state,
         tokens::expiry(LOGIN_TTL),
     )?;
+    // A browser drops a cookie over 4 KiB without a word (the user would
+    // come back to "expired"); say so now instead.
+    if sealed.len() > MAX_STATE_COOKIE {
+        return Err(OAuthError::invalid_request(
+            "the authorization request is too large to sign in through an identity provider",
+        ));
+    }
     let url = upstream
         .idp
         .start_with(
@@ -126,6 +135,10 @@ pub(crate) async fn begin(
     }
     Ok(resp)
 }
+
+/// Largest sealed login cookie value (browsers keep cookies up to 4096
+/// bytes, name and attributes included).
+const MAX_STATE_COOKIE: usize = 3800;
 
 /// The name of the cookie of the upstream login whose `state` is `handle`.
 pub(crate) fn state_cookie(handle: &str) -> String {

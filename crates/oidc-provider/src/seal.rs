@@ -177,6 +177,7 @@ mod tests {
 
     fn pending() -> PendingAuthorization {
         PendingAuthorization {
+            fresh_login: false,
             client_id: "app".into(),
             redirect_uri: "http://app.test/cb".into(),
             scope: "openid".into(),

@@ -81,28 +81,32 @@ impl Provider {
     /// The user behind `username`: a local one, or a user of an upstream
     /// (their claims as mapped at their last login, from the store).
     pub(crate) async fn user(&self, username: &str) -> Result<Option<Arc<User>>, StoreError> {
-        if let Some(local) = self.users.get(username) {
-            return Ok(Some(local));
-        }
         if !username.starts_with(USERNAME_PREFIX) {
-            return Ok(None);
+            return Ok(self.users.get(username));
         }
-        Ok(self.store.federated_user(username).await?.map(|f| {
-            Arc::new(User::federated(
-                username.to_owned(),
-                f.sub,
-                f.upstream,
-                f.claims,
-            ))
-        }))
+        // An upstream removed from the config takes its users with it:
+        // their sessions, grants and tokens stop working at the reload.
+        Ok(self
+            .store
+            .federated_user(username)
+            .await?
+            .filter(|f| self.upstreams.get(&f.upstream).is_some())
+            .map(|f| {
+                Arc::new(User::federated(
+                    username.to_owned(),
+                    f.sub,
+                    f.upstream,
+                    f.claims,
+                ))
+            }))
     }
 
     /// How long an upstream user's record is kept after a login: as long
-    /// as the SSO session or a refresh token of it may name them.
+    /// as the SSO session, and a grant started at its very end, may name
+    /// them.
     pub(crate) fn federated_user_ttl(&self) -> Duration {
         self.sso_ttl
-            .max(self.ttls.refresh_token_ttl)
-            .max(self.ttls.access_token_ttl)
+            .saturating_add(self.ttls.refresh_token_ttl.max(self.ttls.access_token_ttl))
     }
 }
 

@@ -68,6 +68,10 @@ pub(crate) struct StoreError(#[from] CacheError);
 /// travels sealed in the login form (see `seal`), never in the cache.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PendingAuthorization {
+    /// `prompt=login` or `max_age` was asked: an upstream must authenticate
+    /// the user again too (not reuse its own session).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) fresh_login: bool,
     pub(crate) client_id: String,
     pub(crate) redirect_uri: String,
     pub(crate) scope: String,

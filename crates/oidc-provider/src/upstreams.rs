@@ -47,6 +47,9 @@ pub(crate) struct Upstream {
     claims: Vec<(String, String)>,
     groups: GroupTransforms,
     email_domains: Vec<String>,
+    /// Email domains routed to other upstreams: an address there that this
+    /// upstream asserts is never verified (it is not this IdP's to vouch for).
+    foreign_domains: Vec<String>,
     subject: Vec<String>,
 }
 
@@ -100,6 +103,12 @@ impl Upstreams {
                 email_domains: u
                     .email_domains
                     .iter()
+                    .map(|d| d.to_ascii_lowercase())
+                    .collect(),
+                foreign_domains: cfg
+                    .iter()
+                    .filter(|other| other.name != u.name)
+                    .flat_map(|other| other.email_domains.iter())
                     .map(|d| d.to_ascii_lowercase())
                     .collect(),
                 subject: u.subject.clone(),
@@ -179,11 +188,22 @@ impl Upstream {
                 out.insert("groups".to_owned(), Value::from(groups));
             }
         }
-        if out.contains_key("email") {
-            let vouched = upstream.get("email_verified").and_then(as_bool) == Some(true);
+        if let Some(email) = out.get("email").and_then(Value::as_str) {
+            // The upstream's `email_verified` speaks of its `email` claim only.
+            let from_email = self
+                .claims
+                .iter()
+                .any(|(o, t)| o == "email" && t == "email");
+            let vouched =
+                from_email && upstream.get("email_verified").and_then(as_bool) == Some(true);
+            let foreign = email.rsplit_once('@').is_some_and(|(_, d)| {
+                self.foreign_domains
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case(d))
+            });
             out.insert(
                 "email_verified".to_owned(),
-                Value::Bool(vouched || self.trust_email),
+                Value::Bool((vouched || self.trust_email) && !foreign),
             );
         } else {
             out.remove("email_verified");
@@ -329,6 +349,29 @@ mod tests {
         let no_mail =
             upstream(json!({"trustEmail": true})).map_claims(&obj(json!({"email_verified": true})));
         assert!(!no_mail.contains_key("email_verified"));
+        // Its email_verified speaks of its `email`, not of another claim mapped there.
+        let other = upstream(json!({"claims": {"email": "mail"}})).map_claims(&obj(
+            json!({"mail": "a@x", "email": "b@x", "email_verified": true}),
+        ));
+        assert_eq!(other["email_verified"], false);
+    }
+
+    #[test]
+    fn an_address_routed_to_another_upstream_is_never_verified_here() {
+        let list = Upstreams::new(&[
+            serde_json::from_value(json!({"name": "corp", "issuer": "https://a.example", "clientId": "x", "emailDomains": ["corp.example"]})).expect("a"),
+            serde_json::from_value(json!({"name": "social", "issuer": "https://b.example", "clientId": "x", "trustEmail": true})).expect("b"),
+        ])
+        .expect("builds");
+        let social = list.get("social").expect("social");
+        let c = social.map_claims(&obj(
+            json!({"email": "ceo@Corp.Example", "email_verified": true}),
+        ));
+        assert_eq!(c["email_verified"], false);
+        let c = social.map_claims(&obj(
+            json!({"email": "me@gmail.example", "email_verified": true}),
+        ));
+        assert_eq!(c["email_verified"], true);
     }
 
     #[test]

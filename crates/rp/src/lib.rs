@@ -410,7 +410,8 @@ impl Idp {
             .request_async(&self.http)
             .await
             .map_err(|e| {
-                tracing::info!(idp = %self.name, error = ?e, "code exchange failed");
+                // Display, not Debug: a parse error's Debug holds the response body.
+                tracing::info!(idp = %self.name, error = %e, "code exchange failed");
                 failed("code exchange failed")
             })?;
         let id_token = token.id_token().ok_or_else(|| failed("no ID token"))?;

@@ -197,6 +197,7 @@ fn check_request(client: &Client, params: &Params) -> Result<AuthRequest, OAuthE
 
     Ok(AuthRequest {
         pending: PendingAuthorization {
+            fresh_login: prompt_login || max_age.is_some(),
             client_id: client.id.clone(),
             redirect_uri: params.get("redirect_uri").unwrap_or_default().to_owned(),
             scope: scopes.join(" "),
@@ -286,7 +287,7 @@ async fn sign_in(
     };
     if let Some(upstream) = chosen {
         let upstream = upstream.clone();
-        return federation::begin(p, &upstream, pending, req.prompt_login, ctx).await;
+        return federation::begin(p, &upstream, pending, ctx).await;
     }
     let tx = seal::seal(p.active_key(), &pending, tokens::expiry(LOGIN_TTL))?;
     let login_path = p.local_path("/login");

@@ -52,7 +52,7 @@ pub(crate) async fn start(
         // The button is only on this browser's page: its CSRF cookie is the
         // transaction's.
         same_browser(parts, &opened.pending.csrf)?;
-        begin(p, &upstream, opened.pending, false, ctx).await
+        begin(p, &upstream, opened.pending, ctx).await
     }
     .await;
     result.unwrap_or_else(|e| respond::page_response(&p.pages, &e))
@@ -71,7 +71,11 @@ pub(crate) async fn callback(
     let opened = match open_state(p, parts, params, name) {
         Ok(v) => v,
         Err(e) => {
-            count(p, name, "invalid_state");
+            // Only configured names become label values: the path is the
+            // client's to choose.
+            if p.upstreams.get(name).is_some() {
+                count(p, name, "invalid_state");
+            }
             return respond::page_response(&p.pages, &e);
         }
     };
