@@ -226,6 +226,7 @@ impl Rp {
                 CsrfToken::new_random,
                 Nonce::new_random,
             )
+            .add_scope(Scope::new("email".into()))
             .set_pkce_challenge(challenge)
             .url();
         let back = walk_to_rp(b, url.as_str(), user).await.unwrap();
@@ -713,6 +714,18 @@ async fn removing_an_upstream_ends_its_users_sessions_and_tokens() {
     };
     let access = tokens.access_token().secret().clone();
     assert_eq!(userinfo(access.clone()).await, 200);
+    // The access token carries what its scopes release, as RFC 9068 allows:
+    // an API behind the gateway can apply a policy to it.
+    let payload: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            access.split('.').nth(1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(payload["idp"], "panva");
+    assert_eq!(payload["email"], "alice@example.com");
 
     // The operator drops the upstream (a compromised partner IdP).
     let yaml = std::fs::read_to_string(f.orch.config_path()).unwrap();

@@ -54,6 +54,11 @@ pub(crate) struct AccessClaims {
     /// are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) gid: Option<String>,
+    /// The user's claims its scopes release (RFC 9068 §2.2.1: `email`,
+    /// `groups`, `idp`…), so a resource server (the gateway's bearer mode)
+    /// can apply a policy without calling userinfo.
+    #[serde(flatten, default)]
+    pub(crate) extra: BTreeMap<String, Value>,
 }
 
 /// Claims of an ID token (OpenID Connect Core §2), plus the user's claims by scope.
@@ -235,6 +240,7 @@ mod tests {
                 sid: None,
                 username: Some("alice".into()),
                 gid: Some("g".into()),
+                extra: BTreeMap::new(),
             };
             let token = sign(&key, "at+jwt", &claims).unwrap();
             let back: AccessClaims = verify(

@@ -352,6 +352,7 @@ async fn client_credentials(
         sid: None,
         username: None,
         gid: Some(grant_id),
+        extra: BTreeMap::new(),
     };
     let access = tokens::sign(p.active_key(), "at+jwt", &claims)?;
     let mut body = json!({
@@ -420,6 +421,7 @@ impl Grant<'_> {
             sid: Some(self.sid.to_owned()),
             username: Some(self.user.username.clone()),
             gid: Some(self.id.to_owned()),
+            extra: self.user.claims_for(self.scopes()),
         };
         let access = tokens::sign(key, "at+jwt", &access_claims)?;
         let mut body = json!({
