@@ -646,3 +646,82 @@ async fn a_template_s_script_and_outside_image_are_blocked() {
     }
     b.close().await;
 }
+
+/// Three origins: the gateway (127.0.0.3) → our provider (127.0.0.2) →
+/// panva's `oidc-provider` as its upstream (127.0.0.4), and back, in a real
+/// browser: the app gets the upstream user's mapped identity.
+#[tokio::test]
+async fn login_through_our_provider_federated_to_panva() {
+    let upstream = TestUpstream::echo().await;
+    let (op_port, gw_port) = (free_port(), free_port());
+    let idp = format!("http://127.0.0.2:{op_port}/idp");
+    let app = format!("http://127.0.0.3:{gw_port}");
+    let node = NodeOp::start("127.0.0.4", &[format!("{idp}/upstreams/corp/callback")]).await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
+    let provider_yaml = format!(
+        r#"
+listen:
+  address: 127.0.0.2:{{port}}
+oidcProvider:
+  issuer: {idp}
+  signingKeys: [{{id: k, algorithm: ES256, privateKey: "${{secret:op-key.pem}}"}}]
+  clients:
+    - {{clientId: gw, clientSecret: gw-secret, redirectUris: ["{app}/.orchestrator/callback"]}}
+  upstreams:
+    - name: corp
+      displayName: Corp
+      issuer: {issuer}
+      clientId: gateway
+      clientSecret: gateway-secret
+      scopes: [openid, email, profile, groups]
+"#,
+        issuer = node.issuer,
+    );
+    let _provider = Orchestrator::start_with(Setup {
+        yaml: &provider_yaml,
+        secrets: &[("op-key.pem", key.as_str())],
+        ports: Some((op_port, free_port())),
+        ..Setup::default()
+    })
+    .await;
+    let gateway_yaml = format!(
+        r#"
+listen:
+  address: 127.0.0.3:{{port}}
+appGateway:
+  identityProviders:
+    - {{name: own, issuer: "{idp}", clientId: gw, clientSecret: gw-secret, scopes: [openid, email, profile, groups]}}
+  apps:
+    - name: demo
+      host: "*"
+      pathPrefix: /
+      upstream: {upstream}
+      identityProvider: own
+      policy: {{allowGroups: [engineering], claims: {{idp: [corp]}}}}
+      headers: {{X-Auth-Request-User: sub, X-Auth-Request-Email: email}}
+"#,
+        upstream = upstream.url(),
+    );
+    let _gateway = Orchestrator::start_with(Setup {
+        yaml: &gateway_yaml,
+        ports: Some((gw_port, free_port())),
+        ..Setup::default()
+    })
+    .await;
+    let Some(b) = Chromium::start("login_through_our_provider_federated_to_panva", &[]).await
+    else {
+        return;
+    };
+    b.goto(&format!("{app}/docs/page")).await;
+    // One upstream and no local users: straight to it, no chooser.
+    b.wait_for_url(&format!("{}/interaction/", node.issuer))
+        .await;
+    b.fill("login", "alice").await;
+    b.fill("password", "alice-password").await;
+    b.submit().await;
+    b.wait_for_url(&format!("{app}/docs/page")).await;
+    expect_identity(&b, "alice@example.com").await;
+    b.close().await;
+}
