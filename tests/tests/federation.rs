@@ -763,3 +763,191 @@ async fn removing_an_upstream_ends_its_users_sessions_and_tokens() {
         "the old session still issued a code: {location}"
     );
 }
+
+#[tokio::test]
+async fn an_upstream_without_email_does_not_pass_an_email_domain_policy() {
+    // The upstream maps no email at all (as an IdP that sends none would).
+    let f = start_with("gateway-secret", "      claims: {groups: groups}\n").await;
+    let b = Browser::new();
+    let start = format!("{}/app/dash", f.orch.base_url());
+    let End::Page { status, body, .. } = walk(&b, &start, "alice", |_| false).await.unwrap() else {
+        panic!("the walk stopped at a redirect");
+    };
+    assert_eq!(status, 403, "{body}");
+    assert!(f._app.requests() == 0, "the app was reached");
+}
+
+/// How a rogue upstream spoils its ID token.
+#[derive(Clone, Copy)]
+enum Forgery {
+    /// Nothing forged: the control, which must sign the user in.
+    None,
+    /// Signed with a key its JWKS does not publish.
+    OtherKey,
+    /// Signed right, but for another client.
+    OtherAudience,
+    /// Signed right, but without the nonce of the login.
+    WrongNonce,
+}
+
+/// A rogue upstream IdP on a real HTTP server: discovery, JWKS, an
+/// authorization endpoint that signs anyone in at once, and a token
+/// endpoint whose ID token is forged as `forgery` says.
+async fn rogue_idp(forgery: Forgery) -> String {
+    use http_body_util::{BodyExt as _, Full};
+    use hyper::body::Bytes;
+    use std::sync::{Arc, Mutex};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let published = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let raw = published.public_key_raw().to_vec();
+    let b64 =
+        |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
+    let jwks = serde_json::json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "kid": "k", "alg": "ES256", "use": "sig",
+        "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+    }]});
+    let signing = match forgery {
+        Forgery::OtherKey => other.serialize_pem(),
+        _ => published.serialize_pem(),
+    };
+    let nonce: Arc<Mutex<String>> = Arc::default();
+    let state = Arc::new((base.clone(), jwks, signing, nonce));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let state = state.clone();
+                        async move {
+                            let (base, jwks, signing, nonce) = &*state;
+                            let path = req.uri().path().to_owned();
+                            let query: std::collections::HashMap<String, String> = req
+                                .uri()
+                                .query()
+                                .map(|q| {
+                                    url::form_urlencoded::parse(q.as_bytes())
+                                        .into_owned()
+                                        .collect()
+                                })
+                                .unwrap_or_default();
+                            let json = |v: serde_json::Value| {
+                                hyper::Response::builder()
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from(v.to_string())))
+                                    .unwrap()
+                            };
+                            let resp = match path.as_str() {
+                                "/.well-known/openid-configuration" => json(serde_json::json!({
+                                    "issuer": base,
+                                    "authorization_endpoint": format!("{base}/auth"),
+                                    "token_endpoint": format!("{base}/token"),
+                                    "jwks_uri": format!("{base}/jwks"),
+                                    "response_types_supported": ["code"],
+                                    "subject_types_supported": ["public"],
+                                    "id_token_signing_alg_values_supported": ["ES256"],
+                                })),
+                                "/jwks" => json(jwks.clone()),
+                                "/auth" => {
+                                    *nonce.lock().unwrap() =
+                                        query.get("nonce").cloned().unwrap_or_default();
+                                    let mut to = url::Url::parse(&query["redirect_uri"]).unwrap();
+                                    to.query_pairs_mut()
+                                        .append_pair("code", "rogue-code")
+                                        .append_pair("state", &query["state"]);
+                                    hyper::Response::builder()
+                                        .status(302)
+                                        .header("location", to.as_str())
+                                        .body(Full::new(Bytes::new()))
+                                        .unwrap()
+                                }
+                                "/token" => {
+                                    let _ = req.into_body().collect().await;
+                                    let now = std::time::SystemTime::now()
+                                        .duration_since(std::time::UNIX_EPOCH)
+                                        .unwrap()
+                                        .as_secs();
+                                    let the_nonce = match forgery {
+                                        Forgery::WrongNonce => "not-the-nonce".to_owned(),
+                                        _ => nonce.lock().unwrap().clone(),
+                                    };
+                                    let aud = match forgery {
+                                        Forgery::OtherAudience => "someone-else",
+                                        _ => "gateway",
+                                    };
+                                    let claims = serde_json::json!({
+                                        "iss": base, "sub": "admin", "aud": aud, "exp": now + 300,
+                                        "iat": now, "nonce": the_nonce, "email": "admin@example.com",
+                                        "email_verified": true, "groups": ["engineering"],
+                                    });
+                                    let mut header =
+                                        jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+                                    header.kid = Some("k".into());
+                                    let key =
+                                        jsonwebtoken::EncodingKey::from_ec_pem(signing.as_bytes())
+                                            .unwrap();
+                                    let id_token =
+                                        jsonwebtoken::encode(&header, &claims, &key).unwrap();
+                                    json(serde_json::json!({
+                                        "access_token": "rogue-access", "token_type": "Bearer",
+                                        "expires_in": 300, "id_token": id_token,
+                                    }))
+                                }
+                                _ => hyper::Response::builder()
+                                    .status(404)
+                                    .body(Full::new(Bytes::new()))
+                                    .unwrap(),
+                            };
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            });
+        }
+    });
+    base
+}
+
+#[tokio::test]
+async fn a_forged_upstream_id_token_signs_nobody_in() {
+    // The control first: the same rogue IdP, honest, does sign the user in.
+    let honest = rogue_idp(Forgery::None).await;
+    let extra = format!(
+        "    - {{name: rogue, issuer: \"{honest}\", clientId: gateway, clientSecret: s}}\n"
+    );
+    let f = start_with("gateway-secret", &extra).await;
+    let (error, why) = error_for(&f, "&idp=rogue", "admin").await;
+    assert_eq!(error, "", "the honest IdP was refused: {why}");
+    drop(f);
+    for forgery in [
+        Forgery::OtherKey,
+        Forgery::OtherAudience,
+        Forgery::WrongNonce,
+    ] {
+        let rogue = rogue_idp(forgery).await;
+        let extra = format!(
+            "    - {{name: rogue, issuer: \"{rogue}\", clientId: gateway, clientSecret: s}}\n"
+        );
+        let f = start_with("gateway-secret", &extra).await;
+        let (error, _) = error_for(&f, "&idp=rogue", "admin").await;
+        assert_eq!(error, "access_denied");
+        let success = f
+            .orch
+            .metric(
+                "orchestrator_oidc_upstream_logins_total{outcome=\"success\",upstream=\"rogue\"}",
+            )
+            .await;
+        assert_eq!(success, None);
+    }
+}
