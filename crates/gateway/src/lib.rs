@@ -1,7 +1,7 @@
 //! orchestrator-gateway: the App Gateway, an identity-aware reverse proxy.
 //!
 //! It holds routing (host + longest prefix on the normalised path), browser
-//! login as an OpenID relying party (`openidconnect`, code + PKCE), sessions
+//! login as an OpenID relying party (`orchestrator-rp`, code + PKCE), sessions
 //! (local moka store or the shared [`orchestrator_cache::Cache`]), per-app
 //! policy, identity headers and signed assertions, and the pooled upstream
 //! client (HTTP/1.1, HTTP/2, TLS, WebSocket upgrades).
