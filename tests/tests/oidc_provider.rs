@@ -350,14 +350,41 @@ async fn two_processes_over_one_redis_are_one_provider() {
     )
     .await;
     assert_eq!(resp.status(), 200);
+    let rotated: Value = resp.json().await.unwrap();
+    let refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
 
-    // Logout at B ends the session for A.
-    let resp = browser
+    // Logout at B ends the session for A (confirmed: no id_token_hint).
+    let page = browser
         .get(format!("{base_b}/end_session"))
         .send()
         .await
         .unwrap();
+    assert_eq!(page.status(), 200);
+    let token = orchestrator_tests::browser::hidden(&page.text().await.unwrap(), "token")
+        .expect("the confirmation form");
+    let resp = browser
+        .post(format!("{base_b}/end_session"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
+    // The refresh token of the ended session is refused, here and at A.
+    let resp = post_form(
+        format!("{base_a}/token"),
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("session"),
+        "{body}"
+    );
     let resp = browser
         .get(format!("{base_a}/authorize"))
         .query(&auth_query(&challenge, Some("none")))

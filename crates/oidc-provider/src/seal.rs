@@ -63,6 +63,8 @@ pub(crate) enum Kind {
     UpstreamState,
     /// The `state` of a logout at an upstream IdP: where to go afterwards.
     UpstreamLogout,
+    /// The sign-out confirmation form's token.
+    LogoutConfirmation,
 }
 
 impl Kind {
@@ -72,6 +74,7 @@ impl Kind {
             Self::LoginTx => CONTEXT,
             Self::UpstreamState => b"upstream-state/v1",
             Self::UpstreamLogout => b"upstream-logout/v1",
+            Self::LogoutConfirmation => b"logout-confirmation/v1",
         }
     }
 }

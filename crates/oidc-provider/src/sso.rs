@@ -11,7 +11,8 @@ use crate::error::{ErrorCode, OAuthError};
 use crate::respond;
 use crate::state::{Provider, RequestCtx, SESSION_COOKIE};
 use crate::store::{
-    CodeRecord, PendingAuthorization, SsoSession, UpstreamLink, random_id, random_token,
+    CodeRecord, PendingAuthorization, SessionEnded, SsoSession, UpstreamLink, random_id,
+    random_token,
 };
 use crate::tokens;
 use crate::web;
@@ -46,6 +47,35 @@ pub(crate) async fn start_session(
         Some(p.sso_ttl),
     );
     Ok((session, set_cookie))
+}
+
+/// Ends `session` for what it issued: its unredeemed codes and its refresh
+/// tokens stop working (unless `offline_access` was granted), however many
+/// replicas hold them; the marker lives as long as a refresh token can.
+pub(crate) async fn end_session(p: &Provider, session: &SsoSession) -> Result<(), OAuthError> {
+    let ttl = p
+        .ttls
+        .refresh_token_ttl
+        .max(p.ttls.authorization_code_ttl)
+        .max(p.sso_ttl);
+    p.store
+        .mark_session_ended(&session.sid, &SessionEnded { at: tokens::now() }, ttl)
+        .await?;
+    tracing::info!(sid = %session.sid, "sign-out");
+    Ok(())
+}
+
+/// True when the SSO session `sid` (signed in at `auth_time`) has ended:
+/// logged out, or past `ssoSessionTtl`.
+pub(crate) async fn session_over(
+    p: &Provider,
+    sid: &str,
+    auth_time: u64,
+) -> Result<bool, OAuthError> {
+    if auth_time.saturating_add(p.sso_ttl.as_secs()) <= tokens::now() {
+        return Ok(true);
+    }
+    Ok(p.store.session_ended(sid).await?)
 }
 
 /// Appends `value` (when there is one) as a `Set-Cookie` of `resp`.

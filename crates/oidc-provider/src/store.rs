@@ -58,6 +58,7 @@ record!(RefreshSpent, "oidc.refresh-spent", 1);
 record!(GrantRecord, "oidc.grant", 1);
 record!(SsoSession, "oidc.sso", 1);
 record!(FederatedUser, "oidc.federated-user", 1);
+record!(SessionEnded, "oidc.session-ended", 1);
 
 /// The cache failed; the request can be retried.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +136,13 @@ pub(crate) struct GrantRecord {
     /// When refresh tokens of the grant stop working, whatever the rotations
     /// (seconds since the epoch): the code's redemption plus `refreshTokenTtl`.
     pub(crate) refresh_until: u64,
+}
+
+/// Left behind when an SSO session is ended (logout), under its public `sid`:
+/// no code of it is redeemed, no refresh token of it is used again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionEnded {
+    pub(crate) at: u64,
 }
 
 /// A user of an upstream IdP: the claims mapped at their last login there,
@@ -391,6 +399,25 @@ impl Store {
             .delete(&format!("oidc:sso:{}", digest(cookie)))
             .await?;
         Ok(())
+    }
+
+    // --- ended SSO sessions, by their public sid ---
+
+    pub(crate) async fn mark_session_ended(
+        &self,
+        sid: &str,
+        rec: &SessionEnded,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.put(&format!("oidc:sid-ended:{}", digest(sid)), rec, ttl)
+            .await
+    }
+
+    pub(crate) async fn session_ended(&self, sid: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .get::<SessionEnded>(&format!("oidc:sid-ended:{}", digest(sid)))
+            .await?
+            .is_some())
     }
 
     // --- users of upstreams ---

@@ -133,8 +133,8 @@ async fn two_replicas_over_one_redis_behave_as_one_provider() {
         .unwrap();
     assert_eq!(expect_error(resp, "invalid_grant").await, 400);
 
-    // Logout at B ends the session for A.
-    let resp = browser.get(b.url("/end_session")).send().await.unwrap();
+    // Logout at B (confirmed: no id_token_hint) ends the session for A.
+    let resp = sign_out_confirmed(&browser, &b.url("/end_session")).await;
     assert_eq!(resp.status(), 200);
     let resp = browser
         .get(a.url("/authorize"))

@@ -145,6 +145,10 @@ async fn authorization_code(
             "authorization code was issued to another client",
         ));
     }
+    // No token is issued in a session that has ended since the code was.
+    if crate::sso::session_over(p, &rec.sid, rec.auth_time).await? {
+        return Err(OAuthError::invalid_grant("the sign-in session has ended"));
+    }
     if redirect_uri != Some(rec.redirect_uri.as_str()) {
         return Err(OAuthError::invalid_grant(
             "redirect_uri does not match the authorization request",
@@ -250,6 +254,15 @@ async fn refresh(
     let Some(record) = p.store.grant(&rec.family_id).await? else {
         return Err(OAuthError::invalid_grant("grant revoked"));
     };
+    // Refresh tokens end with their SSO session (logout or expiry), unless
+    // the user granted offline access; the grant goes with them.
+    let offline = rec.scope.split(' ').any(|s| s == "offline_access");
+    if !offline && crate::sso::session_over(p, &rec.sid, rec.auth_time).await? {
+        p.store.revoke_grant(&rec.family_id).await?;
+        return Err(OAuthError::invalid_grant(
+            "the sign-in session of this refresh token has ended",
+        ));
+    }
     // Rotation never extends the grant: it ends refreshTokenTtl after the
     // code was redeemed, so a stolen-and-rotated token cannot live forever.
     let family_end = record.refresh_until;

@@ -629,3 +629,25 @@ pub async fn walk_full_flow(tp: &TestProvider) {
     assert_eq!(params["error"], "login_required");
     assert_eq!(params["state"], "st-123");
 }
+
+/// Signs out at `end_session_url` without an `id_token_hint`, as a person
+/// would: the confirmation page, then its form. The form's answer.
+pub async fn sign_out_confirmed(
+    browser: &reqwest::Client,
+    end_session_url: &str,
+) -> reqwest::Response {
+    let page = browser
+        .get(end_session_url)
+        .send()
+        .await
+        .expect("end_session");
+    assert_eq!(page.status(), 200, "the confirmation page");
+    let html = page.text().await.expect("page");
+    let token = hidden(&html, "token");
+    browser
+        .post(end_session_url)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("confirmation")
+}
