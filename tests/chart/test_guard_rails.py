@@ -7,6 +7,7 @@ from conftest import render, render_ci, render_error
 PROVIDER = {"oidcProvider": {"issuer": "https://sso.example.com/idp"}}
 SHARED = {"appGateway": {"session": {"store": "shared"}}}
 REDIS = {"cache": {"backend": "redis", "redis": {"url": "redis://redis-master.redis.svc:6379/0"}}}
+KEY = {"id": "k", "algorithm": "ES256", "privateKey": "${secret:oidc-signing-key.pem}"}
 
 
 @pytest.mark.parametrize("scale", [{"replicaCount": 2}, {"autoscaling": {"enabled": True}}], ids=["replicas", "autoscaling"])
@@ -21,7 +22,10 @@ def test_shared_state_on_many_replicas_needs_redis(scale, state, cache):
 @pytest.mark.parametrize("scale", [{"replicaCount": 3}, {"autoscaling": {"enabled": True}}], ids=["replicas", "autoscaling"])
 @pytest.mark.parametrize("state", [PROVIDER, SHARED], ids=["oidc-provider", "shared-sessions"])
 def test_redis_makes_it_pass(scale, state):
-    r = render({**scale, "config": {**state, **REDIS}})
+    if state is PROVIDER:
+        # Replicas on Redis sign with shared keys (without them, refused: see below).
+        state = {"oidcProvider": {**PROVIDER["oidcProvider"], "signingKeys": [KEY]}}
+    r = render({**scale, "config": {**state, **REDIS}, "secrets": {"existingSecret": "orchestrator"}})
     assert r.config()["cache"]["backend"] == "redis"
 
 

@@ -232,6 +232,16 @@ Included once, from the StatefulSet.
 {{- fail "config.appGateway.session.store: shared with more than one replica (replicaCount > 1 or autoscaling.enabled) needs config.cache.backend: redis (and config.cache.redis.url); or use store: local with ingress.stickiness, or replicaCount: 1." -}}
 {{- end -}}
 {{- end -}}
+{{- if and $many (eq $backend "memory") (not $gateway.assertionSigningKeys) -}}
+{{- range ($gateway.apps | default list) }}
+{{- if .assertionHeader -}}
+{{- fail (printf "config.appGateway.apps %q sets assertionHeader with more than one replica on the memory cache and no config.appGateway.assertionSigningKeys: each pod would sign with a key of its own, and upstreams would reject the other pods' assertions; set assertionSigningKeys (${secret:NAME}) or run one replica" .name) -}}
+{{- end -}}
+{{- end }}
+{{- end -}}
+{{- if and $config.oidcProvider (eq $backend "redis") (not $config.oidcProvider.signingKeys) -}}
+{{- fail "config.oidcProvider with cache.backend redis needs config.oidcProvider.signingKeys (replicas must sign with the same key; without them every pod would refuse to start): add a key with privateKey: ${secret:NAME}" -}}
+{{- end -}}
 {{- if and (eq $backend "redis") (not (($cache.redis | default dict).url)) -}}
 {{- fail "config.cache.backend is redis but config.cache.redis.url is not set: set it, e.g. redis://redis-master.redis.svc:6379/0" -}}
 {{- end -}}
