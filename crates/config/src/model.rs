@@ -708,6 +708,10 @@ pub struct AppGatewayConfig {
     /// `forward_auth`); 200 with the app's identity headers, 401 or 403.
     #[serde(default = "default_auth_path")]
     pub auth_path: String,
+    /// Path of the OpenID Connect Back-Channel Logout 1.0 receiver: an IdP
+    /// POSTs a logout token here to end the sessions it names.
+    #[serde(default = "default_backchannel_logout_path")]
+    pub backchannel_logout_path: String,
     /// Session settings.
     #[serde(default)]
     pub session: SessionConfig,
@@ -758,6 +762,9 @@ fn default_login_path() -> String {
 }
 fn default_auth_path() -> String {
     "/.orchestrator/auth".to_owned()
+}
+fn default_backchannel_logout_path() -> String {
+    "/.orchestrator/backchannel-logout".to_owned()
 }
 fn default_assertion_ttl() -> Duration {
     Duration::from_secs(60)

@@ -425,17 +425,22 @@ fn check_gateway(v: &mut Validator, gw: &AppGatewayConfig, backend: CacheBackend
     v.abs_path("appGateway.logoutPath", &gw.logout_path);
     v.abs_path("appGateway.loginPath", &gw.login_path);
     v.abs_path("appGateway.authPath", &gw.auth_path);
+    v.abs_path(
+        "appGateway.backchannelLogoutPath",
+        &gw.backchannel_logout_path,
+    );
     let own = [
         &gw.callback_path,
         &gw.logout_path,
         &gw.login_path,
         &gw.auth_path,
+        &gw.backchannel_logout_path,
     ];
     let distinct: HashSet<&String> = own.iter().copied().collect();
     if distinct.len() != own.len() {
         v.err(
             "appGateway",
-            "callbackPath, logoutPath, loginPath and authPath must be four different paths",
+            "callbackPath, logoutPath, loginPath, authPath and backchannelLogoutPath must be different paths",
         );
     }
     let s = &gw.session;

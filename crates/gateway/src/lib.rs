@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod assertion;
+mod backchannel;
 mod bearer;
 mod cookies;
 mod error;

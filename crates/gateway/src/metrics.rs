@@ -16,6 +16,8 @@ pub struct GatewayMetrics {
     pub logins: IntCounterVec,
     /// `orchestrator_gateway_active_sessions`: sessions held in the local store.
     pub active_sessions: IntGauge,
+    /// `orchestrator_gateway_backchannel_logouts_total`: logout tokens accepted.
+    pub sessions_ended_by_idp: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -49,6 +51,11 @@ impl GatewayMetrics {
             "orchestrator_gateway_active_sessions",
             "Gateway sessions held in this process's local store.",
         )?;
+        let sessions_ended_by_idp = IntCounter::new(
+            "orchestrator_gateway_backchannel_logouts_total",
+            "Back-channel logout tokens accepted (each ends the sessions it names).",
+        )?;
+        registry.register(Box::new(sessions_ended_by_idp.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(upstream_latency.clone()))?;
         registry.register(Box::new(logins.clone()))?;
@@ -58,6 +65,7 @@ impl GatewayMetrics {
             upstream_latency,
             logins,
             active_sessions,
+            sessions_ended_by_idp,
         })
     }
 

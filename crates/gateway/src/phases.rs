@@ -43,7 +43,9 @@ use crate::route::NormalPath;
 use crate::session::SessionId;
 use crate::sign_in::{callback, start_login};
 use crate::sign_out::logout;
-use crate::{App, Gateway, JWKS_PATH, Runtime, bearer, forward_auth, rescue, return_url};
+use crate::{
+    App, Gateway, JWKS_PATH, Runtime, backchannel, bearer, forward_auth, rescue, return_url,
+};
 use orchestrator_http::body::{BoxBody, full};
 use orchestrator_http::{ConnInfo, authority};
 
@@ -140,6 +142,9 @@ where
     let p = path.as_str();
     if p == JWKS_PATH {
         return Handled::by(None, Ok(jwks(rt)));
+    }
+    if p == rt.backchannel_logout_path {
+        return Handled::by(None, Ok(Box::pin(backchannel::receive(gw, rt, req)).await));
     }
     if p == rt.callback_path {
         // Login and logout futures (IdP calls over HTTP) are large and rare:

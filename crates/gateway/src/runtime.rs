@@ -49,6 +49,7 @@ pub(crate) struct Runtime {
     pub(crate) logout_path: String,
     pub(crate) login_path: String,
     pub(crate) auth_path: String,
+    pub(crate) backchannel_logout_path: String,
     /// The apps' host names (lower-case, `*` left out): where an absolute
     /// return URL may point.
     pub(crate) app_hosts: HashSet<String>,
@@ -176,6 +177,7 @@ impl Runtime {
             logout_path: cfg.logout_path.clone(),
             login_path: cfg.login_path.clone(),
             auth_path: cfg.auth_path.clone(),
+            backchannel_logout_path: cfg.backchannel_logout_path.clone(),
             app_hosts: cfg
                 .apps
                 .iter()

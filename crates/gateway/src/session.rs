@@ -137,6 +137,16 @@ impl fmt::Debug for SessionId {
     }
 }
 
+/// The key of a back-channel logout marker: a digest of the IdP and the
+/// `sid` or `sub` it names.
+fn logout_key(prefix: &str, idp: &str, value: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(idp.as_bytes());
+    h.update([0]);
+    h.update(value.as_bytes());
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(h.finalize()))
+}
+
 fn storage_key(prefix: &str, secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(digest))
@@ -170,6 +180,12 @@ pub(crate) struct Session {
     extra: Option<Box<str>>,
     /// Creation time, seconds since the epoch.
     pub(crate) created: u64,
+    /// The IdP's session id (`sid`) and the user's `sub`, from the ID token:
+    /// what an IdP's back-channel logout names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sid: Option<Box<str>>,
+    #[serde(default)]
+    pub(crate) sub: Box<str>,
 }
 
 impl Session {
@@ -185,10 +201,18 @@ impl Session {
             .then(|| serde_json::to_string(extra).ok())
             .flatten()
             .map(String::into_boxed_str);
+        let id_token = CompactJwt::new(id_token);
+        let token_claims = id_token
+            .payload()
+            .and_then(|p| serde_json::from_slice::<Map<String, Value>>(&p).ok())
+            .unwrap_or_default();
+        let text = |c: &str| token_claims.get(c).and_then(Value::as_str).map(Box::from);
         Self {
             idp,
             host: host.into(),
-            id_token: CompactJwt::new(id_token),
+            sid: text("sid"),
+            sub: text("sub").unwrap_or_default(),
+            id_token,
             extra,
             created: now_secs(),
         }
@@ -381,7 +405,20 @@ pub(crate) struct SessionStore {
     /// Bytes of pending logins written to the shared store in this window.
     shared_pending_bytes: WindowBudget,
     shared: Option<SharedBackend>,
+    /// Where back-channel logouts are kept (the cache backend, so every
+    /// replica sees them).
+    cache: Arc<dyn Cache>,
+    /// Recent answers of "did the IdP end this session?", per session, so
+    /// the backend is asked at most once per [`LOGOUT_CHECK_TTL`].
+    logout_checked: moka::sync::Cache<[u8; 32], bool>,
 }
+
+/// How long "the IdP has not ended this session" is believed before the
+/// cache backend is asked again: the longest a back-channel logout takes to
+/// reach every replica.
+const LOGOUT_CHECK_TTL: Duration = Duration::from_secs(2);
+const LOGOUT_SID_PREFIX: &str = "gw:bcl:sid:";
+const LOGOUT_SUB_PREFIX: &str = "gw:bcl:sub:";
 
 /// A byte budget that starts afresh every `window`. Unauthenticated requests
 /// write pending logins to the shared store, whose memory the cache's
@@ -463,7 +500,7 @@ impl SessionStore {
             .time_to_live(pending_ttl)
             .build();
         let shared = (cfg.store == StoreKind::Shared).then(|| SharedBackend {
-            cache,
+            cache: cache.clone(),
             near: moka::future::Cache::builder()
                 .max_capacity(cfg.max_entries.min(100_000))
                 .time_to_live(NEAR_CACHE_TTL.min(cfg.idle_timeout))
@@ -477,6 +514,11 @@ impl SessionStore {
             started_by_client,
             shared_pending_bytes: WindowBudget::new(pending_ttl, gw.max_pending_login_bytes),
             shared,
+            cache,
+            logout_checked: moka::sync::Cache::builder()
+                .max_capacity(cfg.max_entries.min(1_000_000))
+                .time_to_live(LOGOUT_CHECK_TTL)
+                .build(),
         }
     }
 
@@ -500,8 +542,84 @@ impl SessionStore {
             .filter(|d| !d.is_zero())
     }
 
-    /// The session named by `id`, if it exists and is neither expired nor idle.
+    /// The session named by `id`, if it exists, is neither expired nor
+    /// idle, and its IdP has not ended it (back-channel logout).
     pub(crate) async fn get(&self, id: &SessionId) -> Result<Option<Arc<Session>>, GatewayError> {
+        let Some(session) = self.lookup(id).await? else {
+            return Ok(None);
+        };
+        if self.ended_by_idp(id, &session).await? {
+            self.remove(id).await?;
+            return Ok(None);
+        }
+        Ok(Some(session))
+    }
+
+    /// Records a back-channel logout from `idp`: the session `sid`, or (no
+    /// `sid`) every session of `sub` created until now, ends on every
+    /// replica within [`LOGOUT_CHECK_TTL`].
+    pub(crate) async fn end_by_idp(
+        &self,
+        idp: &str,
+        sid: Option<&str>,
+        sub: Option<&str>,
+    ) -> Result<(), GatewayError> {
+        let now = now_secs().to_string();
+        let (prefix, value) = match (sid, sub) {
+            (Some(sid), _) => (LOGOUT_SID_PREFIX, sid),
+            (None, Some(sub)) => (LOGOUT_SUB_PREFIX, sub),
+            (None, None) => return Ok(()),
+        };
+        self.cache
+            .set(
+                &logout_key(prefix, idp, value),
+                now.as_bytes(),
+                self.max_lifetime,
+            )
+            .await
+            .map_err(cache_err)?;
+        // This replica believes it at once.
+        self.logout_checked.invalidate_all();
+        Ok(())
+    }
+
+    /// True the first time `key` is claimed within `ttl` (a logout token's
+    /// `jti`), on every replica.
+    pub(crate) async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, GatewayError> {
+        self.cache
+            .set_if_absent(key, b"1", ttl)
+            .await
+            .map_err(cache_err)
+    }
+
+    async fn ended_by_idp(&self, id: &SessionId, session: &Session) -> Result<bool, GatewayError> {
+        if let Some(known) = self.logout_checked.get(&id.bytes()) {
+            return Ok(known);
+        }
+        let mut ended = false;
+        if let Some(sid) = &session.sid {
+            ended = self
+                .cache
+                .get(&logout_key(LOGOUT_SID_PREFIX, &session.idp, sid))
+                .await
+                .map_err(cache_err)?
+                .is_some();
+        }
+        if !ended && !session.sub.is_empty() {
+            // A logout by subject ends the sessions created before it.
+            ended = self
+                .cache
+                .get(&logout_key(LOGOUT_SUB_PREFIX, &session.idp, &session.sub))
+                .await
+                .map_err(cache_err)?
+                .and_then(|at| std::str::from_utf8(&at).ok()?.parse::<u64>().ok())
+                .is_some_and(|at| session.created <= at);
+        }
+        self.logout_checked.insert(id.bytes(), ended);
+        Ok(ended)
+    }
+
+    async fn lookup(&self, id: &SessionId) -> Result<Option<Arc<Session>>, GatewayError> {
         let Some(shared) = &self.shared else {
             let Some(found) = self.local.get(id).await else {
                 return Ok(None);

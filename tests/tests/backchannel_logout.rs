@@ -1,0 +1,238 @@
+//! OpenID Connect Back-Channel Logout 1.0 at the gateway: a logout token
+//! from the IdP ends the sessions it names (next request → login); a
+//! forged, expired, replayed, `nonce`-carrying or mis-addressed one gets
+//! 400 and ends nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use orchestrator_tests::browser::Browser;
+use orchestrator_tests::{Orchestrator, TestUpstream, run_cli};
+use serde_json::{Value, json};
+
+const YAML: &str = r#"
+oidcProvider:
+  issuer: http://127.0.0.1:{port}/idp
+  signingKeys:
+    - {id: bcl, algorithm: ES256, privateKey: "${secret:op-key.pem}"}
+  clients:
+    - clientId: gw
+      clientSecret: gw-secret
+      redirectUris: [http://127.0.0.1:{port}/.orchestrator/callback]
+  users:
+    - username: alice
+      passwordHash: "${secret:hash}"
+      claims: {email: alice@example.com, email_verified: true}
+appGateway:
+  identityProviders:
+    - {name: own, issuer: "http://127.0.0.1:{port}/idp", clientId: gw, clientSecret: gw-secret}
+  apps:
+    - name: demo
+      host: "*"
+      pathPrefix: /
+      upstream: "{upstream}"
+      identityProvider: own
+      headers: {X-User: sub, X-Sid: sid}
+"#;
+
+struct Setup {
+    orch: Orchestrator,
+    _app: TestUpstream,
+    key: String,
+}
+
+async fn start() -> Setup {
+    let app = TestUpstream::echo().await;
+    let hash = run_cli(&["hash-password"], "pw\n").await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
+    let orch = Orchestrator::start(
+        &YAML.replace("{upstream}", &app.url()),
+        &[("op-key.pem", key.as_str()), ("hash", hash.stdout.trim())],
+    )
+    .await;
+    Setup {
+        orch,
+        _app: app,
+        key,
+    }
+}
+
+/// A browser signed in at the gateway, and its session's `sid`.
+async fn signed_in(s: &Setup) -> (Browser, String) {
+    let b = Browser::new();
+    let visit = b
+        .visit(&format!("{}/page", s.orch.base_url()), "alice", "pw")
+        .await
+        .unwrap();
+    assert_eq!(visit.status, 200, "{}", visit.body);
+    let echo: Value = serde_json::from_str(&visit.body).unwrap();
+    let sid = echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "x-sid")
+        .map(|h| h[1].as_str().unwrap().to_owned())
+        .expect("the ID token's sid");
+    (b, sid)
+}
+
+/// Whether the browser's session still opens the app (no login redirect).
+async fn still_in(s: &Setup, b: &Browser) -> bool {
+    let r = b
+        .client()
+        .get(format!("{}/page", s.orch.base_url()))
+        .send()
+        .await
+        .unwrap();
+    r.status() == 200
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A logout token with `claims` signed by `pem` (ES256, kid `bcl`).
+fn token(pem: &str, header: Value, claims: Value) -> String {
+    let h = URL_SAFE_NO_PAD.encode(header.to_string());
+    let c = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let input = format!("{h}.{c}");
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
+    let sig =
+        jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::ES256).unwrap();
+    format!("{input}.{sig}")
+}
+
+fn claims(s: &Setup, sid: Option<&str>, sub: Option<&str>, jti: &str) -> Value {
+    let mut c = json!({
+        "iss": format!("{}/idp", s.orch.base_url()),
+        "aud": "gw",
+        "iat": now(),
+        "exp": now() + 120,
+        "jti": jti,
+        "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+    });
+    if let Some(sid) = sid {
+        c["sid"] = json!(sid);
+    }
+    if let Some(sub) = sub {
+        c["sub"] = json!(sub);
+    }
+    c
+}
+
+fn header() -> Value {
+    json!({"alg": "ES256", "typ": "logout+jwt", "kid": "bcl"})
+}
+
+async fn post(s: &Setup, logout_token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!(
+            "{}/.orchestrator/backchannel-logout",
+            s.orch.base_url()
+        ))
+        .form(&[("logout_token", logout_token)])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_logout_token_ends_the_session_it_names() {
+    let s = start().await;
+    let (b, sid) = signed_in(&s).await;
+    let (other, _) = signed_in(&s).await;
+    let resp = post(
+        &s,
+        &token(&s.key, header(), claims(&s, Some(&sid), None, "j1")),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    assert!(
+        !still_in(&s, &b).await,
+        "the named session still opens the app"
+    );
+    assert!(still_in(&s, &other).await, "another session ended too");
+    // By subject: every session of the user ends.
+    let resp = post(
+        &s,
+        &token(&s.key, header(), claims(&s, None, Some("alice"), "j2")),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert!(!still_in(&s, &other).await);
+    assert_eq!(
+        s.orch
+            .metric("orchestrator_gateway_backchannel_logouts_total")
+            .await,
+        Some(2.0)
+    );
+}
+
+#[tokio::test]
+async fn bad_logout_tokens_get_400_and_end_nothing() {
+    let s = start().await;
+    let (b, sid) = signed_in(&s).await;
+    let other_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
+    let good = |jti: &str| claims(&s, Some(&sid), None, jti);
+    let mut expired = good("e");
+    expired["exp"] = json!(now() - 3600);
+    expired["iat"] = json!(now() - 3700);
+    let mut with_nonce = good("n");
+    with_nonce["nonce"] = json!("x");
+    let mut wrong_aud = good("a");
+    wrong_aud["aud"] = json!("someone-else");
+    let mut no_event = good("v");
+    no_event["events"] = json!({});
+    let mut nobody = good("b");
+    nobody.as_object_mut().unwrap().remove("sid");
+    let cases = [
+        (
+            "signed with another key",
+            token(&other_key, header(), good("k")),
+        ),
+        ("expired", token(&s.key, header(), expired)),
+        ("with a nonce", token(&s.key, header(), with_nonce)),
+        ("for another client", token(&s.key, header(), wrong_aud)),
+        ("without the event", token(&s.key, header(), no_event)),
+        ("naming nobody", token(&s.key, header(), nobody)),
+        (
+            "typed as an ID token",
+            token(
+                &s.key,
+                json!({"alg": "ES256", "typ": "JWT+id", "kid": "bcl"}),
+                good("t"),
+            ),
+        ),
+        ("not a JWT", "garbage".to_owned()),
+    ];
+    for (what, t) in &cases {
+        let resp = post(&s, t).await;
+        assert_eq!(resp.status(), 400, "{what}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{what}");
+        assert!(still_in(&s, &b).await, "{what} ended the session");
+    }
+    // A GET is no logout either.
+    let r = reqwest::get(format!(
+        "{}/.orchestrator/backchannel-logout",
+        s.orch.base_url()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    // Replayed: the first use works, the second is refused.
+    let once = token(&s.key, header(), good("r"));
+    assert_eq!(post(&s, &once).await.status(), 200);
+    assert_eq!(post(&s, &once).await.status(), 400);
+}
