@@ -1,7 +1,8 @@
-//! OpenID Connect Back-Channel Logout 1.0 at the gateway: a logout token
-//! from the IdP ends the sessions it names (next request → login); a
+//! OpenID Connect Back-Channel Logout 1.0 on both sides: a logout token from
+//! the IdP ends the gateway sessions it names (next request → login); a
 //! forged, expired, replayed, `nonce`-carrying or mis-addressed one gets
-//! 400 and ends nothing.
+//! 400 and ends nothing; and our provider sends one when its SSO session
+//! ends, so logging out there ends the gateway session too.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -22,6 +23,7 @@ oidcProvider:
     - clientId: gw
       clientSecret: gw-secret
       redirectUris: [http://127.0.0.1:{port}/.orchestrator/callback]
+      backchannelLogoutUri: http://127.0.0.1:{port}/.orchestrator/backchannel-logout
   users:
     - username: alice
       passwordHash: "${secret:hash}"
@@ -235,4 +237,48 @@ async fn bad_logout_tokens_get_400_and_end_nothing() {
     let once = token(&s.key, header(), good("r"));
     assert_eq!(post(&s, &once).await.status(), 200);
     assert_eq!(post(&s, &once).await.status(), 400);
+}
+
+#[tokio::test]
+async fn logging_out_at_our_provider_ends_the_gateway_session_through_the_back_channel() {
+    let s = start().await;
+    let discovery: Value = reqwest::get(format!(
+        "{}/idp/.well-known/openid-configuration",
+        s.orch.base_url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(discovery["backchannel_logout_supported"], true);
+    assert_eq!(discovery["backchannel_logout_session_supported"], true);
+
+    let (b, _) = signed_in(&s).await;
+    // The provider's own sign-out, confirmed by the user in the same browser.
+    let end_session = format!("{}/idp/end_session", s.orch.base_url());
+    let page = b.client().get(&end_session).send().await.unwrap();
+    let token = orchestrator_tests::browser::hidden(&page.text().await.unwrap(), "token")
+        .expect("the confirmation form");
+    let resp = b
+        .client()
+        .post(&end_session)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The provider told the gateway: its session ends without any request
+    // of the browser's to the gateway's logout.
+    s.orch
+        .wait_metric_at_least(
+            "orchestrator_oidc_backchannel_logouts_total{client=\"gw\",outcome=\"delivered\"}",
+            1.0,
+            std::time::Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        !still_in(&s, &b).await,
+        "the gateway session outlived the IdP's"
+    );
 }

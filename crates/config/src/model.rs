@@ -625,6 +625,13 @@ pub struct OidcClientConfig {
     /// Exact post-logout redirect URIs.
     #[serde(default)]
     pub post_logout_redirect_uris: Vec<String>,
+    /// OpenID Connect Back-Channel Logout 1.0: where the provider POSTs a
+    /// logout token when an SSO session in which this client got tokens ends.
+    #[serde(default)]
+    pub backchannel_logout_uri: Option<String>,
+    /// The client needs `sid` in logout tokens (it is always sent).
+    #[serde(default)]
+    pub backchannel_logout_session_required: bool,
     /// Allowed grants.
     #[serde(default = "default_grant_types")]
     pub grant_types: Vec<GrantType>,

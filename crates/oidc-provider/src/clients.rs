@@ -35,6 +35,8 @@ pub(crate) struct Client {
     secret: Option<Secret>,
     pub(crate) redirect_uris: Vec<String>,
     pub(crate) post_logout_redirect_uris: Vec<String>,
+    /// Back-Channel Logout 1.0: where logout tokens go.
+    pub(crate) backchannel_logout_uri: Option<url::Url>,
     pub(crate) grant_types: Vec<GrantType>,
     pub(crate) allowed_scopes: Vec<String>,
     pub(crate) require_pkce: bool,
@@ -120,6 +122,25 @@ impl Clients {
                     ));
                 }
             }
+            let backchannel_logout_uri = c
+                .backchannel_logout_uri
+                .as_deref()
+                .map(|uri| {
+                    url::Url::parse(uri)
+                        .ok()
+                        .filter(|u| {
+                            matches!(u.scheme(), "http" | "https") && u.fragment().is_none()
+                        })
+                        .ok_or_else(|| {
+                            err(
+                                "backchannelLogoutUri",
+                                format!(
+                                    "{uri:?} is not an absolute http(s) URL without a fragment"
+                                ),
+                            )
+                        })
+                })
+                .transpose()?;
             let secret = c.client_secret.clone().filter(|s| !s.expose().is_empty());
             if secret.is_none() && c.grant_types.contains(&GrantType::ClientCredentials) {
                 return Err(err(
@@ -137,6 +158,7 @@ impl Clients {
                 secret,
                 redirect_uris: c.redirect_uris.clone(),
                 post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+                backchannel_logout_uri,
                 grant_types: c.grant_types.clone(),
                 allowed_scopes: c.allowed_scopes.clone(),
                 require_pkce: c.require_pkce,

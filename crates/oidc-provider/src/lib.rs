@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backchannel;
 mod clients;
 mod derived;
 mod device;

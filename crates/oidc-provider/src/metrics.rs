@@ -18,6 +18,8 @@ pub struct ProviderMetrics {
     pub(crate) replays: IntCounterVec,
     /// Logins through upstream IdPs, by upstream and outcome.
     pub(crate) upstream_logins: IntCounterVec,
+    /// Back-channel logout deliveries, by client and outcome.
+    pub(crate) backchannel_logouts: IntCounterVec,
 }
 
 impl ProviderMetrics {
@@ -69,6 +71,14 @@ impl ProviderMetrics {
             &["upstream", "outcome"],
         )?;
         registry.register(Box::new(upstream_logins.clone()))?;
+        let backchannel_logouts = IntCounterVec::new(
+            Opts::new(
+                "orchestrator_oidc_backchannel_logouts_total",
+                "Back-channel logout tokens sent to clients, by client and outcome (delivered, refused, failed).",
+            ),
+            &["client", "outcome"],
+        )?;
+        registry.register(Box::new(backchannel_logouts.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(tokens_issued.clone()))?;
@@ -81,6 +91,7 @@ impl ProviderMetrics {
             logins,
             replays,
             upstream_logins,
+            backchannel_logouts,
         })
     }
 }

@@ -62,7 +62,7 @@ pub(crate) async fn end_session(p: &Provider, session: &SsoSession) -> Result<()
         .mark_session_ended(&session.sid, &SessionEnded { at: tokens::now() }, ttl)
         .await?;
     tracing::info!(sid = %session.sid, "sign-out");
-    Ok(())
+    crate::backchannel::notify(p, session).await
 }
 
 /// True when the SSO session `sid` (signed in at `auth_time`) has ended:
@@ -91,6 +91,7 @@ pub(crate) async fn issue_code(
     pending: &PendingAuthorization,
     session: &SsoSession,
 ) -> Result<Response<BoxBody>, OAuthError> {
+    crate::backchannel::remember(p, &session.sid, &pending.client_id).await?;
     let code = random_token();
     let record = CodeRecord {
         client_id: pending.client_id.clone(),

@@ -66,6 +66,8 @@ pub struct Provider {
     /// provider on first use (they only change with the config).
     pub(crate) discovery: OnceLock<Bytes>,
     pub(crate) jwks: OnceLock<Bytes>,
+    /// Sends back-channel logout tokens: no redirects, short timeouts.
+    pub(crate) backchannel_http: reqwest::Client,
 }
 
 impl std::fmt::Debug for Provider {
@@ -164,6 +166,12 @@ impl Provider {
             max_body: listen.max_body_bytes,
             discovery: OnceLock::new(),
             jwks: OnceLock::new(),
+            backchannel_http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| ProviderError::Issuer(format!("HTTP client: {e}")))?,
         };
         Ok(provider)
     }

@@ -59,6 +59,7 @@ record!(GrantRecord, "oidc.grant", 1);
 record!(SsoSession, "oidc.sso", 1);
 record!(FederatedUser, "oidc.federated-user", 1);
 record!(SessionEnded, "oidc.session-ended", 1);
+record!(SessionClients, "oidc.session-clients", 1);
 
 /// The cache failed; the request can be retried.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +144,13 @@ pub(crate) struct GrantRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SessionEnded {
     pub(crate) at: u64,
+}
+
+/// The clients that got tokens in an SSO session and take back-channel
+/// logout tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionClients {
+    pub(crate) clients: Vec<String>,
 }
 
 /// A user of an upstream IdP: the claims mapped at their last login there,
@@ -418,6 +426,23 @@ impl Store {
             .get::<SessionEnded>(&format!("oidc:sid-ended:{}", digest(sid)))
             .await?
             .is_some())
+    }
+
+    pub(crate) async fn put_session_clients(
+        &self,
+        sid: &str,
+        rec: &SessionClients,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.put(&format!("oidc:sid-clients:{}", digest(sid)), rec, ttl)
+            .await
+    }
+
+    pub(crate) async fn session_clients(
+        &self,
+        sid: &str,
+    ) -> Result<Option<SessionClients>, StoreError> {
+        self.get(&format!("oidc:sid-clients:{}", digest(sid))).await
     }
 
     // --- users of upstreams ---

@@ -23,6 +23,8 @@ pub(crate) fn document(p: &Provider) -> Value {
         "introspection_endpoint": p.endpoint("/introspect"),
         "revocation_endpoint": p.endpoint("/revoke"),
         "end_session_endpoint": p.endpoint("/end_session"),
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
         "scopes_supported": STANDARD_SCOPES,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
@@ -42,6 +44,5 @@ pub(crate) fn document(p: &Provider) -> Value {
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "authorization_response_iss_parameter_supported": true,
         "frontchannel_logout_supported": false,
-        "backchannel_logout_supported": false,
     })
 }

@@ -1,0 +1,129 @@
+//! OpenID Connect Back-Channel Logout 1.0, the sending side: when an SSO
+//! session ends, every client that got tokens in it and registered a
+//! `backchannelLogoutUri` receives a logout token (§2.4) by a form POST:
+//! signed with the ID-token keys, `typ: logout+jwt`, `iss`, `aud`, `iat`,
+//! `exp` two minutes on, `jti`, `sid` and `sub`, the `events` member, no
+//! `nonce`. Deliveries run off the request (a slow or dead client never
+//! holds the user's logout), time out, follow no redirect, are retried a
+//! bounded number of times, and are counted by client and outcome.
+//!
+//! Not yet durable: a delivery in flight when the replica dies is lost.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::error::OAuthError;
+use crate::state::Provider;
+use crate::store::{SessionClients, SsoSession, random_id};
+use crate::tokens;
+
+/// Lifetime of a logout token (§2.4 recommends at most two minutes).
+const TOKEN_TTL_SECS: u64 = 120;
+/// Attempts per delivery, and the pause before each retry.
+const RETRIES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
+
+#[derive(Serialize)]
+struct LogoutClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    iat: u64,
+    exp: u64,
+    jti: String,
+    sid: &'a str,
+    sub: &'a str,
+    events: Value,
+}
+
+/// Remembers that `client_id` got tokens in the SSO session `sid`, when it
+/// has a back-channel logout URI.
+pub(crate) async fn remember(p: &Provider, sid: &str, client_id: &str) -> Result<(), OAuthError> {
+    if p
+        .clients
+        .get(client_id)
+        .is_none_or(|c| c.backchannel_logout_uri.is_none())
+    {
+        return Ok(());
+    }
+    let mut rec = p
+        .store
+        .session_clients(sid)
+        .await?
+        .unwrap_or(SessionClients {
+            clients: Vec::new(),
+        });
+    if rec.clients.iter().any(|c| c == client_id) {
+        return Ok(());
+    }
+    rec.clients.push(client_id.to_owned());
+    p.store.put_session_clients(sid, &rec, p.sso_ttl).await?;
+    Ok(())
+}
+
+/// Sends a logout token for `session` to each of its clients that takes
+/// them; returns at once (the deliveries run in the background).
+pub(crate) async fn notify(p: &Provider, session: &SsoSession) -> Result<(), OAuthError> {
+    let Some(rec) = p.store.session_clients(&session.sid).await? else {
+        return Ok(());
+    };
+    let sub = p
+        .user(&session.username)
+        .await?
+        .map(|u| u.sub.clone())
+        .unwrap_or_default();
+    for client_id in &rec.clients {
+        let Some(uri) = p
+            .clients
+            .get(client_id)
+            .and_then(|c| c.backchannel_logout_uri.clone())
+        else {
+            continue;
+        };
+        let iat = tokens::now();
+        let claims = LogoutClaims {
+            iss: &p.issuer,
+            aud: client_id,
+            iat,
+            exp: iat + TOKEN_TTL_SECS,
+            jti: random_id(),
+            sid: &session.sid,
+            sub: &sub,
+            events: json!({"http://schemas.openid.net/event/backchannel-logout": {}}),
+        };
+        let token = tokens::sign(p.active_key(), "logout+jwt", &claims)?;
+        let http = p.backchannel_http.clone();
+        let counter = p.metrics.backchannel_logouts.clone();
+        let client_id = client_id.clone();
+        tokio::spawn(async move {
+            let outcome = deliver(&http, uri, &token).await;
+            if outcome != "delivered" {
+                tracing::warn!(client_id = %client_id, outcome, "back-channel logout not delivered");
+            }
+            counter.with_label_values(&[&client_id, outcome]).inc();
+        });
+    }
+    Ok(())
+}
+
+/// POSTs `token` to `uri`: "delivered" (2xx), "refused" (4xx: the client
+/// said no, so no retry) or "failed" (unreachable or 5xx, after retries).
+async fn deliver(http: &reqwest::Client, uri: url::Url, token: &str) -> &'static str {
+    let mut pauses = RETRIES.iter();
+    loop {
+        let sent = http
+            .post(uri.clone())
+            .form(&[("logout_token", token)])
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => return "delivered",
+            Ok(r) if r.status().is_client_error() => return "refused",
+            _ => {}
+        }
+        match pauses.next() {
+            Some(pause) => tokio::time::sleep(*pause).await,
+            None => return "failed",
+        }
+    }
+}
