@@ -190,6 +190,9 @@ async fn bad_logout_tokens_get_400_and_end_nothing() {
     let mut expired = good("e");
     expired["exp"] = json!(now() - 3600);
     expired["iat"] = json!(now() - 3700);
+    let mut stale = good("o");
+    stale["iat"] = json!(now() - 3600);
+    stale["exp"] = json!(now() + 3600);
     let mut with_nonce = good("n");
     with_nonce["nonce"] = json!("x");
     let mut wrong_aud = good("a");
@@ -204,6 +207,7 @@ async fn bad_logout_tokens_get_400_and_end_nothing() {
             token(&other_key, header(), good("k")),
         ),
         ("expired", token(&s.key, header(), expired)),
+        ("issued an hour ago", token(&s.key, header(), stale)),
         ("with a nonce", token(&s.key, header(), with_nonce)),
         ("for another client", token(&s.key, header(), wrong_aud)),
         ("without the event", token(&s.key, header(), no_event)),

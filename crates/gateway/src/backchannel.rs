@@ -49,6 +49,22 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Why a logout token was not acted on: the client's fault (400, do not
+/// retry) or ours for now (503: the sender retries).
+enum Refusal {
+    Bad(&'static str),
+    Unavailable(&'static str),
+}
+
+impl From<&'static str> for Refusal {
+    fn from(why: &'static str) -> Self {
+        Self::Bad(why)
+    }
+}
+
+/// Longest a logout token may have been around (`iat` to now, `iat` to `exp`).
+const MAX_AGE_SECS: u64 = 600;
+
 /// Serves one back-channel logout request.
 pub(crate) async fn receive<B>(gw: &Gateway, rt: &Runtime, req: Request<B>) -> Response<BoxBody>
 where
@@ -58,15 +74,23 @@ where
     let result = if req.method() == Method::POST {
         accept(gw, rt, req).await
     } else {
-        Err("use POST with a logout_token")
+        Err(Refusal::Bad("use POST with a logout_token"))
     };
     let mut resp = match result {
         Ok(()) => Response::new(full(Bytes::new())),
-        Err(why) => {
+        Err(refusal) => {
+            let (status, code, why) = match refusal {
+                Refusal::Bad(why) => (StatusCode::BAD_REQUEST, "invalid_request", why),
+                Refusal::Unavailable(why) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    why,
+                ),
+            };
             tracing::info!(reason = why, "back-channel logout refused");
-            let body = serde_json::json!({"error": "invalid_request", "error_description": why});
+            let body = serde_json::json!({"error": code, "error_description": why});
             let mut r = Response::new(full(body.to_string()));
-            *r.status_mut() = StatusCode::BAD_REQUEST;
+            *r.status_mut() = status;
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -79,7 +103,7 @@ where
     resp
 }
 
-async fn accept<B>(gw: &Gateway, rt: &Runtime, req: Request<B>) -> Result<(), &'static str>
+async fn accept<B>(gw: &Gateway, rt: &Runtime, req: Request<B>) -> Result<(), Refusal>
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -92,18 +116,16 @@ where
     let mut tokens = form_urlencoded::parse(&body).filter(|(k, _)| k == "logout_token");
     let token = tokens.next().ok_or("missing logout_token")?.1.into_owned();
     if tokens.next().is_some() {
-        return Err("more than one logout_token");
+        return Err(Refusal::Bad("more than one logout_token"));
     }
     let header = jsonwebtoken::decode_header(&token).map_err(|_| "logout_token is not a JWT")?;
     if !ALGORITHMS.contains(&header.alg) {
-        return Err("logout_token algorithm not allowed");
+        return Err(Refusal::Bad("logout_token algorithm not allowed"));
     }
-    if header
-        .typ
-        .as_deref()
-        .is_some_and(|t| !t.eq_ignore_ascii_case("logout+jwt"))
-    {
-        return Err("logout_token typ is not logout+jwt");
+    if header.typ.as_deref().is_some_and(|t| {
+        !t.eq_ignore_ascii_case("logout+jwt") && !t.eq_ignore_ascii_case("application/logout+jwt")
+    }) {
+        return Err(Refusal::Bad("logout_token typ is not logout+jwt"));
     }
     // Which IdP: the one whose issuer the (still unverified) token names;
     // its keys then decide whether the token is real.
@@ -124,13 +146,15 @@ where
         let keys = idp
             .jwks(refresh)
             .await
-            .map_err(|_| "the identity provider's keys are unavailable")?;
+            .map_err(|_| Refusal::Unavailable("the identity provider's keys are unavailable"))?;
         let candidates: Vec<_> = keys
             .iter()
             .filter(|k| header.kid.is_none() || k.common.key_id == header.kid)
             .collect();
         if header.kid.is_none() && candidates.len() != 1 {
-            return Err("logout_token has no kid and the key set is ambiguous");
+            return Err(Refusal::Bad(
+                "logout_token has no kid and the key set is ambiguous",
+            ));
         }
         if let Some(jwk) = candidates.first() {
             let key = DecodingKey::from_jwk(jwk).map_err(|_| "unusable key")?;
@@ -150,17 +174,22 @@ where
         .ok_or("logout_token has no iat")?;
     let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
     if iat > now + LEEWAY_SECS {
-        return Err("logout_token issued in the future");
+        return Err(Refusal::Bad("logout_token issued in the future"));
+    }
+    if now.saturating_sub(iat) > MAX_AGE_SECS || exp.saturating_sub(iat) > MAX_AGE_SECS {
+        return Err(Refusal::Bad("logout_token is too old or lives too long"));
     }
     let events = claims
         .get("events")
         .and_then(Value::as_object)
         .ok_or("logout_token has no events")?;
     if !events.get(EVENT).is_some_and(Value::is_object) {
-        return Err("logout_token events lack the back-channel logout event");
+        return Err(Refusal::Bad(
+            "logout_token events lack the back-channel logout event",
+        ));
     }
     if claims.contains_key("nonce") {
-        return Err("logout_token must not carry a nonce");
+        return Err(Refusal::Bad("logout_token must not carry a nonce"));
     }
     let text = |c: &str| {
         claims
@@ -170,7 +199,7 @@ where
     };
     let (sid, sub) = (text("sid"), text("sub"));
     if sid.is_none() && sub.is_none() {
-        return Err("logout_token names neither sid nor sub");
+        return Err(Refusal::Bad("logout_token names neither sid nor sub"));
     }
     let jti = text("jti").ok_or("logout_token has no jti")?;
     // Once: a replayed token is refused while it could still be accepted.
@@ -180,18 +209,20 @@ where
     h.update(jti.as_bytes());
     let key = format!("gw:bcl:jti:{:x}", h.finalize());
     let ttl = Duration::from_secs(exp.saturating_add(LEEWAY_SECS).saturating_sub(now).max(1));
+    let unavailable = |_| Refusal::Unavailable("sessions unavailable");
     let fresh = gw
         .sessions
         .claim_once(&key, ttl)
         .await
-        .map_err(|_| "sessions unavailable")?;
+        .map_err(unavailable)?;
     if !fresh {
-        return Err("logout_token replayed");
+        return Err(Refusal::Bad("logout_token replayed"));
     }
-    gw.sessions
-        .end_by_idp(idp.name(), sid, sub)
-        .await
-        .map_err(|_| "sessions unavailable")?;
+    if gw.sessions.end_by_idp(idp.name(), sid, sub).await.is_err() {
+        // Not acted on: let the sender's retry through.
+        let _ = gw.sessions.release(&key).await;
+        return Err(Refusal::Unavailable("sessions unavailable"));
+    }
     tracing::info!(
         idp = idp.name(),
         by_sid = sid.is_some(),

@@ -583,6 +583,11 @@ impl SessionStore {
         Ok(())
     }
 
+    /// Gives back a claim that could not be acted on (see [`claim_once`](Self::claim_once)).
+    pub(crate) async fn release(&self, key: &str) -> Result<(), GatewayError> {
+        self.cache.delete(key).await.map(|_| ()).map_err(cache_err)
+    }
+
     /// True the first time `key` is claimed within `ttl` (a logout token's
     /// `jti`), on every replica.
     pub(crate) async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, GatewayError> {
@@ -596,8 +601,17 @@ impl SessionStore {
         if let Some(known) = self.logout_checked.get(&id.bytes()) {
             return Ok(known);
         }
+        // Sessions written before `sid`/`sub` were kept: from the ID token.
+        let (sid, sub): (Option<Box<str>>, Box<str>) =
+            if session.sid.is_none() && session.sub.is_empty() {
+                let claims = session.claims().unwrap_or_default();
+                let text = |c: &str| claims.get(c).and_then(Value::as_str).map(Box::from);
+                (text("sid"), text("sub").unwrap_or_default())
+            } else {
+                (session.sid.clone(), session.sub.clone())
+            };
         let mut ended = false;
-        if let Some(sid) = &session.sid {
+        if let Some(sid) = &sid {
             ended = self
                 .cache
                 .get(&logout_key(LOGOUT_SID_PREFIX, &session.idp, sid))
@@ -605,11 +619,11 @@ impl SessionStore {
                 .map_err(cache_err)?
                 .is_some();
         }
-        if !ended && !session.sub.is_empty() {
+        if !ended && !sub.is_empty() {
             // A logout by subject ends the sessions created before it.
             ended = self
                 .cache
-                .get(&logout_key(LOGOUT_SUB_PREFIX, &session.idp, &session.sub))
+                .get(&logout_key(LOGOUT_SUB_PREFIX, &session.idp, &sub))
                 .await
                 .map_err(cache_err)?
                 .and_then(|at| std::str::from_utf8(&at).ok()?.parse::<u64>().ok())

@@ -32,15 +32,16 @@ struct LogoutClaims<'a> {
     exp: u64,
     jti: String,
     sid: &'a str,
-    sub: &'a str,
+    /// Left out when the user is gone (an empty `sub` is no subject).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<&'a str>,
     events: Value,
 }
 
 /// Remembers that `client_id` got tokens in the SSO session `sid`, when it
 /// has a back-channel logout URI.
 pub(crate) async fn remember(p: &Provider, sid: &str, client_id: &str) -> Result<(), OAuthError> {
-    if p
-        .clients
+    if p.clients
         .get(client_id)
         .is_none_or(|c| c.backchannel_logout_uri.is_none())
     {
@@ -67,11 +68,7 @@ pub(crate) async fn notify(p: &Provider, session: &SsoSession) -> Result<(), OAu
     let Some(rec) = p.store.session_clients(&session.sid).await? else {
         return Ok(());
     };
-    let sub = p
-        .user(&session.username)
-        .await?
-        .map(|u| u.sub.clone())
-        .unwrap_or_default();
+    let sub = p.user(&session.username).await?.map(|u| u.sub.clone());
     for client_id in &rec.clients {
         let Some(uri) = p
             .clients
@@ -88,7 +85,7 @@ pub(crate) async fn notify(p: &Provider, session: &SsoSession) -> Result<(), OAu
             exp: iat + TOKEN_TTL_SECS,
             jti: random_id(),
             sid: &session.sid,
-            sub: &sub,
+            sub: sub.as_deref(),
             events: json!({"http://schemas.openid.net/event/backchannel-logout": {}}),
         };
         let token = tokens::sign(p.active_key(), "logout+jwt", &claims)?;

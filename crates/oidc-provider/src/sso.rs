@@ -27,7 +27,12 @@ pub(crate) async fn start_session(
     upstream: Option<UpstreamLink>,
     ctx: RequestCtx,
 ) -> Result<(SsoSession, Option<HeaderValue>), OAuthError> {
+    // A new sign-in in this browser ends the session it replaces, and what
+    // that session issued (refresh tokens, notices to its clients).
     if let Some(old) = web::cookie(request_headers, SESSION_COOKIE) {
+        if let Some(previous) = p.store.session(&old).await? {
+            end_session(p, &previous).await?;
+        }
         p.store.delete_session(&old).await?;
     }
     let cookie = random_token();
@@ -62,7 +67,12 @@ pub(crate) async fn end_session(p: &Provider, session: &SsoSession) -> Result<()
         .mark_session_ended(&session.sid, &SessionEnded { at: tokens::now() }, ttl)
         .await?;
     tracing::info!(sid = %session.sid, "sign-out");
-    crate::backchannel::notify(p, session).await
+    // The session is over whatever happens to the notices: a store error
+    // here must not leave it half ended.
+    if let Err(e) = crate::backchannel::notify(p, session).await {
+        tracing::warn!(sid = %session.sid, error = %e.description, "back-channel logout notices not sent");
+    }
+    Ok(())
 }
 
 /// True when the SSO session `sid` (signed in at `auth_time`) has ended:

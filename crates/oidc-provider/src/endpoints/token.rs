@@ -256,7 +256,11 @@ async fn refresh(
     };
     // Refresh tokens end with their SSO session (logout or expiry), unless
     // the user granted offline access; the grant goes with them.
-    let offline = rec.scope.split(' ').any(|s| s == "offline_access");
+    // Only a client the operator allowed offline access by name keeps it:
+    // with the default scope set any client could ask for it, and there is
+    // no consent step.
+    let offline = rec.scope.split(' ').any(|s| s == "offline_access")
+        && client.allowed_scopes.iter().any(|s| s == "offline_access");
     if !offline && crate::sso::session_over(p, &rec.sid, rec.auth_time).await? {
         p.store.revoke_grant(&rec.family_id).await?;
         return Err(OAuthError::invalid_grant(
