@@ -15,15 +15,24 @@ async fn readyz(orch: &Orchestrator) -> (u16, String) {
 }
 
 async fn wait_status(orch: &Orchestrator, want: u16, limit: Duration) -> String {
+    wait_until(orch, |status, _| status == want, limit).await
+}
+
+/// Polls `/readyz` (bounded) until `done(status, body)`; the last body.
+async fn wait_until(
+    orch: &Orchestrator,
+    done: impl Fn(u16, &str) -> bool,
+    limit: Duration,
+) -> String {
     let deadline = Instant::now() + limit;
     loop {
         let (status, body) = readyz(orch).await;
-        if status == want {
+        if done(status, &body) {
             return body;
         }
         assert!(
             Instant::now() < deadline,
-            "/readyz stayed {status} ({body}), wanted {want}\n{}",
+            "/readyz stayed {status} ({body})\n{}",
             orch.all_logs()
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -41,9 +50,14 @@ async fn redis_down_at_start_then_up_without_restart() {
         ..Setup::default()
     })
     .await;
-    // The process starts and serves its admin port, but is not ready.
-    let body = wait_status(&orch, 503, Duration::from_secs(10)).await;
-    assert!(body.contains("cache (redis)"), "{body}");
+    // The process starts and serves its admin port, but is not ready, and
+    // says why once its listeners are bound: the cache.
+    wait_until(
+        &orch,
+        |status, body| status == 503 && body.contains("cache (redis)"),
+        Duration::from_secs(10),
+    )
+    .await;
 
     let _redis = TestRedis::start_on(port);
     wait_status(&orch, 200, Duration::from_secs(10)).await;
