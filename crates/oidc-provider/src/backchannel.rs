@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::error::OAuthError;
 use crate::state::Provider;
-use crate::store::{SessionClients, SsoSession, random_id};
+use crate::store::{SessionClient, SsoSession, random_id};
 use crate::tokens;
 
 /// Lifetime of a logout token (§2.4 recommends at most two minutes).
@@ -39,7 +39,8 @@ struct LogoutClaims<'a> {
 }
 
 /// Remembers that `client_id` got tokens in the SSO session `sid`, when it
-/// has a back-channel logout URI.
+/// has a back-channel logout URI (one record per session and client: no
+/// read-modify-write).
 pub(crate) async fn remember(p: &Provider, sid: &str, client_id: &str) -> Result<(), OAuthError> {
     if p.clients
         .get(client_id)
@@ -47,40 +48,34 @@ pub(crate) async fn remember(p: &Provider, sid: &str, client_id: &str) -> Result
     {
         return Ok(());
     }
-    let mut rec = p
-        .store
-        .session_clients(sid)
-        .await?
-        .unwrap_or(SessionClients {
-            clients: Vec::new(),
-        });
-    if rec.clients.iter().any(|c| c == client_id) {
-        return Ok(());
-    }
-    rec.clients.push(client_id.to_owned());
-    p.store.put_session_clients(sid, &rec, p.sso_ttl).await?;
+    let rec = SessionClient { at: tokens::now() };
+    p.store
+        .put_session_client(sid, client_id, &rec, p.sso_ttl)
+        .await?;
     Ok(())
 }
 
-/// Sends a logout token for `session` to each of its clients that takes
-/// them; returns at once (the deliveries run in the background).
+/// Sends a logout token for `session` to each client that got tokens in it
+/// and takes them; returns at once (the deliveries run in the background).
 pub(crate) async fn notify(p: &Provider, session: &SsoSession) -> Result<(), OAuthError> {
-    let Some(rec) = p.store.session_clients(&session.sid).await? else {
+    let mut targets = Vec::new();
+    for client in p.clients.with_backchannel_logout() {
+        if p.store.session_client(&session.sid, &client.id).await? {
+            targets.push(client.clone());
+        }
+    }
+    if targets.is_empty() {
         return Ok(());
-    };
+    }
     let sub = p.user(&session.username).await?.map(|u| u.sub.clone());
-    for client_id in &rec.clients {
-        let Some(uri) = p
-            .clients
-            .get(client_id)
-            .and_then(|c| c.backchannel_logout_uri.clone())
-        else {
+    for client in targets {
+        let Some(uri) = client.backchannel_logout_uri.clone() else {
             continue;
         };
         let iat = tokens::now();
         let claims = LogoutClaims {
             iss: &p.issuer,
-            aud: client_id,
+            aud: &client.id,
             iat,
             exp: iat + TOKEN_TTL_SECS,
             jti: random_id(),
@@ -91,7 +86,7 @@ pub(crate) async fn notify(p: &Provider, session: &SsoSession) -> Result<(), OAu
         let token = tokens::sign(p.active_key(), "logout+jwt", &claims)?;
         let http = p.backchannel_http.clone();
         let counter = p.metrics.backchannel_logouts.clone();
-        let client_id = client_id.clone();
+        let client_id = client.id.clone();
         tokio::spawn(async move {
             let outcome = deliver(&http, uri, &token).await;
             if outcome != "delivered" {

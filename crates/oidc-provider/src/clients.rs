@@ -181,6 +181,13 @@ impl Clients {
         self.by_id.get(id).cloned()
     }
 
+    /// The clients that take back-channel logout tokens.
+    pub(crate) fn with_backchannel_logout(&self) -> impl Iterator<Item = &Arc<Client>> {
+        self.by_id
+            .values()
+            .filter(|c| c.backchannel_logout_uri.is_some())
+    }
+
     pub(crate) fn any_public(&self) -> bool {
         self.by_id.values().any(|c| c.is_public())
     }

@@ -59,7 +59,7 @@ record!(GrantRecord, "oidc.grant", 1);
 record!(SsoSession, "oidc.sso", 1);
 record!(FederatedUser, "oidc.federated-user", 1);
 record!(SessionEnded, "oidc.session-ended", 1);
-record!(SessionClients, "oidc.session-clients", 1);
+record!(SessionClient, "oidc.session-client", 1);
 
 /// The cache failed; the request can be retried.
 #[derive(Debug, thiserror::Error)]
@@ -146,11 +146,12 @@ pub(crate) struct SessionEnded {
     pub(crate) at: u64,
 }
 
-/// The clients that got tokens in an SSO session and take back-channel
-/// logout tokens.
+/// A client that got tokens in an SSO session and takes back-channel
+/// logout tokens: one record per session and client, so two clients signing
+/// in at once (on two replicas) never overwrite each other.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct SessionClients {
-    pub(crate) clients: Vec<String>,
+pub(crate) struct SessionClient {
+    pub(crate) at: u64,
 }
 
 /// A user of an upstream IdP: the claims mapped at their last login there,
@@ -428,21 +429,30 @@ impl Store {
             .is_some())
     }
 
-    pub(crate) async fn put_session_clients(
+    fn session_client_key(sid: &str, client_id: &str) -> String {
+        format!("oidc:sid-client:{}", digest(&format!("{sid}\0{client_id}")))
+    }
+
+    pub(crate) async fn put_session_client(
         &self,
         sid: &str,
-        rec: &SessionClients,
+        client_id: &str,
+        rec: &SessionClient,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.put(&format!("oidc:sid-clients:{}", digest(sid)), rec, ttl)
+        self.put(&Self::session_client_key(sid, client_id), rec, ttl)
             .await
     }
 
-    pub(crate) async fn session_clients(
+    pub(crate) async fn session_client(
         &self,
         sid: &str,
-    ) -> Result<Option<SessionClients>, StoreError> {
-        self.get(&format!("oidc:sid-clients:{}", digest(sid))).await
+        client_id: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .get::<SessionClient>(&Self::session_client_key(sid, client_id))
+            .await?
+            .is_some())
     }
 
     // --- users of upstreams ---
