@@ -879,6 +879,11 @@ pub struct IdentityProviderConfig {
     /// `allowEmailDomains` then needs `email_verified == true`.
     #[serde(default)]
     pub trust_email: bool,
+    /// Signing out of the gateway continues to this IdP's
+    /// `end_session_endpoint` (with `id_token_hint`), so the user is out of
+    /// the IdP too. Off: only the gateway session ends.
+    #[serde(default = "default_true")]
+    pub logout_at_idp: bool,
 }
 
 fn default_scopes() -> Vec<String> {

@@ -59,6 +59,8 @@ pub(crate) struct Runtime {
     pub(crate) max_pending_per_client: u32,
     pub(crate) router: Router<App>,
     pub(crate) idps: HashMap<String, Arc<Idp>>,
+    /// The IdPs whose session a gateway sign-out ends too (`logoutAtIdp`).
+    pub(crate) logout_at_idp: HashSet<String>,
     pub(crate) signer: Option<AssertionSigner>,
     pub(crate) owned: OwnedHeaders,
     pub(crate) trusted: Vec<ipnet::IpNet>,
@@ -193,6 +195,12 @@ impl Runtime {
             max_pending_per_client: cfg.max_pending_logins_per_client,
             router: Router::new(routes),
             idps,
+            logout_at_idp: cfg
+                .identity_providers
+                .iter()
+                .filter(|i| i.logout_at_idp)
+                .map(|i| i.name.clone())
+                .collect(),
             signer,
             owned: OwnedHeaders::new(owned_names.iter().map(String::as_str)),
             trusted: listen.trusted_proxies.clone(),

@@ -76,7 +76,11 @@ where
     gw.sessions.remove(&id).await?;
     let mut target = None;
     if let Some(s) = &session {
-        if let Some(idp) = rt.idps.get(&*s.idp) {
+        if let Some(idp) = rt
+            .idps
+            .get(&*s.idp)
+            .filter(|_| rt.logout_at_idp.contains(&*s.idp))
+        {
             let back = format!("{}://{}/", view.proto, view.host);
             target = idp.logout_url(&s.id_token(), &back).await;
         }

@@ -604,6 +604,27 @@ async fn logout_drops_the_session_and_continues_to_the_idp() {
 }
 
 #[tokio::test]
+async fn logout_at_the_idp_can_be_turned_off_per_idp() {
+    let s = setup(json!({})).await;
+    let mut cfg = config(
+        &s.op.issuer,
+        &s.upstream.url(),
+        &closed_port_url().await,
+        json!({}),
+    );
+    cfg.identity_providers[0].logout_at_idp = false;
+    s.gw.gateway
+        .reconfigure(&cfg, &orchestrator_config::ListenConfig::default())
+        .unwrap();
+    let b = browser();
+    b.visit(&s.gw.url("/"), "alice", "alice-password").await;
+    let r = b.logout(&s.gw.url("/.orchestrator/logout")).await;
+    // Only the gateway session ends: a page, not the IdP's end-session.
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().get("location").is_none());
+}
+
+#[tokio::test]
 async fn a_session_unknown_to_this_process_relogs_in_without_a_password() {
     init_crypto();
     let upstream = EchoUpstream::start().await;
