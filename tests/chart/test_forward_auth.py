@@ -67,8 +67,7 @@ def test_app_ingress_asks_the_orchestrator_and_its_pages_are_routed_on_the_app_h
 
 def test_configured_paths_follow_the_config():
     config = {"appGateway": {**GATEWAY["appGateway"], "authPath": "/_auth", "loginPath": "/_login"}}
-    app = dict(APP, tls=None)
-    del app["tls"]
+    app = {k: v for k, v in APP.items() if k != "tls"}
     ings = ingresses({"forwardAuth": {"ingresses": [app]}, "config": config})
     annotations = ings[f"{FULLNAME}-fa-grafana"]["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/auth-url"].endswith(":80/_auth?orchestrator-app=grafana")

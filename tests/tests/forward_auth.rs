@@ -255,8 +255,7 @@ async fn ingress_nginx_login_round_trip_reaches_the_app_with_identity() {
         echoed(&visit.body, "x-auth-request-groups"),
         ["engineering"]
     );
-    // The session cookie is never forwarded by the auth answer itself: the
-    // app sees the browser's request as NGINX forwards it.
+    // That page is the app's own, reached through NGINX.
     assert!(s.app.requests() >= 1);
 
     // A forged identity header is replaced by the auth answer's value.

@@ -421,6 +421,10 @@ pub struct OidcProviderConfig {
     pub login_throttle: LoginThrottleConfig,
 }
 
+/// The prefix of the internal user names of upstream users; local users may
+/// not start with it (validation refuses them), so the two never collide.
+pub const UPSTREAM_USERNAME_PREFIX: &str = "upstream:";
+
 /// An upstream OpenID Provider the provider logs users in through; the
 /// redirect URI to register there is `{issuer}/upstreams/{name}/callback`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

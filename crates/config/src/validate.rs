@@ -218,7 +218,10 @@ fn check_upstreams(v: &mut Validator, op: &OidcProviderConfig) {
         }
     }
     for (i, user) in op.users.iter().enumerate() {
-        if user.username.starts_with("upstream:") {
+        if user
+            .username
+            .starts_with(crate::model::UPSTREAM_USERNAME_PREFIX)
+        {
             v.err(
                 format!("oidcProvider.users[{i}].username"),
                 "must not start with \"upstream:\" (reserved for users of upstreams)",

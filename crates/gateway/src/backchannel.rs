@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
@@ -30,18 +30,6 @@ const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 const MAX_BODY: usize = 16 * 1024;
 /// Clock skew tolerated on `iat` and `exp`.
 const LEEWAY_SECS: u64 = 60;
-/// Algorithms a logout token may be signed with.
-const ALGORITHMS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
 
 fn now() -> u64 {
     SystemTime::now()
@@ -119,7 +107,7 @@ where
         return Err(Refusal::Bad("more than one logout_token"));
     }
     let header = jsonwebtoken::decode_header(&token).map_err(|_| "logout_token is not a JWT")?;
-    if !ALGORITHMS.contains(&header.alg) {
+    if !crate::bearer::asymmetric(header.alg) {
         return Err(Refusal::Bad("logout_token algorithm not allowed"));
     }
     if header.typ.as_deref().is_some_and(|t| {

@@ -46,9 +46,7 @@ impl BearerCheck {
             .map(|a| {
                 Algorithm::from_str(a)
                     .ok()
-                    .filter(|alg| {
-                        !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
-                    })
+                    .filter(|alg| asymmetric(*alg))
                     .ok_or_else(|| {
                         GatewayError::config(
                             format!("{key}.algorithms"),
@@ -64,6 +62,13 @@ impl BearerCheck {
             cache_ttl: cfg.introspection_cache_ttl,
         })
     }
+}
+
+/// True for a public-key JWS algorithm: what a token from an IdP may be
+/// signed with. HMAC never (an HMAC "verified" with a public key is the
+/// classic algorithm-confusion forgery; `none` is no `Algorithm` at all).
+pub(crate) fn asymmetric(alg: Algorithm) -> bool {
+    !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
 /// The token of an `Authorization: Bearer` header, if the request has one.
@@ -101,10 +106,25 @@ pub(crate) fn presented(headers: &HeaderMap) -> Result<Option<&str>, GatewayErro
     Ok(Some(token))
 }
 
+/// An introspection answer that admits a token: its claims, how long it may
+/// be reused, and what it weighs in the cache (measured once).
+struct Admitted {
+    claims: Map<String, Value>,
+    ttl: Duration,
+    weight: u32,
+}
+
+/// What the cache keeps: an admitted token, or `None` (inactive, not for
+/// this app), reused [`REFUSED_TTL`].
+type Answer = Arc<Option<Admitted>>;
+
+/// How long a refusal from introspection is reused.
+const REFUSED_TTL: Duration = Duration::from_secs(5);
+
 /// Introspection answers, shared by every app and kept across reloads (the
 /// key holds what each answer was checked against).
 pub(crate) struct IntrospectionCache {
-    cache: moka::future::Cache<[u8; 32], Arc<Option<Map<String, Value>>>>,
+    cache: moka::future::Cache<[u8; 32], Answer>,
 }
 
 impl std::fmt::Debug for IntrospectionCache {
@@ -117,20 +137,14 @@ impl std::fmt::Debug for IntrospectionCache {
 
 struct AnswerLifetime;
 
-impl moka::Expiry<[u8; 32], Arc<Option<Map<String, Value>>>> for AnswerLifetime {
+impl moka::Expiry<[u8; 32], Answer> for AnswerLifetime {
     fn expire_after_create(
         &self,
         _key: &[u8; 32],
-        value: &Arc<Option<Map<String, Value>>>,
+        value: &Answer,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        // Never past the token's own expiry; inactive answers briefly.
-        let ttl = value
-            .as_ref()
-            .as_ref()
-            .and_then(|c| c.get("_ttl"))
-            .and_then(Value::as_u64);
-        Some(Duration::from_secs(ttl.unwrap_or(5)))
+        Some(value.as_ref().as_ref().map_or(REFUSED_TTL, |a| a.ttl))
     }
 }
 
@@ -139,13 +153,7 @@ impl IntrospectionCache {
         Self {
             cache: moka::future::Cache::builder()
                 .max_capacity(INTROSPECTION_CACHE_BYTES)
-                .weigher(|_k, v: &Arc<Option<Map<String, Value>>>| {
-                    let bytes = 256
-                        + v.as_ref()
-                            .as_ref()
-                            .map_or(0, |c| Value::Object(c.clone()).to_string().len());
-                    u32::try_from(bytes).unwrap_or(u32::MAX)
-                })
+                .weigher(|_k, v: &Answer| v.as_ref().as_ref().map_or(256, |a| a.weight))
                 .expire_after(AnswerLifetime)
                 .build(),
         }
@@ -294,29 +302,29 @@ async fn introspect(
             }
             _ => GatewayError::InvalidToken("introspection failed"),
         })?;
-    let mut claims = answer.as_ref().clone().ok_or(GatewayError::InvalidToken(
+    let admitted = answer.as_ref().as_ref().ok_or(GatewayError::InvalidToken(
         "token inactive or not for this app",
     ))?;
     // The cached answer may outlive a token that expires meanwhile.
-    if claims
+    if admitted
+        .claims
         .get("exp")
         .and_then(Value::as_u64)
-        .is_some_and(|exp| exp + LEEWAY_SECS < now())
+        .is_some_and(|exp| exp.saturating_add(LEEWAY_SECS) < now())
     {
         return Err(GatewayError::InvalidToken("token expired"));
     }
-    claims.remove("_ttl");
-    Ok(claims)
+    Ok(admitted.claims.clone())
 }
 
 /// The claims of an introspection answer when it admits the token to this
-/// app: `active`, our issuer (when named), one of our audiences, not
-/// expired; with the time it may be reused in `_ttl`.
+/// app (`active`, our issuer when named, one of our audiences, not expired),
+/// with the time they may be reused.
 fn accept_introspection(
     idp: &Idp,
     check: &BearerCheck,
     answer: Map<String, Value>,
-) -> Option<Map<String, Value>> {
+) -> Option<Admitted> {
     if answer.get("active").and_then(Value::as_bool) != Some(true) {
         return None;
     }
@@ -364,11 +372,12 @@ fn accept_introspection(
         None => check.cache_ttl.as_secs(),
     };
     claims.remove("active");
-    claims.insert(
-        "_ttl".to_owned(),
-        Value::from(left.min(check.cache_ttl.as_secs()).max(1)),
-    );
-    Some(claims)
+    let weight = 256 + serde_json::to_vec(&claims).map_or(0, |b| b.len());
+    Some(Admitted {
+        claims,
+        ttl: Duration::from_secs(left.min(check.cache_ttl.as_secs()).max(1)),
+        weight: u32::try_from(weight).unwrap_or(u32::MAX),
+    })
 }
 
 #[cfg(test)]

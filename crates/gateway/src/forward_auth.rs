@@ -188,7 +188,12 @@ async fn decide_for(
             let user = Some(identity.subject.clone());
             let response = match (identity.allowed, logout_token) {
                 (true, _) => allowed(&app, Some(&identity)),
-                (false, Some(token)) => forbidden(gw, rt, &app, primary, &identity, &token),
+                // The access-denied page: proxies that pass the body show it
+                // on the app's host, where `loginPath` and `logoutPath` are
+                // routed to us.
+                (false, Some(token)) => {
+                    phases::access_denied(gw, rt, &app, &primary.url(), &identity, &token)
+                }
                 // A bearer token's identity: an API client, no page.
                 (false, None) => rescue::token_forbidden(),
             };
@@ -400,27 +405,4 @@ fn sign_in(rt: &Runtime, headers: &HeaderMap, app: &App, original: &Original) ->
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     resp
-}
-
-/// 403: the gateway's access-denied page (proxies that pass the body show it
-/// on the app's host, where `loginPath` and `logoutPath` are routed to us).
-fn forbidden(
-    gw: &Gateway,
-    rt: &Runtime,
-    app: &App,
-    original: &Original,
-    identity: &Identity,
-    logout_token: &str,
-) -> Response<BoxBody> {
-    let rd: String = form_urlencoded::byte_serialize(original.url().as_bytes()).collect();
-    rescue::forbidden(
-        &gw.pages,
-        &rescue::Denied {
-            app: &app.name,
-            user: identity.denied_as.as_deref(),
-            switch_url: &format!("{}?rd={rd}&prompt=login", rt.login_path),
-            sign_out_action: &rt.logout_path,
-            sign_out_token: logout_token,
-        },
-    )
 }

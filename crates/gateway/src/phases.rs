@@ -292,18 +292,7 @@ where
         let Some(token) = token else {
             return (user, Ok(rescue::token_forbidden()));
         };
-        let rd: String =
-            form_urlencoded::byte_serialize(return_url::bounded(target).as_bytes()).collect();
-        let page = rescue::forbidden(
-            &gw.pages,
-            &rescue::Denied {
-                app: &app.name,
-                user: denied.denied_as.as_deref(),
-                switch_url: &format!("{}?rd={rd}&prompt=login", rt.login_path),
-                sign_out_action: &rt.logout_path,
-                sign_out_token: token,
-            },
-        );
+        let page = access_denied(gw, rt, app, &return_url::bounded(target), denied, token);
         return (user, Ok(page));
     }
     let identity = identity.map(|(_, i)| i);
@@ -509,6 +498,29 @@ pub(crate) fn looks_like_api(method: &Method, headers: &HeaderMap) -> bool {
 }
 
 // ---- 5. authenticate -------------------------------------------------------
+
+/// The 403 page for a signed-in user the policy of `app` refuses: who is
+/// signed in, "sign in as someone else" (back to `return_to`) and "sign out".
+pub(crate) fn access_denied(
+    gw: &Gateway,
+    rt: &Runtime,
+    app: &App,
+    return_to: &str,
+    identity: &Identity,
+    logout_token: &str,
+) -> Response<BoxBody> {
+    let rd: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+    rescue::forbidden(
+        &gw.pages,
+        &rescue::Denied {
+            app: &app.name,
+            user: identity.denied_as.as_deref(),
+            switch_url: &format!("{}?rd={rd}&prompt=login", rt.login_path),
+            sign_out_action: &rt.logout_path,
+            sign_out_token: logout_token,
+        },
+    )
+}
 
 /// The request's identity for `app`: its bearer token when the app takes
 /// them and one is sent (no logout token then), else its session's (with

@@ -36,7 +36,7 @@ const STANDARD_CLAIMS: [&str; 11] = [
 
 /// The prefix of the user names of upstream users (config refuses it for
 /// local users).
-pub(crate) const USERNAME_PREFIX: &str = "upstream:";
+pub(crate) use orchestrator_config::UPSTREAM_USERNAME_PREFIX as USERNAME_PREFIX;
 
 /// One upstream.
 pub(crate) struct Upstream {
