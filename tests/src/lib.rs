@@ -16,6 +16,7 @@ pub mod ingress;
 pub mod node_op;
 pub mod raw;
 mod upstream;
+pub mod ws;
 
 use std::net::TcpListener as StdTcpListener;
 use std::path::{Path, PathBuf};

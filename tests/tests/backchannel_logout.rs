@@ -259,6 +259,11 @@ async fn logging_out_at_our_provider_ends_the_gateway_session_through_the_back_c
     assert_eq!(discovery["backchannel_logout_session_supported"], true);
 
     let (b, _) = signed_in(&s).await;
+    let mut tunnel = orchestrator_tests::ws::open_echo(
+        &format!("ws://127.0.0.1:{}/ws", s.orch.port()),
+        &b.cookies_for(&s.orch.base_url()),
+    )
+    .await;
     // The provider's own sign-out, confirmed by the user in the same browser.
     let end_session = format!("{}/idp/end_session", s.orch.base_url());
     let page = b.client().get(&end_session).send().await.unwrap();
@@ -281,6 +286,11 @@ async fn logging_out_at_our_provider_ends_the_gateway_session_through_the_back_c
             std::time::Duration::from_secs(10),
         )
         .await;
+    // The WebSocket opened in that session ends with it.
+    assert!(
+        orchestrator_tests::ws::closed_within(&mut tunnel, std::time::Duration::from_secs(1)).await,
+        "the tunnel outlived the back-channel logout"
+    );
     assert!(
         !still_in(&s, &b).await,
         "the gateway session outlived the IdP's"

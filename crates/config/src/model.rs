@@ -831,6 +831,18 @@ pub struct SessionConfig {
     /// sign-in host). Unset: host-only cookies, one session per app host.
     #[serde(default)]
     pub cookie_domain: Option<String>,
+    /// A session never outlives its identity: when the ID token expires it
+    /// is renewed with the refresh token (claims and groups with it), and
+    /// served meanwhile for at most this long; with no refresh token, or
+    /// when the renewal keeps failing, it ends this long after the ID
+    /// token's `exp` (a navigation then signs in again, silently while the
+    /// IdP's own session lives). A refused renewal ends it at once.
+    #[serde(default = "default_identity_grace", with = "humantime_serde")]
+    pub identity_grace: Duration,
+}
+
+fn default_identity_grace() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_cookie_name() -> String {
@@ -855,6 +867,7 @@ impl Default for SessionConfig {
             idle_timeout: default_idle_timeout_session(),
             max_entries: default_session_max_entries(),
             cookie_domain: None,
+            identity_grace: default_identity_grace(),
         }
     }
 }

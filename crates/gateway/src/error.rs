@@ -70,7 +70,7 @@ impl From<orchestrator_rp::RpError> for GatewayError {
             RpError::Config { key, reason } => Self::Config { key, reason },
             RpError::IdpUnavailable { idp } => Self::IdpUnavailable { idp },
             RpError::BadRequest(why) => Self::BadRequest(why),
-            RpError::LoginFailed(why) => Self::LoginFailed(why),
+            RpError::LoginFailed(why) | RpError::Refused(why) => Self::LoginFailed(why),
             RpError::InvalidToken(why) => Self::InvalidToken(why),
         }
     }

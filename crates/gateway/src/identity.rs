@@ -114,6 +114,8 @@ struct Key {
     session: [u8; 32],
     generation: u64,
     app: u32,
+    /// The session's renewal count: a renewal may bring other claims.
+    renewals: u32,
 }
 
 struct OwnLifetime;
@@ -166,6 +168,7 @@ impl IdentityCache {
             session: id.bytes(),
             generation: rt.generation,
             app: app.index,
+            renewals: session.renewals,
         };
         if let Some(hit) = self.cache.get(&key) {
             return Some(hit);

@@ -28,6 +28,7 @@ mod lookups;
 mod metrics;
 pub mod phases;
 mod policy;
+mod renewal;
 mod rescue;
 mod return_url;
 mod route;
@@ -35,6 +36,7 @@ mod runtime;
 mod session;
 mod sign_in;
 mod sign_out;
+mod tunnels;
 
 use std::sync::Arc;
 
@@ -63,12 +65,13 @@ pub const JWKS_PATH: &str = "/.orchestrator/jwks";
 /// [`handle`](Self::handle) every request that is not the OIDC provider's.
 #[derive(Debug)]
 pub struct Gateway {
-    runtime: ArcSwap<Runtime>,
+    runtime: Arc<ArcSwap<Runtime>>,
     /// Signs assertions when no key is configured; kept for the process's life so
     /// reloads do not invalidate what upstreams have cached from the JWKS.
     fallback_assertion_key: SigningKeyConfig,
-    sessions: SessionStore,
-    identities: IdentityCache,
+    sessions: Arc<SessionStore>,
+    identities: Arc<IdentityCache>,
+    renewals: Arc<renewal::Renewals>,
     introspections: bearer::IntrospectionCache,
     metrics: Arc<GatewayMetrics>,
     pages: PagesHandle,
@@ -87,10 +90,11 @@ impl Gateway {
         let runtime = Runtime::build(cfg, listen, &fallback_assertion_key, &metrics)?;
         let sessions = SessionStore::new(cfg, cache, metrics.clone());
         Ok(Self {
-            runtime: ArcSwap::from_pointee(runtime),
+            runtime: Arc::new(ArcSwap::from_pointee(runtime)),
             fallback_assertion_key,
-            sessions,
-            identities: IdentityCache::new(),
+            sessions: Arc::new(sessions),
+            identities: Arc::new(IdentityCache::new()),
+            renewals: Arc::new(renewal::Renewals::new(metrics.clone())),
             introspections: bearer::IntrospectionCache::new(),
             metrics,
             pages: PagesHandle::default(),
@@ -114,6 +118,8 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         let runtime = Runtime::build(cfg, listen, &self.fallback_assertion_key, &self.metrics)?;
         self.runtime.store(Arc::new(runtime));
+        // Open tunnels check their users against the new policies.
+        self.sessions.reloaded();
         Ok(())
     }
 

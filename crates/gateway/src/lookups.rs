@@ -51,5 +51,7 @@ pub(crate) async fn current_session(
     if !in_scope(&session.host, host) {
         return Ok(None);
     }
-    Ok(Some((id, session)))
+    let idp = rt.idps.get(&*session.idp);
+    let session = crate::renewal::current(&gw.sessions, &gw.renewals, idp, id, session).await?;
+    Ok(session.map(|s| (id, s)))
 }

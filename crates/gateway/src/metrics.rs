@@ -18,6 +18,12 @@ pub struct GatewayMetrics {
     pub active_sessions: IntGauge,
     /// `orchestrator_gateway_backchannel_logouts_total`: logout tokens accepted.
     pub sessions_ended_by_idp: IntCounter,
+    /// `orchestrator_gateway_session_renewals_total{outcome}`: renewals of
+    /// expired identities (renewed, refused, unavailable, expired).
+    pub session_renewals: IntCounterVec,
+    /// `orchestrator_gateway_tunnels_closed_total`: upgraded connections
+    /// closed because their session ended or its user is refused.
+    pub tunnels_closed: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -55,6 +61,19 @@ impl GatewayMetrics {
             "orchestrator_gateway_backchannel_logouts_total",
             "Back-channel logout tokens accepted (each ends the sessions it names).",
         )?;
+        let session_renewals = IntCounterVec::new(
+            Opts::new(
+                "orchestrator_gateway_session_renewals_total",
+                "Renewals of sessions whose ID token expired, by outcome (renewed; refused: the IdP said no and the session ended; unavailable: retried later; expired: nothing could renew it and the grace ran out).",
+            ),
+            &["outcome"],
+        )?;
+        let tunnels_closed = IntCounter::new(
+            "orchestrator_gateway_tunnels_closed_total",
+            "Upgraded connections (WebSocket) closed because their session ended or the policy no longer admits its user.",
+        )?;
+        registry.register(Box::new(session_renewals.clone()))?;
+        registry.register(Box::new(tunnels_closed.clone()))?;
         registry.register(Box::new(sessions_ended_by_idp.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(upstream_latency.clone()))?;
@@ -66,7 +85,13 @@ impl GatewayMetrics {
             logins,
             active_sessions,
             sessions_ended_by_idp,
+            session_renewals,
+            tunnels_closed,
         })
+    }
+
+    pub(crate) fn renewal(&self, outcome: &str) {
+        self.session_renewals.with_label_values(&[outcome]).inc();
     }
 
     pub(crate) fn record(&self, app: &str, status: http::StatusCode) {

@@ -43,6 +43,7 @@ use crate::route::NormalPath;
 use crate::session::SessionId;
 use crate::sign_in::{callback, start_login};
 use crate::sign_out::logout;
+use crate::tunnels::TunnelWatch;
 use crate::{
     App, Gateway, JWKS_PATH, Runtime, backchannel, bearer, forward_auth, rescue, return_url,
 };
@@ -288,13 +289,20 @@ where
 
     // 6. authorize
     let user = identity.as_ref().map(|(_, i)| i.subject.clone());
-    if let Some((token, denied)) = identity.as_ref().filter(|(_, i)| !i.allowed) {
-        let Some(token) = token else {
+    if let Some((session, denied)) = identity.as_ref().filter(|(_, i)| !i.allowed) {
+        let Some(session) = session else {
             return (user, Ok(rescue::token_forbidden()));
         };
-        let page = access_denied(gw, rt, app, &return_url::bounded(target), denied, token);
+        let token = session.logout_token();
+        let page = access_denied(gw, rt, app, &return_url::bounded(target), denied, &token);
         return (user, Ok(page));
     }
+    // A tunnel lives as long as its session (and its user's admission).
+    let watch = upgrade
+        .is_some()
+        .then(|| identity.as_ref().and_then(|(session, _)| *session))
+        .flatten()
+        .map(|id| TunnelWatch::new(gw, id, &view.route_host, path));
     let identity = identity.map(|(_, i)| i);
     let result = forward(
         rt,
@@ -303,7 +311,7 @@ where
         upstream,
         identity.as_deref(),
         target,
-        upgrade,
+        (upgrade, watch),
         view,
     )
     .await;
@@ -319,7 +327,7 @@ async fn forward<B>(
     upstream: &Upstream,
     identity: Option<&Identity>,
     target: String,
-    upgrade: Option<String>,
+    (upgrade, watch): (Option<String>, Option<TunnelWatch>),
     view: &ClientView,
 ) -> Result<Response<BoxBody>, GatewayError>
 where
@@ -392,9 +400,20 @@ where
                 Ok((client, upstream)) => {
                     let mut client = TokioIo::new(client);
                     let mut upstream = TokioIo::new(upstream);
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                    {
-                        tracing::debug!(app = %name, error = %e, "upgraded connection ended");
+                    let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+                    let ended = async {
+                        match watch {
+                            Some(w) => w.ended().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        result = copied => if let Err(e) = result {
+                            tracing::debug!(app = %name, error = %e, "upgraded connection ended");
+                        },
+                        () = ended => {
+                            tracing::info!(app = %name, "upgraded connection closed: its session ended");
+                        }
                     }
                 }
                 Err(e) => tracing::debug!(app = %name, error = %e, "upgrade failed"),
@@ -524,14 +543,14 @@ pub(crate) fn access_denied(
 
 /// The request's identity for `app`: its bearer token when the app takes
 /// them and one is sent (no logout token then), else its session's (with
-/// the session's logout token); `None` when it has neither.
+/// the session's id); `None` when it has neither.
 async fn authenticate(
     gw: &Gateway,
     rt: &Runtime,
     headers: &HeaderMap,
     app: &App,
     view: &ClientView,
-) -> Result<Option<(Option<String>, Arc<Identity>)>, GatewayError> {
+) -> Result<Option<(Option<SessionId>, Arc<Identity>)>, GatewayError> {
     if let Some(identity) = bearer_identity(gw, rt, headers, app).await? {
         return Ok(Some((None, identity)));
     }
@@ -544,7 +563,7 @@ async fn authenticate(
         &view.route_host,
     )
     .await?
-    .map(|(id, identity)| (Some(id.logout_token()), identity)))
+    .map(|(id, identity)| (Some(id), identity)))
 }
 
 /// The identity of the bearer token sent to `app`, when the app takes them

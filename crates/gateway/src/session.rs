@@ -152,6 +152,50 @@ fn storage_key(prefix: &str, secret: &str) -> String {
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(digest))
 }
 
+/// The AES-256-GCM key that seals a session's refresh token: derived from
+/// the session id, which the store never holds (it keys by the id's hash).
+fn refresh_key(id: &SessionId) -> ring::aead::LessSafeKey {
+    let mut h = Sha256::new();
+    h.update(b"orchestrator refresh token\0");
+    h.update(id.0);
+    let unbound = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &h.finalize())
+        .unwrap_or_else(|_| unreachable!("a SHA-256 digest is an AES-256 key"));
+    ring::aead::LessSafeKey::new(unbound)
+}
+
+/// `token` sealed for session `id`: base64url of a random nonce and the
+/// ciphertext with its tag.
+fn seal_refresh(id: &SessionId, token: &str) -> Box<str> {
+    let mut nonce = [0u8; ring::aead::NONCE_LEN];
+    rand::rng().fill_bytes(&mut nonce);
+    let mut buf = token.as_bytes().to_vec();
+    // Sealing fails only for inputs beyond AES-GCM's limit (64 GiB).
+    if refresh_key(id)
+        .seal_in_place_append_tag(
+            ring::aead::Nonce::assume_unique_for_key(nonce),
+            ring::aead::Aad::empty(),
+            &mut buf,
+        )
+        .is_err()
+    {
+        buf.clear();
+    }
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&buf);
+    URL_SAFE_NO_PAD.encode(out).into_boxed_str()
+}
+
+fn open_refresh(id: &SessionId, sealed: &str) -> Option<String> {
+    let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+    let (nonce, rest) = bytes.split_at_checked(ring::aead::NONCE_LEN)?;
+    let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut rest = rest.to_vec();
+    let plain = refresh_key(id)
+        .open_in_place(nonce, ring::aead::Aad::empty(), &mut rest)
+        .ok()?;
+    String::from_utf8(plain.to_vec()).ok()
+}
+
 /// Seconds since the Unix epoch.
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
@@ -186,6 +230,20 @@ pub(crate) struct Session {
     pub(crate) sid: Option<Box<str>>,
     #[serde(default)]
     pub(crate) sub: Box<str>,
+    /// The refresh token, sealed with a key derived from the session id
+    /// (see [`seal_refresh`]): a dump of the shared store cannot use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh: Option<Box<str>>,
+    /// Until when the identity holds (the ID token's `exp`, or the renewed
+    /// access token's), seconds since the epoch; then it is renewed or,
+    /// `identityGrace` later, the session ends. 0: no limit (sessions
+    /// written before it was kept).
+    #[serde(default)]
+    pub(crate) valid_until: u64,
+    /// Renewals so far: each one may change the claims, so computed
+    /// identities are kept per renewal.
+    #[serde(default)]
+    pub(crate) renewals: u32,
 }
 
 impl Session {
@@ -212,10 +270,61 @@ impl Session {
             host: host.into(),
             sid: text("sid"),
             sub: text("sub").unwrap_or_default(),
+            valid_until: token_claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
             id_token,
             extra,
             created: now_secs(),
+            refresh: None,
+            renewals: 0,
         }
+    }
+
+    /// Whether the login left a refresh token to renew the identity with.
+    pub(crate) fn renewable(&self) -> bool {
+        self.refresh.is_some()
+    }
+
+    /// The refresh token, opened with the session's id.
+    pub(crate) fn refresh_token(&self, id: &SessionId) -> Option<String> {
+        open_refresh(id, self.refresh.as_deref()?)
+    }
+
+    /// This session after a renewal: the new ID token (or the old one, held
+    /// `expires_in` longer), userinfo's claims when it answered, the
+    /// rotated refresh token.
+    pub(crate) fn renewed(&self, id: &SessionId, r: &orchestrator_rp::Refreshed) -> Self {
+        /// How long a renewal without an ID token or `expires_in` holds.
+        const DEFAULT_VALIDITY: u64 = 300;
+        let now = now_secs();
+        let mut next = match &r.id_token {
+            Some(token) => {
+                let mut fresh = Self::new(self.idp.clone(), &self.host, token, &Map::new());
+                fresh.extra = self.extra.clone();
+                fresh.created = self.created;
+                fresh.sid = fresh.sid.or_else(|| self.sid.clone());
+                fresh
+            }
+            None => {
+                let mut same = self.clone();
+                same.valid_until = now.saturating_add(
+                    r.expires_in
+                        .map_or(DEFAULT_VALIDITY, |d| d.as_secs().max(1)),
+                );
+                same
+            }
+        };
+        if let Some(extra) = &r.extra {
+            next.extra = (!extra.is_empty())
+                .then(|| serde_json::to_string(extra).ok())
+                .flatten()
+                .map(String::into_boxed_str);
+        }
+        next.refresh = match &r.refresh_token {
+            Some(t) => Some(seal_refresh(id, t)),
+            None => self.refresh.clone(),
+        };
+        next.renewals = self.renewals.wrapping_add(1);
+        next
     }
 
     /// The raw ID token, for `id_token_hint`.
@@ -394,10 +503,26 @@ struct SharedBackend {
     near: moka::future::Cache<SessionId, Arc<Session>>,
 }
 
+/// What ended sessions on this replica, for the tunnels that watch them
+/// (see [`crate::tunnels`]).
+#[derive(Debug, Clone)]
+pub(crate) enum Ended {
+    /// This session (sign-out, a failed renewal, a new login).
+    Session([u8; 32]),
+    /// An IdP's back-channel logout (its `sid` or `sub`).
+    ByIdp,
+    /// A reload: policies may refuse users they admitted.
+    Reload,
+}
+
 /// Where sessions and pending logins live; built once, kept across reloads.
 pub(crate) struct SessionStore {
     max_lifetime: Duration,
     idle_timeout: Duration,
+    /// How long past its identity's end a session may be served while it
+    /// is renewed (`session.identityGrace`).
+    pub(crate) identity_grace: Duration,
+    events: tokio::sync::broadcast::Sender<Ended>,
     local: moka::future::Cache<SessionId, Arc<Session>>,
     pending_local: moka::future::Cache<String, Arc<PendingLogin>>,
     /// Logins started per client address in the current `pendingLoginTtl`.
@@ -417,6 +542,12 @@ pub(crate) struct SessionStore {
 /// cache backend is asked again: the longest a back-channel logout takes to
 /// reach every replica.
 const LOGOUT_CHECK_TTL: Duration = Duration::from_secs(2);
+/// Session-ending events a slow tunnel may fall behind by before it
+/// re-checks its session anyway.
+const EVENT_QUEUE: usize = 1024;
+/// How long a replica may hold a session's renewal before another may try.
+const RENEWAL_LOCK_TTL: Duration = Duration::from_secs(30);
+const RENEWAL_PREFIX: &str = "gw:renew:";
 const LOGOUT_SID_PREFIX: &str = "gw:bcl:sid:";
 const LOGOUT_SUB_PREFIX: &str = "gw:bcl:sub:";
 
@@ -509,6 +640,8 @@ impl SessionStore {
         Self {
             max_lifetime: cfg.max_lifetime,
             idle_timeout: cfg.idle_timeout,
+            identity_grace: cfg.identity_grace,
+            events: tokio::sync::broadcast::channel(EVENT_QUEUE).0,
             local,
             pending_local,
             started_by_client,
@@ -580,7 +713,77 @@ impl SessionStore {
             .map_err(cache_err)?;
         // This replica believes it at once.
         self.logout_checked.invalidate_all();
+        let _ = self.events.send(Ended::ByIdp);
         Ok(())
+    }
+
+    /// Session-ending events on this replica, from now on.
+    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Ended> {
+        self.events.subscribe()
+    }
+
+    /// Tells the tunnels that the config changed.
+    pub(crate) fn reloaded(&self) {
+        let _ = self.events.send(Ended::Reload);
+    }
+
+    /// Claims the renewal of session `id` for this replica (a refresh token
+    /// works once: two replicas spending it at once would end the grant).
+    /// Always true for local sessions, which live on one replica.
+    pub(crate) async fn lock_renewal(&self, id: &SessionId) -> Result<bool, GatewayError> {
+        if self.shared.is_none() {
+            return Ok(true);
+        }
+        self.claim_once(&id.storage_key(RENEWAL_PREFIX), RENEWAL_LOCK_TTL)
+            .await
+    }
+
+    /// Gives the renewal claim back.
+    pub(crate) async fn unlock_renewal(&self, id: &SessionId) -> Result<(), GatewayError> {
+        if self.shared.is_none() {
+            return Ok(());
+        }
+        self.release(&id.storage_key(RENEWAL_PREFIX)).await
+    }
+
+    /// The session as stored now, past the near-cache (what another
+    /// replica may just have renewed).
+    pub(crate) async fn reread(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<Arc<Session>>, GatewayError> {
+        if let Some(shared) = &self.shared {
+            shared.near.invalidate(id).await;
+        }
+        self.lookup(id).await
+    }
+
+    /// Replaces session `id` by its renewal, keeping its lifetime.
+    pub(crate) async fn replace(
+        &self,
+        id: &SessionId,
+        session: Session,
+    ) -> Result<Arc<Session>, GatewayError> {
+        let session = Arc::new(session);
+        match &self.shared {
+            None => self.local.insert(*id, session.clone()).await,
+            Some(shared) => {
+                let Some(remaining) = self.remaining(&session) else {
+                    return Ok(session);
+                };
+                shared
+                    .cache
+                    .set_typed(
+                        &id.storage_key(SESSION_PREFIX),
+                        &*session,
+                        self.idle_timeout.min(remaining),
+                    )
+                    .await
+                    .map_err(cache_err)?;
+                shared.near.insert(*id, session.clone()).await;
+            }
+        }
+        Ok(session)
     }
 
     /// Gives back a claim that could not be acted on (see [`claim_once`](Self::claim_once)).
@@ -673,13 +876,16 @@ impl SessionStore {
         Ok(Some(session))
     }
 
-    /// Stores a new session under a fresh id and returns the id.
+    /// Stores a new session under a fresh id, with the login's refresh
+    /// token sealed for that id, and returns the id.
     pub(crate) async fn create(
         &self,
-        session: Session,
+        mut session: Session,
+        refresh_token: Option<&str>,
         metrics: &GatewayMetrics,
     ) -> Result<SessionId, GatewayError> {
         let id = SessionId::random();
+        session.refresh = refresh_token.map(|t| seal_refresh(&id, t));
         let session = Arc::new(session);
         match &self.shared {
             None => {
@@ -701,6 +907,7 @@ impl SessionStore {
 
     /// Ends a session (logout, or replaced by a new login).
     pub(crate) async fn remove(&self, id: &SessionId) -> Result<(), GatewayError> {
+        let _ = self.events.send(Ended::Session(id.bytes()));
         match &self.shared {
             None => {
                 self.local.invalidate(id).await;

@@ -138,7 +138,10 @@ pub(crate) async fn callback(
         &result.id_token,
         &result.extra,
     );
-    let id = gw.sessions.create(session, &gw.metrics).await?;
+    let id = gw
+        .sessions
+        .create(session, result.refresh_token.as_deref(), &gw.metrics)
+        .await?;
     logins.with_label_values(&["success"]).inc();
     tracing::info!(app = %pending.app, idp = %pending.idp, client = %view.client_ip, "login");
     let mut resp = redirect(StatusCode::SEE_OTHER, &pending.return_to)?;

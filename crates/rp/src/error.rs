@@ -26,6 +26,10 @@ pub enum RpError {
     /// The login failed: code exchange, ID token, userinfo.
     #[error("login failed: {0}")]
     LoginFailed(String),
+    /// The IdP refused a refresh: the grant is gone (user removed, session
+    /// ended, token revoked), or what it sent is not this user's.
+    #[error("refresh refused: {0}")]
+    Refused(String),
     /// A token the IdP's keys or its introspection endpoint do not vouch for.
     #[error("invalid token: {0}")]
     InvalidToken(&'static str),

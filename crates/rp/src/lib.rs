@@ -149,25 +149,61 @@ pub struct AuthorizationStart {
 }
 
 /// The verified outcome of a callback.
-#[derive(Debug)]
 pub struct LoginResult {
     /// The raw, verified ID token: its payload is the user's claims.
     pub id_token: String,
     /// Userinfo claims the ID token lacks.
     pub extra: Map<String, Value>,
+    /// The refresh token, when the IdP issued one (renews the identity
+    /// when the ID token expires).
+    pub refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for LoginResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginResult")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The verified outcome of a refresh (OpenID Connect Core §12).
+pub struct Refreshed {
+    /// A new ID token, verified against the one the login gave (same
+    /// `iss`, `sub`, `aud`; a `nonce` only if it is the original's).
+    pub id_token: Option<String>,
+    /// Userinfo claims the ID token lacks, when userinfo answered.
+    pub extra: Option<Map<String, Value>>,
+    /// The rotated refresh token, when the IdP issued a new one.
+    pub refresh_token: Option<String>,
+    /// The new access token's lifetime (`expires_in`), when given.
+    pub expires_in: Option<Duration>,
+}
+
+impl std::fmt::Debug for Refreshed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refreshed")
+            .field("id_token", &self.id_token.is_some())
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The payload of a compact JWS as a JSON object (no verification).
+fn payload_claims(jwt: &str) -> Option<Map<String, Value>> {
+    let p = jwt.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(p).ok()?;
+    serde_json::from_slice::<Map<String, Value>>(&bytes).ok()
 }
 
 impl LoginResult {
     /// Every claim: the verified ID token's payload, and userinfo's
     /// claims that it lacks.
     pub fn claims(&self) -> Map<String, Value> {
-        let mut claims = self
-            .id_token
-            .split('.')
-            .nth(1)
-            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
-            .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
-            .unwrap_or_default();
+        let mut claims = payload_claims(&self.id_token).unwrap_or_default();
         for (k, v) in &self.extra {
             claims.entry(k.clone()).or_insert_with(|| v.clone());
         }
@@ -433,43 +469,135 @@ impl Idp {
         let raw = id_token.to_string();
         // The signature over exactly these bytes was verified above; read
         // every claim (groups, custom ones) from the payload.
-        let claims = raw
-            .split('.')
-            .nth(1)
-            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
-            .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
-            .ok_or_else(|| failed("unreadable ID token"))?;
-        let mut extra = Map::new();
-        if let Some(userinfo) = d.client.user_info_url() {
-            let response = self
-                .http
-                .get(userinfo.url().clone())
-                .bearer_auth(token.access_token().secret())
-                .header(reqwest::header::ACCEPT, "application/json")
-                .send()
-                .await;
-            match response {
-                Ok(r) if r.status().is_success() => match r.json::<Map<String, Value>>().await {
-                    Ok(info) => {
-                        // OIDC Core 5.3.4: a userinfo `sub` that differs is not this user.
-                        if info.get("sub").and_then(Value::as_str) != Some(verified.as_str()) {
-                            return Err(failed("userinfo subject mismatch"));
-                        }
-                        extra = info
-                            .into_iter()
-                            .filter(|(k, _)| !claims.contains_key(k))
-                            .collect();
-                    }
-                    // Signed/encrypted userinfo is not supported; the ID token suffices.
-                    Err(e) => tracing::info!(idp = %self.name, error = %e, "userinfo unreadable"),
-                },
-                Ok(r) => tracing::info!(idp = %self.name, status = %r.status(), "userinfo refused"),
-                Err(e) => tracing::info!(idp = %self.name, error = %e, "userinfo unreachable"),
-            }
-        }
+        let claims = payload_claims(&raw).ok_or_else(|| failed("unreadable ID token"))?;
+        let extra = self
+            .userinfo(&d, token.access_token().secret(), &verified, &claims)
+            .await?
+            .unwrap_or_default();
         Ok(LoginResult {
             id_token: raw,
             extra,
+            refresh_token: token.refresh_token().map(|t| t.secret().clone()),
+        })
+    }
+
+    /// Userinfo's claims that `claims` lack, read with `access_token`;
+    /// `None` when the IdP has no userinfo endpoint or it did not answer.
+    async fn userinfo(
+        &self,
+        d: &Discovered,
+        access_token: &str,
+        sub: &str,
+        claims: &Map<String, Value>,
+    ) -> Result<Option<Map<String, Value>>, RpError> {
+        let Some(userinfo) = d.client.user_info_url() else {
+            return Ok(None);
+        };
+        let response = self
+            .http
+            .get(userinfo.url().clone())
+            .bearer_auth(access_token)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status().is_success() => match r.json::<Map<String, Value>>().await {
+                Ok(info) => {
+                    // OIDC Core 5.3.4: a userinfo `sub` that differs is not this user.
+                    if info.get("sub").and_then(Value::as_str) != Some(sub) {
+                        return Err(RpError::LoginFailed(format!(
+                            "userinfo subject mismatch (identity provider {})",
+                            self.name
+                        )));
+                    }
+                    Ok(Some(
+                        info.into_iter()
+                            .filter(|(k, _)| !claims.contains_key(k))
+                            .collect(),
+                    ))
+                }
+                // Signed/encrypted userinfo is not supported; the ID token suffices.
+                Err(e) => {
+                    tracing::info!(idp = %self.name, error = %e, "userinfo unreadable");
+                    Ok(None)
+                }
+            },
+            Ok(r) => {
+                tracing::info!(idp = %self.name, status = %r.status(), "userinfo refused");
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::info!(idp = %self.name, error = %e, "userinfo unreachable");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Renews a login with its refresh token (OpenID Connect Core §12):
+    /// a new ID token is verified like the login's and must name the same
+    /// user as `id_token` (the session's); userinfo is read again.
+    /// [`RpError::Refused`] when the IdP said no (the grant is gone: user
+    /// removed, session ended, token revoked); [`RpError::IdpUnavailable`]
+    /// when it could not be asked.
+    pub async fn refresh(&self, refresh_token: &str, id_token: &str) -> Result<Refreshed, RpError> {
+        let refused =
+            |what: String| RpError::Refused(format!("{what} (identity provider {})", self.name));
+        let d = self.client(false).await?;
+        let before = payload_claims(id_token).unwrap_or_default();
+        let text = |c: &str| before.get(c).and_then(Value::as_str).map(str::to_owned);
+        let (sub, nonce) = (text("sub").unwrap_or_default(), text("nonce"));
+        let refresh = openidconnect::RefreshToken::new(refresh_token.to_owned());
+        let request = d
+            .client
+            .exchange_refresh_token(&refresh)
+            .map_err(|_| refused("no token endpoint".into()))?;
+        let token = request
+            .request_async(&self.http)
+            .await
+            .map_err(|e| match e {
+                openidconnect::RequestTokenError::ServerResponse(r) => {
+                    tracing::info!(idp = %self.name, error = %r.error(), "refresh refused");
+                    refused(format!("refresh refused: {}", r.error()))
+                }
+                other => {
+                    tracing::warn!(idp = %self.name, error = %other, "refresh failed");
+                    self.unavailable()
+                }
+            })?;
+        let mut claims = before.clone();
+        let new_id_token = match token.id_token() {
+            None => None,
+            Some(new) => {
+                // §12.2: no nonce, or the original one.
+                let expected = nonce.clone();
+                let nonce_check = move |n: Option<&Nonce>| match (n, &expected) {
+                    (None, _) => Ok(()),
+                    (Some(n), Some(e)) if n.secret() == e => Ok(()),
+                    _ => Err("nonce differs from the login's".to_owned()),
+                };
+                let verified = match new.claims(&d.client.id_token_verifier(), nonce_check) {
+                    Ok(c) => c.subject().to_string(),
+                    Err(e) => {
+                        tracing::info!(idp = %self.name, error = %e, "refreshed ID token rejected");
+                        return Err(refused("refreshed ID token rejected".into()));
+                    }
+                };
+                if verified != sub {
+                    return Err(refused("refreshed ID token names another user".into()));
+                }
+                let raw = new.to_string();
+                claims = payload_claims(&raw).unwrap_or_default();
+                Some(raw)
+            }
+        };
+        let extra = self
+            .userinfo(&d, token.access_token().secret(), &sub, &claims)
+            .await?;
+        Ok(Refreshed {
+            id_token: new_id_token,
+            extra,
+            refresh_token: token.refresh_token().map(|t| t.secret().clone()),
+            expires_in: token.expires_in(),
         })
     }
 

@@ -1,0 +1,207 @@
+//! A session never outlives its identity (OpenID Connect Core §12): when
+//! the ID token it was made from expires, the session is renewed with the
+//! login's refresh token, which brings fresh claims (groups, a removed user)
+//! from the IdP. Within `session.identityGrace` after the expiry the renewal
+//! runs beside the request, which is served as before; past it the request
+//! waits for the renewal. A refusal (the grant is gone) ends the session at
+//! once; a session that cannot be renewed ends when the grace is over.
+//!
+//! A refresh token works once, so one renewal per session runs at a time:
+//! callers in this process wait for the same one, and with the shared store
+//! a claim in the cache keeps other replicas out (they take its result).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrator_rp::{Idp, RpError};
+
+use crate::error::GatewayError;
+use crate::metrics::GatewayMetrics;
+use crate::session::{Session, SessionId, SessionStore, now_secs};
+
+/// How long after a failed renewal (IdP unreachable) the next one is tried.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long a renewal's result is shared with the requests that read the
+/// session before it was replaced.
+const RESULT_TTL: Duration = Duration::from_secs(30);
+/// How often, and how many times, a request past the grace looks for the
+/// renewal another replica holds.
+const WAIT_STEP: Duration = Duration::from_millis(100);
+const WAIT_STEPS: u32 = 50;
+
+/// Why a renewal brought no session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failed {
+    /// The IdP refused: the session is over (and removed).
+    Ended,
+    /// The IdP (or the store) could not be asked; the session stays.
+    Unavailable,
+}
+
+/// Renewals in flight and recent failures; built once, kept across reloads.
+pub(crate) struct Renewals {
+    /// Keyed by session and renewal count: concurrent callers share one.
+    results: moka::future::Cache<([u8; 32], u32), Arc<Session>>,
+    /// Sessions whose last renewal could not reach the IdP.
+    failed: moka::sync::Cache<[u8; 32], ()>,
+    metrics: Arc<GatewayMetrics>,
+}
+
+impl std::fmt::Debug for Renewals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renewals").finish_non_exhaustive()
+    }
+}
+
+impl Renewals {
+    pub(crate) fn new(metrics: Arc<GatewayMetrics>) -> Self {
+        Self {
+            results: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(RESULT_TTL)
+                .build(),
+            failed: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(RETRY_AFTER)
+                .build(),
+            metrics,
+        }
+    }
+}
+
+/// Session `id` as it may be served now: as it is while its identity
+/// holds, renewed when it has expired, `None` when it is over (removed if
+/// the IdP refused or nothing can renew it past the grace).
+pub(crate) async fn current(
+    sessions: &Arc<SessionStore>,
+    renewals: &Arc<Renewals>,
+    idp: Option<&Arc<Idp>>,
+    id: SessionId,
+    session: Arc<Session>,
+) -> Result<Option<Arc<Session>>, GatewayError> {
+    let now = now_secs();
+    if session.valid_until == 0 || now < session.valid_until {
+        return Ok(Some(session));
+    }
+    let grace = sessions.identity_grace.as_secs();
+    let past_grace = now >= session.valid_until.saturating_add(grace);
+    let Some(idp) = idp.filter(|_| session.renewable()) else {
+        if past_grace {
+            renewals.metrics.renewal("expired");
+            sessions.remove(&id).await?;
+            return Ok(None);
+        }
+        return Ok(Some(session));
+    };
+    if !past_grace {
+        if !renewals.failed.contains_key(&id.bytes()) {
+            let (sessions, renewals, idp) = (sessions.clone(), renewals.clone(), idp.clone());
+            let current = session.clone();
+            tokio::spawn(async move {
+                let _ = renew(&sessions, &renewals, &idp, id, current).await;
+            });
+        }
+        return Ok(Some(session));
+    }
+    match renew(sessions, renewals, idp, id, session).await {
+        Ok(renewed) => Ok(Some(renewed)),
+        Err(Failed::Ended) => Ok(None),
+        // Past the grace an unconfirmed identity is not served; the session
+        // stays, for a renewal once the IdP is back.
+        Err(Failed::Unavailable) => Ok(None),
+    }
+}
+
+/// One renewal of `session` (shared by every caller that read this version).
+async fn renew(
+    sessions: &Arc<SessionStore>,
+    renewals: &Arc<Renewals>,
+    idp: &Arc<Idp>,
+    id: SessionId,
+    session: Arc<Session>,
+) -> Result<Arc<Session>, Failed> {
+    let key = (id.bytes(), session.renewals);
+    let init = async {
+        let outcome = refresh_once(sessions, idp, id, &session).await;
+        let label = match &outcome {
+            Ok(_) => "renewed",
+            Err(Failed::Ended) => "refused",
+            Err(Failed::Unavailable) => {
+                renewals.failed.insert(id.bytes(), ());
+                "unavailable"
+            }
+        };
+        renewals.metrics.renewal(label);
+        outcome
+    };
+    renewals
+        .results
+        .try_get_with(key, init)
+        .await
+        .map_err(|e| *e)
+}
+
+async fn refresh_once(
+    sessions: &SessionStore,
+    idp: &Idp,
+    id: SessionId,
+    session: &Session,
+) -> Result<Arc<Session>, Failed> {
+    let unavailable = |e: GatewayError| {
+        tracing::warn!(error = %e, "session renewal: store unavailable");
+        Failed::Unavailable
+    };
+    if !sessions.lock_renewal(&id).await.map_err(unavailable)? {
+        return wait_for_other(sessions, id, session.renewals).await;
+    }
+    let result = async {
+        // Another replica may have renewed it just before the claim: its
+        // refresh token is the one to spend (the old one is spent).
+        let current = match sessions.reread(&id).await.map_err(unavailable)? {
+            None => return Err(Failed::Ended),
+            Some(s) if s.renewals != session.renewals => return Ok(s),
+            Some(s) => s,
+        };
+        let Some(token) = current.refresh_token(&id) else {
+            return Err(Failed::Ended);
+        };
+        match idp.refresh(&token, &current.id_token()).await {
+            Ok(refreshed) => {
+                let next = current.renewed(&id, &refreshed);
+                sessions.replace(&id, next).await.map_err(unavailable)
+            }
+            Err(RpError::Refused(why)) => {
+                tracing::info!(idp = %idp.name(), reason = %why, "session ended: renewal refused");
+                sessions.remove(&id).await.map_err(unavailable)?;
+                Err(Failed::Ended)
+            }
+            Err(e) => {
+                tracing::warn!(idp = %idp.name(), error = %e, "session renewal failed; retried later");
+                Err(Failed::Unavailable)
+            }
+        }
+    }
+    .await;
+    if let Err(e) = sessions.unlock_renewal(&id).await {
+        tracing::warn!(error = %e, "session renewal: claim not released (it expires)");
+    }
+    result
+}
+
+/// Another replica holds the renewal: its result, once it is stored.
+async fn wait_for_other(
+    sessions: &SessionStore,
+    id: SessionId,
+    renewals: u32,
+) -> Result<Arc<Session>, Failed> {
+    for _ in 0..WAIT_STEPS {
+        tokio::time::sleep(WAIT_STEP).await;
+        match sessions.reread(&id).await {
+            Ok(None) => return Err(Failed::Ended),
+            Ok(Some(s)) if s.renewals != renewals => return Ok(s),
+            Ok(Some(_)) => {}
+            Err(_) => return Err(Failed::Unavailable),
+        }
+    }
+    Err(Failed::Unavailable)
+}

@@ -1,0 +1,257 @@
+//! Logout that ends access everywhere, with real processes: our provider
+//! and two gateways (two apps with single sign-on between them). Signing
+//! out at one gateway ends its session, the provider's SSO session (the
+//! next login asks for the password), the other gateway's session through
+//! the back-channel, and the session's refresh tokens. And a relying party
+//! that is down gets its deliveries retried, bounded and counted, while the
+//! provider keeps answering.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use orchestrator_tests::browser::{Browser, sign_out};
+use orchestrator_tests::{Orchestrator, Setup, TestUpstream, free_port, run_cli};
+
+/// The provider and gateway A, in one process.
+const PROVIDER_AND_A: &str = r#"
+oidcProvider:
+  issuer: http://127.0.0.1:{port}/idp
+  signingKeys:
+    - {id: k1, algorithm: ES256, privateKey: "${secret:op-key.pem}"}
+  clients:
+    - clientId: gw-a
+      clientSecret: secret-a
+      redirectUris: [http://a.test:{port}/.orchestrator/callback]
+      postLogoutRedirectUris: [http://a.test:{port}/]
+      backchannelLogoutUri: http://127.0.0.1:{port}/.orchestrator/backchannel-logout
+    - clientId: gw-b
+      clientSecret: secret-b
+      redirectUris: [http://b.test:{b_port}/.orchestrator/callback]
+      backchannelLogoutUri: http://127.0.0.1:{b_port}/.orchestrator/backchannel-logout
+    - clientId: gone
+      clientSecret: secret-gone
+      redirectUris: [http://a.test:{port}/gone/callback]
+      backchannelLogoutUri: http://127.0.0.1:{dead_port}/backchannel
+  users:
+    - username: alice
+      passwordHash: "${secret:hash}"
+      claims: {email: alice@example.com, email_verified: true}
+appGateway:
+  identityProviders:
+    - {name: own, issuer: "http://127.0.0.1:{port}/idp", clientId: gw-a, clientSecret: secret-a}
+  apps:
+    - {name: a, host: a.test, pathPrefix: /, upstream: "{upstream}", identityProvider: own, headers: {X-User: sub}}
+"#;
+
+/// Gateway B, in a process of its own.
+const B: &str = r#"
+appGateway:
+  identityProviders:
+    - {name: own, issuer: "http://127.0.0.1:{a_port}/idp", clientId: gw-b, clientSecret: secret-b}
+  apps:
+    - {name: b, host: b.test, pathPrefix: /, upstream: "{upstream}", identityProvider: own, headers: {X-User: sub}}
+"#;
+
+struct Two {
+    a: Orchestrator,
+    b: Orchestrator,
+    _app: TestUpstream,
+}
+
+async fn start() -> Two {
+    let app = TestUpstream::echo().await;
+    let hash = run_cli(&["hash-password"], "pw\n").await.stdout;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
+    let (b_port, dead_port) = (free_port(), free_port());
+    let a = Orchestrator::start(
+        &PROVIDER_AND_A
+            .replace("{b_port}", &b_port.to_string())
+            .replace("{dead_port}", &dead_port.to_string())
+            .replace("{upstream}", &app.url()),
+        &[("op-key.pem", key.as_str()), ("hash", hash.trim())],
+    )
+    .await;
+    let b_yaml = B
+        .replace("{a_port}", &a.port().to_string())
+        .replace("{upstream}", &app.url());
+    let b = Orchestrator::start_with(Setup {
+        yaml: &b_yaml,
+        ports: Some((b_port, free_port())),
+        ..Setup::default()
+    })
+    .await;
+    Two { a, b, _app: app }
+}
+
+fn browser() -> Browser {
+    Browser::resolving(&["a.test", "b.test"], SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+fn url(o: &Orchestrator, host: &str, path: &str) -> String {
+    format!("http://{host}:{}{path}", o.port())
+}
+
+#[tokio::test]
+async fn signing_out_at_one_gateway_ends_the_other_and_the_providers_session() {
+    let t = start().await;
+    let browser = browser();
+    let a_page = url(&t.a, "a.test", "/page");
+    let b_page = url(&t.b, "b.test", "/page");
+    let first = browser.visit(&a_page, "alice", "pw").await.unwrap();
+    assert_eq!((first.status, first.prompts), (200, 1), "{}", first.body);
+    let second = browser.visit(&b_page, "alice", "pw").await.unwrap();
+    assert_eq!(
+        (second.status, second.prompts),
+        (200, 0),
+        "single sign-on: no password at the second app"
+    );
+
+    // Sign out at A: A's session ends and the browser goes on to the
+    // provider's end_session with A's id_token_hint, which ends the SSO
+    // session at once (the hint names it) and returns to A.
+    let out = sign_out(
+        browser.client(),
+        &url(&t.a, "a.test", "/.orchestrator/logout"),
+    )
+    .await;
+    assert_eq!(out.status(), 303);
+    let end_session = out.headers()["location"].to_str().unwrap().to_owned();
+    assert!(end_session.contains("/idp/end_session"), "{end_session}");
+    let back = browser.client().get(&end_session).send().await.unwrap();
+    assert!(back.status().is_redirection(), "{}", back.status());
+    assert_eq!(
+        back.headers()["location"].to_str().unwrap(),
+        url(&t.a, "a.test", "/")
+    );
+
+    // The provider told B through the back-channel; the browser never
+    // visited B's sign-out.
+    t.a.wait_metric_at_least(
+        "orchestrator_oidc_backchannel_logouts_total{client=\"gw-b\",outcome=\"delivered\"}",
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    let at_b = browser.client().get(&b_page).send().await.unwrap();
+    assert_eq!(at_b.status(), 302, "B's session ended");
+    assert_eq!(
+        t.b.metric("orchestrator_gateway_backchannel_logouts_total")
+            .await,
+        Some(1.0)
+    );
+    // And the provider's SSO session is over: signing in asks again.
+    let again = browser.visit(&b_page, "alice", "pw").await.unwrap();
+    assert_eq!((again.status, again.prompts), (200, 1));
+}
+
+#[tokio::test]
+async fn a_relying_party_that_is_down_gets_bounded_retries_and_the_provider_keeps_answering() {
+    let t = start().await;
+    let issuer = format!("{}/idp", t.a.base_url());
+    let browser = browser();
+    // A client whose back-channel URI is a closed port gets tokens in the
+    // SSO session: the plain authorization code flow, by hand.
+    let signed_in = browser
+        .visit(&url(&t.a, "a.test", "/page"), "alice", "pw")
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status, 200);
+    let verifier = "v".repeat(43);
+    let challenge = {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()))
+    };
+    let redirect = url(&t.a, "a.test", "/gone/callback");
+    let authorize = browser
+        .client()
+        .get(format!("{issuer}/authorize"))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", "gone"),
+            ("redirect_uri", redirect.as_str()),
+            ("scope", "openid"),
+            ("state", "s1"),
+            ("nonce", "n1"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        authorize.status().is_redirection(),
+        "SSO: {}",
+        authorize.status()
+    );
+    let location = authorize.headers()["location"].to_str().unwrap().to_owned();
+    let code = url::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("a code");
+    let tokens = reqwest::Client::new()
+        .post(format!("{issuer}/token"))
+        .basic_auth("gone", Some("secret-gone"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect.as_str()),
+            ("code_verifier", verifier.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tokens.status(), 200);
+
+    let out = sign_out(
+        browser.client(),
+        &url(&t.a, "a.test", "/.orchestrator/logout"),
+    )
+    .await;
+    let end_session = out.headers()["location"].to_str().unwrap().to_owned();
+    let ended = Instant::now();
+    let back = browser.client().get(&end_session).send().await.unwrap();
+    assert!(back.status().is_redirection());
+
+    // While the deliveries to the dead client are retried, the provider
+    // answers at once, and the live clients got theirs.
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let discovery = reqwest::get(format!("{issuer}/.well-known/openid-configuration"))
+            .await
+            .unwrap();
+        assert_eq!(discovery.status(), 200);
+        assert!(asked.elapsed() < Duration::from_secs(1));
+    }
+    t.a.wait_metric_at_least(
+        "orchestrator_oidc_backchannel_logouts_total{client=\"gw-a\",outcome=\"delivered\"}",
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    // Three attempts (now, +1 s, +3 s), then counted as failed, once.
+    t.a.wait_metric_at_least(
+        "orchestrator_oidc_backchannel_logouts_total{client=\"gone\",outcome=\"failed\"}",
+        1.0,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(
+        ended.elapsed() >= Duration::from_secs(4),
+        "retried before giving up"
+    );
+    assert_eq!(
+        t.a.metric(
+            "orchestrator_oidc_backchannel_logouts_total{client=\"gone\",outcome=\"failed\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+}
