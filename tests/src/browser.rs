@@ -177,3 +177,87 @@ pub async fn sign_out(client: &reqwest::Client, url: &str) -> reqwest::Response 
         .await
         .expect("sign-out POST")
 }
+
+/// Where a [`walk`] ended.
+pub enum End {
+    /// At a redirect target `at` chose.
+    Redirect(url::Url),
+    /// At a page without a form to fill.
+    Page {
+        /// Its URL.
+        url: url::Url,
+        /// Its status.
+        status: u16,
+        /// Its body.
+        body: String,
+    },
+}
+
+/// The value of `attr="…"` after the first occurrence of `marker`.
+pub fn after(body: &str, marker: &str) -> Option<String> {
+    let start = body.find(marker)? + marker.len();
+    Some(body[start..].split('"').next()?.replace("&amp;", "&"))
+}
+
+/// Walks a browser `b` from `start`: follows redirects and fills the forms
+/// on the way as `user` (password `{user}-password`): our provider's
+/// sign-in form, panva's login form, panva's logout confirmation. `at` sees
+/// every redirect target (and may rewrite it); when it answers true, the
+/// walk ends there.
+pub async fn walk(
+    b: &Browser,
+    start: &str,
+    user: &str,
+    mut at: impl FnMut(&mut url::Url) -> bool,
+) -> Result<End, String> {
+    let mut current = url::Url::parse(start).map_err(|e| e.to_string())?;
+    let mut post: Option<(url::Url, Vec<(String, String)>)> = None;
+    for _ in 0..20 {
+        let resp = match post.take() {
+            Some((action, form)) => b.client().post(action).form(&form).send().await,
+            None => b.client().get(current.clone()).send().await,
+        }
+        .map_err(|e| format!("{current}: {e}"))?;
+        let status = resp.status().as_u16();
+        if resp.status().is_redirection() {
+            let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+            let mut next = current.join(&loc).map_err(|e| e.to_string())?;
+            if at(&mut next) {
+                return Ok(End::Redirect(next));
+            }
+            current = next;
+            continue;
+        }
+        let body = resp.text().await.unwrap_or_default();
+        let password = format!("{user}-password");
+        let fields: Option<Vec<(&str, String)>> =
+            if body.contains("name=\"tx\"") && body.contains("name=\"csrf\"") {
+                // Our own provider's form (it is the upstream when chained).
+                Some(vec![
+                    ("tx", hidden(&body, "tx").ok_or("no tx")?),
+                    ("csrf", hidden(&body, "csrf").ok_or("no csrf")?),
+                    ("username", user.to_owned()),
+                    ("password", password),
+                ])
+            } else if body.contains("name=\"login\"") {
+                Some(vec![("login", user.to_owned()), ("password", password)])
+            } else if body.contains("name=\"xsrf\"") {
+                // panva's "Do you want to sign-out?": yes.
+                let xsrf = after(&body, "name=\"xsrf\" value=\"").ok_or("no xsrf")?;
+                Some(vec![("xsrf", xsrf), ("logout", "yes".to_owned())])
+            } else {
+                None
+            };
+        let Some(fields) = fields else {
+            return Ok(End::Page {
+                url: current,
+                status,
+                body,
+            });
+        };
+        let action = after(&body, "action=\"").ok_or("a form without action")?;
+        let form = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        post = Some((current.join(&action).map_err(|e| e.to_string())?, form));
+    }
+    Err(format!("more than 20 steps from {start}"))
+}

@@ -25,6 +25,16 @@ impl NodeOp {
     /// secret `gateway-secret`); runs `npm ci` first when the fixture's
     /// modules are missing.
     pub async fn start(host: &str, redirect_uris: &[String]) -> Self {
+        Self::start_with(host, redirect_uris, None).await
+    }
+
+    /// [`start`](Self::start), with Back-Channel Logout 1.0 to
+    /// `backchannel_logout_uri` for client `gateway` when given.
+    pub async fn start_with(
+        host: &str,
+        redirect_uris: &[String],
+        backchannel_logout_uri: Option<&str>,
+    ) -> Self {
         let dir = fixture_dir();
         if !dir.join("node_modules/oidc-provider").exists() {
             let status = tokio::process::Command::new("npm")
@@ -39,9 +49,10 @@ impl NodeOp {
             .arg("op.mjs")
             .arg(redirect_uris.join(","))
             .env("OP_HOST", host)
+            .env("OP_BACKCHANNEL_URI", backchannel_logout_uri.unwrap_or(""))
             .current_dir(&dir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .expect("node starts");

@@ -296,3 +296,89 @@ async fn logging_out_at_our_provider_ends_the_gateway_session_through_the_back_c
         "the gateway session outlived the IdP's"
     );
 }
+
+const WITH_PANVA: &str = r#"
+appGateway:
+  identityProviders:
+    - {name: panva, issuer: "{issuer}", clientId: gateway, clientSecret: gateway-secret, scopes: [openid, email, profile, groups]}
+  apps:
+    - {name: demo, host: "*", pathPrefix: /, upstream: "{upstream}", identityProvider: panva, headers: {X-User: sub}}
+"#;
+
+/// panva's certified `oidc-provider` with Back-Channel Logout on, as the
+/// gateway's IdP: signing out there (its own confirmation page) deletes the
+/// gateway session, and the WebSocket of that session closes; forged,
+/// expired, replayed or `nonce`-carrying tokens were covered above against
+/// the same receiver.
+#[tokio::test]
+async fn signing_out_at_panva_ends_the_gateway_session() {
+    use orchestrator_tests::browser::{End, walk};
+    let app = TestUpstream::echo().await;
+    let (port, admin) = (
+        orchestrator_tests::free_port(),
+        orchestrator_tests::free_port(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let op = orchestrator_tests::node_op::NodeOp::start_with(
+        "127.0.0.1",
+        &[format!("{base}/.orchestrator/callback")],
+        Some(&format!("{base}/.orchestrator/backchannel-logout")),
+    )
+    .await;
+    let discovery: Value = reqwest::get(format!("{}/.well-known/openid-configuration", op.issuer))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["backchannel_logout_supported"], true);
+    let yaml = WITH_PANVA
+        .replace("{issuer}", &op.issuer)
+        .replace("{upstream}", &app.url());
+    let orch = Orchestrator::start_with(orchestrator_tests::Setup {
+        yaml: &yaml,
+        ports: Some((port, admin)),
+        ..orchestrator_tests::Setup::default()
+    })
+    .await;
+
+    let b = Browser::new();
+    let page = format!("{base}/page");
+    match walk(&b, &page, "alice", |_| false).await.unwrap() {
+        End::Page { status, body, .. } => assert_eq!(status, 200, "{body}"),
+        End::Redirect(u) => panic!("stopped at {u}"),
+    }
+    let mut tunnel = orchestrator_tests::ws::open_echo(
+        &format!("ws://127.0.0.1:{port}/ws"),
+        &b.cookies_for(&base),
+    )
+    .await;
+
+    // panva's own end_session, confirmed on its page; the walk stops at
+    // the redirect back (nothing of the gateway's is visited).
+    let end = walk(&b, &format!("{}/session/end", op.issuer), "alice", |u| {
+        !u.as_str().starts_with(&op.issuer)
+    })
+    .await
+    .unwrap();
+    if let End::Page { status, body, .. } = &end {
+        assert_eq!(*status, 200, "panva's sign-out: {body}");
+        assert!(body.contains("Sign-out Success"), "{body}");
+    }
+    orch.wait_metric_at_least(
+        "orchestrator_gateway_backchannel_logouts_total",
+        1.0,
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    let after = b.client().get(&page).send().await.unwrap();
+    assert_eq!(
+        after.status(),
+        302,
+        "the gateway session ended with panva's"
+    );
+    assert!(
+        orchestrator_tests::ws::closed_within(&mut tunnel, std::time::Duration::from_secs(1)).await,
+        "the tunnel ended with the session"
+    );
+}
