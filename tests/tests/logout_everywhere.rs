@@ -255,3 +255,233 @@ async fn a_relying_party_that_is_down_gets_bounded_retries_and_the_provider_keep
         Some(1.0)
     );
 }
+
+/// One process with our provider (SSO sessions of `sso_ttl`) and a gateway
+/// that takes its logout tokens; `admin.apiToken` set.
+async fn provider_with_gateway(sso_ttl: &str) -> (Orchestrator, TestUpstream) {
+    let app = TestUpstream::echo().await;
+    let hash = run_cli(&["hash-password"], "pw\n").await.stdout;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
+    let yaml = format!(
+        r#"
+admin:
+  address: 127.0.0.1:{{admin_port}}
+  apiToken: "${{secret:admin-token}}"
+oidcProvider:
+  issuer: http://127.0.0.1:{{port}}/idp
+  ssoSessionTtl: {sso_ttl}
+  signingKeys:
+    - {{id: k1, algorithm: ES256, privateKey: "${{secret:op-key.pem}}"}}
+  clients:
+    - clientId: gw
+      clientSecret: gw-secret
+      redirectUris: [http://127.0.0.1:{{port}}/.orchestrator/callback]
+      backchannelLogoutUri: http://127.0.0.1:{{port}}/.orchestrator/backchannel-logout
+  users:
+    - {{username: alice, passwordHash: "${{secret:hash}}", claims: {{email: alice@example.com}}}}
+appGateway:
+  identityProviders:
+    - {{name: own, issuer: "http://127.0.0.1:{{port}}/idp", clientId: gw, clientSecret: gw-secret}}
+  apps:
+    - {{name: demo, host: "*", pathPrefix: /, upstream: "{upstream}", identityProvider: own}}
+"#,
+        upstream = app.url(),
+    );
+    let orch = Orchestrator::start(
+        &yaml,
+        &[
+            ("op-key.pem", key.as_str()),
+            ("hash", hash.trim()),
+            ("admin-token", ADMIN_TOKEN),
+        ],
+    )
+    .await;
+    (orch, app)
+}
+
+const ADMIN_TOKEN: &str = "an-admin-token-of-at-least-32-characters";
+
+#[tokio::test]
+async fn an_sso_session_that_expires_is_notified_like_a_sign_out() {
+    let (orch, _app) = provider_with_gateway("3s").await;
+    let b = Browser::new();
+    let page = format!("{}/page", orch.base_url());
+    assert_eq!(b.visit(&page, "alice", "pw").await.unwrap().status, 200);
+    // Nobody signs out: the provider's session reaches its end, and the
+    // gateway hears of it through the back-channel.
+    orch.wait_metric_at_least(
+        "orchestrator_oidc_backchannel_logouts_total{client=\"gw\",outcome=\"delivered\"}",
+        1.0,
+        Duration::from_secs(15),
+    )
+    .await;
+    let after = b.client().get(&page).send().await.unwrap();
+    assert_eq!(
+        after.status(),
+        302,
+        "the gateway session ended with the SSO session"
+    );
+    assert_eq!(
+        orch.metric("orchestrator_gateway_backchannel_logouts_total")
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn an_operator_revokes_every_session_of_a_user_through_the_admin_api() {
+    let (orch, _app) = provider_with_gateway("1h").await;
+    let b = Browser::new();
+    let page = format!("{}/page", orch.base_url());
+    assert_eq!(b.visit(&page, "alice", "pw").await.unwrap().status, 200);
+    let revoke = format!("{}/sessions/revoke", orch.admin_url());
+    let http = reqwest::Client::new();
+    let wrong = http
+        .post(&revoke)
+        .bearer_auth("not-the-token-but-just-as-long-as-it")
+        .form(&[("user", "alice")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(wrong.headers()["www-authenticate"], "Bearer");
+    let none = http
+        .post(&revoke)
+        .form(&[("user", "alice")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 401);
+    assert_eq!(
+        b.client().get(&page).send().await.unwrap().status(),
+        200,
+        "a refused call ends nothing"
+    );
+    let unknown = http
+        .post(&revoke)
+        .bearer_auth(ADMIN_TOKEN)
+        .form(&[("user", "mallory")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let missing = http
+        .post(&revoke)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 400);
+
+    let ok = http
+        .post(&revoke)
+        .bearer_auth(ADMIN_TOKEN)
+        .form(&[("user", "alice")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["cache-control"], "no-store");
+    // The gateway got a logout token naming the user, and ended her session.
+    orch.wait_metric_at_least(
+        "orchestrator_gateway_backchannel_logouts_total",
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(b.client().get(&page).send().await.unwrap().status(), 302);
+    // The provider's SSO session is over too: signing in asks again.
+    let again = b.visit(&page, "alice", "pw").await.unwrap();
+    assert_eq!((again.status, again.prompts), (200, 1));
+}
+
+#[tokio::test]
+async fn a_delivery_outlives_the_replica_that_queued_it() {
+    let redis = orchestrator_cache::testing::TestRedis::start();
+    let app = TestUpstream::echo().await;
+    let hash = run_cli(&["hash-password"], "pw\n").await.stdout;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
+    let (p1, p2, gw) = (free_port(), free_port(), free_port());
+    // Two provider replicas over one Redis; the issuer names the second
+    // (the one that stays), the gateway is the relying party.
+    let provider = format!(
+        r#"
+cache: {{backend: redis, redis: {{url: "{redis}", keyPrefix: "bcl:"}}}}
+oidcProvider:
+  issuer: http://127.0.0.1:{p2}/idp
+  signingKeys: [{{id: shared, algorithm: ES256, privateKey: "${{secret:op-key.pem}}"}}]
+  clients:
+    - clientId: gw
+      clientSecret: gw-secret
+      redirectUris: [http://127.0.0.1:{gw}/.orchestrator/callback]
+      backchannelLogoutUri: http://127.0.0.1:{gw}/.orchestrator/backchannel-logout
+  users:
+    - {{username: alice, passwordHash: "${{secret:hash}}"}}
+"#,
+        redis = redis.url(),
+    );
+    let gateway = format!(
+        r#"
+appGateway:
+  identityProviders:
+    - {{name: own, issuer: "http://127.0.0.1:{p2}/idp", clientId: gw, clientSecret: gw-secret}}
+  apps:
+    - {{name: demo, host: "*", pathPrefix: /, upstream: "{upstream}", identityProvider: own}}
+"#,
+        upstream = app.url(),
+    );
+    let secrets = [("op-key.pem", key.as_str()), ("hash", hash.trim())];
+    let start = |port: u16, yaml: String| async move {
+        Orchestrator::start_with(Setup {
+            yaml: &yaml,
+            secrets: &secrets,
+            ports: Some((port, free_port())),
+            ..Setup::default()
+        })
+        .await
+    };
+    let replica1 = start(p1, provider.clone()).await;
+    let replica2 = start(p2, provider.clone()).await;
+    let relying_party = start(gw, gateway.clone()).await;
+    let b = Browser::new();
+    let page = format!("http://127.0.0.1:{gw}/page");
+    assert_eq!(b.visit(&page, "alice", "pw").await.unwrap().status, 200);
+
+    // The relying party goes down; the user signs out at the first replica,
+    // which queues the delivery, fails to make it, and dies.
+    drop(relying_party);
+    let end_session = format!("http://127.0.0.1:{p1}/idp/end_session");
+    let confirm = b.client().get(&end_session).send().await.unwrap();
+    let token = orchestrator_tests::browser::hidden(&confirm.text().await.unwrap(), "token")
+        .expect("the confirmation form");
+    let ended = b
+        .client()
+        .post(&end_session)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 200);
+    drop(replica1);
+
+    // The relying party is back; the second replica finds the job (a retry
+    // that is due, or one whose lease ran out) and delivers it.
+    let relying_party = start(gw, gateway).await;
+    replica2
+        .wait_metric_at_least(
+            "orchestrator_oidc_backchannel_logouts_total{client=\"gw\",outcome=\"delivered\"}",
+            1.0,
+            Duration::from_secs(45),
+        )
+        .await;
+    assert_eq!(
+        relying_party
+            .metric("orchestrator_gateway_backchannel_logouts_total")
+            .await,
+        Some(1.0)
+    );
+}

@@ -2608,7 +2608,8 @@ fn cache_operations(metrics: &str) -> f64 {
     metrics
         .lines()
         .filter(|l| l.starts_with("orchestrator_cache_operations_total{"))
-        .filter(|l| !l.contains("op=\"health\""))
+        // Probes and the back-channel queue's poll are not the requests'.
+        .filter(|l| !l.contains("op=\"health\"") && !l.contains("op=\"claim_due\""))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
 }

@@ -50,6 +50,34 @@ pub trait Cache: Send + Sync + 'static {
     /// an increment can never create a counter without a TTL.
     async fn decr(&self, key: &str) -> Result<u64, CacheError>;
 
+    /// Adds `item` to the delayed queue `queue` (a set of distinct items,
+    /// each with a due time in milliseconds since the Unix epoch), unless
+    /// the queue holds `max` items already; `true` when it is queued. An
+    /// item already queued only gets the new due time. Queues do not expire:
+    /// whoever queues an item dequeues it.
+    async fn enqueue(
+        &self,
+        queue: &str,
+        item: &[u8],
+        due_ms: u64,
+        max: u64,
+    ) -> Result<bool, CacheError>;
+
+    /// Claims up to `limit` items of `queue` due at `now_ms`, in due order:
+    /// in the same atomic step each is made due again at `now_ms + lease_ms`,
+    /// so two claimers never get the same item and an item whose claimer
+    /// dies comes back after the lease.
+    async fn claim_due(
+        &self,
+        queue: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, CacheError>;
+
+    /// Removes `item` from `queue`; `true` when it was there.
+    async fn dequeue(&self, queue: &str, item: &[u8]) -> Result<bool, CacheError>;
+
     /// `Ok` when the backend answers; drives `/readyz`.
     async fn health(&self) -> Result<(), CacheError>;
 

@@ -1,5 +1,6 @@
 //! `MemoryCache`: the in-process backend on moka.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -47,6 +48,22 @@ fn deadline(ttl: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
+/// One delayed queue: each item's due time, and the items in due order.
+#[derive(Default)]
+struct Queue {
+    due: HashMap<Vec<u8>, u64>,
+    order: BTreeSet<(u64, Vec<u8>)>,
+}
+
+impl Queue {
+    fn put(&mut self, item: &[u8], due_ms: u64) {
+        if let Some(old) = self.due.insert(item.to_vec(), due_ms) {
+            self.order.remove(&(old, item.to_vec()));
+        }
+        self.order.insert((due_ms, item.to_vec()));
+    }
+}
+
 /// Tells moka each entry's own deadline, on creation and on every update
 /// (`expire` and `incr` rewrite the entry with the deadline they want).
 struct Deadline;
@@ -83,6 +100,9 @@ impl Expiry<String, Entry> for Deadline {
 #[derive(Clone)]
 pub struct MemoryCache {
     inner: Moka<String, Entry>,
+    /// Delayed queues: few, small (each bounded by its caller's `max`), and
+    /// never evicted, so they live beside moka rather than in it.
+    queues: Arc<std::sync::Mutex<HashMap<String, Queue>>>,
     /// Entries evicted because the cache was full (not expired or replaced).
     evicted: Arc<AtomicU64>,
 }
@@ -115,7 +135,11 @@ impl MemoryCache {
             })
             .expire_after(Deadline)
             .build();
-        Self { inner, evicted }
+        Self {
+            inner,
+            queues: Arc::default(),
+            evicted,
+        }
     }
 
     /// Entries currently held (approximate: moka counts lazily).
@@ -219,6 +243,62 @@ impl Cache for MemoryCache {
     async fn decr(&self, key: &str) -> Result<u64, CacheError> {
         // Missing or expired: nothing to undo, and nothing created.
         self.adjust(key, |n| n.saturating_sub(1), None).await
+    }
+
+    async fn enqueue(
+        &self,
+        queue: &str,
+        item: &[u8],
+        due_ms: u64,
+        max: u64,
+    ) -> Result<bool, CacheError> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let q = queues.entry(queue.to_owned()).or_default();
+        if !q.due.contains_key(item) && q.due.len() as u64 >= max {
+            return Ok(false);
+        }
+        q.put(item, due_ms);
+        Ok(true)
+    }
+
+    async fn claim_due(
+        &self,
+        queue: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, CacheError> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(q) = queues.get_mut(queue) else {
+            return Ok(Vec::new());
+        };
+        let claimed: Vec<Vec<u8>> = q
+            .order
+            .iter()
+            .take_while(|(due, _)| *due <= now_ms)
+            .take(limit)
+            .map(|(_, item)| item.clone())
+            .collect();
+        let again = now_ms.saturating_add(lease_ms);
+        for item in &claimed {
+            q.put(item, again);
+        }
+        Ok(claimed)
+    }
+
+    async fn dequeue(&self, queue: &str, item: &[u8]) -> Result<bool, CacheError> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(q) = queues.get_mut(queue) else {
+            return Ok(false);
+        };
+        let Some(due) = q.due.remove(item) else {
+            return Ok(false);
+        };
+        q.order.remove(&(due, item.to_vec()));
+        if q.due.is_empty() {
+            queues.remove(queue);
+        }
+        Ok(true)
     }
 
     async fn health(&self) -> Result<(), CacheError> {

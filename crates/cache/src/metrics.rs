@@ -81,10 +81,13 @@ enum Op {
     Expire,
     Incr,
     Decr,
+    Enqueue,
+    ClaimDue,
+    Dequeue,
     Health,
 }
 
-const OPS: [Op; 9] = [
+const OPS: [Op; 12] = [
     Op::Get,
     Op::Set,
     Op::SetIfAbsent,
@@ -93,6 +96,9 @@ const OPS: [Op; 9] = [
     Op::Expire,
     Op::Incr,
     Op::Decr,
+    Op::Enqueue,
+    Op::ClaimDue,
+    Op::Dequeue,
     Op::Health,
 ];
 
@@ -107,6 +113,9 @@ impl Op {
             Self::Expire => "expire",
             Self::Incr => "incr",
             Self::Decr => "decr",
+            Self::Enqueue => "enqueue",
+            Self::ClaimDue => "claim_due",
+            Self::Dequeue => "dequeue",
             Self::Health => "health",
         }
     }
@@ -305,6 +314,41 @@ impl Cache for Instrumented {
 
     async fn decr(&self, key: &str) -> Result<u64, CacheError> {
         self.observe(Op::Decr, self.inner.decr(key), |_| "ok").await
+    }
+
+    async fn enqueue(
+        &self,
+        queue: &str,
+        item: &[u8],
+        due_ms: u64,
+        max: u64,
+    ) -> Result<bool, CacheError> {
+        self.observe(
+            Op::Enqueue,
+            self.inner.enqueue(queue, item, due_ms, max),
+            |queued| if *queued { "stored" } else { "exists" },
+        )
+        .await
+    }
+
+    async fn claim_due(
+        &self,
+        queue: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, CacheError> {
+        self.observe(
+            Op::ClaimDue,
+            self.inner.claim_due(queue, now_ms, lease_ms, limit),
+            |items| if items.is_empty() { "miss" } else { "hit" },
+        )
+        .await
+    }
+
+    async fn dequeue(&self, queue: &str, item: &[u8]) -> Result<bool, CacheError> {
+        self.observe(Op::Dequeue, self.inner.dequeue(queue, item), hit_if)
+            .await
     }
 
     async fn health(&self) -> Result<(), CacheError> {

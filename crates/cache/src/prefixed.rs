@@ -83,6 +83,34 @@ impl Cache for Prefixed {
         self.inner.decr(&self.key(key)).await
     }
 
+    async fn enqueue(
+        &self,
+        queue: &str,
+        item: &[u8],
+        due_ms: u64,
+        max: u64,
+    ) -> Result<bool, CacheError> {
+        self.inner
+            .enqueue(&self.key(queue), item, due_ms, max)
+            .await
+    }
+
+    async fn claim_due(
+        &self,
+        queue: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, CacheError> {
+        self.inner
+            .claim_due(&self.key(queue), now_ms, lease_ms, limit)
+            .await
+    }
+
+    async fn dequeue(&self, queue: &str, item: &[u8]) -> Result<bool, CacheError> {
+        self.inner.dequeue(&self.key(queue), item).await
+    }
+
     async fn health(&self) -> Result<(), CacheError> {
         self.inner.health().await
     }

@@ -19,6 +19,24 @@ use crate::{Cache, CacheError};
 /// INCR, and the TTL only when this call created the counter: a fixed window
 /// that later increments never extend. A script, because INCR + PEXPIRE must
 /// not be split by a crash (a counter without TTL would lock a user out forever).
+/// A delayed queue is a sorted set scored by due time (milliseconds: exact
+/// in a double until the year 287,000).
+const ENQUEUE_SCRIPT: &str = r"
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return 1
+";
+
+const CLAIM_DUE_SCRIPT: &str = r"
+local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, item in ipairs(items) do
+  redis.call('ZADD', KEYS[1], ARGV[2], item)
+end
+return items
+";
+
 const INCR_SCRIPT: &str = r"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
@@ -53,6 +71,8 @@ pub struct RedisCache {
     op_timeout: Duration,
     incr: Script,
     decr: Script,
+    enqueue: Script,
+    claim_due: Script,
     /// Set once `maxmemory-policy` has been checked (and warned about).
     policy_checked: AtomicBool,
 }
@@ -182,6 +202,8 @@ impl RedisCache {
             op_timeout: cfg.operation_timeout,
             incr: Script::new(INCR_SCRIPT),
             decr: Script::new(DECR_SCRIPT),
+            enqueue: Script::new(ENQUEUE_SCRIPT),
+            claim_due: Script::new(CLAIM_DUE_SCRIPT),
             policy_checked: AtomicBool::new(false),
         })
     }
@@ -390,6 +412,55 @@ impl Cache for RedisCache {
             .run(|mut conn| async move { self.decr.key(&key).invoke_async(&mut conn).await })
             .await;
         counter(n)
+    }
+
+    async fn enqueue(
+        &self,
+        queue: &str,
+        item: &[u8],
+        due_ms: u64,
+        max: u64,
+    ) -> Result<bool, CacheError> {
+        let key = self.key(queue);
+        let n: Result<i64, CacheError> = self
+            .run(|mut conn| async move {
+                self.enqueue
+                    .key(&key)
+                    .arg(item)
+                    .arg(due_ms)
+                    .arg(max)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await;
+        Ok(n? == 1)
+    }
+
+    async fn claim_due(
+        &self,
+        queue: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, CacheError> {
+        let key = self.key(queue);
+        self.run(|mut conn| async move {
+            self.claim_due
+                .key(&key)
+                .arg(now_ms)
+                .arg(now_ms.saturating_add(lease_ms))
+                .arg(limit)
+                .invoke_async(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn dequeue(&self, queue: &str, item: &[u8]) -> Result<bool, CacheError> {
+        let mut cmd = self.keyed("ZREM", queue);
+        cmd.arg(item);
+        let n: u64 = self.query(cmd).await?;
+        Ok(n > 0)
     }
 
     async fn health(&self) -> Result<(), CacheError> {

@@ -73,6 +73,8 @@ conformance!(
     nx_race_64,
     incr_counter,
     decr_counter,
+    delayed_queue,
+    delayed_queue_claim_race,
     evictions_reported,
 );
 

@@ -154,6 +154,10 @@ pub struct AdminConfig {
     /// Socket address to bind, e.g. `0.0.0.0:9090`.
     #[serde(default = "default_admin_address")]
     pub address: SocketAddr,
+    /// Bearer token of the admin API (`POST /sessions/revoke`); unset, the
+    /// API is off (404) and the listener only serves probes and metrics.
+    #[serde(default)]
+    pub api_token: Option<Secret>,
 }
 
 fn default_admin_address() -> SocketAddr {
@@ -164,6 +168,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             address: default_admin_address(),
+            api_token: None,
         }
     }
 }

@@ -22,6 +22,17 @@ pub(crate) fn validate(cfg: &Config) -> Vec<ConfigError> {
             ),
         );
     }
+    if cfg
+        .admin
+        .api_token
+        .as_ref()
+        .is_some_and(|t| t.expose().len() < 32)
+    {
+        v.err(
+            "admin.apiToken",
+            "must be at least 32 characters (it guards session revocation); `openssl rand -base64 32` makes one",
+        );
+    }
     v.positive("listen.headerReadTimeout", cfg.listen.header_read_timeout);
     if cfg.listen.max_header_bytes < 8192 {
         v.err("listen.maxHeaderBytes", "must be at least 8192");

@@ -9,6 +9,11 @@
 //! A refresh token works once, so one renewal per session runs at a time:
 //! callers in this process wait for the same one, and with the shared store
 //! a claim in the cache keeps other replicas out (they take its result).
+//! A renewal runs as a task of its own: a request that gives up (a client
+//! that disconnects) cannot abandon it between spending the refresh token
+//! and storing the new one. Only an IdP's `invalid_grant` ends a session
+//! early; past the grace, an identity that cannot be confirmed (IdP or
+//! store down) is not served, tunnels included.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +31,11 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 const RESULT_TTL: Duration = Duration::from_secs(30);
 /// How often, and how many times, a request past the grace looks for the
 /// renewal another replica holds.
-const WAIT_STEP: Duration = Duration::from_millis(100);
-const WAIT_STEPS: u32 = 50;
+const WAIT_STEP: Duration = Duration::from_millis(250);
+const WAIT_STEPS: u32 = 240;
+/// Longest a renewal may take (discovery, token and userinfo calls):
+/// shorter than the claim it holds ([`crate::session::RENEWAL_LOCK_TTL`]).
+const RENEWAL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a renewal brought no session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +52,8 @@ pub(crate) struct Renewals {
     results: moka::future::Cache<([u8; 32], u32), Arc<Session>>,
     /// Sessions whose last renewal could not reach the IdP.
     failed: moka::sync::Cache<[u8; 32], ()>,
+    /// Sessions with a background renewal running (one task each).
+    running: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
     metrics: Arc<GatewayMetrics>,
 }
 
@@ -64,6 +74,7 @@ impl Renewals {
                 .max_capacity(100_000)
                 .time_to_live(RETRY_AFTER)
                 .build(),
+            running: std::sync::Mutex::default(),
             metrics,
         }
     }
@@ -93,15 +104,20 @@ pub(crate) async fn current(
         }
         return Ok(Some(session));
     };
+    let recently_failed = renewals.failed.contains_key(&id.bytes());
     if !past_grace {
-        if !renewals.failed.contains_key(&id.bytes()) {
+        if !recently_failed && renewals.start(id) {
             let (sessions, renewals, idp) = (sessions.clone(), renewals.clone(), idp.clone());
             let current = session.clone();
             tokio::spawn(async move {
                 let _ = renew(&sessions, &renewals, &idp, id, current).await;
+                renewals.finished(id);
             });
         }
         return Ok(Some(session));
+    }
+    if recently_failed {
+        return Ok(None);
     }
     match renew(sessions, renewals, idp, id, session).await {
         Ok(renewed) => Ok(Some(renewed)),
@@ -121,19 +137,35 @@ async fn renew(
     session: Arc<Session>,
 ) -> Result<Arc<Session>, Failed> {
     let key = (id.bytes(), session.renewals);
-    let init = async {
-        let outcome = refresh_once(sessions, idp, id, &session).await;
-        let label = match &outcome {
-            Ok(_) => "renewed",
-            Err(Failed::Ended) => "refused",
-            Err(Failed::Unavailable) => {
-                renewals.failed.insert(id.bytes(), ());
-                "unavailable"
-            }
-        };
-        renewals.metrics.renewal(label);
-        outcome
+    let task = {
+        let (sessions, renewals, idp) = (sessions.clone(), renewals.clone(), idp.clone());
+        async move {
+            let outcome = match tokio::time::timeout(
+                RENEWAL_TIMEOUT,
+                refresh_once(&sessions, &idp, id, &session),
+            )
+            .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::warn!(idp = %idp.name(), "session renewal timed out");
+                    Err(Failed::Unavailable)
+                }
+            };
+            let label = match &outcome {
+                Ok(_) => "renewed",
+                Err(Failed::Ended) => "refused",
+                Err(Failed::Unavailable) => {
+                    renewals.failed.insert(id.bytes(), ());
+                    "unavailable"
+                }
+            };
+            renewals.metrics.renewal(label);
+            outcome
+        }
     };
+    // Its own task: dropping the caller does not drop the renewal.
+    let init = async move { tokio::spawn(task).await.unwrap_or(Err(Failed::Unavailable)) };
     renewals
         .results
         .try_get_with(key, init)
@@ -163,12 +195,25 @@ async fn refresh_once(
             Some(s) => s,
         };
         let Some(token) = current.refresh_token(&id) else {
+            // Sealed for another id, or damaged: it can never be renewed.
+            sessions.remove(&id).await.map_err(unavailable)?;
             return Err(Failed::Ended);
         };
         match idp.refresh(&token, &current.id_token()).await {
             Ok(refreshed) => {
                 let next = current.renewed(&id, &refreshed);
-                sessions.replace(&id, next).await.map_err(unavailable)
+                match sessions.replace(&id, next).await {
+                    Ok(Some(stored)) => Ok(stored),
+                    // Signed out meanwhile: it stays out.
+                    Ok(None) => Err(Failed::Ended),
+                    Err(e) => {
+                        // The old refresh token is spent: a session that
+                        // kept it would fail its next renewal as a replay.
+                        tracing::warn!(error = %e, "renewed session not stored; it ends");
+                        let _ = sessions.remove(&id).await;
+                        Err(Failed::Ended)
+                    }
+                }
             }
             Err(RpError::Refused(why)) => {
                 tracing::info!(idp = %idp.name(), reason = %why, "session ended: renewal refused");
@@ -186,6 +231,23 @@ async fn refresh_once(
         tracing::warn!(error = %e, "session renewal: claim not released (it expires)");
     }
     result
+}
+
+impl Renewals {
+    /// Marks a background renewal of `id` as running; `false` when one is.
+    fn start(&self, id: SessionId) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.bytes())
+    }
+
+    fn finished(&self, id: SessionId) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id.bytes());
+    }
 }
 
 /// Another replica holds the renewal: its result, once it is stored.

@@ -196,6 +196,13 @@ fn open_refresh(id: &SessionId, sealed: &str) -> Option<String> {
     String::from_utf8(plain.to_vec()).ok()
 }
 
+/// Milliseconds since the Unix epoch.
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Seconds since the Unix epoch.
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
@@ -224,6 +231,11 @@ pub(crate) struct Session {
     extra: Option<Box<str>>,
     /// Creation time, seconds since the epoch.
     pub(crate) created: u64,
+    /// Creation time in milliseconds (a logout by subject ends the sessions
+    /// created before it, a login in the same second after it survives);
+    /// 0 in sessions written before it was kept.
+    #[serde(default)]
+    created_ms: u64,
     /// The IdP's session id (`sid`) and the user's `sub`, from the ID token:
     /// what an IdP's back-channel logout names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -274,6 +286,7 @@ impl Session {
             id_token,
             extra,
             created: now_secs(),
+            created_ms: now_millis(),
             refresh: None,
             renewals: 0,
         }
@@ -301,6 +314,7 @@ impl Session {
                 let mut fresh = Self::new(self.idp.clone(), &self.host, token, &Map::new());
                 fresh.extra = self.extra.clone();
                 fresh.created = self.created;
+                fresh.created_ms = self.created_ms;
                 fresh.sid = fresh.sid.or_else(|| self.sid.clone());
                 fresh
             }
@@ -509,8 +523,13 @@ struct SharedBackend {
 pub(crate) enum Ended {
     /// This session (sign-out, a failed renewal, a new login).
     Session([u8; 32]),
-    /// An IdP's back-channel logout (its `sid` or `sub`).
-    ByIdp,
+    /// An IdP's back-channel logout: the session `sid`, or every session of
+    /// `sub`.
+    ByIdp {
+        idp: Arc<str>,
+        sid: Option<Arc<str>>,
+        sub: Option<Arc<str>>,
+    },
     /// A reload: policies may refuse users they admitted.
     Reload,
 }
@@ -545,9 +564,14 @@ const LOGOUT_CHECK_TTL: Duration = Duration::from_secs(2);
 /// Session-ending events a slow tunnel may fall behind by before it
 /// re-checks its session anyway.
 const EVENT_QUEUE: usize = 1024;
-/// How long a replica may hold a session's renewal before another may try.
-const RENEWAL_LOCK_TTL: Duration = Duration::from_secs(30);
+/// How long a replica may hold a session's renewal before another may try:
+/// longer than a renewal may take ([`crate::renewal`] bounds it), so the
+/// claim never lapses while its holder still works.
+pub(crate) const RENEWAL_LOCK_TTL: Duration = Duration::from_secs(90);
 const RENEWAL_PREFIX: &str = "gw:renew:";
+/// Marks a session removed, for as long as a renewal started before the
+/// removal may still try to write it back.
+const REMOVED_PREFIX: &str = "gw:removed:";
 const LOGOUT_SID_PREFIX: &str = "gw:bcl:sid:";
 const LOGOUT_SUB_PREFIX: &str = "gw:bcl:sub:";
 
@@ -697,7 +721,7 @@ impl SessionStore {
         sid: Option<&str>,
         sub: Option<&str>,
     ) -> Result<(), GatewayError> {
-        let now = now_secs().to_string();
+        let now = now_millis().to_string();
         let (prefix, value) = match (sid, sub) {
             (Some(sid), _) => (LOGOUT_SID_PREFIX, sid),
             (None, Some(sub)) => (LOGOUT_SUB_PREFIX, sub),
@@ -713,7 +737,15 @@ impl SessionStore {
             .map_err(cache_err)?;
         // This replica believes it at once.
         self.logout_checked.invalidate_all();
-        let _ = self.events.send(Ended::ByIdp);
+        let _ = self.events.send(Ended::ByIdp {
+            idp: idp.into(),
+            sid: sid.map(Arc::from),
+            sub: if sid.is_none() {
+                sub.map(Arc::from)
+            } else {
+                None
+            },
+        });
         Ok(())
     }
 
@@ -758,32 +790,53 @@ impl SessionStore {
         self.lookup(id).await
     }
 
-    /// Replaces session `id` by its renewal, keeping its lifetime.
+    /// Replaces session `id` by its renewal `next`, keeping its lifetime,
+    /// unless it was removed meanwhile (a sign-out during the renewal must
+    /// not be undone): `None` then.
     pub(crate) async fn replace(
         &self,
         id: &SessionId,
-        session: Session,
-    ) -> Result<Arc<Session>, GatewayError> {
-        let session = Arc::new(session);
-        match &self.shared {
-            None => self.local.insert(*id, session.clone()).await,
-            Some(shared) => {
-                let Some(remaining) = self.remaining(&session) else {
-                    return Ok(session);
-                };
-                shared
-                    .cache
-                    .set_typed(
-                        &id.storage_key(SESSION_PREFIX),
-                        &*session,
-                        self.idle_timeout.min(remaining),
-                    )
-                    .await
-                    .map_err(cache_err)?;
-                shared.near.insert(*id, session.clone()).await;
-            }
+        next: Session,
+    ) -> Result<Option<Arc<Session>>, GatewayError> {
+        let next = Arc::new(next);
+        let Some(shared) = &self.shared else {
+            // One atomic step per key: only a session still there is replaced.
+            let replaced = self
+                .local
+                .entry(*id)
+                .and_compute_with(|current| {
+                    let op = match current {
+                        Some(_) => moka::ops::compute::Op::Put(next.clone()),
+                        None => moka::ops::compute::Op::Nop,
+                    };
+                    std::future::ready(op)
+                })
+                .await;
+            return Ok(
+                matches!(replaced, moka::ops::compute::CompResult::ReplacedWith(_)).then_some(next),
+            );
+        };
+        let Some(remaining) = self.remaining(&next) else {
+            return Ok(None);
+        };
+        let key = id.storage_key(SESSION_PREFIX);
+        let removed = id.storage_key(REMOVED_PREFIX);
+        if self.cache.get(&removed).await.map_err(cache_err)?.is_some() {
+            return Ok(None);
         }
-        Ok(session)
+        shared
+            .cache
+            .set_typed(&key, &*next, self.idle_timeout.min(remaining))
+            .await
+            .map_err(cache_err)?;
+        // `remove` marks before it deletes: a removal that raced this write
+        // is seen now, and wins.
+        if self.cache.get(&removed).await.map_err(cache_err)?.is_some() {
+            shared.cache.delete(&key).await.map_err(cache_err)?;
+            return Ok(None);
+        }
+        shared.near.insert(*id, next.clone()).await;
+        Ok(Some(next))
     }
 
     /// Gives back a claim that could not be acted on (see [`claim_once`](Self::claim_once)).
@@ -830,7 +883,19 @@ impl SessionStore {
                 .await
                 .map_err(cache_err)?
                 .and_then(|at| std::str::from_utf8(&at).ok()?.parse::<u64>().ok())
-                .is_some_and(|at| session.created <= at);
+                .is_some_and(|at| {
+                    // Markers of earlier versions hold seconds.
+                    let at_ms = if at < 100_000_000_000 {
+                        at.saturating_mul(1000)
+                    } else {
+                        at
+                    };
+                    let created_ms = match session.created_ms {
+                        0 => session.created.saturating_mul(1000),
+                        ms => ms,
+                    };
+                    created_ms <= at_ms
+                });
         }
         self.logout_checked.insert(id.bytes(), ended);
         Ok(ended)
@@ -905,22 +970,31 @@ impl SessionStore {
         Ok(id)
     }
 
-    /// Ends a session (logout, or replaced by a new login).
+    /// Ends a session (logout, a refused renewal, replaced by a new login),
+    /// then tells the tunnels.
     pub(crate) async fn remove(&self, id: &SessionId) -> Result<(), GatewayError> {
-        let _ = self.events.send(Ended::Session(id.bytes()));
         match &self.shared {
             None => {
                 self.local.invalidate(id).await;
             }
             Some(shared) => {
-                shared.near.invalidate(id).await;
+                // Marked first, so a renewal in flight cannot write it back
+                // (see `replace`); the store before the near-cache, so no
+                // lookup in between puts it back there.
+                shared
+                    .cache
+                    .set(&id.storage_key(REMOVED_PREFIX), b"1", RENEWAL_LOCK_TTL)
+                    .await
+                    .map_err(cache_err)?;
                 shared
                     .cache
                     .delete(&id.storage_key(SESSION_PREFIX))
                     .await
                     .map_err(cache_err)?;
+                shared.near.invalidate(id).await;
             }
         }
+        let _ = self.events.send(Ended::Session(id.bytes()));
         Ok(())
     }
 

@@ -32,6 +32,16 @@ pub(crate) struct TunnelWatch {
     id: SessionId,
     host: String,
     path: NormalPath,
+    /// The session's IdP, `sid` and `sub`, as last seen: which back-channel
+    /// logouts concern it.
+    who: Option<Who>,
+}
+
+/// A session's IdP, `sid` and `sub`.
+struct Who {
+    idp: Arc<str>,
+    sid: Option<Box<str>>,
+    sub: Box<str>,
 }
 
 impl TunnelWatch {
@@ -47,6 +57,7 @@ impl TunnelWatch {
             id,
             host: host.to_owned(),
             path,
+            who: None,
         }
     }
 
@@ -61,6 +72,7 @@ impl TunnelWatch {
             tokio::select! {
                 event = self.events.recv() => match event {
                     Ok(Ended::Session(id)) if id != self.id.bytes() => continue,
+                    Ok(Ended::ByIdp { idp, sid, sub }) if !self.concerned(&idp, sid.as_deref(), sub.as_deref()) => continue,
                     Ok(_) | Err(RecvError::Lagged(_)) => {}
                     // The store is gone: only the periodic check is left.
                     Err(RecvError::Closed) => self.events = self.sessions.subscribe(),
@@ -74,16 +86,34 @@ impl TunnelWatch {
         }
     }
 
+    /// Whether a back-channel logout of `idp` naming `sid` or `sub` may
+    /// be about this tunnel's session.
+    fn concerned(&self, idp: &str, sid: Option<&str>, sub: Option<&str>) -> bool {
+        let Some(who) = &self.who else {
+            return true;
+        };
+        *who.idp == *idp
+            && (sid.is_some_and(|s| who.sid.as_deref() == Some(s))
+                || sub.is_some_and(|s| *who.sub == *s))
+    }
+
     /// Whether the session is live and its user still admitted. A store
     /// that cannot be asked keeps the tunnel open (a Redis blip must not
-    /// cut every WebSocket).
-    async fn admitted(&self) -> bool {
+    /// cut every WebSocket); past the grace, an identity that cannot be
+    /// renewed closes it (see [`crate::renewal`]). An open tunnel counts as
+    /// activity: it keeps its session from going idle.
+    async fn admitted(&mut self) -> bool {
         let rt = self.runtime.load_full();
         let session = match self.sessions.get(&self.id).await {
             Ok(Some(s)) => s,
             Ok(None) => return false,
             Err(_) => return true,
         };
+        self.who = Some(Who {
+            idp: session.idp.clone(),
+            sid: session.sid.clone(),
+            sub: session.sub.clone(),
+        });
         let Some(app) = rt.router.find(&self.host, &self.path) else {
             return false;
         };

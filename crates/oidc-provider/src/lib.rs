@@ -48,6 +48,7 @@ mod upstreams;
 mod users;
 mod web;
 
+pub use backchannel::{DueJob, JOB_BATCH, jobs_queued};
 pub use error::{ErrorCode, OAuthError, ProviderError};
 pub use keys::KeyError;
 pub use metrics::ProviderMetrics;

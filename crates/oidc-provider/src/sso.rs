@@ -36,14 +36,21 @@ pub(crate) async fn start_session(
         p.store.delete_session(&old).await?;
     }
     let cookie = random_token();
+    // Sign-in times are whole seconds: one in the second of a revocation
+    // counts as after it (the revocation ends what signed in up to then).
+    let mut auth_time = tokens::now();
+    if let Some(at) = p.store.user_revoked_at(&username).await? {
+        auth_time = auth_time.max(at.saturating_add(1));
+    }
     let session = SsoSession {
         sid: random_id(),
         username,
-        auth_time: tokens::now(),
+        auth_time,
         expires_at: tokens::expiry(p.sso_ttl),
         upstream,
     };
     p.store.put_session(&cookie, &session, p.sso_ttl).await?;
+    crate::backchannel::schedule_expiry(p, &session).await?;
     let set_cookie = web::set_cookie(
         SESSION_COOKIE,
         Some(&cookie),
@@ -75,17 +82,56 @@ pub(crate) async fn end_session(p: &Provider, session: &SsoSession) -> Result<()
     Ok(())
 }
 
-/// True when the SSO session `sid` (signed in at `auth_time`) has ended:
-/// logged out, or past `ssoSessionTtl`.
+/// True when the SSO session `sid` of `username` (signed in at
+/// `auth_time`) has ended: logged out, past `ssoSessionTtl`, or revoked
+/// by an operator.
 pub(crate) async fn session_over(
     p: &Provider,
     sid: &str,
+    username: &str,
     auth_time: u64,
 ) -> Result<bool, OAuthError> {
     if auth_time.saturating_add(p.sso_ttl.as_secs()) <= tokens::now() {
         return Ok(true);
     }
-    Ok(p.store.session_ended(sid).await?)
+    Ok(p.store.session_ended(sid).await? || revoked(p, username, auth_time).await?)
+}
+
+/// True when an operator revoked the sessions of `username` after a
+/// sign-in at `auth_time` (see [`Provider::revoke_user`]).
+pub(crate) async fn revoked(
+    p: &Provider,
+    username: &str,
+    auth_time: u64,
+) -> Result<bool, OAuthError> {
+    Ok(p.store
+        .user_revoked_at(username)
+        .await?
+        .is_some_and(|at| auth_time <= at))
+}
+
+impl Provider {
+    /// Ends every SSO session of `username` and what they issued (codes,
+    /// refresh tokens, offline ones included), and sends each client that
+    /// takes back-channel logout tokens one naming the user (`sub`, no
+    /// `sid`). `false` when there is no such user. For operators (the admin
+    /// API): a compromised account, a leaver.
+    pub async fn revoke_user(&self, username: &str) -> Result<bool, OAuthError> {
+        if self.user(username).await?.is_none() {
+            return Ok(false);
+        }
+        let ttl = self
+            .ttls
+            .refresh_token_ttl
+            .max(self.ttls.authorization_code_ttl)
+            .max(self.sso_ttl);
+        self.store
+            .mark_user_revoked(username, &SessionEnded { at: tokens::now() }, ttl)
+            .await?;
+        tracing::info!(user = %username, "sessions revoked by an operator");
+        crate::backchannel::notify_user(self, username).await?;
+        Ok(true)
+    }
 }
 
 /// Appends `value` (when there is one) as a `Set-Cookie` of `resp`.
@@ -101,7 +147,7 @@ pub(crate) async fn issue_code(
     pending: &PendingAuthorization,
     session: &SsoSession,
 ) -> Result<Response<BoxBody>, OAuthError> {
-    crate::backchannel::remember(p, &session.sid, &pending.client_id).await?;
+    crate::backchannel::remember(p, session, &pending.client_id).await?;
     let code = random_token();
     let record = CodeRecord {
         client_id: pending.client_id.clone(),

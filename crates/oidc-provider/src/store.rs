@@ -61,6 +61,12 @@ record!(FederatedUser, "oidc.federated-user", 1);
 record!(SessionEnded, "oidc.session-ended", 1);
 record!(SessionClient, "oidc.session-client", 1);
 
+/// The delayed queue of back-channel logout work (deliveries, and session
+/// ends to notify), shared by the replicas.
+const JOB_QUEUE: &str = "oidc:bcl-queue";
+/// Most jobs queued at once (the queue is never evicted: it is bounded here).
+const MAX_QUEUED_JOBS: u64 = 100_000;
+
 /// The cache failed; the request can be retried.
 #[derive(Debug, thiserror::Error)]
 #[error("cache: {0}")]
@@ -453,6 +459,56 @@ impl Store {
             .get::<SessionClient>(&Self::session_client_key(sid, client_id))
             .await?
             .is_some())
+    }
+
+    // --- the back-channel logout queue ---
+
+    /// Queues `job` (its exact bytes are its identity), due at `due_ms`;
+    /// `false` when the queue is full.
+    pub(crate) async fn enqueue_job(&self, job: &[u8], due_ms: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .cache
+            .enqueue(JOB_QUEUE, job, due_ms, MAX_QUEUED_JOBS)
+            .await?)
+    }
+
+    /// Claims up to `limit` jobs due at `now_ms`, each leased for `lease`.
+    pub(crate) async fn claim_jobs(
+        &self,
+        now_ms: u64,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        Ok(self
+            .cache
+            .claim_due(JOB_QUEUE, now_ms, lease_ms, limit)
+            .await?)
+    }
+
+    /// Removes a job (done, or given up).
+    pub(crate) async fn dequeue_job(&self, job: &[u8]) -> Result<(), StoreError> {
+        self.cache.dequeue(JOB_QUEUE, job).await?;
+        Ok(())
+    }
+
+    /// Every SSO session of `username` signed in until `at` is over.
+    pub(crate) async fn mark_user_revoked(
+        &self,
+        username: &str,
+        rec: &SessionEnded,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.put(&format!("oidc:user-revoked:{}", digest(username)), rec, ttl)
+            .await
+    }
+
+    /// When the sessions of `username` were last revoked by an operator.
+    pub(crate) async fn user_revoked_at(&self, username: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .get::<SessionEnded>(&format!("oidc:user-revoked:{}", digest(username)))
+            .await?
+            .map(|r| r.at))
     }
 
     // --- users of upstreams ---

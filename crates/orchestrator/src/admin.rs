@@ -6,6 +6,10 @@
 //!   required backends answer; 503 with a short JSON reason otherwise, and from
 //!   the moment shutdown starts.
 //! - `GET /metrics` — Prometheus text exposition.
+//! - `POST /sessions/revoke` (form field `user`) — only when
+//!   `admin.apiToken` is set, with `Authorization: Bearer <apiToken>`: ends
+//!   every session of a user of the OpenID Provider and notifies its
+//!   clients ([`orchestrator_oidc::Provider::revoke_user`]).
 //!
 //! Anything else is 404; another method on a known path is 405.
 
@@ -15,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -70,6 +75,9 @@ pub(crate) async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch:
 
 async fn route(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
+    if path == REVOKE_PATH {
+        return revoke(app, req).await;
+    }
     if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
@@ -116,6 +124,88 @@ async fn readyz(app: &App) -> Response<Full<Bytes>> {
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+const REVOKE_PATH: &str = "/sessions/revoke";
+/// Largest revocation form read.
+const MAX_FORM: usize = 4096;
+
+/// `POST /sessions/revoke`: the admin API's one call.
+async fn revoke(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let runtime = app.runtime();
+    let Some(token) = runtime.config.admin.api_token.as_ref() else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    if req.method() != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes())) {
+        let mut resp = json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"error": "invalid_token"}),
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return resp;
+    }
+    let Some(provider) = runtime.provider.as_ref() else {
+        return json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "no_provider", "error_description": "no oidcProvider is configured"}),
+        );
+    };
+    let Ok(body) = http_body_util::Limited::new(req.into_body(), MAX_FORM)
+        .collect()
+        .await
+    else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": "invalid_request", "error_description": "form too large or unreadable"}),
+        );
+    };
+    let body = body.to_bytes();
+    let Some(user) = form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "user")
+        .map(|(_, v)| v.into_owned())
+        .filter(|u| !u.is_empty())
+    else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": "invalid_request", "error_description": "the form field user is required"}),
+        );
+    };
+    match provider.revoke_user(&user).await {
+        Ok(true) => json(StatusCode::OK, &serde_json::json!({"revoked": user})),
+        Ok(false) => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "unknown_user"}),
+        ),
+        Err(e) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": "temporarily_unavailable", "error_description": e.description}),
+        ),
+    }
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = text(status, &format!("{body}\n"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
     );
     resp
 }

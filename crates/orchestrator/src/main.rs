@@ -10,6 +10,7 @@ mod app;
 mod cli;
 mod commands;
 mod dispatch;
+mod jobs;
 mod listener;
 mod logging;
 mod metrics;
@@ -135,6 +136,7 @@ async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(admin_listener, app.clone(), stop_rx.clone()));
     let main_task = tokio::spawn(listener::serve(main_listener, app.clone(), stop_rx.clone()));
+    let jobs_task = tokio::spawn(jobs::run(app.clone()));
     app.readiness.set_listeners_bound();
     tracing::info!(
         listen = %config.listen.address,
@@ -166,6 +168,8 @@ async fn run(
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
     admin_task.abort();
+    // Jobs still running come back to another replica after their lease.
+    jobs_task.abort();
     tracing::info!("shutdown complete");
     Ok(())
 }

@@ -555,44 +555,70 @@ impl Idp {
             .request_async(&self.http)
             .await
             .map_err(|e| match e {
-                openidconnect::RequestTokenError::ServerResponse(r) => {
-                    tracing::info!(idp = %self.name, error = %r.error(), "refresh refused");
-                    refused(format!("refresh refused: {}", r.error()))
+                // Only `invalid_grant` says the grant is gone (RFC 6749
+                // §5.2); any other answer (`invalid_client` after a secret
+                // rotation, `server_error`…) is the IdP's or our config's
+                // trouble, and must not sign everybody out.
+                openidconnect::RequestTokenError::ServerResponse(r)
+                    if r.error().as_ref() == "invalid_grant" =>
+                {
+                    tracing::info!(idp = %self.name, "refresh refused: invalid_grant");
+                    refused("refresh refused: invalid_grant".into())
                 }
                 other => {
                     tracing::warn!(idp = %self.name, error = %other, "refresh failed");
                     self.unavailable()
                 }
             })?;
+        // The refresh token is spent from here on: what follows must not
+        // fail for a reason that passes (the caller would retry with a
+        // spent token), so keys are rediscovered once before refusing.
         let mut claims = before.clone();
         let new_id_token = match token.id_token() {
             None => None,
             Some(new) => {
-                // §12.2: no nonce, or the original one.
-                let expected = nonce.clone();
-                let nonce_check = move |n: Option<&Nonce>| match (n, &expected) {
-                    (None, _) => Ok(()),
-                    (Some(n), Some(e)) if n.secret() == e => Ok(()),
-                    _ => Err("nonce differs from the login's".to_owned()),
+                let verify = |d: &Discovered| {
+                    // §12.2: no nonce, or the original one.
+                    let expected = nonce.clone();
+                    let nonce_check = move |n: Option<&Nonce>| match (n, &expected) {
+                        (None, _) => Ok(()),
+                        (Some(n), Some(e)) if n.secret() == e => Ok(()),
+                        _ => Err("nonce differs from the login's".to_owned()),
+                    };
+                    new.claims(&d.client.id_token_verifier(), nonce_check)
+                        .map(|c| c.subject().to_string())
                 };
-                let verified = match new.claims(&d.client.id_token_verifier(), nonce_check) {
-                    Ok(c) => c.subject().to_string(),
-                    Err(e) => {
-                        tracing::info!(idp = %self.name, error = %e, "refreshed ID token rejected");
-                        return Err(refused("refreshed ID token rejected".into()));
-                    }
+                let verified = match verify(&d) {
+                    Ok(s) => s,
+                    Err(_) => match verify(&*self.client(true).await?) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::info!(idp = %self.name, error = %e, "refreshed ID token rejected");
+                            return Err(refused("refreshed ID token rejected".into()));
+                        }
+                    },
                 };
-                if verified != sub {
-                    return Err(refused("refreshed ID token names another user".into()));
-                }
                 let raw = new.to_string();
-                claims = payload_claims(&raw).unwrap_or_default();
+                let fresh = payload_claims(&raw).unwrap_or_default();
+                // §12.2: the same user, audience and authorized party.
+                let same = |c: &str| fresh.get(c) == before.get(c);
+                if verified != sub || !same("aud") || !same("azp") {
+                    return Err(refused(
+                        "refreshed ID token is not for the same user and client".into(),
+                    ));
+                }
+                claims = fresh;
                 Some(raw)
             }
         };
-        let extra = self
+        let extra = match self
             .userinfo(&d, token.access_token().secret(), &sub, &claims)
-            .await?;
+            .await
+        {
+            Ok(extra) => extra,
+            // Userinfo about someone else: not this user's identity.
+            Err(_) => return Err(refused("userinfo names another user".into())),
+        };
         Ok(Refreshed {
             id_token: new_id_token,
             extra,

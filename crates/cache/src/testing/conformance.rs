@@ -582,3 +582,100 @@ pub async fn evictions_reported(cache: Arc<dyn Cache>) {
         "eviction count went from {first} to {second}"
     );
 }
+
+/// A delayed queue hands out due items in due order, each to one claimer
+/// per lease, brings an unacknowledged item back after its lease, refuses
+/// new items beyond `max` (but re-times queued ones), and forgets what was
+/// dequeued.
+pub async fn delayed_queue(cache: Arc<dyn Cache>) {
+    let q = unique_key("queue");
+    let now = 1_000_000;
+    assert!(
+        cache
+            .enqueue(&q, b"late", now + 500, 3)
+            .await
+            .expect("enqueue")
+    );
+    assert!(
+        cache
+            .enqueue(&q, b"first", now - 20, 3)
+            .await
+            .expect("enqueue")
+    );
+    assert!(
+        cache
+            .enqueue(&q, b"second", now - 10, 3)
+            .await
+            .expect("enqueue")
+    );
+    assert!(
+        !cache.enqueue(&q, b"fourth", now, 3).await.expect("enqueue"),
+        "a full queue refuses a new item"
+    );
+    assert!(
+        cache
+            .enqueue(&q, b"late", now + 400, 3)
+            .await
+            .expect("enqueue"),
+        "a queued item may be re-timed when the queue is full"
+    );
+    let claimed = cache.claim_due(&q, now, 1_000, 10).await.expect("claim");
+    assert_eq!(
+        claimed,
+        vec![b"first".to_vec(), b"second".to_vec()],
+        "the due items, in due order"
+    );
+    assert!(
+        cache
+            .claim_due(&q, now, 1_000, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "claimed items are leased"
+    );
+    assert_eq!(
+        cache
+            .claim_due(&q, now + 450, 1_000, 1)
+            .await
+            .expect("claim"),
+        vec![b"late".to_vec()],
+        "the limit holds, and a re-timed item is due at its new time"
+    );
+    assert!(cache.dequeue(&q, b"first").await.expect("dequeue"));
+    assert!(!cache.dequeue(&q, b"first").await.expect("dequeue"));
+    assert_eq!(
+        cache
+            .claim_due(&q, now + 1_000, 1_000, 10)
+            .await
+            .expect("claim"),
+        vec![b"second".to_vec()],
+        "an unacknowledged item comes back after its lease"
+    );
+    assert!(
+        cache.enqueue(&q, b"fourth", now, 3).await.expect("enqueue"),
+        "a dequeued item frees its place"
+    );
+    assert!(
+        cache
+            .claim_due(&unique_key("empty"), now, 1, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}
+
+/// Of 16 concurrent claimers of 8 due items, each item goes to one.
+pub async fn delayed_queue_claim_race(cache: Arc<dyn Cache>) {
+    let q = unique_key("queue-race");
+    for i in 0..8u8 {
+        assert!(cache.enqueue(&q, &[i], 10, 100).await.expect("enqueue"));
+    }
+    let claims: Vec<Vec<Vec<u8>>> = race(&cache, &q, 16, |c, q| async move {
+        c.claim_due(&q, 100, 60_000, 2).await.expect("claim")
+    })
+    .await;
+    let mut all: Vec<Vec<u8>> = claims.into_iter().flatten().collect();
+    all.sort();
+    let expected: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i]).collect();
+    assert_eq!(all, expected, "every item claimed exactly once");
+}

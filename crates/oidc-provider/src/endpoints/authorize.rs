@@ -250,7 +250,10 @@ pub(crate) async fn current_session(
     let Some(s) = p.store.session(cookie).await? else {
         return Ok(None);
     };
-    if s.expires_at <= now() || p.user(&s.username).await?.is_none() {
+    if s.expires_at <= now()
+        || p.user(&s.username).await?.is_none()
+        || crate::sso::revoked(p, &s.username, s.auth_time).await?
+    {
         return Ok(None);
     }
     Ok(Some(s))

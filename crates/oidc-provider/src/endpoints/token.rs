@@ -146,7 +146,7 @@ async fn authorization_code(
         ));
     }
     // No token is issued in a session that has ended since the code was.
-    if crate::sso::session_over(p, &rec.sid, rec.auth_time).await? {
+    if crate::sso::session_over(p, &rec.sid, &rec.username, rec.auth_time).await? {
         return Err(OAuthError::invalid_grant("the sign-in session has ended"));
     }
     if redirect_uri != Some(rec.redirect_uri.as_str()) {
@@ -261,7 +261,10 @@ async fn refresh(
     // no consent step.
     let offline = rec.scope.split(' ').any(|s| s == "offline_access")
         && client.allowed_scopes.iter().any(|s| s == "offline_access");
-    if !offline && crate::sso::session_over(p, &rec.sid, rec.auth_time).await? {
+    // An operator's revocation ends offline grants too.
+    if crate::sso::revoked(p, &rec.username, rec.auth_time).await?
+        || (!offline && crate::sso::session_over(p, &rec.sid, &rec.username, rec.auth_time).await?)
+    {
         p.store.revoke_grant(&rec.family_id).await?;
         return Err(OAuthError::invalid_grant(
             "the sign-in session of this refresh token has ended",
