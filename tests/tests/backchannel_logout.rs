@@ -354,6 +354,44 @@ async fn signing_out_at_panva_ends_the_gateway_session() {
     )
     .await;
 
+    // A logout token in panva's name but not signed by panva (its JWKS
+    // does not have the key) ends nothing.
+    let forger = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
+    let mut forged_claims = json!({
+        "iss": op.issuer,
+        "aud": "gateway",
+        "iat": now(),
+        "exp": now() + 120,
+        "jti": "forged-1",
+        "sub": "alice",
+        "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+    });
+    let forged = reqwest::Client::new()
+        .post(format!("{base}/.orchestrator/backchannel-logout"))
+        .form(&[(
+            "logout_token",
+            token(&forger, header(), forged_claims.clone()),
+        )])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 400);
+    forged_claims["nonce"] = json!("n");
+    let with_nonce = reqwest::Client::new()
+        .post(format!("{base}/.orchestrator/backchannel-logout"))
+        .form(&[("logout_token", token(&forger, header(), forged_claims))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_nonce.status(), 400);
+    assert_eq!(
+        b.client().get(&page).send().await.unwrap().status(),
+        200,
+        "refused tokens end nothing"
+    );
+
     // panva's own end_session, confirmed on its page; the walk stops at
     // the redirect back (nothing of the gateway's is visited).
     let end = walk(&b, &format!("{}/session/end", op.issuer), "alice", |u| {
