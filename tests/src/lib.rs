@@ -14,6 +14,7 @@ pub mod chromium;
 pub mod haproxy;
 pub mod ingress;
 pub mod node_op;
+pub mod otlp;
 pub mod raw;
 mod upstream;
 pub mod ws;

@@ -241,7 +241,16 @@ impl Instrumented {
         ok_label: impl FnOnce(&T) -> &'static str,
     ) -> Result<T, CacheError> {
         let start = Instant::now();
-        let result = fut.await;
+        // A span per operation when traces are on (the target is off otherwise).
+        let span = tracing::trace_span!(
+            target: "otel",
+            "cache",
+            otel.name = op.label(),
+            otel.kind = "client",
+            db.system.name = self.inner.backend(),
+            db.operation.name = op.label(),
+        );
+        let result = tracing::Instrument::instrument(fut, span).await;
         let label = match &result {
             Ok(v) => ok_label(v),
             Err(e) => {

@@ -29,6 +29,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "oidcProvider",
     "appGateway",
     "ui",
+    "traces",
 ];
 
 /// Env override keys that hold lists (comma-separated in the variable).

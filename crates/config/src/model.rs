@@ -45,6 +45,39 @@ pub struct Config {
     /// The pages people see.
     #[serde(default)]
     pub ui: UiConfig,
+    /// OpenTelemetry traces (OTLP over HTTP); off unless an endpoint is
+    /// set here or in `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[serde(default)]
+    pub traces: TracesConfig,
+}
+
+/// Trace export. Each key mirrors a standard OpenTelemetry variable, which
+/// is used when the key is unset. Restart to change.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TracesConfig {
+    /// The collector's OTLP/HTTP base URL (`OTEL_EXPORTER_OTLP_ENDPOINT`);
+    /// spans go to `{endpoint}/v1/traces`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `http/protobuf`, the only one supported (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// `service.name` (`OTEL_SERVICE_NAME`; default `orchestrator`).
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`,
+    /// `parentbased_always_off`, `parentbased_traceidratio`
+    /// (`OTEL_TRACES_SAMPLER`; default `parentbased_always_on`).
+    #[serde(default)]
+    pub sampler: Option<String>,
+    /// The ratio of the ratio samplers, 0 to 1 (`OTEL_TRACES_SAMPLER_ARG`).
+    #[serde(default)]
+    pub sampler_arg: Option<f64>,
+    /// Resource attributes (`OTEL_RESOURCE_ATTRIBUTES`), e.g.
+    /// `deployment.environment.name: prod`.
+    #[serde(default)]
+    pub resource_attributes: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -58,6 +91,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             oidc_provider: None,
             app_gateway: None,
+            traces: TracesConfig::default(),
             ui: UiConfig::default(),
         }
     }

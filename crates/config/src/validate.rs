@@ -33,6 +33,7 @@ pub(crate) fn validate(cfg: &Config) -> Vec<ConfigError> {
             "must be at least 32 characters (it guards session revocation); `openssl rand -base64 32` makes one",
         );
     }
+    traces(&mut v, &cfg.traces);
     v.positive("listen.headerReadTimeout", cfg.listen.header_read_timeout);
     if cfg.listen.max_header_bytes < 8192 {
         v.err("listen.maxHeaderBytes", "must be at least 8192");
@@ -652,5 +653,44 @@ fn check_gateway(v: &mut Validator, gw: &AppGatewayConfig, backend: CacheBackend
                 );
             }
         }
+    }
+}
+
+/// The trace exporter's settings (see `TracesConfig`).
+fn traces(v: &mut Validator, t: &crate::model::TracesConfig) {
+    if let Some(endpoint) = &t.endpoint {
+        match url::Url::parse(endpoint) {
+            Ok(u) if u.scheme() == "http" => {}
+            Ok(_) => v.err(
+                "traces.endpoint",
+                "must be an http:// URL (OTLP/HTTP to a collector; TLS is not supported yet)",
+            ),
+            Err(_) => v.err("traces.endpoint", "not a URL"),
+        }
+    }
+    if t.protocol.as_deref().is_some_and(|p| p != "http/protobuf") {
+        v.err(
+            "traces.protocol",
+            "only http/protobuf is supported (grpc is not built in)",
+        );
+    }
+    const SAMPLERS: &[&str] = &[
+        "always_on",
+        "always_off",
+        "traceidratio",
+        "parentbased_always_on",
+        "parentbased_always_off",
+        "parentbased_traceidratio",
+    ];
+    if let Some(s) = &t.sampler {
+        if !SAMPLERS.contains(&s.as_str()) {
+            v.err(
+                "traces.sampler",
+                format!("must be one of {}", SAMPLERS.join(", ")),
+            );
+        }
+    }
+    if t.sampler_arg.is_some_and(|a| !(0.0..=1.0).contains(&a)) {
+        v.err("traces.samplerArg", "must be between 0 and 1");
     }
 }

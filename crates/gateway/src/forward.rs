@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
@@ -148,9 +149,11 @@ impl Upstream {
 
     /// Sends the request; waits at most the response timeout for headers.
     /// The body then streams without a deadline (downloads may be long).
+    /// Sends `req` (in its own span when traces are on, whose context the
+    /// upstream gets as `traceparent`).
     pub(crate) async fn send(
         &self,
-        req: Request<BoxBody>,
+        mut req: Request<BoxBody>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, ForwardError> {
         let client = if upgrade {
@@ -158,11 +161,37 @@ impl Upstream {
         } else {
             &self.client
         };
-        match tokio::time::timeout(self.response_timeout, client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(ForwardError::Failed(e)),
-            Err(_) => Err(ForwardError::Timeout),
+        let span = tracing::trace_span!(
+            target: "otel",
+            "upstream",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %req.method(),
+            server.address = req.uri().host().unwrap_or_default(),
+            server.port = req.uri().port_u16(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        async {
+            orchestrator_http::trace_context::inject(req.headers_mut());
+            let result =
+                match tokio::time::timeout(self.response_timeout, client.request(req)).await {
+                    Ok(Ok(resp)) => Ok(resp),
+                    Ok(Err(e)) => Err(ForwardError::Failed(e)),
+                    Err(_) => Err(ForwardError::Timeout),
+                };
+            let span = tracing::Span::current();
+            match &result {
+                Ok(resp) => {
+                    span.record("http.response.status_code", resp.status().as_u16());
+                }
+                Err(_) => {
+                    span.record("otel.status_code", "error");
+                }
+            }
+            result
         }
+        .instrument(span)
+        .await
     }
 }
 

@@ -23,6 +23,7 @@ pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 /// whose cookie was sent over `https` or not. The cookie is scoped to that
 /// host or domain, so the same id elsewhere was copied there (from a log,
 /// an upstream, a proxy) or planted: no session.
+#[tracing::instrument(target = "otel", level = "trace", name = "session.lookup", skip_all)]
 pub(crate) async fn current_session(
     gw: &Gateway,
     rt: &Runtime,

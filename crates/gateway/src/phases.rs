@@ -48,7 +48,7 @@ use crate::{
     App, Gateway, JWKS_PATH, Runtime, backchannel, bearer, forward_auth, rescue, return_url,
 };
 use orchestrator_http::body::{BoxBody, full};
-use orchestrator_http::{ConnInfo, authority};
+use orchestrator_http::{ConnInfo, authority, trace_context};
 
 /// Who a request was served for, attached to the gateway's responses as an
 /// extension so the listener's access log can name the app and the user.
@@ -124,6 +124,7 @@ where
     // the original path to it, and `authPath/../../admin` is a question
     // about `/admin`, not a request for it.
     if let Some(below) = below_prefix(req.uri().path(), &rt.auth_path) {
+        trace_context::route(req.method(), &rt.auth_path);
         let below = below.to_owned();
         let d = Box::pin(forward_auth::decide(
             gw, rt, &req, &authority, &below, &view,
@@ -141,6 +142,18 @@ where
     };
     let query = req.uri().query().map(str::to_owned);
     let p = path.as_str();
+    let own = [
+        JWKS_PATH,
+        &rt.backchannel_logout_path,
+        &rt.callback_path,
+        &rt.logout_path,
+        &rt.login_path,
+    ];
+    if trace_context::enabled() {
+        if let Some(route) = own.iter().find(|o| **o == p) {
+            trace_context::route(req.method(), route);
+        }
+    }
     if p == JWKS_PATH {
         return Handled::by(None, Ok(jwks(rt)));
     }
@@ -178,6 +191,7 @@ where
     let Some(app) = rt.router.find(&host, &path).cloned() else {
         return Handled::by(None, Err(GatewayError::NoRoute));
     };
+    trace_context::route(req.method(), &app.route);
     let (user, result) = proxy(gw, rt, req, &app, path, query, &view).await;
     Handled {
         app: Some(app),

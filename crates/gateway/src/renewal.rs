@@ -142,7 +142,7 @@ async fn renew(
         async move {
             let outcome = match tokio::time::timeout(
                 RENEWAL_TIMEOUT,
-                refresh_once(&sessions, &idp, id, &session),
+                refresh_once(sessions.clone(), idp.clone(), id, session),
             )
             .await
             {
@@ -173,25 +173,30 @@ async fn renew(
         .map_err(|e| *e)
 }
 
+/// Owns what it uses: it runs as a task of its own.
 async fn refresh_once(
-    sessions: &SessionStore,
-    idp: &Idp,
+    sessions: Arc<SessionStore>,
+    idp: Arc<Idp>,
     id: SessionId,
-    session: &Session,
+    session: Arc<Session>,
 ) -> Result<Arc<Session>, Failed> {
     let unavailable = |e: GatewayError| {
         tracing::warn!(error = %e, "session renewal: store unavailable");
         Failed::Unavailable
     };
+    let renewals = session.renewals;
+    drop(session);
     if !sessions.lock_renewal(&id).await.map_err(unavailable)? {
-        return wait_for_other(sessions, id, session.renewals).await;
+        return wait_for_other(&sessions, id, renewals).await;
     }
-    let result = async {
+    let result = {
+        let (sessions, idp) = (sessions.clone(), idp.clone());
+        async move {
         // Another replica may have renewed it just before the claim: its
         // refresh token is the one to spend (the old one is spent).
         let current = match sessions.reread(&id).await.map_err(unavailable)? {
             None => return Err(Failed::Ended),
-            Some(s) if s.renewals != session.renewals => return Ok(s),
+            Some(s) if s.renewals != renewals => return Ok(s),
             Some(s) => s,
         };
         let Some(token) = current.refresh_token(&id) else {
@@ -199,7 +204,8 @@ async fn refresh_once(
             sessions.remove(&id).await.map_err(unavailable)?;
             return Err(Failed::Ended);
         };
-        match idp.refresh(&token, &current.id_token()).await {
+        let id_token = current.id_token();
+        match idp.refresh(&token, &id_token).await {
             Ok(refreshed) => {
                 let next = current.renewed(&id, &refreshed);
                 match sessions.replace(&id, next).await {
@@ -225,6 +231,7 @@ async fn refresh_once(
                 Err(Failed::Unavailable)
             }
         }
+    }
     }
     .await;
     if let Err(e) = sessions.unlock_renewal(&id).await {

@@ -26,6 +26,8 @@ pub(crate) struct App {
     /// Position in `appGateway.apps` (with the runtime's generation, a key).
     pub(crate) index: u32,
     pub(crate) name: Arc<str>,
+    /// `pathPrefix`: the route traces name it by.
+    pub(crate) route: Arc<str>,
     pub(crate) idp: String,
     pub(crate) public_paths: Vec<String>,
     /// `Upgrade` tokens tunnelled besides `websocket`, lower-cased.
@@ -124,6 +126,7 @@ impl Runtime {
             let built = App {
                 index: u32::try_from(i).unwrap_or(u32::MAX),
                 name: app.name.as_str().into(),
+                route: app.path_prefix.as_str().into(),
                 idp: app.identity_provider.clone(),
                 public_paths: app.public_paths.clone(),
                 allow_upgrades: app

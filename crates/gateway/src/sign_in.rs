@@ -16,6 +16,7 @@ use crate::{App, Gateway, Runtime};
 use orchestrator_http::body::BoxBody;
 
 /// Stores a pending login and sends the browser to the IdP.
+#[tracing::instrument(target = "otel", level = "trace", name = "login.start", skip_all, fields(orchestrator.app = %app.name))]
 pub(crate) async fn start_login(
     gw: &Gateway,
     rt: &Runtime,
@@ -63,6 +64,7 @@ pub(crate) async fn start_login(
 }
 
 /// The IdP sent the browser back: redeem the code, create a session.
+#[tracing::instrument(target = "otel", level = "trace", name = "login.callback", skip_all)]
 pub(crate) async fn callback(
     gw: &Gateway,
     rt: &Runtime,

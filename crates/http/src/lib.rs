@@ -7,6 +7,7 @@
 //! - the body type every response is built with ([`body`]);
 //! - who is a trusted proxy, and who the client is behind one ([`proxies`]);
 //! - the request id ([`request_id`]);
+//! - W3C trace context in and out ([`trace_context`]);
 //! - the `Cookie` header rules ([`cookies`]): parsing as bytes (a non-ASCII
 //!   cookie beside ours changes nothing), one cookie of a name or none
 //!   (cookie tossing), and removing cookies from what an upstream sees.
@@ -23,3 +24,4 @@ mod conn;
 pub mod cookies;
 pub mod proxies;
 pub mod request_id;
+pub mod trace_context;

@@ -7,13 +7,14 @@
 //! user), the `events` member, no `nonce`.
 //!
 //! Every delivery is a job in a delayed queue in the cache first, so it
-//! survives the replica that queued it (with Redis): the first attempt
-//! starts at once, off the request (a slow or dead client never holds the
-//! user's logout), with the job leased to it; a retry, or a job whose
-//! replica died, is picked up by whichever replica's [`Provider::run_due_jobs`]
-//! finds it due. Attempts time out and follow no redirect; a client gets
-//! three (now, +1 s, +3 s) unless it answers 4xx. Outcomes are counted by
-//! client. The end of each session is queued too, due when it expires, so
+//! survives the replica that queued it (with Redis): each replica's worker
+//! claims due jobs ([`Provider::claim_due_jobs`]), each leased to it for
+//! 30 s, and runs them off the request (a slow or dead client never holds
+//! the user's logout); a retry, or a job whose replica died, is picked up
+//! by whichever worker finds it due. Attempts time out and follow no
+//! redirect; a client gets three (now, +1 s, +3 s) unless it answers 4xx.
+//! Outcomes are counted by client. The end of each session is queued too,
+//! due when it expires, so
 //! an expiry notifies like a sign-out does.
 
 use std::time::Duration;

@@ -43,6 +43,11 @@ impl Provider {
             tls: conn.tls,
         };
         let endpoint = self.route(req.uri().path());
+        if orchestrator_http::trace_context::enabled() {
+            if let Some(route) = endpoint.template(&self.base_path, req.uri().path()) {
+                orchestrator_http::trace_context::route(req.method(), &route);
+            }
+        }
         let mut resp = if req.method() == Method::OPTIONS && endpoint.cors() {
             web::cors_preflight()
         } else {
@@ -243,6 +248,18 @@ impl Endpoint {
             self,
             Self::Discovery | Self::Jwks | Self::Token | Self::Userinfo | Self::Revoke
         )
+    }
+
+    /// The route traces name this endpoint by: its path, or the template
+    /// of a path with a name in it; none for "not found".
+    fn template(self, base: &str, path: &str) -> Option<String> {
+        Some(match self {
+            Self::NotFound => return None,
+            Self::UpstreamStart => format!("{base}/upstreams/{{name}}/start"),
+            Self::UpstreamCallback => format!("{base}/upstreams/{{name}}/callback"),
+            Self::UpstreamLoggedOut => format!("{base}/upstreams/{{name}}/logged-out"),
+            _ => path.to_owned(),
+        })
     }
 
     fn label(self) -> &'static str {

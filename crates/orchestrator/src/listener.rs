@@ -19,6 +19,7 @@ use orchestrator_http::proxies::is_trusted;
 use orchestrator_http::request_id::{self, RequestId};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tracing::Instrument as _;
 
 use crate::access_log::AccessLine;
 use crate::app::App;
@@ -111,6 +112,8 @@ pub(crate) async fn serve(
                             .log
                             .access_log
                             .then(|| (req.method().clone(), req.uri().clone(), req.version()));
+                        let span =
+                            trace_span(&req, &id, peer, &runtime.config.listen.trusted_proxies);
                         let mut resp = id
                             .clone()
                             .scope(crate::dispatch::dispatch(
@@ -118,7 +121,19 @@ pub(crate) async fn serve(
                                 req,
                                 ConnInfo { peer, tls: is_tls },
                             ))
+                            .instrument(span.clone())
                             .await;
+                        if !span.is_none() {
+                            span.record("http.response.status_code", resp.status().as_u16());
+                            if let Some(who) = resp.extensions().get::<RequestIdentity>() {
+                                if let Some(app) = &who.app {
+                                    span.record("orchestrator.app", &**app);
+                                }
+                            }
+                            if resp.status().is_server_error() {
+                                span.record("otel.status_code", "error");
+                            }
+                        }
                         resp.headers_mut()
                             .insert(request_id::HEADER, id.header_value());
                         let elapsed = started.elapsed();
@@ -180,6 +195,39 @@ pub(crate) async fn serve(
         });
     }
     graceful
+}
+
+/// The request's span when traces are on (`Span::none()` otherwise: no
+/// cost): OpenTelemetry's HTTP server conventions, the path without its
+/// query, the request id; continued from the client's `traceparent` only
+/// when a trusted proxy sent it. Routes fill `http.route` and the name.
+fn trace_span(
+    req: &hyper::Request<Incoming>,
+    id: &RequestId,
+    peer: SocketAddr,
+    trusted: &[ipnet::IpNet],
+) -> tracing::Span {
+    use orchestrator_http::trace_context;
+    if !trace_context::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::trace_span!(
+        target: "otel",
+        "request",
+        otel.name = %req.method(),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %req.method(),
+        url.path = req.uri().path(),
+        url.scheme = tracing::field::Empty,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        network.peer.address = %peer.ip(),
+        orchestrator.app = tracing::field::Empty,
+        orchestrator.request_id = id.as_str(),
+    );
+    trace_context::parent_from(&span, req.headers(), is_trusted(trusted, peer.ip()));
+    span
 }
 
 /// The request's id: a trusted proxy's `X-Request-Id`, or a new one. Written

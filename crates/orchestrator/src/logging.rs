@@ -23,6 +23,23 @@ pub(crate) struct LevelHandle {
     handle: reload::Handle<EnvFilter, Registry>,
     /// `RUST_LOG` was set at start: it wins over `log.level`, now and on reload.
     from_env: bool,
+    /// Traces are exported: the filter lets their spans through.
+    traces: bool,
+}
+
+/// The filter for `level`, letting the trace spans through when traces
+/// are on (they go to the trace layer only, never to the log).
+fn level_filter(level: &str, traces: bool) -> Result<EnvFilter, String> {
+    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    Ok(if traces {
+        filter.add_directive(
+            format!("{}=trace", orchestrator_http::trace_context::TARGET)
+                .parse()
+                .map_err(|e: tracing_subscriber::filter::ParseError| e.to_string())?,
+        )
+    } else {
+        filter
+    })
 }
 
 impl LevelHandle {
@@ -31,7 +48,7 @@ impl LevelHandle {
         if self.from_env {
             return Ok(());
         }
-        let filter = EnvFilter::try_new(level).map_err(|e| format!("log.level: {e}"))?;
+        let filter = level_filter(level, self.traces).map_err(|e| format!("log.level: {e}"))?;
         self.handle
             .reload(filter)
             .map_err(|e| format!("log.level: {e}"))
@@ -69,14 +86,19 @@ fn buffered_stdout() -> Box<dyn std::io::Write + Send> {
 }
 
 /// Installs the global subscriber; call once, after the config is loaded.
-pub(crate) fn init(cfg: &LogConfig) -> Result<(LevelHandle, LogOutput), String> {
+/// With a `tracer`, spans of the trace target go to it (and only there).
+pub(crate) fn init(
+    cfg: &LogConfig,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+) -> Result<(LevelHandle, LogOutput), String> {
+    let traces = tracer.is_some();
     let (filter, from_env) = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => (
-            EnvFilter::try_new(v).map_err(|e| format!("RUST_LOG: {e}"))?,
+            level_filter(&v, traces).map_err(|e| format!("RUST_LOG: {e}"))?,
             true,
         ),
         _ => (
-            EnvFilter::try_new(&cfg.level).map_err(|e| format!("log.level: {e}"))?,
+            level_filter(&cfg.level, traces).map_err(|e| format!("log.level: {e}"))?,
             false,
         ),
     };
@@ -108,13 +130,26 @@ pub(crate) fn init(cfg: &LogConfig) -> Result<(LevelHandle, LogOutput), String> 
             .with_writer(writer.clone())
             .boxed()
     };
+    let is_trace =
+        |m: &tracing::Metadata<'_>| m.target() == orchestrator_http::trace_context::TARGET;
+    let output = output.with_filter(tracing_subscriber::filter::filter_fn(move |m| !is_trace(m)));
+    let spans = tracer.map(|t| {
+        tracing_opentelemetry::layer()
+            .with_tracer(t)
+            .with_filter(tracing_subscriber::filter::filter_fn(is_trace))
+    });
     tracing_subscriber::registry()
         .with(filter)
         .with(output)
+        .with(spans)
         .try_init()
         .map_err(|e| e.to_string())?;
     Ok((
-        LevelHandle { handle, from_env },
+        LevelHandle {
+            handle,
+            from_env,
+            traces,
+        },
         LogOutput {
             writer,
             json,

@@ -16,6 +16,7 @@ mod logging;
 mod metrics;
 mod readiness;
 mod reload;
+mod telemetry;
 mod tls;
 
 use std::path::Path;
@@ -69,11 +70,6 @@ fn run_blocking(config_path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(errors) => return commands::report(errors.iter().map(ToString::to_string)),
     };
-    // Held to the end of this function: dropping it flushes the log.
-    let (levels, log) = match logging::init(&config.log) {
-        Ok(pair) => pair,
-        Err(e) => return commands::report(std::iter::once(e)),
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -81,7 +77,26 @@ fn run_blocking(config_path: &Path) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return commands::report(std::iter::once(format!("cannot start runtime: {e}"))),
     };
-    match runtime.block_on(run(config_path, config, levels, &log)) {
+    let export_failures = metrics::trace_export_failures();
+    // Batches are sent on the runtime: the pipeline is built inside it.
+    let traces = {
+        let _inside = runtime.enter();
+        match telemetry::init(&config.traces, export_failures.clone()) {
+            Ok(t) => t,
+            Err(e) => return commands::report(std::iter::once(e)),
+        }
+    };
+    // Held to the end of this function: dropping it flushes the log.
+    let (levels, log) = match logging::init(&config.log, traces.as_ref().map(|(t, _)| t.clone())) {
+        Ok(pair) => pair,
+        Err(e) => return commands::report(std::iter::once(e)),
+    };
+    let result = runtime.block_on(run(config_path, config, levels, &log, export_failures));
+    if let Some((_, traces)) = &traces {
+        let _inside = runtime.enter();
+        traces.shutdown();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(problems) => {
             for p in &problems {
@@ -97,8 +112,13 @@ async fn run(
     config: orchestrator_config::Config,
     levels: logging::LevelHandle,
     log: &logging::LogOutput,
+    export_failures: prometheus::IntCounter,
 ) -> Result<(), Vec<String>> {
     let metrics = metrics::Metrics::new().map_err(|e| vec![format!("metrics: {e}")])?;
+    metrics
+        .registry
+        .register(Box::new(export_failures))
+        .map_err(|e| vec![format!("metrics: {e}")])?;
     let cache = orchestrator_cache::build(
         &config.cache,
         Arc::new(

@@ -165,3 +165,13 @@ impl Metrics {
             .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
     }
 }
+
+/// `orchestrator_trace_export_failures_total`: made before the registry
+/// (the trace pipeline starts before the metrics), registered with it.
+pub(crate) fn trace_export_failures() -> IntCounter {
+    IntCounter::new(
+        "orchestrator_trace_export_failures_total",
+        "Batches of spans the OTLP exporter failed to send (collector down or refusing).",
+    )
+    .unwrap_or_else(|_| unreachable!("a valid metric name"))
+}

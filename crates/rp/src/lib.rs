@@ -28,6 +28,7 @@ use openidconnect::{
 };
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
+use tracing::Instrument as _;
 
 use jsonwebtoken::jwk::Jwk;
 
@@ -192,6 +193,34 @@ impl std::fmt::Debug for Refreshed {
     }
 }
 
+/// The IdP's HTTP client for `openidconnect`, putting the current span's
+/// `traceparent` on each request.
+struct Traced<'a>(&'a reqwest::Client);
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for Traced<'_> {
+    type Error = openidconnect::HttpClientError<reqwest::Error>;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<openidconnect::HttpResponse, Self::Error>>
+                + Send
+                + Sync
+                + 'c,
+        >,
+    >;
+
+    fn call(&'c self, mut request: openidconnect::HttpRequest) -> Self::Future {
+        orchestrator_http::trace_context::inject(request.headers_mut());
+        openidconnect::AsyncHttpClient::call(self.0, request)
+    }
+}
+
+/// The current span's `traceparent` (empty when traces are off).
+fn trace_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    orchestrator_http::trace_context::inject(&mut headers);
+    headers
+}
+
 /// The payload of a compact JWS as a JSON object (no verification).
 fn payload_claims(jwt: &str) -> Option<Map<String, Value>> {
     let p = jwt.split('.').nth(1)?;
@@ -280,6 +309,12 @@ impl Idp {
         self.issuer.as_str()
     }
 
+    /// The HTTP client as `openidconnect` calls it, with the current span's
+    /// `traceparent` on every request (discovery, keys, token).
+    fn traced(&self) -> Traced<'_> {
+        Traced(&self.http)
+    }
+
     fn unavailable(&self) -> RpError {
         RpError::IdpUnavailable {
             idp: self.name.to_string(),
@@ -315,7 +350,10 @@ impl Idp {
         if backoff.next_attempt.is_some_and(|t| Instant::now() < t) {
             return current.ok_or_else(|| self.unavailable());
         }
-        match Metadata::discover_async(self.issuer.clone(), &self.http).await {
+        let discovered = Metadata::discover_async(self.issuer.clone(), &self.traced())
+            .instrument(tracing::trace_span!(target: "otel", "oidc.discovery", otel.kind = "client", orchestrator.idp = %self.name))
+            .await;
+        match discovered {
             Ok(metadata) => {
                 let extra = metadata.additional_metadata();
                 let end_session = extra.end_session_endpoint.clone();
@@ -425,6 +463,7 @@ impl Idp {
 
     /// Redeems the code and verifies the ID token (signature, `iss`, `aud`,
     /// `exp`, `nonce`); merges userinfo claims when the IdP has the endpoint.
+    #[tracing::instrument(target = "otel", level = "trace", name = "oidc.code_exchange", skip_all, fields(otel.kind = "client", orchestrator.idp = %self.name))]
     pub async fn finish(
         &self,
         code: &str,
@@ -443,7 +482,7 @@ impl Idp {
             .map_err(|_| failed("no token endpoint"))?
             .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
             .set_redirect_uri(Cow::Owned(redirect))
-            .request_async(&self.http)
+            .request_async(&self.traced())
             .await
             .map_err(|e| {
                 // Display, not Debug: a parse error's Debug holds the response body.
@@ -496,6 +535,7 @@ impl Idp {
         let response = self
             .http
             .get(userinfo.url().clone())
+            .headers(trace_headers())
             .bearer_auth(access_token)
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
@@ -539,6 +579,7 @@ impl Idp {
     /// [`RpError::Refused`] when the IdP said no (the grant is gone: user
     /// removed, session ended, token revoked); [`RpError::IdpUnavailable`]
     /// when it could not be asked.
+    #[tracing::instrument(target = "otel", level = "trace", name = "oidc.refresh", skip_all, fields(otel.kind = "client", orchestrator.idp = %self.name))]
     pub async fn refresh(&self, refresh_token: &str, id_token: &str) -> Result<Refreshed, RpError> {
         let refused =
             |what: String| RpError::Refused(format!("{what} (identity provider {})", self.name));
@@ -552,7 +593,7 @@ impl Idp {
             .exchange_refresh_token(&refresh)
             .map_err(|_| refused("no token endpoint".into()))?;
         let token = request
-            .request_async(&self.http)
+            .request_async(&self.traced())
             .await
             .map_err(|e| match e {
                 // Only `invalid_grant` says the grant is gone (RFC 6749
@@ -636,6 +677,7 @@ impl Idp {
     /// Asks the IdP's introspection endpoint about `token` (RFC 7662),
     /// authenticated as the gateway's client (HTTP Basic, RFC 6749 §2.3.1).
     /// The answer as sent; the caller decides what it admits.
+    #[tracing::instrument(target = "otel", level = "trace", name = "oidc.introspect", skip_all, fields(otel.kind = "client", orchestrator.idp = %self.name))]
     pub async fn introspect(&self, token: &str) -> Result<Map<String, Value>, RpError> {
         let Ok(_permit) = self.introspections.try_acquire() else {
             tracing::warn!(idp = %self.name, "introspection: too many calls in flight");
@@ -649,6 +691,7 @@ impl Idp {
         let mut request = self
             .http
             .post(endpoint)
+            .headers(trace_headers())
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&[("token", token), ("token_type_hint", "access_token")]);
         if let Some(secret) = &self.client_secret {

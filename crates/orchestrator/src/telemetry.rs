@@ -1,0 +1,171 @@
+//! OpenTelemetry traces: OTLP over HTTP (protobuf) through the hyper
+//! client, set up from `traces` in the config or the standard variables
+//! (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`,
+//! `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`/`_ARG`,
+//! `OTEL_RESOURCE_ATTRIBUTES`); off when neither names an endpoint (or
+//! `OTEL_SDK_DISABLED=true`), and then nothing of it runs.
+//!
+//! Spans are batched: a bounded queue (2,048 spans) that drops when full,
+//! so export never blocks a request; each batch is sent on the tokio
+//! runtime, and failed batches are counted in
+//! `orchestrator_trace_export_failures_total`.
+
+use std::sync::Arc;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter};
+use orchestrator_config::TracesConfig;
+use prometheus::IntCounter;
+
+/// The running trace pipeline; flushes what is queued when shut down.
+pub(crate) struct Traces {
+    provider: SdkTracerProvider,
+}
+
+impl Traces {
+    /// Sends what is still queued (bounded by the exporter's timeout).
+    pub(crate) fn shutdown(&self) {
+        if let Err(e) = self.provider.shutdown() {
+            tracing::debug!(error = %e, "trace pipeline shutdown");
+        }
+    }
+}
+
+/// The endpoint the config or the environment names, if traces are on.
+fn endpoint(cfg: &TracesConfig) -> Option<String> {
+    if std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    let base = cfg
+        .endpoint
+        .clone()
+        .or_else(|| non_empty("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").map(|e| format!("{e}#signal")))
+        .or_else(|| non_empty("OTEL_EXPORTER_OTLP_ENDPOINT"))?;
+    // The signal-specific variable is the full URL already; the others are
+    // the collector's base URL.
+    Some(match base.strip_suffix("#signal") {
+        Some(full) => full.to_owned(),
+        None => format!("{}/v1/traces", base.trim_end_matches('/')),
+    })
+}
+
+fn non_empty(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty())
+}
+
+fn sampler(name: &str, arg: Option<f64>) -> Option<Sampler> {
+    let ratio = arg.unwrap_or(1.0);
+    Some(match name {
+        "always_on" => Sampler::AlwaysOn,
+        "always_off" => Sampler::AlwaysOff,
+        "traceidratio" => Sampler::TraceIdRatioBased(ratio),
+        "parentbased_always_on" => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        "parentbased_traceidratio" => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
+        }
+        _ => return None,
+    })
+}
+
+/// Builds the pipeline when traces are configured: the tracer for the
+/// tracing layer, and the handle to shut it down. Must run inside the
+/// tokio runtime (batches are sent on it).
+pub(crate) fn init(
+    cfg: &TracesConfig,
+    failures: IntCounter,
+) -> Result<Option<(SdkTracer, Traces)>, String> {
+    let Some(endpoint) = endpoint(cfg) else {
+        return Ok(None);
+    };
+    let protocol = cfg
+        .protocol
+        .clone()
+        .or_else(|| non_empty("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .unwrap_or_else(|| "http/protobuf".to_owned());
+    if protocol != "http/protobuf" {
+        return Err(format!(
+            "traces.protocol: {protocol} is not supported (only http/protobuf)"
+        ));
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| format!("traces: cannot build the OTLP exporter: {e}"))?;
+    let exporter = Counted {
+        inner: Arc::new(exporter),
+        runtime: tokio::runtime::Handle::current(),
+        failures,
+    };
+    let mut resource = Resource::builder();
+    let service = cfg
+        .service_name
+        .clone()
+        .or_else(|| non_empty("OTEL_SERVICE_NAME"))
+        .unwrap_or_else(|| "orchestrator".to_owned());
+    resource = resource.with_service_name(service).with_attributes(
+        cfg.resource_attributes
+            .iter()
+            .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+    );
+    let mut builder = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build());
+    // Unset in the config: the SDK reads OTEL_TRACES_SAMPLER itself.
+    if let Some(name) = &cfg.sampler {
+        let s = sampler(name, cfg.sampler_arg)
+            .ok_or_else(|| format!("traces.sampler: unknown sampler {name}"))?;
+        builder = builder.with_sampler(s);
+    }
+    let provider = builder.build();
+    let tracer = provider.tracer("orchestrator");
+    orchestrator_http::trace_context::enable();
+    Ok(Some((tracer, Traces { provider })))
+}
+
+/// The OTLP exporter, run on the tokio runtime (its hyper client needs
+/// one; the batch processor calls from a thread of its own), with failed
+/// batches counted.
+struct Counted {
+    inner: Arc<opentelemetry_otlp::SpanExporter>,
+    runtime: tokio::runtime::Handle,
+    failures: IntCounter,
+}
+
+impl std::fmt::Debug for Counted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counted").finish_non_exhaustive()
+    }
+}
+
+impl SpanExporter for Counted {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let inner = self.inner.clone();
+        let sent = self
+            .runtime
+            .spawn(async move { inner.export(batch).await })
+            .await
+            .unwrap_or_else(|e| Err(OTelSdkError::InternalFailure(e.to_string())));
+        if let Err(e) = &sent {
+            self.failures.inc();
+            tracing::debug!(error = %e, "trace export failed");
+        }
+        sent
+    }
+
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.set_resource(resource);
+        }
+    }
+}
