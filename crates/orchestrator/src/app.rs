@@ -307,6 +307,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.log.format != new.log.format {
         keys.push("log.format");
     }
+    if old.traces != new.traces {
+        keys.push("traces");
+    }
     // The gateway's session store is sized and typed once; sessions must survive reloads.
     let session = |c: &Config| c.app_gateway.as_ref().map(|g| g.session.clone());
     if session(old) != session(new) {

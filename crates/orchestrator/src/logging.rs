@@ -134,8 +134,14 @@ pub(crate) fn init(
         |m: &tracing::Metadata<'_>| m.target() == orchestrator_http::trace_context::TARGET;
     let output = output.with_filter(tracing_subscriber::filter::filter_fn(move |m| !is_trace(m)));
     let spans = tracer.map(|t| {
+        // No busy/idle timing, thread, code location or target attributes:
+        // each costs time on every span (and every poll of an async one).
         tracing_opentelemetry::layer()
             .with_tracer(t)
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_target(false)
             .with_filter(tracing_subscriber::filter::filter_fn(is_trace))
     });
     tracing_subscriber::registry()

@@ -343,11 +343,38 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
         cookie: Some(format!("orchestrator_session={plain_session}")),
     };
 
+    // The same orchestrator tracing every request (100% sampling, OTLP to
+    // a sink on the upstream): what traces cost.
+    let traced = if wants("small") {
+        let t =
+            Orchestrator::start_traced(&bin, cpus, &secrets, upstream.addr, upstream.addr).await?;
+        let mut b = Browser::connect(t.addr, &t.host).await?;
+        b.login("/", procs::USER, procs::PASSWORD).await?;
+        let session = b
+            .jar
+            .get("orchestrator_session")
+            .ok_or("no session cookie after the login on the traced orchestrator")?
+            .to_owned();
+        Some((t, session))
+    } else {
+        None
+    };
+
     let half = args.duration / 2;
     let mut max_rps = None;
     if wants("small") {
         let mut targets = proxies.clone();
         targets.push(plain.clone());
+        if let Some((t, session)) = &traced {
+            targets.push(Target {
+                name: "orchestrator (traces on, 100%)",
+                addr: t.addr,
+                pid: t.pid,
+                also: None,
+                host: t.host.clone(),
+                cookie: Some(format!("orchestrator_session={session}")),
+            });
+        }
         let rows = compare(
             args,
             "small GET",

@@ -434,6 +434,29 @@ impl Orchestrator {
         .await
     }
 
+    /// [`Self::start`] with every request traced (`always_on`), the spans
+    /// exported over OTLP/HTTP to `collector`.
+    pub(crate) async fn start_traced(
+        bin: &Path,
+        cpus: &Cpus,
+        secrets: &Secrets,
+        upstream: SocketAddr,
+        collector: SocketAddr,
+    ) -> Result<Self, Error> {
+        let traces = format!("traces:\n  endpoint: http://{collector}\n  sampler: always_on\n");
+        Self::start_with(
+            bin,
+            cpus,
+            secrets,
+            upstream,
+            &Backend::Memory,
+            Role::Both,
+            free_port()?,
+            &traces,
+        )
+        .await
+    }
+
     /// Writes a config for `role` listening on `port` and starts the binary on
     /// the server CPUs; returns once `/readyz` answers 200.
     pub(crate) async fn start_as(
@@ -444,6 +467,21 @@ impl Orchestrator {
         backend: &Backend,
         role: Role,
         port: u16,
+    ) -> Result<Self, Error> {
+        Self::start_with(bin, cpus, secrets, upstream, backend, role, port, "").await
+    }
+
+    /// [`Self::start_as`] with `extra` appended to the config.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_with(
+        bin: &Path,
+        cpus: &Cpus,
+        secrets: &Secrets,
+        upstream: SocketAddr,
+        backend: &Backend,
+        role: Role,
+        port: u16,
+        extra: &str,
     ) -> Result<Self, Error> {
         let dir = tempfile::Builder::new()
             .prefix("orchestrator-bench-")
@@ -472,7 +510,7 @@ impl Orchestrator {
             role,
         );
         let config = dir.path().join("orchestrator.yaml");
-        std::fs::write(&config, yaml)?;
+        std::fs::write(&config, yaml + extra)?;
         let started = Instant::now();
         let mut child = cpus
             .server_command(bin)
