@@ -186,6 +186,9 @@ async fn decide_for(
     match identify(gw, rt, headers, &app, primary).await {
         Ok(Some((identity, logout_token))) => {
             let user = Some(identity.subject.clone());
+            if !identity.allowed {
+                app.metrics.denials.inc();
+            }
             let response = match (identity.allowed, logout_token) {
                 (true, _) => allowed(&app, Some(&identity)),
                 // The access-denied page: proxies that pass the body show it

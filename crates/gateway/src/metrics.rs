@@ -24,6 +24,18 @@ pub struct GatewayMetrics {
     /// `orchestrator_gateway_tunnels_closed_total`: upgraded connections
     /// closed because their session ended or its user is refused.
     pub tunnels_closed: IntCounter,
+    /// `orchestrator_gateway_sessions_created_total{idp}`: logins that made a session.
+    pub sessions_created: IntCounterVec,
+    /// `orchestrator_gateway_sessions_ended_total{reason}`: sessions ended,
+    /// by reason (logout, backchannel, renewal_refused, identity_expired,
+    /// replaced, expiry, eviction).
+    pub sessions_ended: IntCounterVec,
+    /// `orchestrator_gateway_policy_denials_total{app}`: signed-in users the
+    /// app's policy refused (403), inline and through forward auth.
+    pub policy_denials: IntCounterVec,
+    /// `orchestrator_gateway_upstream_errors_total{app, kind}`: requests the
+    /// upstream did not answer (`connect`: refused or failed; `timeout`).
+    pub upstream_errors: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -72,6 +84,38 @@ impl GatewayMetrics {
             "orchestrator_gateway_tunnels_closed_total",
             "Upgraded connections (WebSocket) closed because their session ended or the policy no longer admits its user.",
         )?;
+        let sessions_created = IntCounterVec::new(
+            Opts::new(
+                "orchestrator_gateway_sessions_created_total",
+                "Gateway sessions created by a login, by identity provider.",
+            ),
+            &["idp"],
+        )?;
+        let sessions_ended = IntCounterVec::new(
+            Opts::new(
+                "orchestrator_gateway_sessions_ended_total",
+                "Gateway sessions ended, by reason (logout, backchannel, renewal_refused, identity_expired, replaced; expiry and eviction for the local store).",
+            ),
+            &["reason"],
+        )?;
+        let policy_denials = IntCounterVec::new(
+            Opts::new(
+                "orchestrator_gateway_policy_denials_total",
+                "Signed-in users an app's policy refused (403), by app.",
+            ),
+            &["app"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "orchestrator_gateway_upstream_errors_total",
+                "Requests the upstream did not answer, by app and kind (connect, timeout).",
+            ),
+            &["app", "kind"],
+        )?;
+        registry.register(Box::new(sessions_created.clone()))?;
+        registry.register(Box::new(sessions_ended.clone()))?;
+        registry.register(Box::new(policy_denials.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(session_renewals.clone()))?;
         registry.register(Box::new(tunnels_closed.clone()))?;
         registry.register(Box::new(sessions_ended_by_idp.clone()))?;
@@ -87,6 +131,10 @@ impl GatewayMetrics {
             sessions_ended_by_idp,
             session_renewals,
             tunnels_closed,
+            sessions_created,
+            sessions_ended,
+            policy_denials,
+            upstream_errors,
         })
     }
 
@@ -112,6 +160,11 @@ fn class_index(status: http::StatusCode) -> usize {
 pub(crate) struct AppMetrics {
     by_class: [IntCounter; 5],
     upstream_latency: Histogram,
+    /// Signed-in users the policy refused.
+    pub(crate) denials: IntCounter,
+    /// The upstream failed to answer: connect (or any transport failure), timeout.
+    pub(crate) upstream_connect_errors: IntCounter,
+    pub(crate) upstream_timeouts: IntCounter,
 }
 
 impl AppMetrics {
@@ -119,6 +172,9 @@ impl AppMetrics {
         Self {
             by_class: CLASSES.map(|class| metrics.requests.with_label_values(&[app, class])),
             upstream_latency: metrics.upstream_latency.with_label_values(&[app]),
+            denials: metrics.policy_denials.with_label_values(&[app]),
+            upstream_connect_errors: metrics.upstream_errors.with_label_values(&[app, "connect"]),
+            upstream_timeouts: metrics.upstream_errors.with_label_values(&[app, "timeout"]),
         }
     }
 

@@ -304,6 +304,7 @@ where
     // 6. authorize
     let user = identity.as_ref().map(|(_, i)| i.subject.clone());
     if let Some((session, denied)) = identity.as_ref().filter(|(_, i)| !i.allowed) {
+        app.metrics.denials.inc();
         let Some(session) = session else {
             return (user, Ok(rescue::token_forbidden()));
         };
@@ -380,11 +381,13 @@ where
     let mut resp = match result {
         Ok(resp) => resp,
         Err(ForwardError::Timeout) => {
+            app.metrics.upstream_timeouts.inc();
             return Err(GatewayError::Timeout {
                 app: app.name.to_string(),
             });
         }
         Err(ForwardError::Failed(e)) => {
+            app.metrics.upstream_connect_errors.inc();
             tracing::warn!(app = %app.name, error = %e, "upstream request failed");
             return Err(GatewayError::Upstream {
                 app: app.name.to_string(),

@@ -99,7 +99,7 @@ pub(crate) async fn current(
     let Some(idp) = idp.filter(|_| session.renewable()) else {
         if past_grace {
             renewals.metrics.renewal("expired");
-            sessions.remove(&id).await?;
+            sessions.remove(&id, "identity_expired").await?;
             return Ok(None);
         }
         return Ok(Some(session));
@@ -201,7 +201,7 @@ async fn refresh_once(
         };
         let Some(token) = current.refresh_token(&id) else {
             // Sealed for another id, or damaged: it can never be renewed.
-            sessions.remove(&id).await.map_err(unavailable)?;
+            sessions.remove(&id, "renewal_refused").await.map_err(unavailable)?;
             return Err(Failed::Ended);
         };
         let id_token = current.id_token();
@@ -216,14 +216,14 @@ async fn refresh_once(
                         // The old refresh token is spent: a session that
                         // kept it would fail its next renewal as a replay.
                         tracing::warn!(error = %e, "renewed session not stored; it ends");
-                        let _ = sessions.remove(&id).await;
+                        let _ = sessions.remove(&id, "renewal_refused").await;
                         Err(Failed::Ended)
                     }
                 }
             }
             Err(RpError::Refused(why)) => {
                 tracing::info!(idp = %idp.name(), reason = %why, "session ended: renewal refused");
-                sessions.remove(&id).await.map_err(unavailable)?;
+                sessions.remove(&id, "renewal_refused").await.map_err(unavailable)?;
                 Err(Failed::Ended)
             }
             Err(e) => {

@@ -542,6 +542,7 @@ pub(crate) struct SessionStore {
     /// is renewed (`session.identityGrace`).
     pub(crate) identity_grace: Duration,
     events: tokio::sync::broadcast::Sender<Ended>,
+    metrics: Arc<GatewayMetrics>,
     local: moka::future::Cache<SessionId, Arc<Session>>,
     pending_local: moka::future::Cache<String, Arc<PendingLogin>>,
     /// Logins started per client address in the current `pendingLoginTtl`.
@@ -631,14 +632,22 @@ impl SessionStore {
         let cfg = &gw.session;
         let pending_ttl = gw.pending_login_ttl;
         let gauge = metrics.active_sessions.clone();
+        let ended = metrics.sessions_ended.clone();
         // The max lifetime is checked on every read (`remaining`), so moka
         // keeps one expiry order per entry (idle), not two.
         let local = moka::future::Cache::builder()
             .max_capacity(cfg.max_entries)
             .time_to_idle(cfg.idle_timeout)
             .eviction_listener(move |_k, _v, cause| {
-                if cause != moka::notification::RemovalCause::Replaced {
+                use moka::notification::RemovalCause;
+                if cause != RemovalCause::Replaced {
                     gauge.dec();
+                }
+                // Explicit removals are counted by `remove`, with their reason.
+                match cause {
+                    RemovalCause::Expired => ended.with_label_values(&["expiry"]).inc(),
+                    RemovalCause::Size => ended.with_label_values(&["eviction"]).inc(),
+                    _ => {}
                 }
             })
             .build();
@@ -666,6 +675,7 @@ impl SessionStore {
             idle_timeout: cfg.idle_timeout,
             identity_grace: cfg.identity_grace,
             events: tokio::sync::broadcast::channel(EVENT_QUEUE).0,
+            metrics,
             local,
             pending_local,
             started_by_client,
@@ -706,7 +716,7 @@ impl SessionStore {
             return Ok(None);
         };
         if self.ended_by_idp(id, &session).await? {
-            self.remove(id).await?;
+            self.remove(id, "backchannel").await?;
             return Ok(None);
         }
         Ok(Some(session))
@@ -908,6 +918,10 @@ impl SessionStore {
             };
             if self.remaining(&found).is_none() {
                 self.local.invalidate(id).await;
+                self.metrics
+                    .sessions_ended
+                    .with_label_values(&["expiry"])
+                    .inc();
                 return Ok(None);
             }
             return Ok(Some(found));
@@ -951,6 +965,10 @@ impl SessionStore {
     ) -> Result<SessionId, GatewayError> {
         let id = SessionId::random();
         session.refresh = refresh_token.map(|t| seal_refresh(&id, t));
+        metrics
+            .sessions_created
+            .with_label_values(&[&session.idp])
+            .inc();
         let session = Arc::new(session);
         match &self.shared {
             None => {
@@ -970,9 +988,9 @@ impl SessionStore {
         Ok(id)
     }
 
-    /// Ends a session (logout, a refused renewal, replaced by a new login),
-    /// then tells the tunnels.
-    pub(crate) async fn remove(&self, id: &SessionId) -> Result<(), GatewayError> {
+    /// Ends a session for `reason` (a label of
+    /// `orchestrator_gateway_sessions_ended_total`), then tells the tunnels.
+    pub(crate) async fn remove(&self, id: &SessionId, reason: &str) -> Result<(), GatewayError> {
         match &self.shared {
             None => {
                 self.local.invalidate(id).await;
@@ -995,6 +1013,10 @@ impl SessionStore {
             }
         }
         let _ = self.events.send(Ended::Session(id.bytes()));
+        self.metrics
+            .sessions_ended
+            .with_label_values(&[reason])
+            .inc();
         Ok(())
     }
 

@@ -132,7 +132,7 @@ pub(crate) async fn callback(
     let session_cookie = rt.cookies.session(https, &view.route_host);
     if let Some(old) = cookie_value(headers, session_cookie.name).and_then(|v| SessionId::parse(&v))
     {
-        gw.sessions.remove(&old).await?;
+        gw.sessions.remove(&old, "replaced").await?;
     }
     let session = Session::new(
         idp.name_shared(),

@@ -73,7 +73,7 @@ where
         return Err(GatewayError::LogoutUnconfirmed);
     }
     let session = gw.sessions.get(&id).await?;
-    gw.sessions.remove(&id).await?;
+    gw.sessions.remove(&id, "logout").await?;
     let mut target = None;
     if let Some(s) = &session {
         if let Some(idp) = rt
