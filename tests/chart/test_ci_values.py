@@ -11,6 +11,7 @@ EXPECTED = {
     "pdb",
     "networkpolicy",
     "ingress-nginx",
+    "monitoring",
     "ingress-alb",
     "servicemonitor",
     "existing-secret",
