@@ -33,10 +33,12 @@ oidcProvider:
 appGateway:
   identityProviders:
     - {name: own, issuer: "http://127.0.0.1:{port}/idp", clientId: gw, clientSecret: gw-secret, scopes: [openid, groups]}
+    - {name: gone, issuer: "http://127.0.0.1:{dead}/", clientId: gw, clientSecret: gw-secret}
   apps:
     - {name: demo, host: "*", pathPrefix: /, upstream: "{upstream}", identityProvider: own}
     - {name: ops-only, host: "*", pathPrefix: /ops, upstream: "{upstream}", identityProvider: own, policy: {allowGroups: [ops]}}
     - {name: down, host: "*", pathPrefix: /down, upstream: "http://127.0.0.1:{dead}", identityProvider: own}
+    - {name: lost, host: "*", pathPrefix: /lost, upstream: "{upstream}", identityProvider: gone}
 "#;
 
 /// Series the run above cannot reach, and why (each still must be in the
@@ -180,6 +182,26 @@ async fn metrics_and_their_catalogue_agree() {
             .status(),
         502
     );
+    // An IdP that does not answer.
+    let lost = Browser::new();
+    assert_eq!(
+        lost.client()
+            .get(format!("{base}/lost/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    // A token request the provider refuses.
+    let refused = reqwest::Client::new()
+        .post(format!("{base}/idp/token"))
+        .basic_auth("gw", Some("gw-secret"))
+        .form(&[("grant_type", "authorization_code"), ("code", "made-up")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
     // Sign-out: the gateway session ends, the provider's too, and its
     // back-channel logout token reaches the gateway.
     let out = sign_out(b.client(), &format!("{base}/.orchestrator/logout")).await;

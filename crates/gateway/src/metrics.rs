@@ -12,8 +12,11 @@ pub struct GatewayMetrics {
     pub requests: IntCounterVec,
     /// `orchestrator_gateway_upstream_duration_seconds{app}`: time to upstream response headers.
     pub upstream_latency: HistogramVec,
-    /// `orchestrator_gateway_logins_total{result}`: completed login callbacks by result.
+    /// `orchestrator_gateway_logins_total{idp, result, reason}`: login
+    /// callbacks by IdP, result (success, failure, denied) and reason.
     pub logins: IntCounterVec,
+    /// `orchestrator_gateway_logins_started_total{idp}`: logins sent to an IdP.
+    pub logins_started: IntCounterVec,
     /// `orchestrator_gateway_active_sessions`: sessions held in the local store.
     pub active_sessions: IntGauge,
     /// `orchestrator_gateway_backchannel_logouts_total`: logout tokens accepted.
@@ -61,10 +64,18 @@ impl GatewayMetrics {
         let logins = IntCounterVec::new(
             Opts::new(
                 "orchestrator_gateway_logins_total",
-                "Login callbacks, by result (success, failure, expired).",
+                "Login callbacks, by IdP, result (success, failure, denied) and reason (ok, expired, wrong_browser, idp_error, idp_gone, issuer_mismatch, exchange_failed).",
             ),
-            &["result"],
+            &["idp", "result", "reason"],
         )?;
+        let logins_started = IntCounterVec::new(
+            Opts::new(
+                "orchestrator_gateway_logins_started_total",
+                "Logins started (the browser sent to the IdP), by IdP.",
+            ),
+            &["idp"],
+        )?;
+        registry.register(Box::new(logins_started.clone()))?;
         let active_sessions = IntGauge::new(
             "orchestrator_gateway_active_sessions",
             "Gateway sessions held in this process's local store.",
@@ -127,6 +138,7 @@ impl GatewayMetrics {
             requests,
             upstream_latency,
             logins,
+            logins_started,
             active_sessions,
             sessions_ended_by_idp,
             session_renewals,

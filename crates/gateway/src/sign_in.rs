@@ -55,6 +55,10 @@ pub(crate) async fn start_login(
     gw.sessions
         .put_pending(&start.state, pending, rt.pending_ttl)
         .await?;
+    gw.metrics
+        .logins_started
+        .with_label_values(&[&app.idp])
+        .inc();
     let mut resp = redirect(StatusCode::FOUND, start.url.as_str())?;
     set_cookie(
         &mut resp,
@@ -75,7 +79,10 @@ pub(crate) async fn callback(
     let state = query_param(query, "state").ok_or(GatewayError::BadRequest("missing state"))?;
     let logins = &gw.metrics.logins;
     let Some(pending) = gw.sessions.take_pending(&state).await? else {
-        logins.with_label_values(&["expired"]).inc();
+        // No pending login: which IdP it was for is unknown.
+        logins
+            .with_label_values(&["unknown", "failure", "expired"])
+            .inc();
         return Err(GatewayError::LoginFailed("unknown or expired state".into()));
     };
     // The callback must come from the browser that started the login.
@@ -84,20 +91,26 @@ pub(crate) async fn callback(
         .map(|v| binding_hash(&v))
         .is_some_and(|h| bool::from(h.as_bytes().ct_eq(pending.binding.as_bytes())));
     if !bound {
-        logins.with_label_values(&["failure"]).inc();
+        logins
+            .with_label_values(&[&pending.idp, "failure", "wrong_browser"])
+            .inc();
         return Err(GatewayError::LoginFailed(
             "login started in another browser".into(),
         ));
     }
     if let Some(err) = query_param(query, "error") {
-        logins.with_label_values(&["denied"]).inc();
+        logins
+            .with_label_values(&[&pending.idp, "denied", "idp_error"])
+            .inc();
         return Err(GatewayError::LoginFailed(format!(
             "identity provider answered {err}"
         )));
     }
     let code = query_param(query, "code").ok_or(GatewayError::BadRequest("missing code"))?;
     let Some(idp) = rt.idps.get(&pending.idp) else {
-        logins.with_label_values(&["failure"]).inc();
+        logins
+            .with_label_values(&[&pending.idp, "failure", "idp_gone"])
+            .inc();
         return Err(GatewayError::LoginFailed(
             "identity provider no longer configured".into(),
         ));
@@ -106,7 +119,9 @@ pub(crate) async fn callback(
     // this login was sent to (mix-up defence).
     if let Some(iss) = query_param(query, "iss") {
         if iss != idp.issuer() {
-            logins.with_label_values(&["failure"]).inc();
+            logins
+                .with_label_values(&[&pending.idp, "failure", "issuer_mismatch"])
+                .inc();
             return Err(GatewayError::LoginFailed(
                 "authorization response from another issuer".into(),
             ));
@@ -123,7 +138,9 @@ pub(crate) async fn callback(
     {
         Ok(r) => r,
         Err(e) => {
-            logins.with_label_values(&["failure"]).inc();
+            logins
+                .with_label_values(&[&pending.idp, "failure", "exchange_failed"])
+                .inc();
             return Err(e.into());
         }
     };
@@ -144,7 +161,9 @@ pub(crate) async fn callback(
         .sessions
         .create(session, result.refresh_token.as_deref(), &gw.metrics)
         .await?;
-    logins.with_label_values(&["success"]).inc();
+    logins
+        .with_label_values(&[&pending.idp, "success", "ok"])
+        .inc();
     tracing::info!(app = %pending.app, idp = %pending.idp, client = %view.client_ip, "login");
     let mut resp = redirect(StatusCode::SEE_OTHER, &pending.return_to)?;
     set_cookie(

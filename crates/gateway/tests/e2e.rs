@@ -114,7 +114,9 @@ async fn first_visit_logs_in_and_returns_to_the_original_url_with_identity() {
         .encode_to_string(&s.gw.registry.gather())
         .unwrap();
     assert!(
-        text.contains(r#"orchestrator_gateway_logins_total{result="success"} 1"#),
+        text.contains(
+            r#"orchestrator_gateway_logins_total{idp="node",reason="ok",result="success"} 1"#
+        ),
         "{text}"
     );
     assert!(

@@ -12,6 +12,8 @@ pub struct ProviderMetrics {
     pub(crate) duration: HistogramVec,
     /// Tokens issued by grant type.
     pub(crate) tokens_issued: IntCounterVec,
+    /// `orchestrator_oidc_token_errors_total{error}`.
+    pub(crate) token_errors: IntCounterVec,
     /// Login attempts by result (success, failure, throttled).
     pub(crate) logins: IntCounterVec,
     /// Security events: code replay, refresh-token reuse.
@@ -45,10 +47,18 @@ impl ProviderMetrics {
         let tokens_issued = IntCounterVec::new(
             Opts::new(
                 "orchestrator_oidc_tokens_issued_total",
-                "Token responses issued, by grant type.",
+                "Token responses issued, by client and grant type.",
             ),
-            &["grant_type"],
+            &["client", "grant_type"],
         )?;
+        let token_errors = IntCounterVec::new(
+            Opts::new(
+                "orchestrator_oidc_token_errors_total",
+                "Token requests refused, by OAuth error code (invalid_grant, invalid_client, ...).",
+            ),
+            &["error"],
+        )?;
+        registry.register(Box::new(token_errors.clone()))?;
         let logins = IntCounterVec::new(
             Opts::new(
                 "orchestrator_oidc_logins_total",
@@ -88,6 +98,7 @@ impl ProviderMetrics {
             requests,
             duration,
             tokens_issued,
+            token_errors,
             logins,
             replays,
             upstream_logins,

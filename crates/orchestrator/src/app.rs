@@ -38,6 +38,7 @@ impl Parts {
     ) -> Result<Self, String> {
         let pem = orchestrator_oidc::keys::generate_pem(SigningAlgorithm::ES256)
             .map_err(|e| format!("dev signing key: {e}"))?;
+        orchestrator_rp::install_metrics(registry).map_err(|e| format!("metrics: {e}"))?;
         Ok(Self {
             cache,
             dev_signing_key: SigningKeyConfig {

@@ -8,8 +8,11 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod metrics;
 
 pub use error::RpError;
+use metrics::Call;
+pub use metrics::install_metrics;
 
 use std::borrow::Cow;
 use std::str::FromStr as _;
@@ -350,9 +353,11 @@ impl Idp {
         if backoff.next_attempt.is_some_and(|t| Instant::now() < t) {
             return current.ok_or_else(|| self.unavailable());
         }
+        let call = Call::start(&self.name, "discovery");
         let discovered = Metadata::discover_async(self.issuer.clone(), &self.traced())
             .instrument(tracing::trace_span!(target: "otel", "oidc.discovery", otel.kind = "client", orchestrator.idp = %self.name))
             .await;
+        call.done(discovered.is_ok());
         match discovered {
             Ok(metadata) => {
                 let extra = metadata.additional_metadata();
@@ -476,6 +481,7 @@ impl Idp {
         let d = self.client(false).await?;
         let redirect =
             RedirectUrl::new(redirect_uri.to_owned()).map_err(|_| failed("bad redirect URI"))?;
+        let call = Call::start(&self.name, "token");
         let token = d
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
@@ -483,12 +489,13 @@ impl Idp {
             .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
             .set_redirect_uri(Cow::Owned(redirect))
             .request_async(&self.traced())
-            .await
-            .map_err(|e| {
-                // Display, not Debug: a parse error's Debug holds the response body.
-                tracing::info!(idp = %self.name, error = %e, "code exchange failed");
-                failed("code exchange failed")
-            })?;
+            .await;
+        call.done(token.is_ok());
+        let token = token.map_err(|e| {
+            // Display, not Debug: a parse error's Debug holds the response body.
+            tracing::info!(idp = %self.name, error = %e, "code exchange failed");
+            failed("code exchange failed")
+        })?;
         let id_token = token.id_token().ok_or_else(|| failed("no ID token"))?;
         let nonce = Nonce::new(nonce.to_owned());
         let verified = match id_token.claims(&d.client.id_token_verifier(), &nonce) {
@@ -532,6 +539,7 @@ impl Idp {
         let Some(userinfo) = d.client.user_info_url() else {
             return Ok(None);
         };
+        let call = Call::start(&self.name, "userinfo");
         let response = self
             .http
             .get(userinfo.url().clone())
@@ -540,6 +548,7 @@ impl Idp {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await;
+        call.done(response.as_ref().is_ok_and(|r| r.status().is_success()));
         match response {
             Ok(r) if r.status().is_success() => match r.json::<Map<String, Value>>().await {
                 Ok(info) => {
@@ -592,25 +601,29 @@ impl Idp {
             .client
             .exchange_refresh_token(&refresh)
             .map_err(|_| refused("no token endpoint".into()))?;
-        let token = request
-            .request_async(&self.traced())
-            .await
-            .map_err(|e| match e {
-                // Only `invalid_grant` says the grant is gone (RFC 6749
-                // §5.2); any other answer (`invalid_client` after a secret
-                // rotation, `server_error`…) is the IdP's or our config's
-                // trouble, and must not sign everybody out.
-                openidconnect::RequestTokenError::ServerResponse(r)
-                    if r.error().as_ref() == "invalid_grant" =>
-                {
-                    tracing::info!(idp = %self.name, "refresh refused: invalid_grant");
-                    refused("refresh refused: invalid_grant".into())
-                }
-                other => {
-                    tracing::warn!(idp = %self.name, error = %other, "refresh failed");
-                    self.unavailable()
-                }
-            })?;
+        let call = Call::start(&self.name, "token");
+        let token = request.request_async(&self.traced()).await;
+        // A refusal is an answer, not an error of the IdP's.
+        call.done(matches!(
+            &token,
+            Ok(_) | Err(openidconnect::RequestTokenError::ServerResponse(_))
+        ));
+        let token = token.map_err(|e| match e {
+            // Only `invalid_grant` says the grant is gone (RFC 6749
+            // §5.2); any other answer (`invalid_client` after a secret
+            // rotation, `server_error`…) is the IdP's or our config's
+            // trouble, and must not sign everybody out.
+            openidconnect::RequestTokenError::ServerResponse(r)
+                if r.error().as_ref() == "invalid_grant" =>
+            {
+                tracing::info!(idp = %self.name, "refresh refused: invalid_grant");
+                refused("refresh refused: invalid_grant".into())
+            }
+            other => {
+                tracing::warn!(idp = %self.name, error = %other, "refresh failed");
+                self.unavailable()
+            }
+        })?;
         // The refresh token is spent from here on: what follows must not
         // fail for a reason that passes (the caller would retry with a
         // spent token), so keys are rediscovered once before refusing.
@@ -697,7 +710,14 @@ impl Idp {
         if let Some(secret) = &self.client_secret {
             request = request.basic_auth(enc(self.client_id.as_str()), Some(enc(secret.secret())));
         }
-        let response = request.send().await.map_err(|e| {
+        let call = Call::start(&self.name, "introspection");
+        let response = request.send().await;
+        call.done(
+            response
+                .as_ref()
+                .is_ok_and(|r| !r.status().is_server_error()),
+        );
+        let response = response.map_err(|e| {
             tracing::warn!(idp = %self.name, error = %e, "introspection unreachable");
             self.unavailable()
         })?;

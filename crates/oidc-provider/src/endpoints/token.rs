@@ -79,7 +79,13 @@ impl<'a> TokenRequest<'a> {
 pub(crate) async fn serve(p: &Provider, parts: &Parts, params: &Params) -> Response<BoxBody> {
     match exchange(p, parts, params).await {
         Ok(body) => web::json(http::StatusCode::OK, &body),
-        Err(e) => respond::json_response(&e),
+        Err(e) => {
+            p.metrics
+                .token_errors
+                .with_label_values(&[e.code.as_str()])
+                .inc();
+            respond::json_response(&e)
+        }
     }
 }
 
@@ -110,7 +116,10 @@ async fn exchange(p: &Provider, parts: &Parts, params: &Params) -> Result<Value,
         GrantType::RefreshToken => "refresh_token",
         GrantType::ClientCredentials => "client_credentials",
     };
-    p.metrics.tokens_issued.with_label_values(&[label]).inc();
+    p.metrics
+        .tokens_issued
+        .with_label_values(&[&client.id, label])
+        .inc();
     Ok(body)
 }
 
