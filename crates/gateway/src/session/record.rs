@@ -1,0 +1,427 @@
+//! What a session and a login in progress hold, and how they are stored:
+//! the verified ID token kept compactly, the claims read from it, the
+//! sealed refresh token, and the record layout of the shared store.
+
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use orchestrator_cache::Versioned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::id::{SessionId, now_millis, now_secs, open_refresh, seal_refresh};
+
+/// Bytes a pending login costs beyond its strings (moka's node, key, `Arc`).
+const PENDING_OVERHEAD: usize = 256;
+
+/// Layout version of the stored [`Session`] and [`PendingLogin`] (the cache
+/// crate's record header carries it); another version reads as a miss, so a
+/// rolling upgrade only costs a re-login.
+const FORMAT_VERSION: u16 = 4;
+
+impl Versioned for Session {
+    const KIND: &'static str = "gateway.session";
+    const VERSION: u16 = FORMAT_VERSION;
+
+    fn from_legacy(bytes: &[u8]) -> Option<Self> {
+        legacy(bytes)
+    }
+}
+
+impl Versioned for PendingLogin {
+    const KIND: &'static str = "gateway.pending-login";
+    const VERSION: u16 = FORMAT_VERSION;
+
+    fn from_legacy(bytes: &[u8]) -> Option<Self> {
+        legacy(bytes)
+    }
+}
+
+/// A record of layout 3, written before the cache's record layer: plain
+/// JSON with `"v":3` beside the fields. Still read, so shared sessions
+/// survive the upgrade; remove once none can be live (`maxLifetime` after it).
+fn legacy<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    #[derive(Deserialize)]
+    struct Version {
+        v: u8,
+    }
+    let version: Version = serde_json::from_slice(bytes).ok()?;
+    (version.v == 3)
+        .then(|| serde_json::from_slice(bytes).ok())
+        .flatten()
+}
+
+/// ID token claims that describe the token, not the user (OIDC Core §2,
+/// §3.1.3.6): not part of a session's claims.
+const TOKEN_ONLY_CLAIMS: &[&str] = &["nonce", "at_hash", "c_hash", "exp", "iat", "nbf"];
+
+/// A logged-in user, never in the cookie. The verified ID token is kept once,
+/// compactly: it is the `id_token_hint` at logout and its payload is the
+/// claims, read when a request first needs them (see [`crate::identity`]).
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Session {
+    /// Name of the identity provider that logged the user in.
+    pub(crate) idp: Arc<str>,
+    /// The host (lower-case, no port) the session was created on: its cookie
+    /// is host-only, so on any other host the id is a stolen or planted one.
+    pub(crate) host: Box<str>,
+    /// The ID token the login verified.
+    id_token: CompactJwt,
+    /// Userinfo claims the ID token lacks (a JSON object), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    extra: Option<Box<str>>,
+    /// Creation time, seconds since the epoch.
+    pub(crate) created: u64,
+    /// Creation time in milliseconds (a logout by subject ends the sessions
+    /// created before it, a login in the same second after it survives);
+    /// 0 in sessions written before it was kept.
+    #[serde(default)]
+    pub(super) created_ms: u64,
+    /// The IdP's session id (`sid`) and the user's `sub`, from the ID token:
+    /// what an IdP's back-channel logout names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sid: Option<Box<str>>,
+    #[serde(default)]
+    pub(crate) sub: Box<str>,
+    /// The refresh token, sealed with a key derived from the session id
+    /// (see [`seal_refresh`]): a dump of the shared store cannot use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) refresh: Option<Box<str>>,
+    /// Until when the identity holds (the ID token's `exp`, or the renewed
+    /// access token's), seconds since the epoch; then it is renewed or,
+    /// `identityGrace` later, the session ends. 0: no limit (sessions
+    /// written before it was kept).
+    #[serde(default)]
+    pub(crate) valid_until: u64,
+    /// Renewals so far: each one may change the claims, so computed
+    /// identities are kept per renewal.
+    #[serde(default)]
+    pub(crate) renewals: u32,
+}
+
+impl Session {
+    /// A new session created now from a verified ID token and the userinfo
+    /// claims it lacks.
+    pub(crate) fn new(
+        idp: Arc<str>,
+        host: &str,
+        id_token: &str,
+        extra: &Map<String, Value>,
+    ) -> Self {
+        let extra = (!extra.is_empty())
+            .then(|| serde_json::to_string(extra).ok())
+            .flatten()
+            .map(String::into_boxed_str);
+        let id_token = CompactJwt::new(id_token);
+        let token_claims = id_token
+            .payload()
+            .and_then(|p| serde_json::from_slice::<Map<String, Value>>(&p).ok())
+            .unwrap_or_default();
+        let text = |c: &str| token_claims.get(c).and_then(Value::as_str).map(Box::from);
+        Self {
+            idp,
+            host: host.into(),
+            sid: text("sid"),
+            sub: text("sub").unwrap_or_default(),
+            valid_until: token_claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+            id_token,
+            extra,
+            created: now_secs(),
+            created_ms: now_millis(),
+            refresh: None,
+            renewals: 0,
+        }
+    }
+
+    /// Whether the login left a refresh token to renew the identity with.
+    pub(crate) fn renewable(&self) -> bool {
+        self.refresh.is_some()
+    }
+
+    /// The refresh token, opened with the session's id.
+    pub(crate) fn refresh_token(&self, id: &SessionId) -> Option<String> {
+        open_refresh(id, self.refresh.as_deref()?)
+    }
+
+    /// This session after a renewal: the new ID token (or the old one, held
+    /// `expires_in` longer), userinfo's claims when it answered, the
+    /// rotated refresh token.
+    pub(crate) fn renewed(&self, id: &SessionId, r: &orchestrator_rp::Refreshed) -> Self {
+        /// How long a renewal without an ID token or `expires_in` holds.
+        const DEFAULT_VALIDITY: u64 = 300;
+        let now = now_secs();
+        let mut next = match &r.id_token {
+            Some(token) => {
+                let mut fresh = Self::new(self.idp.clone(), &self.host, token, &Map::new());
+                fresh.extra = self.extra.clone();
+                fresh.created = self.created;
+                fresh.created_ms = self.created_ms;
+                fresh.sid = fresh.sid.or_else(|| self.sid.clone());
+                fresh
+            }
+            None => {
+                let mut same = self.clone();
+                same.valid_until = now.saturating_add(
+                    r.expires_in
+                        .map_or(DEFAULT_VALIDITY, |d| d.as_secs().max(1)),
+                );
+                same
+            }
+        };
+        if let Some(extra) = &r.extra {
+            next.extra = (!extra.is_empty())
+                .then(|| serde_json::to_string(extra).ok())
+                .flatten()
+                .map(String::into_boxed_str);
+        }
+        next.refresh = match &r.refresh_token {
+            Some(t) => Some(seal_refresh(id, t)),
+            None => self.refresh.clone(),
+        };
+        next.renewals = self.renewals.wrapping_add(1);
+        next
+    }
+
+    /// The raw ID token, for `id_token_hint`.
+    pub(crate) fn id_token(&self) -> String {
+        self.id_token.to_string()
+    }
+
+    /// The user's claims: the ID token's (less [`TOKEN_ONLY_CLAIMS`]), then
+    /// userinfo's where the token has none. `None` if they cannot be read.
+    pub(crate) fn claims(&self) -> Option<Map<String, Value>> {
+        let payload = self.id_token.payload()?;
+        let mut claims = serde_json::from_slice::<Map<String, Value>>(&payload).ok()?;
+        if let Some(extra) = &self.extra {
+            let extra = serde_json::from_str::<Map<String, Value>>(extra).ok()?;
+            for (k, v) in extra {
+                claims.entry(k).or_insert(v);
+            }
+        }
+        for k in TOKEN_ONLY_CLAIMS {
+            claims.remove(*k);
+        }
+        Some(claims)
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("idp", &self.idp)
+            .field("host", &self.host)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A compact JWS (`header.payload.signature`) held as its decoded bytes: a
+/// quarter smaller than the base64url text, and the payload needs no decoding
+/// to read. A token whose text would not come back byte for byte from its
+/// bytes (non-canonical base64url) is kept as text.
+#[derive(Clone)]
+enum CompactJwt {
+    Decoded {
+        /// Header, payload and signature bytes, one after the other.
+        bytes: Box<[u8]>,
+        header_len: u32,
+        payload_len: u32,
+    },
+    Text(Box<str>),
+}
+
+impl CompactJwt {
+    fn new(text: &str) -> Self {
+        let decoded = (|| {
+            let mut parts = text.split('.');
+            let (h, p, s) = (parts.next()?, parts.next()?, parts.next()?);
+            if parts.next().is_some() {
+                return None;
+            }
+            let mut bytes = URL_SAFE_NO_PAD.decode(h).ok()?;
+            let header_len = u32::try_from(bytes.len()).ok()?;
+            URL_SAFE_NO_PAD.decode_vec(p, &mut bytes).ok()?;
+            let payload_len = u32::try_from(bytes.len()).ok()? - header_len;
+            URL_SAFE_NO_PAD.decode_vec(s, &mut bytes).ok()?;
+            let jwt = Self::Decoded {
+                bytes: bytes.into_boxed_slice(),
+                header_len,
+                payload_len,
+            };
+            (jwt.to_string() == text).then_some(jwt)
+        })();
+        decoded.unwrap_or_else(|| Self::Text(text.into()))
+    }
+
+    /// Header, payload and signature bytes of a decoded token.
+    fn parts(bytes: &[u8], header_len: u32, payload_len: u32) -> Option<(&[u8], &[u8], &[u8])> {
+        let (header, rest) = bytes.split_at_checked(usize::try_from(header_len).ok()?)?;
+        let (payload, signature) = rest.split_at_checked(usize::try_from(payload_len).ok()?)?;
+        Some((header, payload, signature))
+    }
+
+    /// The payload's bytes (the claims JSON).
+    fn payload(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            Self::Decoded {
+                bytes,
+                header_len,
+                payload_len,
+            } => Self::parts(bytes, *header_len, *payload_len)
+                .map(|(_, payload, _)| std::borrow::Cow::Borrowed(payload)),
+            Self::Text(t) => {
+                let p = t.split('.').nth(1)?;
+                URL_SAFE_NO_PAD.decode(p).ok().map(std::borrow::Cow::Owned)
+            }
+        }
+    }
+}
+
+impl fmt::Display for CompactJwt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Decoded {
+                bytes,
+                header_len,
+                payload_len,
+            } => {
+                let (header, payload, signature) =
+                    Self::parts(bytes, *header_len, *payload_len).ok_or(fmt::Error)?;
+                write!(
+                    f,
+                    "{}.{}.{}",
+                    URL_SAFE_NO_PAD.encode(header),
+                    URL_SAFE_NO_PAD.encode(payload),
+                    URL_SAFE_NO_PAD.encode(signature)
+                )
+            }
+            Self::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// In the shared store a session's token is its text.
+impl Serialize for CompactJwt {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for CompactJwt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(Self::new(&text))
+    }
+}
+
+/// A login in progress, keyed by its `state`.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct PendingLogin {
+    /// Identity provider name.
+    pub(crate) idp: String,
+    /// App the login started on.
+    pub(crate) app: String,
+    /// Where to go after login (a validated path on the same app).
+    pub(crate) return_to: String,
+    /// The PKCE verifier.
+    pub(crate) pkce_verifier: String,
+    /// The nonce expected in the ID token.
+    pub(crate) nonce: String,
+    /// Hash of the browser-binding cookie value.
+    pub(crate) binding: String,
+    /// The redirect URI used in the authorization request.
+    pub(crate) redirect_uri: String,
+}
+
+impl PendingLogin {
+    /// What it weighs in the local store, in bytes.
+    pub(super) fn weight(&self) -> u32 {
+        let bytes = PENDING_OVERHEAD
+            + self.idp.len()
+            + self.app.len()
+            + self.return_to.len()
+            + self.pkce_verifier.len()
+            + self.nonce.len()
+            + self.binding.len()
+            + self.redirect_uri.len();
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+}
+
+/// Hash of the browser-binding cookie as stored in a pending login.
+pub(crate) fn binding_hash(cookie_value: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(cookie_value.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(payload: &serde_json::Value) -> String {
+        format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","kid":"k"}"#),
+            URL_SAFE_NO_PAD.encode(payload.to_string()),
+            URL_SAFE_NO_PAD.encode([7u8; 64])
+        )
+    }
+
+    #[test]
+    fn sessions_of_layout_3_still_read_and_others_do_not() {
+        let token = jwt(&serde_json::json!({"sub": "alice"}));
+        let session = Session::new("idp".into(), "app.example", &token, &Map::new());
+        let mut old = serde_json::to_value(&session).unwrap();
+        old["v"] = 3.into();
+        let bytes = serde_json::to_vec(&old).unwrap();
+        let read = Session::from_legacy(&bytes).expect("a layout-3 session");
+        assert_eq!(read.id_token(), token);
+        old["v"] = 2.into();
+        assert!(Session::from_legacy(&serde_json::to_vec(&old).unwrap()).is_none());
+    }
+
+    #[test]
+    fn a_session_keeps_its_id_token_byte_for_byte_and_reads_claims_from_it() {
+        let token = jwt(&serde_json::json!({
+            "sub": "alice", "email": "a@example.com", "groups": ["eng", "ops"],
+            "nonce": "n", "at_hash": "h", "exp": 2, "iat": 1, "nbf": 1,
+        }));
+        let extra = serde_json::json!({"sub": "ignored", "department": "R&D"});
+        let session = Session::new(
+            "idp".into(),
+            "app.example",
+            &token,
+            extra.as_object().unwrap(),
+        );
+        assert!(matches!(session.id_token, CompactJwt::Decoded { .. }));
+        assert_eq!(session.id_token(), token);
+        let claims = session.claims().unwrap();
+        assert_eq!(claims["sub"], "alice", "the ID token wins over userinfo");
+        assert_eq!(
+            claims["department"], "R&D",
+            "userinfo fills what the token lacks"
+        );
+        assert_eq!(claims["groups"], serde_json::json!(["eng", "ops"]));
+        for k in TOKEN_ONLY_CLAIMS {
+            assert!(!claims.contains_key(*k), "{k} is dropped");
+        }
+        // Through the shared store's serialisation and back.
+        let stored = serde_json::to_vec(&session).unwrap();
+        let back: Session = serde_json::from_slice(&stored).unwrap();
+        assert_eq!(back.id_token(), token);
+        assert_eq!(back.claims(), Some(claims));
+    }
+
+    #[test]
+    fn a_token_that_would_not_round_trip_is_kept_as_text() {
+        // "Ag" and "Ah" decode to the same byte only if trailing bits were
+        // allowed; the engine refuses them, so this token stays text.
+        let token = format!("{}.Ah.sig", URL_SAFE_NO_PAD.encode(b"{}"));
+        let session = Session::new("idp".into(), "app.example", &token, &Map::new());
+        assert!(matches!(session.id_token, CompactJwt::Text(_)));
+        assert_eq!(session.id_token(), token);
+        assert_eq!(session.claims(), None, "unreadable claims are no claims");
+    }
+}
