@@ -83,12 +83,62 @@ def test_hosts_are_required():
     assert "ingress.hosts" in render_error({"ingress": {"enabled": True, "hosts": []}})
 
 
-def test_local_sessions_on_many_replicas_without_stickiness_warn():
-    values = {
-        "replicaCount": 2,
-        "ingress": {"enabled": True, "hosts": HOSTS},
-        "config": {"appGateway": {"session": {"store": "local"}}},
-    }
-    assert "sticky" in render(values).notes
-    values["ingress"]["stickiness"] = "nginx"
-    assert "sticky" not in render(values).notes
+LOCAL = {"appGateway": {"session": {"store": "local"}}}
+
+
+def many(ingress, **more):
+    return {"replicaCount": 3, "ingress": {"enabled": True, "hosts": HOSTS, **ingress}, "config": LOCAL, **more}
+
+
+def test_local_sessions_on_many_replicas_are_sticky_by_default():
+    nginx = render(many({"className": "nginx"})).get("Ingress")["metadata"]["annotations"]
+    assert nginx["nginx.ingress.kubernetes.io/affinity"] == "cookie"
+    alb = render(many({"className": "alb"})).get("Ingress")["metadata"]["annotations"]
+    assert "stickiness.enabled=true" in alb["alb.ingress.kubernetes.io/target-group-attributes"]
+    hpa = render({"autoscaling": {"enabled": True}, "ingress": {"enabled": True, "hosts": HOSTS, "controller": "nginx", "className": "nginx-internal"},
+                  "config": {**LOCAL, "cache": {"backend": "redis", "redis": {"url": "redis://r:6379"}}}})
+    assert hpa.get("Ingress")["metadata"]["annotations"]["nginx.ingress.kubernetes.io/affinity"] == "cookie"
+    # One replica, or shared sessions: nothing to stick.
+    single = render({"ingress": {"enabled": True, "hosts": HOSTS, "className": "nginx"}}).get("Ingress")
+    assert not any("affinity" in k for k in single["metadata"].get("annotations", {}))
+
+
+def test_an_unknown_controller_with_local_sessions_on_many_replicas_is_refused():
+    message = render_error(many({"className": "nginx-internal"}))
+    assert "ingress.controller" in message and "sticky" in message
+    # Named explicitly, it works.
+    ann = render(many({"className": "nginx-internal", "controller": "nginx"})).get("Ingress")["metadata"]["annotations"]
+    assert ann["nginx.ingress.kubernetes.io/affinity"] == "cookie"
+
+
+def test_no_stickiness_with_local_sessions_on_many_replicas_is_refused_unless_allowed():
+    message = render_error(many({"className": "nginx", "stickiness": "none"}))
+    assert "ingress.allowNonSticky" in message
+    ing = render(many({"className": "nginx", "stickiness": "none", "allowNonSticky": True})).get("Ingress")
+    assert not any("affinity" in k for k in ing["metadata"].get("annotations", {}))
+
+
+def test_stickiness_for_another_controller_is_refused():
+    assert "does not work with the alb controller" in render_error(many({"className": "alb", "stickiness": "nginx"}))
+    assert "does not work with the nginx controller" in render_error(
+        {"ingress": {"enabled": True, "hosts": HOSTS, "controller": "nginx", "stickiness": "alb"}})
+
+
+def test_a_users_alb_target_group_attributes_are_merged_with_stickiness():
+    ann = render(many({"className": "alb", "annotations": {
+        "alb.ingress.kubernetes.io/target-group-attributes": "deregistration_delay.timeout_seconds=30, stickiness.enabled=false"}})
+    ).get("Ingress")["metadata"]["annotations"]
+    assert ann["alb.ingress.kubernetes.io/target-group-attributes"] == (
+        "deregistration_delay.timeout_seconds=30,"
+        "stickiness.enabled=true,stickiness.type=lb_cookie,stickiness.lb_cookie.duration_seconds=28800"
+    )
+    # Without stickiness the user's value is passed as it is.
+    one = render({"ingress": {"enabled": True, "hosts": HOSTS, "className": "alb", "annotations": {
+        "alb.ingress.kubernetes.io/target-group-attributes": "deregistration_delay.timeout_seconds=30"}}}).get("Ingress")
+    assert one["metadata"]["annotations"]["alb.ingress.kubernetes.io/target-group-attributes"] == "deregistration_delay.timeout_seconds=30"
+
+
+def test_local_sessions_on_many_replicas_without_the_charts_ingress_warn():
+    values = {"replicaCount": 2, "config": LOCAL}
+    assert "keep each user on one pod" in render(values).notes
+    assert "keep each user on one pod" not in render(many({"className": "nginx"})).notes
