@@ -30,7 +30,7 @@ KUBE_VERSIONS = ("1.25", "1.37")
 
 # Custom resources: kubernetes-validate has no schema for them, their fields are asserted
 # by the tests of the feature instead.
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "Certificate"}
 
 
 @functools.cache

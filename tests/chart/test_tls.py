@@ -33,3 +33,27 @@ def test_no_tls_volume_by_default():
     r = render()
     assert "tls" not in r.config()["listen"]
     assert all(v["name"] != "tls" for v in r.statefulset()["spec"]["template"]["spec"]["volumes"])
+
+
+def test_cert_manager_issues_the_listeners_certificate():
+    r = render({"tls": {"enabled": True, "certManager": {"enabled": True, "issuerRef": {"name": "internal-ca"}, "dnsNames": ["sso.example.com"]}}})
+    validate_kubernetes(r)
+    cert = r.get("Certificate")
+    assert cert["apiVersion"] == "cert-manager.io/v1"
+    assert cert["spec"]["secretName"] == "rel-orchestrator-tls"
+    assert cert["spec"]["issuerRef"] == {"name": "internal-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    names = cert["spec"]["dnsNames"]
+    ns = r.get("Service", "rel-orchestrator")["metadata"]["namespace"]
+    assert f"rel-orchestrator.{ns}.svc" in names and f"*.rel-orchestrator-headless.{ns}.svc" in names
+    assert "sso.example.com" in names
+    assert cert["spec"]["privateKey"] == {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"}
+    assert cert["spec"]["usages"] == ["server auth"]
+    # The pods mount the Secret cert-manager writes.
+    volume = next(v for v in r.statefulset()["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")
+    assert volume["secret"]["secretName"] == "rel-orchestrator-tls"
+
+
+def test_cert_manager_needs_tls_and_an_issuer():
+    assert "tls.enabled" in render_error({"tls": {"certManager": {"enabled": True, "issuerRef": {"name": "ca"}}}})
+    assert "issuerRef.name" in render_error({"tls": {"enabled": True, "certManager": {"enabled": True}}})
+    assert not render({"tls": {"enabled": True, "secretName": "mine"}}).all("Certificate")

@@ -278,8 +278,14 @@ Included once, from the StatefulSet.
 {{- if and $listenTls (not .Values.tls.enabled) -}}
 {{- fail "config.listen.tls is set but tls.enabled is false: set tls.enabled: true and tls.secretName to a kubernetes.io/tls Secret (mounted at /etc/orchestrator/tls), and drop config.listen.tls to use its tls.crt/tls.key" -}}
 {{- end -}}
-{{- if and .Values.tls.enabled (not .Values.tls.secretName) -}}
-{{- fail "tls.enabled needs tls.secretName: the name of a kubernetes.io/tls Secret with tls.crt and tls.key" -}}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) (not .Values.tls.certManager.enabled) -}}
+{{- fail "tls.enabled needs tls.secretName: the name of a kubernetes.io/tls Secret with tls.crt and tls.key (or tls.certManager.enabled to have cert-manager issue one)" -}}
+{{- end -}}
+{{- if and .Values.tls.certManager.enabled (not .Values.tls.enabled) -}}
+{{- fail "tls.certManager.enabled needs tls.enabled: true (the certificate is for the orchestrator's own listener)" -}}
+{{- end -}}
+{{- if and .Values.tls.certManager.enabled (not .Values.tls.certManager.issuerRef.name) -}}
+{{- fail "tls.certManager.enabled needs tls.certManager.issuerRef.name: the cert-manager Issuer or ClusterIssuer that signs the certificate" -}}
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail "autoscaling.minReplicas is larger than autoscaling.maxReplicas" -}}
@@ -331,4 +337,11 @@ to:
         kubernetes.io/metadata.name: {{ index $parts 1 }}
 port: {{ $port }}
 {{- end -}}
+{{- end -}}
+
+{{/*
+The listener's TLS Secret: tls.secretName, or <fullname>-tls when cert-manager issues it.
+*/}}
+{{- define "orchestrator.tlsSecretName" -}}
+{{- .Values.tls.secretName | default (printf "%s-tls" (include "orchestrator.fullname" .)) -}}
 {{- end -}}
