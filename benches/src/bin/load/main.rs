@@ -346,16 +346,24 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
     // The same orchestrator tracing every request (100% sampling, OTLP to
     // a sink on the upstream): what traces cost.
     let traced = if wants("small") {
-        let t =
-            Orchestrator::start_traced(&bin, cpus, &secrets, upstream.addr, upstream.addr).await?;
-        let mut b = Browser::connect(t.addr, &t.host).await?;
-        b.login("/", procs::USER, procs::PASSWORD).await?;
-        let session = b
-            .jar
-            .get("orchestrator_session")
-            .ok_or("no session cookie after the login on the traced orchestrator")?
-            .to_owned();
-        Some((t, session))
+        // A binary from before traces existed refuses the config: no traced row then.
+        match Orchestrator::start_traced(&bin, cpus, &secrets, upstream.addr, upstream.addr).await {
+            Ok(t) => {
+                let mut b = Browser::connect(t.addr, &t.host).await?;
+                b.login("/", procs::USER, procs::PASSWORD).await?;
+                let session = b
+                    .jar
+                    .get("orchestrator_session")
+                    .ok_or("no session cookie after the login on the traced orchestrator")?
+                    .to_owned();
+                Some((t, session))
+            }
+            Err(e) => {
+                let first = e.to_string().lines().next().unwrap_or_default().to_owned();
+                report.note(format!("traced orchestrator not started: {first}"));
+                None
+            }
+        }
     } else {
         None
     };
