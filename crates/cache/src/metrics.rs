@@ -241,16 +241,22 @@ impl Instrumented {
         ok_label: impl FnOnce(&T) -> &'static str,
     ) -> Result<T, CacheError> {
         let start = Instant::now();
-        // A span per operation when traces are on (the target is off otherwise).
-        let span = tracing::trace_span!(
-            target: "otel",
-            "cache",
-            otel.name = op.label(),
-            otel.kind = "client",
-            db.system.name = self.inner.backend(),
-            db.operation.name = op.label(),
-        );
-        let result = tracing::Instrument::instrument(fut, span).await;
+        // A span per operation of a traced request (the target is off
+        // when traces are; background work, probes and the queue's poll
+        // make no traces of their own).
+        let result = if tracing::Span::current().is_none() {
+            fut.await
+        } else {
+            let span = tracing::trace_span!(
+                target: "otel",
+                "cache",
+                otel.name = op.label(),
+                otel.kind = "client",
+                db.system.name = self.inner.backend(),
+                db.operation.name = op.label(),
+            );
+            tracing::Instrument::instrument(fut, span).await
+        };
         let label = match &result {
             Ok(v) => ok_label(v),
             Err(e) => {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orchestrator_rp::{Idp, RpError};
+use tracing::Instrument as _;
 
 use crate::error::GatewayError;
 use crate::metrics::GatewayMetrics;
@@ -109,10 +110,13 @@ pub(crate) async fn current(
         if !recently_failed && renewals.start(id) {
             let (sessions, renewals, idp) = (sessions.clone(), renewals.clone(), idp.clone());
             let current = session.clone();
-            tokio::spawn(async move {
-                let _ = renew(&sessions, &renewals, &idp, id, current).await;
-                renewals.finished(id);
-            });
+            tokio::spawn(
+                async move {
+                    let _ = renew(&sessions, &renewals, &idp, id, current).await;
+                    renewals.finished(id);
+                }
+                .in_current_span(),
+            );
         }
         return Ok(Some(session));
     }

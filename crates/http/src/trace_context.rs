@@ -53,6 +53,23 @@ pub fn parent_from(span: &tracing::Span, headers: &HeaderMap, trusted: bool) {
     let _ = span.set_parent(cx);
 }
 
+/// The method as span names and attributes carry it: a standard one, or
+/// `_OTHER` (any token is a method; names must stay few).
+pub fn method_name(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::TRACE => "TRACE",
+        http::Method::PATCH => "PATCH",
+        _ => "_OTHER",
+    }
+}
+
 /// Names the current (request) span after its route, as the HTTP
 /// conventions want it (`GET /api`), and records `http.route`.
 pub fn route(method: &http::Method, route: &str) {
@@ -64,5 +81,5 @@ pub fn route(method: &http::Method, route: &str) {
     // The span has started on the OpenTelemetry side: renamed there.
     span.context()
         .span()
-        .update_name(format!("{method} {route}"));
+        .update_name(format!("{} {route}", method_name(method)));
 }

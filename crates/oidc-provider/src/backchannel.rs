@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use crate::error::OAuthError;
 use crate::state::Provider;
-use crate::store::{SessionClient, SessionEnded, SsoSession, random_id};
+use crate::store::{Queue, SessionClient, SessionEnded, SsoSession, random_id};
 use crate::tokens;
 
 /// Lifetime of a logout token (§2.4 recommends at most two minutes).
@@ -109,18 +109,21 @@ pub(crate) async fn remember(
             left.saturating_add(CLIENTS_KEPT_AFTER_END),
         )
         .await?;
-    Ok(())
+    schedule_expiry(p, session).await
 }
 
-/// Queues the notice of `session`'s expiry, when any client takes logout
-/// tokens (a full queue only loses this notice, and says so).
-pub(crate) async fn schedule_expiry(p: &Provider, session: &SsoSession) -> Result<(), OAuthError> {
-    if p.clients.with_backchannel_logout().next().is_none() {
-        return Ok(());
-    }
+/// Queues the notice of `session`'s expiry (in a queue of its own: sign-ins
+/// cannot crowd out deliveries), once a client that takes logout tokens got
+/// a code in it; again is harmless (the same job). A full queue only loses
+/// this notice, and says so.
+async fn schedule_expiry(p: &Provider, session: &SsoSession) -> Result<(), OAuthError> {
     let job = expiry_job(session);
     let due = session.expires_at.saturating_mul(1000);
-    if !p.store.enqueue_job(&job.bytes(), due).await? {
+    if !p
+        .store
+        .enqueue_job(Queue::Expiry, &job.bytes(), due)
+        .await?
+    {
         tracing::warn!(sid = %session.sid, "back-channel queue full: the expiry of this session will not be notified");
         count(p, "-", "dropped");
     }
@@ -137,9 +140,14 @@ fn expiry_job(session: &SsoSession) -> Job {
 /// Sends a logout token for `session` to each client that got tokens in
 /// it; returns at once (the deliveries run in the background, queued).
 pub(crate) async fn notify(p: &Provider, session: &SsoSession) -> Result<(), OAuthError> {
-    // Ended now: its expiry has nothing left to say.
-    p.store.dequeue_job(&expiry_job(session).bytes()).await?;
-    notify_sid(p, &session.sid, &session.username).await
+    notify_sid(p, &session.sid, &session.username).await?;
+    // Ended now: its expiry has nothing left to say (and if this fails,
+    // the expiry finds the session ended and says nothing).
+    let _ = p
+        .store
+        .dequeue_job(Queue::Expiry, &expiry_job(session).bytes())
+        .await;
+    Ok(())
 }
 
 async fn notify_sid(p: &Provider, sid: &str, username: &str) -> Result<(), OAuthError> {
@@ -193,14 +201,31 @@ async fn start(
     sid: Option<String>,
     sub: Option<String>,
 ) -> Result<(), OAuthError> {
+    // The same notice gets the same id: queued again (a retried expiry, a
+    // repeated revocation) it is one job, not two.
+    let id = {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(sid.as_deref().unwrap_or_default());
+        h.update([0]);
+        h.update(sub.as_deref().unwrap_or_default());
+        h.update([0]);
+        h.update(client);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&h.finalize()[..16])
+    };
     let job = Job::Deliver {
-        id: random_id(),
+        id,
         client: client.to_owned(),
         sid,
         sub,
         attempt: 0,
     };
-    if !p.store.enqueue_job(&job.bytes(), now_ms()).await? {
+    if !p
+        .store
+        .enqueue_job(Queue::Deliveries, &job.bytes(), now_ms())
+        .await?
+    {
         tracing::warn!(client_id = %client, "back-channel queue full: logout token not sent");
         count(p, client, "dropped");
         return Ok(());
@@ -218,7 +243,7 @@ fn count(p: &Provider, client: &str, outcome: &str) {
 
 /// A job claimed from the back-channel queue, to hand to [`Provider::run_job`].
 #[derive(Debug)]
-pub struct DueJob(Vec<u8>);
+pub struct DueJob(Queue, Vec<u8>);
 
 impl Provider {
     /// Claims up to 16 jobs of the back-channel queue that are due (new
@@ -231,31 +256,38 @@ impl Provider {
         if self.clients.with_backchannel_logout().next().is_none() {
             return Vec::new();
         }
-        match self.store.claim_jobs(now_ms(), LEASE, JOB_BATCH).await {
-            Ok(c) => c.into_iter().map(DueJob).collect(),
-            Err(e) => {
-                tracing::debug!(error = %e, "back-channel queue unavailable");
-                Vec::new()
+        let mut due = Vec::new();
+        for queue in [Queue::Deliveries, Queue::Expiry] {
+            match self
+                .store
+                .claim_jobs(queue, now_ms(), LEASE, JOB_BATCH)
+                .await
+            {
+                Ok(c) => due.extend(c.into_iter().map(|bytes| DueJob(queue, bytes))),
+                Err(e) => {
+                    tracing::debug!(error = %e, "back-channel queue unavailable");
+                    break;
+                }
             }
         }
+        due
     }
 
     /// Runs a claimed job: it leaves the queue when done, or is queued
     /// again as its retry; a failure of the store leaves it to come back
     /// after its lease.
     pub async fn run_job(&self, job: DueJob) {
-        let bytes = job.0;
+        let DueJob(queue, bytes) = job;
         match serde_json::from_slice::<Job>(&bytes) {
-            Ok(job) => run(self, bytes, job).await,
-            Err(_) => {
-                tracing::warn!("back-channel queue: unreadable job dropped");
-                let _ = self.store.dequeue_job(&bytes).await;
-            }
+            Ok(job) => run(self, queue, bytes, job).await,
+            // Perhaps a newer replica's (a rolling upgrade): left for it,
+            // back after the lease.
+            Err(_) => tracing::debug!("back-channel queue: a job this version cannot read"),
         }
     }
 }
 
-async fn run(p: &Provider, bytes: Vec<u8>, job: Job) {
+async fn run(p: &Provider, queue: Queue, bytes: Vec<u8>, job: Job) {
     let result = match job {
         Job::Expiry { sid, user } => expire(p, &sid, &user).await,
         Job::Deliver {
@@ -268,7 +300,7 @@ async fn run(p: &Provider, bytes: Vec<u8>, job: Job) {
     };
     match result {
         Ok(()) => {
-            if let Err(e) = p.store.dequeue_job(&bytes).await {
+            if let Err(e) = p.store.dequeue_job(queue, &bytes).await {
                 tracing::warn!(error = %e, "back-channel job done but still queued (it runs again)");
             }
         }
@@ -289,11 +321,14 @@ async fn expire(p: &Provider, sid: &str, user: &str) -> Result<(), OAuthError> {
         .refresh_token_ttl
         .max(p.ttls.authorization_code_ttl)
         .max(p.sso_ttl);
+    // Told first, marked after: a failure in between runs this again
+    // (the deliveries are the same jobs), never leaves clients untold.
+    notify_sid(p, sid, user).await?;
     p.store
         .mark_session_ended(sid, &SessionEnded { at: tokens::now() }, ttl)
         .await?;
     tracing::info!(sid = %sid, "SSO session expired");
-    notify_sid(p, sid, user).await
+    Ok(())
 }
 
 /// One attempt; a failure that may pass queues the next attempt.
@@ -347,7 +382,10 @@ async fn deliver(
                 };
                 let due =
                     now_ms().saturating_add(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX));
-                if p.store.enqueue_job(&next.bytes(), due).await? {
+                if p.store
+                    .enqueue_job(Queue::Deliveries, &next.bytes(), due)
+                    .await?
+                {
                     return Ok(());
                 }
                 "dropped"

@@ -50,7 +50,6 @@ pub(crate) async fn start_session(
         upstream,
     };
     p.store.put_session(&cookie, &session, p.sso_ttl).await?;
-    crate::backchannel::schedule_expiry(p, &session).await?;
     let set_cookie = web::set_cookie(
         SESSION_COOKIE,
         Some(&cookie),

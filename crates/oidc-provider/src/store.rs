@@ -61,10 +61,27 @@ record!(FederatedUser, "oidc.federated-user", 1);
 record!(SessionEnded, "oidc.session-ended", 1);
 record!(SessionClient, "oidc.session-client", 1);
 
-/// The delayed queue of back-channel logout work (deliveries, and session
-/// ends to notify), shared by the replicas.
-const JOB_QUEUE: &str = "oidc:bcl-queue";
-/// Most jobs queued at once (the queue is never evicted: it is bounded here).
+/// The delayed queues of back-channel logout work, shared by the replicas;
+/// each is never evicted, so each is bounded here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queue {
+    /// Logout tokens to deliver (and their retries).
+    Deliveries,
+    /// Session ends to notify, one per session a back-channel client got a
+    /// code in: kept apart, so many sign-ins never crowd out deliveries.
+    Expiry,
+}
+
+impl Queue {
+    fn key(self) -> &'static str {
+        match self {
+            Self::Deliveries => "oidc:bcl-queue",
+            Self::Expiry => "oidc:bcl-expiry",
+        }
+    }
+}
+
+/// Most jobs one queue holds at once.
 const MAX_QUEUED_JOBS: u64 = 100_000;
 
 /// The cache failed; the request can be retried.
@@ -465,16 +482,22 @@ impl Store {
 
     /// Queues `job` (its exact bytes are its identity), due at `due_ms`;
     /// `false` when the queue is full.
-    pub(crate) async fn enqueue_job(&self, job: &[u8], due_ms: u64) -> Result<bool, StoreError> {
+    pub(crate) async fn enqueue_job(
+        &self,
+        queue: Queue,
+        job: &[u8],
+        due_ms: u64,
+    ) -> Result<bool, StoreError> {
         Ok(self
             .cache
-            .enqueue(JOB_QUEUE, job, due_ms, MAX_QUEUED_JOBS)
+            .enqueue(queue.key(), job, due_ms, MAX_QUEUED_JOBS)
             .await?)
     }
 
     /// Claims up to `limit` jobs due at `now_ms`, each leased for `lease`.
     pub(crate) async fn claim_jobs(
         &self,
+        queue: Queue,
         now_ms: u64,
         lease: Duration,
         limit: usize,
@@ -482,13 +505,13 @@ impl Store {
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
         Ok(self
             .cache
-            .claim_due(JOB_QUEUE, now_ms, lease_ms, limit)
+            .claim_due(queue.key(), now_ms, lease_ms, limit)
             .await?)
     }
 
     /// Removes a job (done, or given up).
-    pub(crate) async fn dequeue_job(&self, job: &[u8]) -> Result<(), StoreError> {
-        self.cache.dequeue(JOB_QUEUE, job).await?;
+    pub(crate) async fn dequeue_job(&self, queue: Queue, job: &[u8]) -> Result<(), StoreError> {
+        self.cache.dequeue(queue.key(), job).await?;
         Ok(())
     }
 

@@ -214,10 +214,10 @@ fn trace_span(
     let span = tracing::trace_span!(
         target: "otel",
         "request",
-        otel.name = %req.method(),
+        otel.name = trace_context::method_name(req.method()),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
-        http.request.method = %req.method(),
+        http.request.method = trace_context::method_name(req.method()),
         url.path = req.uri().path(),
         url.scheme = tracing::field::Empty,
         http.route = tracing::field::Empty,

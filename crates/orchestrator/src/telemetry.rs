@@ -82,6 +82,11 @@ pub(crate) fn init(
     let Some(endpoint) = endpoint(cfg) else {
         return Ok(None);
     };
+    if !endpoint.starts_with("http://") {
+        return Err(format!(
+            "traces: the OTLP endpoint {endpoint} must be http:// (TLS to the collector is not supported; run it in-cluster or as a sidecar)"
+        ));
+    }
     let protocol = cfg
         .protocol
         .clone()

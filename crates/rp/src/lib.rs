@@ -644,7 +644,10 @@ impl Idp {
                 };
                 let verified = match verify(&d) {
                     Ok(s) => s,
-                    Err(_) => match verify(&*self.client(true).await?) {
+                    // The token is spent: no rediscovery means no identity.
+                    Err(_) => match verify(&*self.client(true).await.map_err(|_| {
+                        refused("refreshed ID token: the keys could not be fetched".into())
+                    })?) {
                         Ok(s) => s,
                         Err(e) => {
                             tracing::info!(idp = %self.name, error = %e, "refreshed ID token rejected");

@@ -62,6 +62,17 @@ async fn introspect(p: &Provider, parts: &Parts, params: &Params) -> Result<Valu
     {
         return Ok(inactive());
     }
+    // What `/token` would refuse is not active: an operator's revocation,
+    // or (without offline access) a session that has ended.
+    let offline = rec.scope.split(' ').any(|s| s == "offline_access")
+        && p.clients
+            .get(&rec.client_id)
+            .is_some_and(|c| c.allowed_scopes.iter().any(|s| s == "offline_access"));
+    if crate::sso::revoked(p, &rec.username, rec.auth_time).await?
+        || (!offline && crate::sso::session_over(p, &rec.sid, &rec.username, rec.auth_time).await?)
+    {
+        return Ok(inactive());
+    }
     let sub = p.user(&rec.username).await?.map(|u| u.sub.clone());
     let Some(sub) = sub else {
         return Ok(inactive());
