@@ -345,3 +345,32 @@ The listener's TLS Secret: tls.secretName, or <fullname>-tls when cert-manager i
 {{- define "orchestrator.tlsSecretName" -}}
 {{- .Values.tls.secretName | default (printf "%s-tls" (include "orchestrator.fullname" .)) -}}
 {{- end -}}
+
+{{/*
+The part of the config that only a restart applies (the orchestrator logs "needs a restart"
+for it on reload; crates/orchestrator/src/app.rs, restart_only_changes): listen address, TLS on
+or off, head timeout and limits, admin address, the whole cache, secretsDir, log.format,
+traces, appGateway.session and pendingLoginTtl. Its checksum rolls the pods; every other key
+reloads in place.
+*/}}
+{{- define "orchestrator.restartOnlyConfig" -}}
+{{- $config := include "orchestrator.config" . | fromYaml -}}
+{{- $listen := $config.listen | default dict -}}
+{{- $gateway := $config.appGateway | default dict -}}
+{{- $log := $config.log | default dict -}}
+{{- $restart := dict
+  "listen" (dict
+    "address" $listen.address
+    "tls" (not (empty $listen.tls))
+    "headerReadTimeout" $listen.headerReadTimeout
+    "maxHeaderBytes" $listen.maxHeaderBytes
+    "maxConnections" $listen.maxConnections)
+  "admin" (dict "address" ($config.admin | default dict).address)
+  "cache" ($config.cache | default dict)
+  "secretsDir" $config.secretsDir
+  "log" (dict "format" $log.format)
+  "traces" ($config.traces | default dict)
+  "appGateway" (dict "session" ($gateway.session | default dict) "pendingLoginTtl" $gateway.pendingLoginTtl)
+-}}
+{{- toYaml $restart -}}
+{{- end -}}
