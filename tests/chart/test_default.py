@@ -184,6 +184,8 @@ def test_scheduling_passthrough_and_zone_spread():
 
 def test_scrape_annotations_without_servicemonitor():
     annotations = render().statefulset()["spec"]["template"]["metadata"]["annotations"]
+    # Besides the restart-only checksum (tests/chart/test_restart_checksum.py).
+    assert annotations.pop("checksum/restart-config")
     assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/metrics"}
 
 
