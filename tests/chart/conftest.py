@@ -115,3 +115,15 @@ def validate_kubernetes(rendered: Rendered) -> None:
                 pytest.fail(f"{source}: {doc['kind']} invalid for Kubernetes {version} at {path}: {err.message}")
             except kubernetes_validate.SchemaNotFoundError as err:
                 pytest.fail(f"{source}: {err.message} (not a known CRD either)")
+
+
+TRUSTED = ["10.42.0.0/16"]
+
+
+def with_trusted_proxies(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with config.listen.trustedProxies set (an Ingress needs it), unless it is."""
+    import copy
+    out = copy.deepcopy(values)
+    listen = out.setdefault("config", {}).setdefault("listen", {})
+    listen.setdefault("trustedProxies", TRUSTED)
+    return out

@@ -1,7 +1,18 @@
 """forwardAuth.ingresses: the app's Ingress with ingress-nginx's auth annotations, and the
 /.orchestrator/ pages on the app's host routed to the orchestrator."""
 
-from conftest import FULLNAME, NAMESPACE, render, render_error, validate_kubernetes
+from conftest import FULLNAME, NAMESPACE, render as render_any, render_error as render_error_any, validate_kubernetes
+from conftest import with_trusted_proxies
+
+
+def render(values=None, **opts):
+    """Rendered with trusted proxies set (the chart refuses an Ingress without them)."""
+    return render_any(with_trusted_proxies(values or {}), **opts)
+
+
+def render_error(values):
+    return render_error_any(with_trusted_proxies(values))
+
 
 APP = {
     "name": "grafana",

@@ -1,7 +1,18 @@
 """Ingress: networking.k8s.io/v1, className, hosts, TLS, and stickiness presets for
 ingress-nginx and the AWS Load Balancer Controller."""
 
-from conftest import FULLNAME, render, render_ci, render_error, validate_kubernetes
+from conftest import FULLNAME, render as render_any, render_ci, render_error as render_error_any, validate_kubernetes
+from conftest import with_trusted_proxies
+
+
+def render(values=None, **opts):
+    """Rendered with trusted proxies set (the chart refuses an Ingress without them)."""
+    return render_any(with_trusted_proxies(values or {}), **opts)
+
+
+def render_error(values):
+    return render_error_any(with_trusted_proxies(values))
+
 
 HOSTS = [{"host": "sso.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}]
 
@@ -142,3 +153,11 @@ def test_local_sessions_on_many_replicas_without_the_charts_ingress_warn():
     values = {"replicaCount": 2, "config": LOCAL}
     assert "keep each user on one pod" in render(values).notes
     assert "keep each user on one pod" not in render(many({"className": "nginx"})).notes
+
+
+def test_an_ingress_needs_trusted_proxies_and_the_default_trusts_nobody():
+    from conftest import render as plain, render_error as plain_error
+    message = plain_error({"ingress": {"enabled": True, "hosts": HOSTS}})
+    assert "config.listen.trustedProxies" in message
+    # Without an Ingress nothing is trusted by default (not every private range).
+    assert plain().config()["listen"]["trustedProxies"] == []

@@ -290,6 +290,9 @@ Included once, from the StatefulSet.
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail "autoscaling.minReplicas is larger than autoscaling.maxReplicas" -}}
 {{- end -}}
+{{- if and (or .Values.ingress.enabled .Values.forwardAuth.ingresses) (not ($config.listen | default dict).trustedProxies) -}}
+{{- fail "config.listen.trustedProxies is empty but the chart renders an Ingress: set it to your ingress controller's pod CIDR (e.g. [10.42.0.0/16]), or X-Forwarded-For/-Proto from the controller are ignored (client addresses, https detection and forward auth need them)" -}}
+{{- end -}}
 {{- if and .Values.ingress.enabled (not .Values.ingress.hosts) -}}
 {{- fail "ingress.enabled needs at least one entry in ingress.hosts" -}}
 {{- end -}}
