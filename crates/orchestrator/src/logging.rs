@@ -130,9 +130,14 @@ pub(crate) fn init(
             .with_writer(writer.clone())
             .boxed()
     };
-    let is_trace =
-        |m: &tracing::Metadata<'_>| m.target() == orchestrator_http::trace_context::TARGET;
-    let output = output.with_filter(tracing_subscriber::filter::filter_fn(move |m| !is_trace(m)));
+    // Static per-layer filters (`Targets`, not closures): their interest is
+    // decided once per callsite, so no span or event pays for them per call.
+    let trace_target = orchestrator_http::trace_context::TARGET;
+    let output = output.with_filter(
+        tracing_subscriber::filter::Targets::new()
+            .with_default(tracing::level_filters::LevelFilter::TRACE)
+            .with_target(trace_target, tracing::level_filters::LevelFilter::OFF),
+    );
     let spans = tracer.map(|t| {
         // No busy/idle timing, thread, code location or target attributes:
         // each costs time on every span (and every poll of an async one).
@@ -142,7 +147,10 @@ pub(crate) fn init(
             .with_threads(false)
             .with_location(false)
             .with_target(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(is_trace))
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(trace_target, tracing::level_filters::LevelFilter::TRACE),
+            )
     });
     tracing_subscriber::registry()
         .with(filter)
