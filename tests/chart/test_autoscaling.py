@@ -42,3 +42,24 @@ def test_ci_example():
     r = render_ci("autoscaling")
     validate_kubernetes(r)
     assert r.has("HorizontalPodAutoscaler")
+
+
+def test_local_sessions_scale_down_one_pod_per_five_minutes_by_default():
+    values = {
+        "autoscaling": {"enabled": True},
+        "config": {
+            "cache": {"backend": "redis", "redis": {"url": "redis://r:6379"}},
+            "appGateway": {"session": {"store": "local"},
+                           "identityProviders": [{"name": "corp", "issuer": "https://idp.example.com", "clientId": "gw"}],
+                           "apps": [{"name": "wiki", "host": "wiki.example.com", "upstream": "http://wiki:80", "identityProvider": "corp"}]},
+        },
+    }
+    hpa = render(values).get("HorizontalPodAutoscaler")
+    assert hpa["spec"]["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 300, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 300}]}}
+    # Shared sessions: nothing is lost with a pod, the default HPA behaviour stays.
+    values["config"]["appGateway"]["session"]["store"] = "shared"
+    assert "behavior" not in render(values).get("HorizontalPodAutoscaler")["spec"]
+    # A behaviour of one's own wins.
+    values["config"]["appGateway"]["session"]["store"] = "local"
+    values["autoscaling"]["behavior"] = {"scaleDown": {"stabilizationWindowSeconds": 60}}
+    assert render(values).get("HorizontalPodAutoscaler")["spec"]["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 60}}
