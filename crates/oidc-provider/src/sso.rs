@@ -96,6 +96,23 @@ pub(crate) async fn session_over(
     Ok(p.store.session_ended(sid).await? || revoked(p, username, auth_time).await?)
 }
 
+/// True when refresh token `rec` of `client` may no longer be used: an
+/// operator revoked its user, or its SSO session ended (logout or expiry)
+/// and it is not an offline grant. Only a client the operator allowed
+/// `offline_access` by name keeps it: with the default scope set any
+/// client could ask for it, and there is no consent step.
+pub(crate) async fn refresh_ended(
+    p: &Provider,
+    rec: &crate::store::RefreshRecord,
+    client: &crate::clients::Client,
+) -> Result<bool, OAuthError> {
+    let offline = rec.scope.split(' ').any(|s| s == "offline_access")
+        && client.allowed_scopes.iter().any(|s| s == "offline_access");
+    // An operator's revocation ends offline grants too.
+    Ok(revoked(p, &rec.username, rec.auth_time).await?
+        || (!offline && session_over(p, &rec.sid, &rec.username, rec.auth_time).await?))
+}
+
 /// True when an operator revoked the sessions of `username` after a
 /// sign-in at `auth_time` (see [`Provider::revoke_user`]).
 pub(crate) async fn revoked(

@@ -111,10 +111,7 @@ impl Session {
         id_token: &str,
         extra: &Map<String, Value>,
     ) -> Self {
-        let extra = (!extra.is_empty())
-            .then(|| serde_json::to_string(extra).ok())
-            .flatten()
-            .map(String::into_boxed_str);
+        let extra = encode_extra(extra);
         let id_token = CompactJwt::new(id_token);
         let token_claims = id_token
             .payload()
@@ -172,10 +169,7 @@ impl Session {
             }
         };
         if let Some(extra) = &r.extra {
-            next.extra = (!extra.is_empty())
-                .then(|| serde_json::to_string(extra).ok())
-                .flatten()
-                .map(String::into_boxed_str);
+            next.extra = encode_extra(extra);
         }
         next.refresh = match &r.refresh_token {
             Some(t) => Some(seal_refresh(id, t)),
@@ -216,6 +210,14 @@ impl fmt::Debug for Session {
             .field("created", &self.created)
             .finish_non_exhaustive()
     }
+}
+
+/// Userinfo claims as kept in a session: their JSON, or nothing when none.
+fn encode_extra(extra: &Map<String, Value>) -> Option<Box<str>> {
+    (!extra.is_empty())
+        .then(|| serde_json::to_string(extra).ok())
+        .flatten()
+        .map(String::into_boxed_str)
 }
 
 /// A compact JWS (`header.payload.signature`) held as its decoded bytes: a

@@ -55,21 +55,14 @@ async fn introspect(p: &Provider, parts: &Parts, params: &Params) -> Result<Valu
     let Some(rec) = p.store.refresh(token).await? else {
         return Ok(inactive());
     };
+    let Some(owner) = p.clients.get(&rec.client_id) else {
+        return Ok(inactive());
+    };
     if !caller.may_introspect(&rec.client_id)
-        || p.clients.get(&rec.client_id).is_none()
         || rec.expires_at < now()
         || p.store.grant(&rec.family_id).await?.is_none()
-    {
-        return Ok(inactive());
-    }
-    // What `/token` would refuse is not active: an operator's revocation,
-    // or (without offline access) a session that has ended.
-    let offline = rec.scope.split(' ').any(|s| s == "offline_access")
-        && p.clients
-            .get(&rec.client_id)
-            .is_some_and(|c| c.allowed_scopes.iter().any(|s| s == "offline_access"));
-    if crate::sso::revoked(p, &rec.username, rec.auth_time).await?
-        || (!offline && crate::sso::session_over(p, &rec.sid, &rec.username, rec.auth_time).await?)
+        // What `/token` would refuse is not active.
+        || crate::sso::refresh_ended(p, &rec, &owner).await?
     {
         return Ok(inactive());
     }

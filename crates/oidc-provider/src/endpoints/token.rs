@@ -263,17 +263,9 @@ async fn refresh(
     let Some(record) = p.store.grant(&rec.family_id).await? else {
         return Err(OAuthError::invalid_grant("grant revoked"));
     };
-    // Refresh tokens end with their SSO session (logout or expiry), unless
-    // the user granted offline access; the grant goes with them.
-    // Only a client the operator allowed offline access by name keeps it:
-    // with the default scope set any client could ask for it, and there is
-    // no consent step.
-    let offline = rec.scope.split(' ').any(|s| s == "offline_access")
-        && client.allowed_scopes.iter().any(|s| s == "offline_access");
-    // An operator's revocation ends offline grants too.
-    if crate::sso::revoked(p, &rec.username, rec.auth_time).await?
-        || (!offline && crate::sso::session_over(p, &rec.sid, &rec.username, rec.auth_time).await?)
-    {
+    // Refresh tokens end with their SSO session (unless offline) and with
+    // an operator's revocation; the grant goes with them.
+    if crate::sso::refresh_ended(p, &rec, client).await? {
         p.store.revoke_grant(&rec.family_id).await?;
         return Err(OAuthError::invalid_grant(
             "the sign-in session of this refresh token has ended",
