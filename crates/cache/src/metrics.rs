@@ -244,7 +244,7 @@ impl Instrumented {
         // A span per operation of a traced request (the target is off
         // when traces are; background work, probes and the queue's poll
         // make no traces of their own).
-        let result = if tracing::Span::current().is_none() {
+        let result = if !orchestrator_http::trace_context::in_trace() {
             fut.await
         } else {
             let span = tracing::trace_span!(

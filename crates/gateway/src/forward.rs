@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument as _;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
@@ -20,6 +19,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::error::GatewayError;
 use orchestrator_http::body::BoxBody;
+use orchestrator_http::trace_context::{self, KeyValue};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, BoxBody>;
 
@@ -161,37 +161,43 @@ impl Upstream {
         } else {
             &self.client
         };
-        let span = tracing::trace_span!(
-            target: "otel",
-            "upstream",
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            http.request.method = %req.method(),
-            server.address = req.uri().host().unwrap_or_default(),
-            server.port = req.uri().port_u16(),
-            http.response.status_code = tracing::field::Empty,
-        );
-        async {
-            orchestrator_http::trace_context::inject(req.headers_mut());
-            let result =
-                match tokio::time::timeout(self.response_timeout, client.request(req)).await {
-                    Ok(Ok(resp)) => Ok(resp),
-                    Ok(Err(e)) => Err(ForwardError::Failed(e)),
-                    Err(_) => Err(ForwardError::Timeout),
-                };
-            let span = tracing::Span::current();
-            match &result {
-                Ok(resp) => {
-                    span.record("http.response.status_code", resp.status().as_u16());
-                }
-                Err(_) => {
-                    span.record("otel.status_code", "error");
-                }
+        let span = trace_context::Span::child("upstream", trace_context::SpanKind::Client, || {
+            let uri = req.uri();
+            let port = uri
+                .port_u16()
+                .unwrap_or(if uri.scheme() == Some(&Scheme::HTTPS) {
+                    443
+                } else {
+                    80
+                });
+            vec![
+                KeyValue::new(
+                    "http.request.method",
+                    trace_context::method_name(req.method()),
+                ),
+                KeyValue::new("server.address", uri.host().unwrap_or_default().to_owned()),
+                KeyValue::new("server.port", i64::from(port)),
+            ]
+        });
+        let sent = async {
+            trace_context::inject(req.headers_mut());
+            match tokio::time::timeout(self.response_timeout, client.request(req)).await {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) => Err(ForwardError::Failed(e)),
+                Err(_) => Err(ForwardError::Timeout),
             }
-            result
+        };
+        let result = trace_context::within(span.as_ref(), sent).await;
+        if let Some(span) = span {
+            match &result {
+                Ok(resp) => span.set(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(resp.status().as_u16()),
+                )),
+                Err(_) => span.failed(),
+            }
         }
-        .instrument(span)
-        .await
+        result
     }
 }
 

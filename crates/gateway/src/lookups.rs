@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use http::HeaderMap;
+use orchestrator_http::trace_context;
 
 use crate::cookies::in_scope;
 use crate::error::GatewayError;
@@ -23,8 +24,23 @@ pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 /// whose cookie was sent over `https` or not. The cookie is scoped to that
 /// host or domain, so the same id elsewhere was copied there (from a log,
 /// an upstream, a proxy) or planted: no session.
-#[tracing::instrument(target = "otel", level = "trace", name = "session.lookup", skip_all)]
+/// In a span of its own (`session.lookup`) when traces are on.
 pub(crate) async fn current_session(
+    gw: &Gateway,
+    rt: &Runtime,
+    headers: &HeaderMap,
+    https: bool,
+    host: &str,
+) -> Result<Option<(SessionId, Arc<Session>)>, GatewayError> {
+    let span = trace_context::Span::child(
+        "session.lookup",
+        trace_context::SpanKind::Internal,
+        Vec::new,
+    );
+    trace_context::within(span.as_ref(), lookup(gw, rt, headers, https, host)).await
+}
+
+async fn lookup(
     gw: &Gateway,
     rt: &Runtime,
     headers: &HeaderMap,

@@ -1,34 +1,150 @@
-//! W3C Trace Context (`traceparent`, `tracestate`) across the process's
-//! edges: taken from a request only when a trusted proxy sent it, put on
-//! every request the process makes (upstream, IdP) from the current span.
+//! Trace spans on the request path, and W3C Trace Context (`traceparent`,
+//! `tracestate`) across the process's edges: taken from a request only
+//! when a trusted proxy sent it, put on every request the process makes
+//! (upstream, IdP) from the current span.
 //!
-//! Off until [`enable`] is called (tracing configured): then and only then
-//! do [`inject`] and [`parent_from`] do anything, so with tracing off no
-//! request pays for them. The spans themselves use the target [`TARGET`]:
-//! with tracing off no subscriber is interested in it and they cost a
-//! cached atomic load each.
+//! Off until [`enable`] is given the tracer (traces configured): then and
+//! only then do these functions do anything, so with tracing off no
+//! request pays for them beyond one atomic load.
+//!
+//! The spans every proxied request makes (the request, its session lookup
+//! and its upstream call) are OpenTelemetry spans made here directly,
+//! [`Span`], whose context a [`Traced`] future makes current while it
+//! runs: building them through `tracing` costs several microseconds a span.
+//! The rarer spans (login steps, IdP calls, cache operations) are `tracing`
+//! spans of the target [`TARGET`], which the OpenTelemetry layer turns into
+//! children of the current context; with tracing off no subscriber is
+//! interested in that target and they cost a cached atomic load each.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::Poll;
 
 use http::HeaderMap;
+use opentelemetry::Context;
+pub use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry::trace::TraceContextExt as _;
+pub use opentelemetry::trace::SpanKind;
+use opentelemetry::trace::{Status, TraceContextExt as _, Tracer as _, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
-/// The target of every span meant for traces (and for nothing else).
+/// The target of every `tracing` span meant for traces (and for nothing
+/// else).
 pub const TARGET: &str = "otel";
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
-/// Turns propagation on (once traces are exported).
-pub fn enable() {
-    ENABLED.store(true, Ordering::Relaxed);
+/// Turns traces on: spans from here on are made by `provider`'s tracer.
+pub fn enable(provider: &SdkTracerProvider) {
+    let _ = TRACER.set(provider.tracer("orchestrator"));
 }
 
 /// Whether traces are exported.
 pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    TRACER.get().is_some()
+}
+
+/// Whether the code running now is part of a traced request (a span of
+/// it is current): background work makes no spans of its own.
+pub fn in_trace() -> bool {
+    enabled() && Context::map_current(|cx| cx.has_active_span())
+}
+
+/// A span made here, ended when dropped (with the contexts that hold it).
+pub struct Span {
+    cx: Context,
+}
+
+impl Span {
+    /// The server span of a request: `name` (the method) until a route
+    /// names it, with `attributes`; continues the trace in `headers` when
+    /// `trusted` (a trusted proxy sent them), else starts a trace. `None`
+    /// when tracing is off.
+    pub fn server(
+        name: &'static str,
+        attributes: Vec<KeyValue>,
+        headers: &HeaderMap,
+        trusted: bool,
+    ) -> Option<Span> {
+        let tracer = TRACER.get()?;
+        let parent = if trusted && headers.contains_key("traceparent") {
+            TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers))
+        } else {
+            Context::new()
+        };
+        let span = tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(tracer, &parent);
+        Some(Span {
+            cx: parent.with_span(span),
+        })
+    }
+
+    /// A client or internal span under the current context, if that is a
+    /// traced request's; `None` otherwise (or when tracing is off).
+    /// `attributes` is called only then.
+    pub fn child(
+        name: &'static str,
+        kind: SpanKind,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Option<Span> {
+        let tracer = TRACER.get()?;
+        let parent = Context::current();
+        if !parent.has_active_span() {
+            return None;
+        }
+        let span = tracer
+            .span_builder(name)
+            .with_kind(kind)
+            .with_attributes(attributes())
+            .start_with_context(tracer, &parent);
+        Some(Span {
+            cx: parent.with_span(span),
+        })
+    }
+
+    /// Adds or replaces an attribute.
+    pub fn set(&self, attribute: KeyValue) {
+        self.cx.span().set_attribute(attribute);
+    }
+
+    /// Marks the span failed.
+    pub fn failed(&self) {
+        self.cx.span().set_status(Status::error(""));
+    }
+}
+
+/// Runs `fut` with `span` (if any) as the current context on every poll,
+/// so the spans, cache operations and outgoing requests in it are its
+/// children.
+pub fn within<F: Future>(span: Option<&Span>, fut: F) -> Traced<F> {
+    Traced {
+        fut,
+        cx: span.map(|s| s.cx.clone()),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future run inside a span's context (see [`within`]).
+    pub struct Traced<F> {
+        #[pin]
+        fut: F,
+        cx: Option<Context>,
+    }
+}
+
+impl<F: Future> Future for Traced<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, task: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _guard = this.cx.as_ref().map(|cx| cx.clone().attach());
+        this.fut.poll(task)
+    }
 }
 
 /// Writes the current span's context into `headers` (replacing any
@@ -37,20 +153,12 @@ pub fn inject(headers: &mut HeaderMap) {
     if !enabled() {
         return;
     }
-    let cx = tracing::Span::current().context();
-    TraceContextPropagator::new()
-        .inject_context(&cx, &mut opentelemetry_http::HeaderInjector(headers));
-}
-
-/// Makes the context in `headers` the parent of `span`, when tracing is on
-/// and `trusted` (the peer is a trusted proxy); otherwise the span starts a
-/// trace of its own.
-pub fn parent_from(span: &tracing::Span, headers: &HeaderMap, trusted: bool) {
-    if !enabled() || !trusted || !headers.contains_key("traceparent") {
-        return;
-    }
-    let cx = TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
-    let _ = span.set_parent(cx);
+    Context::map_current(|cx| {
+        if cx.has_active_span() {
+            TraceContextPropagator::new()
+                .inject_context(cx, &mut opentelemetry_http::HeaderInjector(headers));
+        }
+    });
 }
 
 /// The method as span names and attributes carry it: a standard one, or
@@ -76,10 +184,9 @@ pub fn route(method: &http::Method, route: &str) {
     if !enabled() {
         return;
     }
-    let span = tracing::Span::current();
-    span.record("http.route", route);
-    // The span has started on the OpenTelemetry side: renamed there.
-    span.context()
-        .span()
-        .update_name(format!("{} {route}", method_name(method)));
+    Context::map_current(|cx| {
+        let span = cx.span();
+        span.set_attribute(KeyValue::new("http.route", route.to_owned()));
+        span.update_name(format!("{} {route}", method_name(method)));
+    });
 }

@@ -12,14 +12,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use opentelemetry::KeyValue;
 use orchestrator_config::ListenConfig;
 use orchestrator_gateway::RequestIdentity;
 use orchestrator_http::ConnInfo;
 use orchestrator_http::proxies::is_trusted;
 use orchestrator_http::request_id::{self, RequestId};
+use orchestrator_http::trace_context;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tracing::Instrument as _;
 
 use crate::access_log::AccessLine;
 use crate::app::App;
@@ -112,26 +113,31 @@ pub(crate) async fn serve(
                             .log
                             .access_log
                             .then(|| (req.method().clone(), req.uri().clone(), req.version()));
-                        let span =
-                            trace_span(&req, &id, peer, &runtime.config.listen.trusted_proxies);
-                        let mut resp = id
-                            .clone()
-                            .scope(crate::dispatch::dispatch(
-                                &runtime,
-                                req,
-                                ConnInfo { peer, tls: is_tls },
-                            ))
-                            .instrument(span.clone())
-                            .await;
-                        if !span.is_none() {
-                            span.record("http.response.status_code", resp.status().as_u16());
+                        let span = trace_span(
+                            &req,
+                            &id,
+                            peer,
+                            is_tls,
+                            &runtime.config.listen.trusted_proxies,
+                        );
+                        let handled = id.clone().scope(crate::dispatch::dispatch(
+                            &runtime,
+                            req,
+                            ConnInfo { peer, tls: is_tls },
+                        ));
+                        let mut resp = trace_context::within(span.as_ref(), handled).await;
+                        if let Some(span) = span {
+                            span.set(KeyValue::new(
+                                "http.response.status_code",
+                                i64::from(resp.status().as_u16()),
+                            ));
                             if let Some(who) = resp.extensions().get::<RequestIdentity>() {
                                 if let Some(app) = &who.app {
-                                    span.record("orchestrator.app", &**app);
+                                    span.set(KeyValue::new("orchestrator.app", app.to_string()));
                                 }
                             }
                             if resp.status().is_server_error() {
-                                span.record("otel.status_code", "error");
+                                span.failed();
                             }
                         }
                         resp.headers_mut()
@@ -197,37 +203,33 @@ pub(crate) async fn serve(
     graceful
 }
 
-/// The request's span when traces are on (`Span::none()` otherwise: no
-/// cost): OpenTelemetry's HTTP server conventions, the path without its
-/// query, the request id; continued from the client's `traceparent` only
-/// when a trusted proxy sent it. Routes fill `http.route` and the name.
+/// The request's span when traces are on (`None` otherwise: no cost):
+/// OpenTelemetry's HTTP server conventions, the path without its query,
+/// the request id; continued from the client's `traceparent` only when a
+/// trusted proxy sent it. Routes fill `http.route` and the name.
 fn trace_span(
     req: &hyper::Request<Incoming>,
     id: &RequestId,
     peer: SocketAddr,
+    tls: bool,
     trusted: &[ipnet::IpNet],
-) -> tracing::Span {
-    use orchestrator_http::trace_context;
+) -> Option<trace_context::Span> {
     if !trace_context::enabled() {
-        return tracing::Span::none();
+        return None;
     }
-    let span = tracing::trace_span!(
-        target: "otel",
-        "request",
-        otel.name = trace_context::method_name(req.method()),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = trace_context::method_name(req.method()),
-        url.path = req.uri().path(),
-        url.scheme = tracing::field::Empty,
-        http.route = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-        network.peer.address = %peer.ip(),
-        orchestrator.app = tracing::field::Empty,
-        orchestrator.request_id = id.as_str(),
-    );
-    trace_context::parent_from(&span, req.headers(), is_trusted(trusted, peer.ip()));
-    span
+    let method = trace_context::method_name(req.method());
+    trace_context::Span::server(
+        method,
+        vec![
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("url.path", req.uri().path().to_owned()),
+            KeyValue::new("url.scheme", if tls { "https" } else { "http" }),
+            KeyValue::new("network.peer.address", peer.ip().to_string()),
+            KeyValue::new("orchestrator.request_id", id.as_str().to_owned()),
+        ],
+        req.headers(),
+        is_trusted(trusted, peer.ip()),
+    )
 }
 
 /// The request's id: a trusted proxy's `X-Request-Id`, or a new one. Written

@@ -130,7 +130,7 @@ pub(crate) fn init(
     }
     let provider = builder.build();
     let tracer = provider.tracer("orchestrator");
-    orchestrator_http::trace_context::enable();
+    orchestrator_http::trace_context::enable(&provider);
     Ok(Some((tracer, Traces { provider })))
 }
 
