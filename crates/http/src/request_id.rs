@@ -52,6 +52,11 @@ impl RequestId {
         ok.then(|| Self(text.into()))
     }
 
+    /// The id as a shared string (a cheap clone).
+    pub fn to_shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
+
     /// The id of the request being served by this task, if the listener set one.
     pub fn current() -> Option<Self> {
         CURRENT.try_with(Clone::clone).ok()

@@ -69,7 +69,7 @@ impl Span {
         trusted: bool,
     ) -> Option<Span> {
         let tracer = TRACER.get()?;
-        let parent = if trusted && headers.contains_key("traceparent") {
+        let parent = if trusted && headers.contains_key(TRACEPARENT) {
             TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers))
         } else {
             Context::new()
@@ -147,18 +147,53 @@ impl<F: Future> Future for Traced<F> {
     }
 }
 
-/// Writes the current span's context into `headers` (replacing any
-/// `traceparent`/`tracestate` already there); nothing when tracing is off.
+/// Writes the current span's context into `headers` as W3C Trace Context
+/// (replacing any `traceparent`/`tracestate` already there); nothing when
+/// tracing is off or no span is current.
 pub fn inject(headers: &mut HeaderMap) {
     if !enabled() {
         return;
     }
     Context::map_current(|cx| {
-        if cx.has_active_span() {
-            TraceContextPropagator::new()
-                .inject_context(cx, &mut opentelemetry_http::HeaderInjector(headers));
+        let span = cx.span();
+        let sc = span.span_context();
+        if !sc.is_valid() {
+            return;
+        }
+        // `00-{trace id}-{span id}-{flags}`, written into a fixed buffer:
+        // the propagator formats and re-parses a String for it.
+        let mut value = [0u8; TRACEPARENT_LEN];
+        value[..3].copy_from_slice(b"00-");
+        hex_into(&mut value[3..35], &sc.trace_id().to_bytes());
+        value[35] = b'-';
+        hex_into(&mut value[36..52], &sc.span_id().to_bytes());
+        value[52] = b'-';
+        hex_into(&mut value[53..55], &[sc.trace_flags().to_u8() & 1]);
+        if let Ok(v) = http::HeaderValue::from_bytes(&value) {
+            headers.insert(TRACEPARENT, v);
+        }
+        let state = sc.trace_state().header();
+        match http::HeaderValue::from_str(&state) {
+            Ok(v) if !state.is_empty() => {
+                headers.insert(TRACESTATE, v);
+            }
+            _ => {
+                headers.remove(TRACESTATE);
+            }
         }
     });
+}
+
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+const TRACEPARENT_LEN: usize = 55;
+
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
 }
 
 /// The method as span names and attributes carry it: a standard one, or
@@ -189,4 +224,62 @@ pub fn route(method: &http::Method, route: &str) {
         span.set_attribute(KeyValue::new("http.route", route.to_owned()));
         span.update_name(format!("{} {route}", method_name(method)));
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
+    fn injected(sc: SpanContext) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACESTATE, http::HeaderValue::from_static("old=1"));
+        let cx = Context::new().with_remote_span_context(sc);
+        let _guard = cx.attach();
+        // `inject` is a no-op until traces are on.
+        let _ = TRACER.set(SdkTracerProvider::builder().build().tracer("test"));
+        inject(&mut headers);
+        headers
+    }
+
+    #[test]
+    fn inject_writes_what_the_w3c_propagator_reads_back() {
+        let sc = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::from_key_value([("vendor", "v1")]).unwrap(),
+        );
+        let headers = injected(sc.clone());
+        assert_eq!(
+            headers["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(headers["tracestate"], "vendor=v1");
+        let back =
+            TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(&headers));
+        let back = back.span().span_context().clone();
+        assert_eq!(back.trace_id(), sc.trace_id());
+        assert_eq!(back.span_id(), sc.span_id());
+        assert!(back.is_sampled());
+        assert_eq!(back.trace_state().get("vendor"), Some("v1"));
+    }
+
+    #[test]
+    fn an_unsampled_context_without_state_says_so_and_drops_old_state() {
+        let sc = SpanContext::new(
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            SpanId::from_hex("b7ad6b7169203331").unwrap(),
+            TraceFlags::default(),
+            true,
+            TraceState::default(),
+        );
+        let headers = injected(sc);
+        assert_eq!(
+            headers["traceparent"],
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+        );
+        assert!(!headers.contains_key("tracestate"));
+    }
 }

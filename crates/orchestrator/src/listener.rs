@@ -225,7 +225,10 @@ fn trace_span(
             KeyValue::new("url.path", req.uri().path().to_owned()),
             KeyValue::new("url.scheme", if tls { "https" } else { "http" }),
             KeyValue::new("network.peer.address", peer.ip().to_string()),
-            KeyValue::new("orchestrator.request_id", id.as_str().to_owned()),
+            KeyValue::new(
+                "orchestrator.request_id",
+                opentelemetry::StringValue::from(id.to_shared()),
+            ),
         ],
         req.headers(),
         is_trusted(trusted, peer.ip()),
