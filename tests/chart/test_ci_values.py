@@ -19,6 +19,10 @@ EXPECTED = {
     "tls",
     "redis-replicas",
     "ui-templates",
+    "gateway-envoy",
+    "gateway-istio",
+    "gateway-gke",
+    "gateway-alb",
 }
 
 

@@ -64,9 +64,14 @@ def test_alb_stickiness():
     r = render_ci("ingress-alb")
     validate_kubernetes(r)
     annotations = r.get("Ingress")["metadata"]["annotations"]
+    # Deregistration within the pod's shutdown (15s delay behind an ALB + 20s drain), then
+    # stickiness.
     assert annotations["alb.ingress.kubernetes.io/target-group-attributes"] == (
+        "deregistration_delay.timeout_seconds=35,"
         "stickiness.enabled=true,stickiness.type=lb_cookie,stickiness.lb_cookie.duration_seconds=28800"
     )
+    assert r.config()["shutdown"]["delay"] == "15s"
+    assert r.statefulset()["spec"]["minReadySeconds"] == 15
     assert annotations["alb.ingress.kubernetes.io/target-type"] == "ip"
     # Health checks on the admin port's /readyz, never through the proxy port.
     assert annotations["alb.ingress.kubernetes.io/healthcheck-port"] == "9090"
@@ -143,10 +148,25 @@ def test_a_users_alb_target_group_attributes_are_merged_with_stickiness():
         "deregistration_delay.timeout_seconds=30,"
         "stickiness.enabled=true,stickiness.type=lb_cookie,stickiness.lb_cookie.duration_seconds=28800"
     )
-    # Without stickiness the user's value is passed as it is.
+    # Without stickiness the user's value is passed as it is, and without one of theirs the
+    # chart's deregistration delay is there.
     one = render({"ingress": {"enabled": True, "hosts": HOSTS, "className": "alb", "annotations": {
         "alb.ingress.kubernetes.io/target-group-attributes": "deregistration_delay.timeout_seconds=30"}}}).get("Ingress")
     assert one["metadata"]["annotations"]["alb.ingress.kubernetes.io/target-group-attributes"] == "deregistration_delay.timeout_seconds=30"
+    plain = render({"ingress": {"enabled": True, "hosts": HOSTS, "className": "alb"}}).get("Ingress")
+    assert plain["metadata"]["annotations"]["alb.ingress.kubernetes.io/target-group-attributes"] == "deregistration_delay.timeout_seconds=35"
+
+
+def test_without_an_alb_the_shutdown_delay_and_min_ready_stay_short():
+    r = render({"ingress": {"enabled": True, "hosts": HOSTS, "className": "nginx"}})
+    assert r.config()["shutdown"]["delay"] == "2s"
+    assert "minReadySeconds" not in r.statefulset()["spec"]
+    # Set explicitly, both are the user's.
+    mine = render({"ingress": {"enabled": True, "hosts": HOSTS, "className": "alb"}, "minReadySeconds": 5,
+                   "config": {"shutdown": {"delay": "30s"}}})
+    assert mine.config()["shutdown"]["delay"] == "30s"
+    assert mine.statefulset()["spec"]["minReadySeconds"] == 5
+    assert mine.get("Ingress")["metadata"]["annotations"]["alb.ingress.kubernetes.io/target-group-attributes"] == "deregistration_delay.timeout_seconds=50"
 
 
 def test_local_sessions_on_many_replicas_without_the_charts_ingress_warn():

@@ -152,6 +152,7 @@ pod layout needs, each only when the user did not set it.
   "secretsDir" "/etc/orchestrator/secrets"
   "log" (dict "format" "json")
 -}}
+{{- $_ := set $defaults "shutdown" (dict "delay" (ternary "15s" "2s" (eq (include "orchestrator.behindAlb" .) "true"))) -}}
 {{- if .Values.tls.enabled -}}
 {{- $_ := set $defaults.listen "tls" (dict "certFile" "/etc/orchestrator/tls/tls.crt" "keyFile" "/etc/orchestrator/tls/tls.key") -}}
 {{- end -}}
@@ -293,6 +294,12 @@ Included once, from the StatefulSet.
 {{- if and (or .Values.ingress.enabled .Values.forwardAuth.ingresses) (not ($config.listen | default dict).trustedProxies) -}}
 {{- fail "config.listen.trustedProxies is empty but the chart renders an Ingress: set it to your ingress controller's pod CIDR (e.g. [10.42.0.0/16]), or X-Forwarded-For/-Proto from the controller are ignored (client addresses, https detection and forward auth need them)" -}}
 {{- end -}}
+{{- if and .Values.httpRoute.enabled (not ($config.listen | default dict).trustedProxies) -}}
+{{- fail "config.listen.trustedProxies is empty but the chart renders an HTTPRoute: set it to the CIDR of your Gateway's proxies (e.g. the Envoy or Istio gateway pods' [10.42.0.0/16]; for GKE and ALB the load balancer's ranges), or X-Forwarded-For/-Proto from the gateway are ignored" -}}
+{{- end -}}
+{{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) -}}
+{{- fail "httpRoute.enabled needs httpRoute.parentRefs: the Gateway(s) to attach to, e.g. [{name: eg, namespace: envoy-gateway-system}]" -}}
+{{- end -}}
 {{- if and .Values.ingress.enabled (not .Values.ingress.hosts) -}}
 {{- fail "ingress.enabled needs at least one entry in ingress.hosts" -}}
 {{- end -}}
@@ -376,4 +383,86 @@ reloads in place.
   "appGateway" (dict "session" ($gateway.session | default dict) "pendingLoginTtl" $gateway.pendingLoginTtl)
 -}}
 {{- toYaml $restart -}}
+{{- end -}}
+
+{{/*
+Whether the load balancer in front is an ALB (AWS Load Balancer Controller), through the
+Ingress or through Gateway API: its target deregistration lags the pod's, which the shutdown
+delay, the deregistration delay and minReadySeconds allow for.
+*/}}
+{{- define "orchestrator.behindAlb" -}}
+{{- $ingress := and .Values.ingress.enabled (or (eq .Values.ingress.controller "alb") (and (eq .Values.ingress.controller "auto") (eq .Values.ingress.className "alb"))) -}}
+{{- $route := and .Values.httpRoute.enabled (eq .Values.httpRoute.controller "alb") -}}
+{{- if or $ingress $route }}true{{ end -}}
+{{- end -}}
+
+{{/*
+Seconds for the ALB target group's deregistration_delay: the pod's shutdown delay plus its
+drain timeout, so the ALB lets in-flight requests finish exactly as long as the pod serves
+them, and no longer (the ALB default is 300s).
+*/}}
+{{- define "orchestrator.deregistrationSeconds" -}}
+{{- $config := include "orchestrator.config" . | fromYaml -}}
+{{- $shutdown := $config.shutdown | default dict -}}
+{{- $delay := include "orchestrator.durationSeconds" (list "config.shutdown.delay" ($shutdown.delay | default "2s")) | atoi -}}
+{{- $drain := include "orchestrator.durationSeconds" (list "config.shutdown.drainTimeout" ($shutdown.drainTimeout | default "20s")) | atoi -}}
+{{- add $delay $drain -}}
+{{- end -}}
+
+{{/*
+Session persistence for the HTTPRoute: none, route (the route's sessionPersistence), istio (the
+Service's persistent-session label), gke (GCPBackendPolicy) or alb (TargetGroupConfiguration).
+Refuses what would not keep local sessions on their pod.
+*/}}
+{{- define "orchestrator.routeStickiness" -}}
+{{- $config := include "orchestrator.config" . | fromYaml -}}
+{{- $gateway := $config.appGateway | default dict -}}
+{{- $session := $gateway.session | default dict -}}
+{{- $many := or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled -}}
+{{- $needsSticky := and $many (not (empty $gateway)) (eq ($session.store | default "local") "local") -}}
+{{- $controller := .Values.httpRoute.controller -}}
+{{- $native := dict "envoy" "route" "other" "route" "istio" "istio" "gke" "gke" "alb" "alb" -}}
+{{- $mode := .Values.httpRoute.sessionPersistence -}}
+{{- if eq $mode "auto" -}}
+{{- $mode = ternary (index $native $controller) "none" $needsSticky -}}
+{{- end -}}
+{{- if and (eq $mode "none") $needsSticky (not .Values.httpRoute.allowNonSticky) -}}
+{{- fail "httpRoute.sessionPersistence: none with more than one replica (or autoscaling) and config.appGateway.session.store local: users would bounce between pods that do not know their session. Use httpRoute.sessionPersistence auto, session.store: shared with cache.backend: redis, or set httpRoute.allowNonSticky: true if something else keeps users on their pod" -}}
+{{- end -}}
+{{- if and (ne $mode "none") (ne $mode "route") (ne $mode (index $native $controller)) -}}
+{{- fail (printf "httpRoute.sessionPersistence %s does not work with httpRoute.controller %s: it would be ignored and sessions would not stick; use %s (or auto)" $mode $controller (index $native $controller)) -}}
+{{- end -}}
+{{- if and (eq $mode "route") (or (eq $controller "gke") (eq $controller "alb")) -}}
+{{- fail (printf "httpRoute.sessionPersistence route: the %s controller does not implement the HTTPRoute's sessionPersistence; use %s (or auto)" $controller (index $native $controller)) -}}
+{{- end -}}
+{{- if eq $mode "route" -}}
+{{- $channel := .Values.httpRoute.crdChannel -}}
+{{- if eq $channel "auto" -}}
+{{- $crd := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" "httproutes.gateway.networking.k8s.io" -}}
+{{- $channel = (($crd.metadata | default dict).annotations | default dict) | dig "gateway.networking.k8s.io/channel" "unknown" -}}
+{{- end -}}
+{{- if eq $channel "standard" -}}
+{{- fail "httpRoute: sessionPersistence on the HTTPRoute needs Gateway API's experimental channel, and the installed HTTPRoute CRD is the standard channel (the API server would drop the field and sessions would not stick): install the experimental CRDs, use session.store: shared with cache.backend: redis, or the controller's own persistence (httpRoute.controller istio, gke or alb)" -}}
+{{- end -}}
+{{- end -}}
+{{- $mode -}}
+{{- end -}}
+
+{{/*
+The HTTPRoute's request timeout in seconds: httpRoute.requestTimeout, else the upstream
+response timeout plus 30s; refused when not longer than the upstream response timeout.
+*/}}
+{{- define "orchestrator.routeTimeoutSeconds" -}}
+{{- $config := include "orchestrator.config" . | fromYaml -}}
+{{- $gateway := $config.appGateway | default dict -}}
+{{- $upstream := include "orchestrator.durationSeconds" (list "config.appGateway.upstreamResponseTimeout" ($gateway.upstreamResponseTimeout | default "60s")) | atoi -}}
+{{- if .Values.httpRoute.requestTimeout -}}
+{{- $t := include "orchestrator.durationSeconds" (list "httpRoute.requestTimeout" .Values.httpRoute.requestTimeout) | atoi -}}
+{{- if le $t $upstream -}}
+{{- fail (printf "httpRoute.requestTimeout: %ds is not longer than config.appGateway.upstreamResponseTimeout (%ds): the gateway would cut slow requests before the orchestrator answers them; raise it or leave it empty" $t $upstream) -}}
+{{- end -}}
+{{- $t -}}
+{{- else -}}
+{{- add $upstream 30 -}}
+{{- end -}}
 {{- end -}}
