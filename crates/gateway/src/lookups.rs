@@ -24,6 +24,7 @@ pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 /// whose cookie was sent over `https` or not. The cookie is scoped to that
 /// host or domain, so the same id elsewhere was copied there (from a log,
 /// an upstream, a proxy) or planted: no session.
+///
 /// In a span of its own (`session.lookup`) when traces are on.
 pub(crate) async fn current_session(
     gw: &Gateway,
@@ -37,38 +38,31 @@ pub(crate) async fn current_session(
         trace_context::SpanKind::Internal,
         Vec::new,
     );
-    trace_context::within(span.as_ref(), lookup(gw, rt, headers, https, host)).await
-}
-
-async fn lookup(
-    gw: &Gateway,
-    rt: &Runtime,
-    headers: &HeaderMap,
-    https: bool,
-    host: &str,
-) -> Result<Option<(SessionId, Arc<Session>)>, GatewayError> {
-    // Over plain HTTP the secure cookie counts too: browsers send it only
-    // over HTTPS, so it is there when TLS ended before the proxy that
-    // describes the request (an NLB in front of ingress-nginx says `http`).
-    let secure = rt.cookies.session(true, host).name;
-    let plain = rt.cookies.session(https, host).name;
-    let id = cookie_value(headers, secure)
-        .or_else(|| {
-            (plain != secure)
-                .then(|| cookie_value(headers, plain))
-                .flatten()
-        })
-        .and_then(|v| SessionId::parse(&v));
-    let Some(id) = id else {
-        return Ok(None);
-    };
-    let Some(session) = gw.sessions.get(&id).await? else {
-        return Ok(None);
-    };
-    if !in_scope(&session.host, host) {
-        return Ok(None);
-    }
-    let idp = rt.idps.get(&*session.idp);
-    let session = crate::renewal::current(&gw.sessions, &gw.renewals, idp, id, session).await?;
-    Ok(session.map(|s| (id, s)))
+    trace_context::within(span.as_ref(), async {
+        // Over plain HTTP the secure cookie counts too: browsers send it only
+        // over HTTPS, so it is there when TLS ended before the proxy that
+        // describes the request (an NLB in front of ingress-nginx says `http`).
+        let secure = rt.cookies.session(true, host).name;
+        let plain = rt.cookies.session(https, host).name;
+        let id = cookie_value(headers, secure)
+            .or_else(|| {
+                (plain != secure)
+                    .then(|| cookie_value(headers, plain))
+                    .flatten()
+            })
+            .and_then(|v| SessionId::parse(&v));
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let Some(session) = gw.sessions.get(&id).await? else {
+            return Ok(None);
+        };
+        if !in_scope(&session.host, host) {
+            return Ok(None);
+        }
+        let idp = rt.idps.get(&*session.idp);
+        let session = crate::renewal::current(&gw.sessions, &gw.renewals, idp, id, session).await?;
+        Ok(session.map(|s| (id, s)))
+    })
+    .await
 }
