@@ -88,7 +88,8 @@ def test_rendered_config_gets_the_pod_settings():
     assert config["admin"]["address"] == "0.0.0.0:9090"
     assert config["secretsDir"] == "/etc/orchestrator/secrets"
     assert config["log"] == {"format": "json", "level": "info"}
-    assert config["cache"] == {"backend": "memory"}
+    # The memory cache is bounded by the pod's memory limit: 80% of 512Mi.
+    assert config["cache"] == {"backend": "memory", "memory": {"maxBytes": 512 * 1024 * 1024 * 80 // 100}}
     assert "oidcProvider" not in config and "appGateway" not in config
 
 

@@ -159,6 +159,7 @@ pod layout needs, each only when the user did not set it.
 {{- if .Values.ui.templates -}}
 {{- $_ := set $defaults "ui" (dict "templatesDir" "/etc/orchestrator/templates") -}}
 {{- end -}}
+{{- $defaults = merge $defaults (include "orchestrator.memoryBudget" . | fromYaml) -}}
 {{- merge (deepCopy (.Values.config | default dict)) $defaults | toYaml -}}
 {{- end -}}
 
@@ -464,5 +465,73 @@ response timeout plus 30s; refused when not longer than the upstream response ti
 {{- $t -}}
 {{- else -}}
 {{- add $upstream 30 -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Bytes in a Kubernetes quantity ("512Mi", "1Gi", "500M", "536870912"); fails naming the key.
+Called with (list "key.path" value).
+*/}}
+{{- define "orchestrator.bytes" -}}
+{{- $key := index . 0 -}}
+{{- $raw := index . 1 | toString | trim -}}
+{{- $units := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
+{{- if not (regexMatch "^[0-9]+(k|M|G|T|Ki|Mi|Gi|Ti)?$" $raw) -}}
+{{- fail (printf "%s: %q is not a memory quantity the chart can read; write e.g. 512Mi or 1Gi" $key $raw) -}}
+{{- end -}}
+{{- mul (regexFind "^[0-9]+" $raw | atoi) (get $units (regexReplaceAll "^[0-9]+" $raw "")) -}}
+{{- end -}}
+
+{{/*
+The memory budget: what the process holds by config (local gateway sessions at
+memoryBudget.sessionBytes each, pending logins, the memory cache) fits in 80% of
+resources.limits.memory, leaving the rest for the runtime, connections and buffers. Prints the
+derived keys as YAML (session.maxEntries, cache.memory.maxBytes) for those the user left unset;
+fails when the ones set do not fit. Nothing without a memory limit.
+*/}}
+{{- define "orchestrator.memoryBudget" -}}
+{{- $limit := ((.Values.resources | default dict).limits | default dict).memory -}}
+{{- if $limit -}}
+{{- $budget := div (mul (include "orchestrator.bytes" (list "resources.limits.memory" $limit) | atoi) 80) 100 -}}
+{{- $config := .Values.config | default dict -}}
+{{- $gateway := $config.appGateway -}}
+{{- $session := ($gateway | default dict).session | default dict -}}
+{{- $cache := $config.cache | default dict -}}
+{{- $sessions := and (not (empty $gateway)) (eq ($session.store | default "local") "local") -}}
+{{- $memoryCache := eq ($cache.backend | default "memory") "memory" -}}
+{{- $each := int .Values.memoryBudget.sessionBytes -}}
+{{- $pending := 0 -}}
+{{- if $sessions -}}
+{{- $pending = int64 (($gateway | default dict).maxPendingLoginBytes | default 33554432) -}}
+{{- end -}}
+{{- $cacheBytes := 0 -}}
+{{- $out := dict -}}
+{{- if $memoryCache -}}
+{{- $memory := $cache.memory | default dict -}}
+{{- if hasKey $memory "maxBytes" -}}
+{{- $cacheBytes = int64 $memory.maxBytes -}}
+{{- else -}}
+{{- /* A quarter of the budget when sessions share it, all of it otherwise. */ -}}
+{{- $cacheBytes = ternary (div $budget 4) $budget $sessions -}}
+{{- $_ := set $out "cache" (dict "memory" (dict "maxBytes" $cacheBytes)) -}}
+{{- end -}}
+{{- end -}}
+{{- if $sessions -}}
+{{- if hasKey $session "maxEntries" -}}
+{{- $used := add (mul (int64 $session.maxEntries) $each) $pending $cacheBytes -}}
+{{- if gt $used $budget -}}
+{{- fail (printf "memory budget: config.appGateway.session.maxEntries %d × memoryBudget.sessionBytes %d + pending logins %d + config.cache.memory.maxBytes %d = %d bytes, more than 80%% of resources.limits.memory %s (%d bytes): the pod would be OOM-killed before the caches evict. Lower maxEntries (or leave it unset: the chart derives it), raise the limit, or use session.store: shared on Redis" (int64 $session.maxEntries) $each $pending $cacheBytes $used $limit $budget) -}}
+{{- end -}}
+{{- else -}}
+{{- $free := sub (sub $budget $cacheBytes) $pending -}}
+{{- if lt $free (mul $each 1000) -}}
+{{- fail (printf "memory budget: resources.limits.memory %s leaves room for fewer than 1000 local gateway sessions after config.cache.memory.maxBytes (%d) and pending logins (%d); raise the limit or lower those" $limit $cacheBytes $pending) -}}
+{{- end -}}
+{{- $_ := set $out "appGateway" (dict "session" (dict "maxEntries" (div $free $each))) -}}
+{{- end -}}
+{{- else if and $memoryCache (hasKey ($cache.memory | default dict) "maxBytes") (gt $cacheBytes $budget) -}}
+{{- fail (printf "memory budget: config.cache.memory.maxBytes %d is more than 80%% of resources.limits.memory %s (%d bytes): lower it or raise the limit" $cacheBytes $limit $budget) -}}
+{{- end -}}
+{{- toYaml $out -}}
 {{- end -}}
 {{- end -}}
