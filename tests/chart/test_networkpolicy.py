@@ -68,9 +68,84 @@ def test_external_redis_needs_explicit_peers():
     assert r.get("NetworkPolicy")["spec"]["egress"][1]["to"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
 
 
-def test_external_upstreams_are_not_guessed():
-    spec = policy({"config": {"appGateway": {"apps": [{"name": "x", "upstream": "https://api.example.com"}]}}})
-    assert len(spec["egress"]) == 1
+EXTERNAL = {"appGateway": {"apps": [{"name": "x", "upstream": "https://api.example.com"}]}}
+
+
+def test_external_hosts_are_not_guessed_and_refused_unless_covered():
+    message = render_error({"networkPolicy": {"enabled": True}, "config": EXTERNAL})
+    assert "api.example.com" in message and "hosts:" in message and "networkPolicy.fqdn" in message
+    # Covered by a listed CIDR that says so, the host gets no rule of its own.
+    listed = {"cidr": "198.51.100.0/24", "ports": [443], "hosts": ["api.example.com"]}
+    spec = policy({"networkPolicy": {"enabled": True, "egress": [listed]}, "config": EXTERNAL})
+    assert spec["egress"][1:] == [{"to": [{"ipBlock": {"cidr": "198.51.100.0/24"}}], "ports": [{"port": 443, "protocol": "TCP"}]}]
+    anything = {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"], "ports": [443], "hosts": ["*"]}
+    assert len(policy({"networkPolicy": {"enabled": True, "egress": [anything]}, "config": EXTERNAL})["egress"]) == 2
+
+
+FQDN_CONFIG = {
+    "cache": {"backend": "redis", "redis": {"url": "rediss://master.abc.euw1.cache.amazonaws.com:6380"}},
+    "appGateway": {
+        "session": {"store": "shared"},
+        "identityProviders": [{"name": "corp", "issuer": "https://login.example.com/", "clientId": "o"}],
+        "apps": [{"name": "x", "upstream": "https://api.example.com"}, {"name": "y", "upstream": "http://wiki.apps.svc:8080"}],
+    },
+}
+
+
+def test_cilium_fqdn_policy_allows_external_hosts_by_name():
+    r = render({"networkPolicy": {"enabled": True, "fqdn": "cilium"}, "config": FQDN_CONFIG})
+    validate_kubernetes(r)
+    cnp = r.get("CiliumNetworkPolicy")
+    assert cnp["apiVersion"] == "cilium.io/v2"
+    assert cnp["spec"]["endpointSelector"]["matchLabels"] == {"app.kubernetes.io/name": "orchestrator", "app.kubernetes.io/instance": "rel"}
+    dns, *names = cnp["spec"]["egress"]
+    # DNS through Cilium's proxy, which is how it learns what the names resolve to.
+    assert dns["toPorts"][0]["rules"] == {"dns": [{"matchPattern": "*"}]}
+    assert dns["toEndpoints"][0]["matchLabels"] == {"k8s:io.kubernetes.pod.namespace": "kube-system", "k8s-app": "kube-dns"}
+    by_port = {rule["toPorts"][0]["ports"][0]["port"]: sorted(f["matchName"] for f in rule["toFQDNs"]) for rule in names}
+    assert by_port == {"443": ["api.example.com", "login.example.com"], "6380": ["master.abc.euw1.cache.amazonaws.com"]}
+    # The in-cluster upstream stays a NetworkPolicy rule.
+    egress = r.get("NetworkPolicy")["spec"]["egress"]
+    assert {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "apps"}}}],
+            "ports": [{"port": 8080, "protocol": "TCP"}]} in egress
+
+
+def test_calico_fqdn_policy_allows_external_hosts_by_domain():
+    r = render({"networkPolicy": {"enabled": True, "fqdn": "calico"}, "config": FQDN_CONFIG})
+    validate_kubernetes(r)
+    (calico,) = [d for d in r.all("NetworkPolicy") if d["apiVersion"] == "projectcalico.org/v3"]
+    spec = calico["spec"]
+    assert spec["selector"] == "app.kubernetes.io/name == 'orchestrator' && app.kubernetes.io/instance == 'rel'"
+    assert spec["types"] == ["Egress"]
+    rules = {r_["destination"]["ports"][0]: sorted(r_["destination"]["domains"]) for r_ in spec["egress"]}
+    assert rules == {443: ["api.example.com", "login.example.com"], 6380: ["master.abc.euw1.cache.amazonaws.com"]}
+    assert all(r_["action"] == "Allow" and r_["protocol"] == "TCP" for r_ in spec["egress"])
+
+
+def test_no_fqdn_policy_when_every_host_is_derived():
+    r = render({"networkPolicy": {"enabled": True, "fqdn": "cilium"}})
+    assert not r.has("CiliumNetworkPolicy")
+
+
+def test_redis_cluster_needs_explicit_peers():
+    cluster = {"cache": {"backend": "redis", "redis": {"clusterUrls": ["redis://10.0.42.1:7000", "redis://10.0.42.2:7000"]}}}
+    message = render_error({"networkPolicy": {"enabled": True}, "config": cluster})
+    assert "clusterUrls" in message and "networkPolicy.redis.to" in message
+    spec = policy({"networkPolicy": {"enabled": True, "redis": {"to": [{"ipBlock": {"cidr": "10.0.42.0/24"}}]}}, "config": cluster})
+    assert spec["egress"][1] == {"to": [{"ipBlock": {"cidr": "10.0.42.0/24"}}], "ports": [{"port": 7000, "protocol": "TCP"}]}
+
+
+def test_load_balancers_outside_the_cluster_need_ip_blocks():
+    from conftest import with_trusted_proxies
+    alb = with_trusted_proxies({"networkPolicy": {"enabled": True},
+                                "ingress": {"enabled": True, "className": "alb", "hosts": [{"host": "a.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}]}})
+    message = render_error(alb)
+    assert "ALB" in message and "ingressController.ipBlocks" in message and "monitoring.ipBlocks" in message
+    alb["networkPolicy"].update({"ingressController": {"ipBlocks": ["10.0.0.0/16"]}, "monitoring": {"ipBlocks": ["10.0.0.0/16"]}})
+    validate_kubernetes(render(alb))
+    gke = with_trusted_proxies({"networkPolicy": {"enabled": True},
+                                "httpRoute": {"enabled": True, "controller": "gke", "parentRefs": [{"name": "gw"}], "hostnames": ["a.example.com"]}})
+    assert "35.191.0.0/16" in render_error(gke)
 
 
 def test_extra_cidrs_on_proxy_and_admin_ports():
@@ -89,7 +164,8 @@ def test_in_cluster_upstream_idps_of_the_provider_are_derived():
             ],
         }
     }
-    spec = policy({"config": config})
-    dns, keycloak = spec["egress"]
+    listed = {"cidr": "20.190.128.0/18", "ports": [443], "hosts": ["login.microsoftonline.com", "sso.example.com"]}
+    spec = policy({"networkPolicy": {"enabled": True, "egress": [listed]}, "config": config})
+    dns, keycloak, entra = spec["egress"]
     assert keycloak["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "identity"}}}]
     assert keycloak["ports"] == [{"port": 8080, "protocol": "TCP"}]

@@ -244,8 +244,8 @@ Included once, from the StatefulSet.
 {{- if and $config.oidcProvider (eq $backend "redis") (not $config.oidcProvider.signingKeys) -}}
 {{- fail "config.oidcProvider with cache.backend redis needs config.oidcProvider.signingKeys (replicas must sign with the same key; without them every pod would refuse to start): add a key with privateKey: ${secret:NAME}" -}}
 {{- end -}}
-{{- if and (eq $backend "redis") (not (($cache.redis | default dict).url)) -}}
-{{- fail "config.cache.backend is redis but config.cache.redis.url is not set: set it, e.g. redis://redis-master.redis.svc:6379/0" -}}
+{{- if and (eq $backend "redis") (not (($cache.redis | default dict).url)) (not (($cache.redis | default dict).clusterUrls)) -}}
+{{- fail "config.cache.backend is redis but neither config.cache.redis.url nor clusterUrls (Redis Cluster) is set: set it, e.g. redis://redis-master.redis.svc:6379/0" -}}
 {{- end -}}
 {{- $listenHost := regexReplaceAll ":[0-9]+$" (toString $config.listen.address) "" -}}
 {{- $adminHost := regexReplaceAll ":[0-9]+$" (toString $config.admin.address) "" -}}
