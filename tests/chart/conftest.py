@@ -33,7 +33,7 @@ KUBE_VERSIONS = ("1.25", "1.37")
 CRD_KINDS = {
     "ServiceMonitor", "PrometheusRule", "Certificate",
     # Gateway API and the controllers' policies: validate_gateway_api checks them.
-    "HTTPRoute", "GCPBackendPolicy", "HealthCheckPolicy", "SecurityPolicy",
+    "HTTPRoute", "ReferenceGrant", "GCPBackendPolicy", "HealthCheckPolicy", "SecurityPolicy",
     # AWS Load Balancer Controller: no schema package exists; its tests assert the fields.
     "TargetGroupConfiguration",
 }
@@ -131,12 +131,14 @@ def validate_kubernetes(rendered: Rendered) -> None:
                 pytest.fail(f"{source}: {err.message} (not a known CRD either)")
 
 
-def validate_gateway_api(rendered: Rendered) -> int:
+def validate_gateway_api(rendered: Rendered | list[dict[str, Any]]) -> int:
     """Every Gateway API, Envoy Gateway and GKE object is valid against its CRD schema; returns
-    how many were checked."""
+    how many were checked. Also takes a list of objects; a part of one (a filter, say) is checked
+    as {"apiVersion": ..., "kind": <its model, e.g. HTTPExternalAuthFilter>, **fields}."""
     import json
     import subprocess
-    docs = [d for d in rendered.docs if d["apiVersion"].startswith(GATEWAY_API_GROUPS)]
+    all_docs = rendered if isinstance(rendered, list) else rendered.docs
+    docs = [d for d in all_docs if d["apiVersion"].startswith(GATEWAY_API_GROUPS)]
     if not docs:
         return 0
     if not (GATEWAY_API_DIR / "node_modules").is_dir():

@@ -190,3 +190,95 @@ def test_the_ci_examples_validate(name):
     assert validate_gateway_api(r) >= 1
     check_fields(r.get("HTTPRoute"))
     assert r.config()["listen"]["trustedProxies"]
+
+
+FA_APP = {"name": "grafana", "namespace": "monitoring", "host": "grafana.example.com",
+          "service": {"name": "grafana", "port": 3000}, "responseHeaders": ["X-Auth-Request-User"]}
+FA_CONFIG = {"appGateway": {"apps": [{"name": "grafana", "host": "grafana.example.com"}]}}
+
+
+def forward_auth(controller, **more):
+    return with_trusted_proxies({"httpRoute": {"parentRefs": PARENTS, "controller": controller},
+                                 "forwardAuth": {"routes": [FA_APP]}, "config": FA_CONFIG, **more})
+
+
+def fa_routes(r):
+    return {d["metadata"]["name"]: d for d in r.all("HTTPRoute")}
+
+
+def test_forward_auth_behind_envoy_gateway_is_a_security_policy():
+    r = render(forward_auth("envoy"))
+    validate_kubernetes(r)
+    assert validate_gateway_api(r) == 4
+    routes = fa_routes(r)
+    app = routes[f"{FULLNAME}-fa-grafana"]
+    assert app["metadata"]["namespace"] == "monitoring"
+    assert app["spec"]["hostnames"] == ["grafana.example.com"]
+    (rule,) = app["spec"]["rules"]
+    assert rule["backendRefs"] == [{"name": "grafana", "port": 3000}]
+    assert "filters" not in rule
+    check_fields(app)
+    policy = r.get("SecurityPolicy")
+    assert policy["metadata"]["namespace"] == "monitoring"
+    assert policy["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": f"{FULLNAME}-fa-grafana"}]
+    ext = policy["spec"]["extAuth"]
+    # Envoy sends only Host, method, path and Authorization unless told: the cookie is the session.
+    assert "cookie" in ext["headersToExtAuth"]
+    assert ext["http"]["backendRefs"] == [{"name": FULLNAME, "namespace": "ns", "port": 80}]
+    assert ext["http"]["path"] == "/.orchestrator/auth"
+    assert ext["http"]["headersToBackend"] == ["X-Auth-Request-User"]
+    assert set(ext) <= model_fields("envoy-gateway", "gateway.envoyproxy.io/v1alpha1/ExtAuth")
+    assert set(ext["http"]) <= model_fields("envoy-gateway", "gateway.envoyproxy.io/v1alpha1/HTTPExtAuthService")
+    # The pages on the app's host go to the orchestrator, from this namespace.
+    pages = routes[f"{FULLNAME}-fa-grafana-pages"]
+    assert pages["metadata"]["namespace"] == "ns"
+    assert pages["spec"]["rules"][0]["matches"] == [{"path": {"type": "PathPrefix", "value": "/.orchestrator/"}}]
+    assert pages["spec"]["rules"][0]["backendRefs"] == [{"name": FULLNAME, "port": 80}]
+    grant = r.get("ReferenceGrant")
+    assert grant["spec"]["from"] == [{"group": "gateway.envoyproxy.io", "kind": "SecurityPolicy", "namespace": "monitoring"}]
+    assert grant["spec"]["to"] == [{"group": "", "kind": "Service", "name": FULLNAME}]
+
+
+def test_forward_auth_elsewhere_is_the_routes_external_auth_filter():
+    import copy
+    r = render(forward_auth("other"))
+    validate_kubernetes(r)
+    app = fa_routes(r)[f"{FULLNAME}-fa-grafana"]
+    check_fields(app)
+    (auth,) = app["spec"]["rules"][0]["filters"]
+    # The validators carry the standard channel's filter types, which lack the experimental
+    # ExternalAuth: the route is checked without it, the filter against its own model.
+    bare = copy.deepcopy(app)
+    del bare["spec"]["rules"][0]["filters"]
+    others = [d for d in r.docs if d is not app]
+    filter_model = {"apiVersion": V1, "kind": "HTTPExternalAuthFilter", **auth["externalAuth"]}
+    assert validate_gateway_api([bare, filter_model, *others]) == 4
+    assert auth["type"] == "ExternalAuth"
+    ext = auth["externalAuth"]
+    assert set(ext) <= model_fields(GW, f"{V1}/HTTPExternalAuthFilter")
+    assert ext["protocol"] == "HTTP"
+    assert ext["backendRef"] == {"name": FULLNAME, "namespace": "ns", "port": 80}
+    assert ext["http"]["path"] == "/.orchestrator/auth"
+    assert "cookie" in ext["http"]["allowedHeaders"]
+    assert ext["http"]["allowedResponseHeaders"] == ["X-Auth-Request-User"]
+    assert not r.has("SecurityPolicy")
+    assert r.get("ReferenceGrant")["spec"]["from"] == [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "monitoring"}]
+    # The filter is experimental: refused where the CRDs say standard.
+    v = forward_auth("other")
+    v["httpRoute"]["crdChannel"] = "standard"
+    assert "experimental channel" in render_error(v)
+
+
+def test_forward_auth_routes_are_refused_where_they_cannot_work():
+    assert "has no external auth" in render_error(forward_auth("gke"))
+    v = forward_auth("envoy", replicaCount=2)
+    assert "session.store: shared" in render_error(v)
+    v = forward_auth("envoy")
+    v["httpRoute"]["parentRefs"] = []
+    assert "httpRoute.parentRefs" in render_error(v)
+    # In this release's own namespace no grant is needed.
+    same = forward_auth("envoy")
+    same["forwardAuth"]["routes"] = [{**FA_APP, "namespace": "ns"}]
+    r = render(same)
+    assert not r.has("ReferenceGrant")
+    assert "namespace" not in r.get("SecurityPolicy")["spec"]["extAuth"]["http"]["backendRefs"][0]

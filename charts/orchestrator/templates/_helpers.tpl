@@ -295,7 +295,7 @@ Included once, from the StatefulSet.
 {{- if and (or .Values.ingress.enabled .Values.forwardAuth.ingresses) (not ($config.listen | default dict).trustedProxies) -}}
 {{- fail "config.listen.trustedProxies is empty but the chart renders an Ingress: set it to your ingress controller's pod CIDR (e.g. [10.42.0.0/16]), or X-Forwarded-For/-Proto from the controller are ignored (client addresses, https detection and forward auth need them)" -}}
 {{- end -}}
-{{- if and .Values.httpRoute.enabled (not ($config.listen | default dict).trustedProxies) -}}
+{{- if and (or .Values.httpRoute.enabled .Values.forwardAuth.routes) (not ($config.listen | default dict).trustedProxies) -}}
 {{- fail "config.listen.trustedProxies is empty but the chart renders an HTTPRoute: set it to the CIDR of your Gateway's proxies (e.g. the Envoy or Istio gateway pods' [10.42.0.0/16]; for GKE and ALB the load balancer's ranges), or X-Forwarded-For/-Proto from the gateway are ignored" -}}
 {{- end -}}
 {{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) -}}
@@ -437,12 +437,7 @@ Refuses what would not keep local sessions on their pod.
 {{- fail (printf "httpRoute.sessionPersistence route: the %s controller does not implement the HTTPRoute's sessionPersistence; use %s (or auto)" $controller (index $native $controller)) -}}
 {{- end -}}
 {{- if eq $mode "route" -}}
-{{- $channel := .Values.httpRoute.crdChannel -}}
-{{- if eq $channel "auto" -}}
-{{- $crd := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" "httproutes.gateway.networking.k8s.io" -}}
-{{- $channel = (($crd.metadata | default dict).annotations | default dict) | dig "gateway.networking.k8s.io/channel" "unknown" -}}
-{{- end -}}
-{{- if eq $channel "standard" -}}
+{{- if eq (include "orchestrator.routeChannel" .) "standard" -}}
 {{- fail "httpRoute: sessionPersistence on the HTTPRoute needs Gateway API's experimental channel, and the installed HTTPRoute CRD is the standard channel (the API server would drop the field and sessions would not stick): install the experimental CRDs, use session.store: shared with cache.backend: redis, or the controller's own persistence (httpRoute.controller istio, gke or alb)" -}}
 {{- end -}}
 {{- end -}}
@@ -534,4 +529,18 @@ fails when the ones set do not fit. Nothing without a memory limit.
 {{- end -}}
 {{- toYaml $out -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+The channel of the installed HTTPRoute CRD: httpRoute.crdChannel, or for auto its
+gateway.networking.k8s.io/channel annotation, looked up in the cluster ("unknown" when the
+render has no cluster, as with helm template).
+*/}}
+{{- define "orchestrator.routeChannel" -}}
+{{- $channel := .Values.httpRoute.crdChannel -}}
+{{- if eq $channel "auto" -}}
+{{- $crd := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" "httproutes.gateway.networking.k8s.io" -}}
+{{- $channel = (($crd.metadata | default dict).annotations | default dict) | dig "gateway.networking.k8s.io/channel" "unknown" -}}
+{{- end -}}
+{{- $channel -}}
 {{- end -}}

@@ -3,7 +3,10 @@
 // (@kubernetes-models). Reads a JSON array of objects on stdin; prints one line per object,
 // "ok KIND/NAME" or "FAIL KIND/NAME: reason", and exits 1 when any failed. The validators check
 // types, enums, patterns and required fields; they do not reject unknown fields (the chart
-// tests check those against the models' field lists) nor evaluate CEL rules.
+// tests check those against the models' field lists) nor evaluate CEL rules. A part of an
+// object is checked against its own model: {"apiVersion": ..., "kind": "HTTPExternalAuthFilter",
+// ...its fields}. The Gateway API validators carry the standard channel's enums (an
+// experimental filter type such as ExternalAuth is refused there) and every field.
 import { readFileSync } from "node:fs";
 
 const packages = {
