@@ -28,6 +28,20 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$wanted" ]]; then
     echo "$wanted" > "$stamp"
 fi
 
+# checkov in a venv of its own: its pins clash with the chart tools' (test_checkov.py).
+ckvenv="$root/.venv-checkov"
+ckrequirements="$root/tests/chart/checkov-requirements.txt"
+ckstamp="$ckvenv/.requirements.sha256"
+if [[ ! -x "$ckvenv/bin/python" ]]; then
+    python3 -m venv "$ckvenv"
+fi
+ckwanted="$(sha256sum "$ckrequirements" | cut -d' ' -f1)"
+if [[ ! -f "$ckstamp" || "$(cat "$ckstamp")" != "$ckwanted" ]]; then
+    "$ckvenv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ckrequirements"
+    echo "$ckwanted" > "$ckstamp"
+fi
+export CHECKOV="$ckvenv/bin/checkov"
+
 # Validators for the Gateway API, Envoy Gateway and GKE objects (test_gateway_api.py).
 gwapi="$root/tests/chart/gateway-api"
 gwstamp="$gwapi/node_modules/.lock.sha256"

@@ -7,7 +7,8 @@ SELECTOR = {"app.kubernetes.io/name": "orchestrator", "app.kubernetes.io/instanc
 
 def test_default_kinds():
     r = render()
-    assert r.kinds() == ["ConfigMap", "Pod", "Service", "Service", "ServiceAccount", "StatefulSet"]
+    # The NetworkPolicy is the permissive one (networkPolicy.permissive).
+    assert r.kinds() == ["ConfigMap", "NetworkPolicy", "Pod", "Service", "Service", "ServiceAccount", "StatefulSet"]
 
 
 def test_default_is_valid_kubernetes():

@@ -41,7 +41,8 @@ def test_extension_points_render_into_the_statefulset():
     r = render(values)
     validate_kubernetes(r)
     sts = r.get("StatefulSet")
-    assert sts["metadata"]["annotations"] == {"reloader.stakater.com/auto": "true"}
+    annotations = {k: v for k, v in sts["metadata"]["annotations"].items() if not k.startswith("checkov.io/")}
+    assert annotations == {"reloader.stakater.com/auto": "true"}
     assert sts["spec"]["revisionHistoryLimit"] == 3
     assert sts["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}
     pod = sts["spec"]["template"]["spec"]
@@ -63,7 +64,8 @@ def test_extra_objects_are_rendered_with_the_release():
 
 def test_defaults_keep_the_statefulset_as_it_was():
     sts = render().get("StatefulSet")
-    assert "annotations" not in sts["metadata"]
+    # Only checkov's skips with their reasons (test_checkov.py).
+    assert all(k.startswith("checkov.io/skip") for k in sts["metadata"]["annotations"])
     assert sts["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
     assert "env" not in sts["spec"]["template"]["spec"]["containers"][0]
     assert "initContainers" not in sts["spec"]["template"]["spec"]

@@ -10,8 +10,25 @@ def policy(values):
     return r.get("NetworkPolicy")["spec"]
 
 
-def test_off_by_default():
-    assert not render().has("NetworkPolicy")
+def test_permissive_by_default():
+    r = render()
+    validate_kubernetes(r)
+    spec = r.get("NetworkPolicy")["spec"]
+    # Ingress only: egress is not restricted.
+    assert spec["policyTypes"] == ["Ingress"]
+    proxy, admin = spec["ingress"]
+    assert proxy == {"ports": [{"port": "http", "protocol": "TCP"}]}
+    # The admin port (metrics, the admin API) only from the cluster's pods.
+    assert admin == {"ports": [{"port": "admin", "protocol": "TCP"}], "from": [{"namespaceSelector": {}}]}
+    assert not render({"networkPolicy": {"permissive": False}}).has("NetworkPolicy")
+
+
+def test_permissive_admits_health_checks_from_outside_behind_an_alb():
+    from conftest import with_trusted_proxies
+    r = render(with_trusted_proxies({"ingress": {"enabled": True, "className": "alb",
+                                                 "hosts": [{"host": "a.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}]}}))
+    admin = r.get("NetworkPolicy")["spec"]["ingress"][1]
+    assert "from" not in admin
 
 
 def test_ingress_rules():

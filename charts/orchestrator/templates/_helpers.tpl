@@ -544,3 +544,26 @@ render has no cluster, as with helm template).
 {{- end -}}
 {{- $channel -}}
 {{- end -}}
+
+{{/*
+checkov: the findings the chart decides against, each with its reason (values.yaml says more).
+Rendered as `checkov.io/skipN` annotations on the workload. Called with (dict "root" $ "test" bool).
+*/}}
+{{- define "orchestrator.checkovSkips" -}}
+{{- $skips := list
+  "CKV_K8S_11=No CPU limit by design: CFS quotas throttle a latency-sensitive proxy in bursts; the CPU request sizes scheduling and the HPA"
+  "CKV_K8S_15=imagePullPolicy IfNotPresent with a pinned tag or digest: Always puts the registry (and its outages) in the path of every pod start"
+-}}
+{{- if not .root.Values.image.digest -}}
+{{- $skips = append $skips "CKV_K8S_43=image.digest is empty: releases write it into values.yaml; set it to pin the image by digest" -}}
+{{- end -}}
+{{- if .test -}}
+{{- $skips = concat $skips (list
+  "CKV_K8S_8=helm test pod: it runs one check and exits, there is nothing to probe"
+  "CKV_K8S_9=helm test pod: it runs one check and exits, there is nothing to probe"
+  "CKV2_K8S_6=helm test pod: short-lived and without a port of its own; it reaches the admin port, which the chart's NetworkPolicy admits it to") -}}
+{{- end -}}
+{{- range $i, $s := $skips }}
+checkov.io/skip{{ add1 $i }}: {{ $s | quote }}
+{{- end -}}
+{{- end -}}
