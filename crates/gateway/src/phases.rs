@@ -1,5 +1,7 @@
 //! The request phases, in the order they run. Read this file top to bottom
-//! to follow one request from the listener to the upstream and back.
+//! to follow one request from the listener to the upstream and back (one
+//! file on purpose, see CONTRIBUTING.md; the handlers the phases call live
+//! in modules of their own).
 //!
 //! 1. **accept** — the host and what we believe about the client
 //!    (`X-Forwarded-*` only from trusted proxies); first, since every later

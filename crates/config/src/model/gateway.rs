@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{SigningKeyConfig, default_scopes, default_true};
+use super::defaults::{default_scopes, default_true};
+use super::provider::SigningKeyConfig;
 
 use crate::secret::Secret;
 

@@ -5,6 +5,7 @@
 //! keys may be added, never renamed.
 
 mod cache;
+mod defaults;
 mod gateway;
 mod listeners;
 mod process;
@@ -117,12 +118,4 @@ pub struct UiConfig {
 
 fn default_secrets_dir() -> PathBuf {
     PathBuf::from("/etc/orchestrator/secrets")
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_scopes() -> Vec<String> {
-    vec!["openid".into(), "profile".into(), "email".into()]
 }

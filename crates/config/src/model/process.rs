@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::default_true;
+use super::defaults::default_true;
 
 /// Logging settings.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

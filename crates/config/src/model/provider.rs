@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{default_scopes, default_true};
+use super::defaults::{default_scopes, default_true};
 
 use crate::secret::Secret;
 

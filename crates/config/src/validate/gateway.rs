@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::model::{AppGatewayConfig, BearerConfig, CacheBackend};
 
-use super::Validator;
+use super::validator::Validator;
 
 /// Asymmetric JWS algorithms a bearer token may use; `none` and the HMAC
 /// family never (an HMAC "verified" with a public key is the classic

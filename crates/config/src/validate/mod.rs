@@ -3,12 +3,11 @@
 
 mod gateway;
 mod provider;
+mod validator;
 
 use gateway::check_gateway;
 use provider::check_provider;
-
-use std::collections::HashSet;
-use std::time::Duration;
+use validator::Validator;
 
 use crate::error::ConfigError;
 use crate::model::{CacheBackend, Config};
@@ -58,62 +57,6 @@ pub(crate) fn validate(cfg: &Config) -> Vec<ConfigError> {
         check_gateway(&mut v, gw, cfg.cache.backend);
     }
     v.errors
-}
-
-#[derive(Default)]
-struct Validator {
-    errors: Vec<ConfigError>,
-}
-
-impl Validator {
-    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError::new(path, message));
-    }
-
-    fn positive(&mut self, path: &str, d: Duration) {
-        if d.is_zero() {
-            self.err(path, "must be longer than 0s");
-        }
-    }
-
-    /// An absolute http(s) URL with a host; `what` completes "is not …".
-    fn http_url(&mut self, path: &str, value: &str) -> Option<url::Url> {
-        match url::Url::parse(value) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
-            _ => {
-                self.err(path, format!("\"{value}\" is not an http(s) URL"));
-                None
-            }
-        }
-    }
-
-    fn abs_path(&mut self, path: &str, value: &str) {
-        if !value.starts_with('/') {
-            self.err(path, format!("\"{value}\" must start with \"/\""));
-        }
-    }
-
-    fn unique<'a>(&mut self, path: &str, what: &str, items: impl Iterator<Item = &'a str>) {
-        let mut seen = HashSet::new();
-        for (i, item) in items.enumerate() {
-            if !seen.insert(item) {
-                self.err(
-                    format!("{path}[{i}]"),
-                    format!("duplicate {what} \"{item}\""),
-                );
-            }
-        }
-    }
-
-    fn header_name(&mut self, path: &str, name: &str) {
-        let valid = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !valid {
-            self.err(path, format!("\"{name}\" is not a valid HTTP header name"));
-        }
-    }
 }
 
 fn check_cache(v: &mut Validator, cfg: &Config) {

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use crate::model::{CacheBackend, GrantType, IntrospectionAllowed, OidcProviderConfig};
 
-use super::Validator;
+use super::validator::Validator;
 
 fn check_upstreams(v: &mut Validator, op: &OidcProviderConfig) {
     v.unique(
