@@ -83,6 +83,23 @@ def test_hostnames_come_from_the_apps_and_the_issuer_unless_given():
     assert "httpRoute.hostnames" in message
 
 
+def test_long_sessions_keep_within_gateway_api_durations():
+    # At most five digits a unit: a week is 168h, not 604800s.
+    v = many({"controller": "envoy"})
+    v["config"]["appGateway"]["session"]["maxLifetime"] = "7d 30m 5s"
+    sp = routed(v).get("HTTPRoute")["spec"]["rules"][0]["sessionPersistence"]
+    assert sp["absoluteTimeout"] == "168h30m5s"
+    v = many({"controller": "alb"})
+    v["ingress"] = {"stickinessDurationSeconds": 700000}
+    assert "604800" in render_error(v)
+
+
+def test_forward_auth_apps_are_not_in_the_main_route():
+    v = values({"hostnames": []})
+    v["config"]["appGateway"]["apps"] = APPS + [{"name": "grafana", "host": "grafana.example.com"}]
+    assert routed(v).get("HTTPRoute")["spec"]["hostnames"] == ["wiki.example.com"]
+
+
 def test_the_request_timeout_outlasts_the_upstreams():
     rule = routed(values()).get("HTTPRoute")["spec"]["rules"][0]
     assert rule["timeouts"] == {"request": "90s"}
@@ -107,7 +124,7 @@ def test_local_sessions_on_many_pods_stick_through_the_routes_cookie():
             "sessionName": "orchestrator_affinity",
             "type": "Cookie",
             # As long as a gateway session may live (session.maxLifetime, 8h by default).
-            "absoluteTimeout": "28800s",
+            "absoluteTimeout": "8h",
             "cookieConfig": {"lifetimeType": "Permanent"},
         }
     # Shared sessions: any pod serves any user.
@@ -224,6 +241,8 @@ def test_forward_auth_behind_envoy_gateway_is_a_security_policy():
     ext = policy["spec"]["extAuth"]
     # Envoy sends only Host, method, path and Authorization unless told: the cookie is the session.
     assert "cookie" in ext["headersToExtAuth"]
+    # What tells an API call (401) from a navigation (302 to the sign-in).
+    assert {"accept", "sec-fetch-mode", "x-requested-with"} <= set(ext["headersToExtAuth"])
     assert ext["http"]["backendRefs"] == [{"name": FULLNAME, "namespace": "ns", "port": 80}]
     assert ext["http"]["path"] == "/.orchestrator/auth"
     assert ext["http"]["headersToBackend"] == ["X-Auth-Request-User"]
@@ -259,7 +278,7 @@ def test_forward_auth_elsewhere_is_the_routes_external_auth_filter():
     assert ext["protocol"] == "HTTP"
     assert ext["backendRef"] == {"name": FULLNAME, "namespace": "ns", "port": 80}
     assert ext["http"]["path"] == "/.orchestrator/auth"
-    assert "cookie" in ext["http"]["allowedHeaders"]
+    assert {"cookie", "accept", "sec-fetch-mode", "x-requested-with"} <= set(ext["http"]["allowedHeaders"])
     assert ext["http"]["allowedResponseHeaders"] == ["X-Auth-Request-User"]
     assert not r.has("SecurityPolicy")
     assert r.get("ReferenceGrant")["spec"]["from"] == [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "monitoring"}]

@@ -53,6 +53,13 @@ def test_bounds_that_do_not_fit_are_refused_with_the_numbers():
     assert config["cache"]["memory"]["maxBytes"] == 64 * MI
 
 
+def test_limits_in_every_form_helm_reads():
+    # A plain number reaches the template as a float; decimals with a unit are quantities too.
+    for limit, byte_count in ((536870912, 512 * MI), ("1.5Gi", 1536 * MI), ("500M", 500_000_000)):
+        config = render({"resources": {"limits": {"memory": limit}}}).config()
+        assert config["cache"]["memory"]["maxBytes"] == byte_count * 80 // 100, limit
+
+
 def test_a_limit_too_small_for_sessions_is_refused():
     message = render_error({"config": GATEWAY, "resources": {"limits": {"memory": "40Mi"}}})
     assert "fewer than 1000 local gateway sessions" in message

@@ -16,19 +16,27 @@ def test_permissive_by_default():
     spec = r.get("NetworkPolicy")["spec"]
     # Ingress only: egress is not restricted.
     assert spec["policyTypes"] == ["Ingress"]
-    proxy, admin = spec["ingress"]
-    assert proxy == {"ports": [{"port": "http", "protocol": "TCP"}]}
-    # The admin port (metrics, the admin API) only from the cluster's pods.
-    assert admin == {"ports": [{"port": "admin", "protocol": "TCP"}], "from": [{"namespaceSelector": {}}]}
+    others, admin = spec["ingress"]
+    # Every port but the admin port from anywhere: the proxy port, and a mesh's own.
+    assert others == {"ports": [{"port": 1, "endPort": 9089, "protocol": "TCP"},
+                                {"port": 9091, "endPort": 65535, "protocol": "TCP"},
+                                {"port": 1, "endPort": 65535, "protocol": "UDP"}]}
+    # The admin port (metrics, the admin API) only from the cluster's pods, and Istio
+    # ambient's probes.
+    assert admin == {"ports": [{"port": "admin", "protocol": "TCP"}],
+                     "from": [{"namespaceSelector": {}}, {"ipBlock": {"cidr": "169.254.7.127/32"}}]}
     assert not render({"networkPolicy": {"permissive": False}}).has("NetworkPolicy")
 
 
 def test_permissive_admits_health_checks_from_outside_behind_an_alb():
     from conftest import with_trusted_proxies
-    r = render(with_trusted_proxies({"ingress": {"enabled": True, "className": "alb",
-                                                 "hosts": [{"host": "a.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}]}}))
-    admin = r.get("NetworkPolicy")["spec"]["ingress"][1]
-    assert "from" not in admin
+    hosts = [{"host": "a.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}]
+    for ingress in ({"className": "alb"}, {"className": "internal-alb", "controller": "other", "stickiness": "alb"}):
+        r = render(with_trusted_proxies({"ingress": {"enabled": True, "hosts": hosts, **ingress}}))
+        admin = r.get("NetworkPolicy")["spec"]["ingress"][1]
+        assert "from" not in admin, ingress
+        # And the ALB's deregistration is allowed for, whichever way the ALB was chosen.
+        assert r.config()["shutdown"]["delay"] == "15s"
 
 
 def test_ingress_rules():
@@ -186,3 +194,16 @@ def test_in_cluster_upstream_idps_of_the_provider_are_derived():
     dns, keycloak, entra = spec["egress"]
     assert keycloak["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "identity"}}}]
     assert keycloak["ports"] == [{"port": 8080, "protocol": "TCP"}]
+
+
+def test_external_hosts_of_the_issuers_endpoints_are_checked_and_allowed():
+    google = {"appGateway": {"identityProviders": [{"name": "g", "issuer": "https://accounts.google.com", "clientId": "o"}]}}
+    listed = {"cidr": "142.250.0.0/15", "ports": [443], "hosts": ["accounts.google.com"]}
+    values = {"networkPolicy": {"enabled": True, "egress": [listed], "externalHosts": ["oauth2.googleapis.com", "www.googleapis.com:443"]},
+              "config": google}
+    message = render_error(values)
+    assert "oauth2.googleapis.com" in message and "www.googleapis.com" in message
+    values["networkPolicy"]["fqdn"] = "cilium"
+    cnp = render(values).get("CiliumNetworkPolicy")
+    names = sorted(f["matchName"] for rule in cnp["spec"]["egress"][1:] for f in rule["toFQDNs"])
+    assert names == ["accounts.google.com", "oauth2.googleapis.com", "www.googleapis.com"]

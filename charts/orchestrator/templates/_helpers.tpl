@@ -392,7 +392,16 @@ Ingress or through Gateway API: its target deregistration lags the pod's, which 
 delay, the deregistration delay and minReadySeconds allow for.
 */}}
 {{- define "orchestrator.behindAlb" -}}
-{{- $ingress := and .Values.ingress.enabled (or (eq .Values.ingress.controller "alb") (and (eq .Values.ingress.controller "auto") (eq .Values.ingress.className "alb"))) -}}
+{{- /* The same choice as ingress.yaml: the controller, or for auto the exact class name; an
+       unknown controller with ALB stickiness gets the ALB annotations too. */ -}}
+{{- $flavor := .Values.ingress.controller -}}
+{{- if eq $flavor "auto" -}}
+{{- $flavor = ternary "alb" (ternary "nginx" "other" (eq .Values.ingress.className "nginx")) (eq .Values.ingress.className "alb") -}}
+{{- end -}}
+{{- if and (eq $flavor "other") (eq .Values.ingress.stickiness "alb") -}}
+{{- $flavor = "alb" -}}
+{{- end -}}
+{{- $ingress := and .Values.ingress.enabled (eq $flavor "alb") -}}
 {{- $route := and .Values.httpRoute.enabled (eq .Values.httpRoute.controller "alb") -}}
 {{- if or $ingress $route }}true{{ end -}}
 {{- end -}}
@@ -469,12 +478,20 @@ Called with (list "key.path" value).
 */}}
 {{- define "orchestrator.bytes" -}}
 {{- $key := index . 0 -}}
-{{- $raw := index . 1 | toString | trim -}}
+{{- $value := index . 1 -}}
+{{- /* YAML numbers reach templates as float64 ("5.36870912e+08" as text). */ -}}
+{{- $raw := ternary (printf "%d" (int64 $value)) ($value | toString | trim) (kindIs "float64" $value) -}}
 {{- $units := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
-{{- if not (regexMatch "^[0-9]+(k|M|G|T|Ki|Mi|Gi|Ti)?$" $raw) -}}
-{{- fail (printf "%s: %q is not a memory quantity the chart can read; write e.g. 512Mi or 1Gi" $key $raw) -}}
+{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?(k|M|G|T|Ki|Mi|Gi|Ti)?$" $raw) -}}
+{{- fail (printf "%s: %q is not a memory quantity the chart can read; write e.g. 512Mi, 1.5Gi or 536870912" $key $raw) -}}
 {{- end -}}
-{{- mul (regexFind "^[0-9]+" $raw | atoi) (get $units (regexReplaceAll "^[0-9]+" $raw "")) -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $raw -}}
+{{- $unit := get $units (trimPrefix $number $raw) -}}
+{{- if contains "." $number -}}
+{{- mulf (float64 $number) $unit | floor | int64 -}}
+{{- else -}}
+{{- mul (atoi $number) $unit -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -566,4 +583,15 @@ Rendered as `checkov.io/skipN` annotations on the workload. Called with (dict "r
 {{- range $i, $s := $skips }}
 checkov.io/skip{{ add1 $i }}: {{ $s | quote }}
 {{- end -}}
+{{- end -}}
+
+{{/*
+Seconds as a Gateway API duration (at most five digits a unit): 28800 → "8h", 5400 → "1h30m".
+*/}}
+{{- define "orchestrator.gatewayDuration" -}}
+{{- $s := int64 . -}}
+{{- $h := div $s 3600 -}}
+{{- $m := div (mod $s 3600) 60 -}}
+{{- $rest := mod $s 60 -}}
+{{- if $h }}{{ $h }}h{{ end }}{{ if $m }}{{ $m }}m{{ end }}{{ if or $rest (eq $s 0) }}{{ $rest }}s{{ end -}}
 {{- end -}}
