@@ -63,3 +63,20 @@ def test_the_skips_are_real_findings(tmp_path):
             del doc["metadata"]["annotations"][k]
     ids = {f["check_id"] for f in checkov(r, tmp_path)["failed_checks"]}
     assert {"CKV_K8S_11", "CKV_K8S_15", "CKV_K8S_43"} <= ids
+
+
+def test_the_release_step_pins_the_digest(tmp_path):
+    """scripts/pin-image-digest.sh writes image.digest into values.yaml, and the chart then
+    pulls by digest with nothing left for CKV_K8S_43."""
+    script = REPO_ROOT / "scripts" / "pin-image-digest.sh"
+    values = tmp_path / "values.yaml"
+    values.write_text((CHART_DIR / "values.yaml").read_text())
+    assert subprocess.run([str(script), "sha256:nope", str(values)], capture_output=True).returncode == 2
+    subprocess.run([str(script), DIGEST, str(values)], check=True, capture_output=True)
+    pinned = yaml.safe_load(values.read_text())
+    assert pinned["image"]["digest"] == DIGEST
+    r = render({"image": pinned["image"]})
+    assert r.container()["image"].endswith("@" + DIGEST)
+    results = checkov(r, tmp_path)
+    assert failed(results) == []
+    assert "CKV_K8S_43" not in {s["check_id"] for s in results["skipped_checks"]}
