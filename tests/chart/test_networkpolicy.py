@@ -18,7 +18,9 @@ def test_permissive_by_default():
     assert spec["policyTypes"] == ["Ingress"]
     others, admin = spec["ingress"]
     # Every port but the admin port from anywhere: the proxy port, and a mesh's own.
-    assert others == {"ports": [{"port": 1, "endPort": 9089, "protocol": "TCP"},
+    # The proxy port is named as well, for CNIs that read a range as its first port.
+    assert others == {"ports": [{"port": "http", "protocol": "TCP"},
+                                {"port": 1, "endPort": 9089, "protocol": "TCP"},
                                 {"port": 9091, "endPort": 65535, "protocol": "TCP"},
                                 {"port": 1, "endPort": 65535, "protocol": "UDP"}]}
     # The admin port (metrics, the admin API) only from the cluster's pods, and Istio
