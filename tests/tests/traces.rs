@@ -79,17 +79,13 @@ fn named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
     spans.iter().filter(|s| s.name == name).collect()
 }
 
-#[tokio::test]
-async fn a_gateway_request_a_login_and_its_code_exchange_are_traced() {
-    let collector = Collector::start().await;
-    let (orch, _app) = start(&collector.url(), "127.0.0.1/32").await;
+/// Signs alice in, then asks the app's page again with the client's
+/// `traceparent` (`CLIENT_TRACE`, `CLIENT_PARENT`).
+async fn signed_in_request_with_client_trace(orch: &Orchestrator) -> reqwest::Response {
     let b = Browser::new();
     let page = format!("{}/page", orch.base_url());
     assert_eq!(b.visit(&page, "alice", "pw").await.unwrap().status, 200);
-
-    // A request through the trusted proxy (loopback here) continues its trace.
-    let resp = b
-        .client()
+    b.client()
         .get(&page)
         .header(
             "traceparent",
@@ -97,7 +93,15 @@ async fn a_gateway_request_a_login_and_its_code_exchange_are_traced() {
         )
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_gateway_request_a_login_and_its_code_exchange_are_traced() {
+    let collector = Collector::start().await;
+    let (orch, _app) = start(&collector.url(), "127.0.0.1/32").await;
+    // A request through the trusted proxy (loopback here) continues its trace.
+    let resp = signed_in_request_with_client_trace(&orch).await;
     assert_eq!(resp.status(), 200);
     let echo: Value = resp.json().await.unwrap();
     let sent_up = upstream_traceparent(&echo).expect("the upstream gets a traceparent");
@@ -178,19 +182,7 @@ async fn a_gateway_request_a_login_and_its_code_exchange_are_traced() {
 async fn an_untrusted_clients_traceparent_starts_a_new_trace() {
     let collector = Collector::start().await;
     let (orch, _app) = start(&collector.url(), "10.0.0.0/8").await;
-    let b = Browser::new();
-    let page = format!("{}/page", orch.base_url());
-    assert_eq!(b.visit(&page, "alice", "pw").await.unwrap().status, 200);
-    let resp = b
-        .client()
-        .get(&page)
-        .header(
-            "traceparent",
-            format!("00-{CLIENT_TRACE}-{CLIENT_PARENT}-01"),
-        )
-        .send()
-        .await
-        .unwrap();
+    let resp = signed_in_request_with_client_trace(&orch).await;
     let echo: Value = resp.json().await.unwrap();
     let sent_up = upstream_traceparent(&echo).expect("a traceparent of its own");
     assert!(

@@ -201,11 +201,7 @@ so the kubelet never kills a pod that is still draining. The defaults match the 
 own (2s and 20s).
 */}}
 {{- define "orchestrator.terminationGracePeriodSeconds" -}}
-{{- $config := include "orchestrator.config" . | fromYaml -}}
-{{- $shutdown := $config.shutdown | default dict -}}
-{{- $delay := include "orchestrator.durationSeconds" (list "config.shutdown.delay" ($shutdown.delay | default "2s")) | atoi -}}
-{{- $drain := include "orchestrator.durationSeconds" (list "config.shutdown.drainTimeout" ($shutdown.drainTimeout | default "20s")) | atoi -}}
-{{- $needed := add $delay $drain -}}
+{{- $needed := include "orchestrator.shutdownSeconds" . | atoi -}}
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
 {{- add $needed 10 -}}
 {{- else if le (int .Values.terminationGracePeriodSeconds) (int $needed) -}}
@@ -225,7 +221,7 @@ Included once, from the StatefulSet.
 {{- $backend := $cache.backend | default "memory" -}}
 {{- $gateway := $config.appGateway | default dict -}}
 {{- $session := $gateway.session | default dict -}}
-{{- $many := or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled -}}
+{{- $many := eq (include "orchestrator.severalPods" .) "true" -}}
 {{- if and $many (eq $backend "memory") -}}
 {{- if $config.oidcProvider -}}
 {{- fail "config.oidcProvider with more than one replica (replicaCount > 1 or autoscaling.enabled) needs a shared store: set config.cache.backend: redis and config.cache.redis.url (password via ${secret:NAME}), or run replicaCount: 1 with autoscaling.enabled: false. With cache.backend memory each pod would hold its own codes, refresh tokens and SSO sessions." -}}
@@ -392,12 +388,8 @@ Ingress or through Gateway API: its target deregistration lags the pod's, which 
 delay, the deregistration delay and minReadySeconds allow for.
 */}}
 {{- define "orchestrator.behindAlb" -}}
-{{- /* The same choice as ingress.yaml: the controller, or for auto the exact class name; an
-       unknown controller with ALB stickiness gets the ALB annotations too. */ -}}
-{{- $flavor := .Values.ingress.controller -}}
-{{- if eq $flavor "auto" -}}
-{{- $flavor = ternary "alb" (ternary "nginx" "other" (eq .Values.ingress.className "nginx")) (eq .Values.ingress.className "alb") -}}
-{{- end -}}
+{{- /* An unknown controller with ALB stickiness gets the ALB annotations too (ingress.yaml). */ -}}
+{{- $flavor := include "orchestrator.ingressController" . -}}
 {{- if and (eq $flavor "other") (eq .Values.ingress.stickiness "alb") -}}
 {{- $flavor = "alb" -}}
 {{- end -}}
@@ -407,11 +399,12 @@ delay, the deregistration delay and minReadySeconds allow for.
 {{- end -}}
 
 {{/*
-Seconds for the ALB target group's deregistration_delay: the pod's shutdown delay plus its
-drain timeout, so the ALB lets in-flight requests finish exactly as long as the pod serves
-them, and no longer (the ALB default is 300s).
+Seconds a pod serves after SIGTERM: shutdown.delay + shutdown.drainTimeout (the orchestrator's
+defaults, 2s and 20s, when unset). The grace period must exceed it; an ALB's deregistration
+delay is it (in-flight requests finish exactly as long as the pod serves them; the ALB
+default is 300s).
 */}}
-{{- define "orchestrator.deregistrationSeconds" -}}
+{{- define "orchestrator.shutdownSeconds" -}}
 {{- $config := include "orchestrator.config" . | fromYaml -}}
 {{- $shutdown := $config.shutdown | default dict -}}
 {{- $delay := include "orchestrator.durationSeconds" (list "config.shutdown.delay" ($shutdown.delay | default "2s")) | atoi -}}
@@ -425,11 +418,7 @@ Service's persistent-session label), gke (GCPBackendPolicy) or alb (TargetGroupC
 Refuses what would not keep local sessions on their pod.
 */}}
 {{- define "orchestrator.routeStickiness" -}}
-{{- $config := include "orchestrator.config" . | fromYaml -}}
-{{- $gateway := $config.appGateway | default dict -}}
-{{- $session := $gateway.session | default dict -}}
-{{- $many := or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled -}}
-{{- $needsSticky := and $many (not (empty $gateway)) (eq ($session.store | default "local") "local") -}}
+{{- $needsSticky := eq (include "orchestrator.stickyNeeded" .) "true" -}}
 {{- $controller := .Values.httpRoute.controller -}}
 {{- $native := dict "envoy" "route" "other" "route" "istio" "istio" "gke" "gke" "alb" "alb" -}}
 {{- $mode := .Values.httpRoute.sessionPersistence -}}
@@ -594,4 +583,32 @@ Seconds as a Gateway API duration (at most five digits a unit): 28800 → "8h", 
 {{- $m := div (mod $s 3600) 60 -}}
 {{- $rest := mod $s 60 -}}
 {{- if $h }}{{ $h }}h{{ end }}{{ if $m }}{{ $m }}m{{ end }}{{ if or $rest (eq $s 0) }}{{ $rest }}s{{ end -}}
+{{- end -}}
+
+{{/* "true" when more than one pod may run (replicaCount > 1, or the HPA). */}}
+{{- define "orchestrator.severalPods" -}}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled }}true{{ end -}}
+{{- end -}}
+
+{{/*
+"true" when every request of a user must reach one pod: several pods serve local gateway
+sessions. The Ingress and the HTTPRoute then make sessions stick.
+*/}}
+{{- define "orchestrator.stickyNeeded" -}}
+{{- $config := include "orchestrator.config" . | fromYaml -}}
+{{- $gateway := $config.appGateway | default dict -}}
+{{- $session := $gateway.session | default dict -}}
+{{- if and (eq (include "orchestrator.severalPods" .) "true") (not (empty $gateway)) (eq ($session.store | default "local") "local") }}true{{ end -}}
+{{- end -}}
+
+{{/*
+The Ingress controller whose annotations the chart adds: ingress.controller, or for `auto` the
+className when it is exactly `nginx` or `alb` (nothing is guessed from other names), else other.
+*/}}
+{{- define "orchestrator.ingressController" -}}
+{{- $flavor := .Values.ingress.controller -}}
+{{- if eq $flavor "auto" -}}
+{{- $flavor = ternary "alb" (ternary "nginx" "other" (eq .Values.ingress.className "nginx")) (eq .Values.ingress.className "alb") -}}
+{{- end -}}
+{{- $flavor -}}
 {{- end -}}
