@@ -3,9 +3,11 @@
 //! - `GET /ws` with a WebSocket upgrade: echoes every message back.
 //! - `/slow/<ms>/…`: waits `ms` milliseconds, then echoes.
 //! - `/bytes/<n>`: streams `n` bytes of `x`.
+//! - `/close/…`: echoes, then closes the connection (`Connection: close`).
 //! - anything else: a JSON echo of the request: `method`, `uri` (path and
 //!   query exactly as received), `version`, `headers` (a list of
-//!   `[name, value]`, repeats kept), `body` (UTF-8, lossy) and `bodyLen`.
+//!   `[name, value]`, repeats kept), `body` (UTF-8, lossy), `bodyLen` and
+//!   `peerPort` (the port of the connection it came on).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,6 +30,7 @@ type Body = BoxBody<Bytes, Infallible>;
 pub struct TestUpstream {
     addr: SocketAddr,
     requests: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -39,17 +42,20 @@ impl TestUpstream {
             .expect("bind upstream");
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
         let counter = requests.clone();
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         counter.fetch_add(1, Ordering::SeqCst);
-                        handle(req)
+                        handle(req, peer.port())
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -60,6 +66,7 @@ impl TestUpstream {
         Self {
             addr,
             requests,
+            connections,
             task,
         }
     }
@@ -78,6 +85,11 @@ impl TestUpstream {
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
     }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for TestUpstream {
@@ -86,7 +98,7 @@ impl Drop for TestUpstream {
     }
 }
 
-async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(mut req: Request<Incoming>, peer_port: u16) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     if path.ends_with("/ws") && req.headers().contains_key(hyper::header::UPGRADE) {
         return Ok(websocket(&mut req));
@@ -153,12 +165,19 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
         "headers": headers,
         "bodyLen": body.len(),
         "body": String::from_utf8_lossy(&body),
+        "peerPort": peer_port,
     });
     let mut resp = Response::new(Full::new(Bytes::from(json.to_string())).boxed());
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
     );
+    if path.starts_with("/close/") {
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
     Ok(resp)
 }
 

@@ -2,8 +2,15 @@
 //! plain HTTP or rustls (optional CA file, mTLS client certificate, HTTP/2
 //! when the upstream offers it through ALPN), with connect and
 //! response-header timeouts.
+//!
+//! A request that came on an HTTP/1.1 client connection to a plain-HTTP
+//! upstream goes instead on an upstream connection that client connection
+//! keeps and drives in its own task ([`ConnUpstreams`]): no task hop per
+//! request or response. Upgrades, HTTPS upstreams (HTTP/2 through ALPN) and
+//! a connection's fifth upstream use the pool.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -20,20 +27,30 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use crate::error::GatewayError;
 use orchestrator_http::body::BoxBody;
 use orchestrator_http::trace_context::{self, KeyValue};
+use orchestrator_http::upstream_conn::ConnUpstreams;
+use tower_service::Service as _;
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, BoxBody>;
+
+/// A connection kept by a client connection and idle this long is closed
+/// rather than used: as the pool's idle timeout, shorter than common
+/// upstream keep-alive timeouts.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a forward failed; the caller turns it into 502 or 504.
 #[derive(Debug)]
 pub(crate) enum ForwardError {
     /// Connection refused/reset, TLS failure, protocol error (502).
-    Failed(hyper_util::client::legacy::Error),
+    Failed(Box<dyn std::error::Error + Send + Sync>),
     /// No response headers within the response timeout (504).
     Timeout,
 }
 
 /// The upstream of one app.
 pub(crate) struct Upstream {
+    /// Names this upstream (this load of it) in a client connection's
+    /// [`ConnUpstreams`].
+    id: u64,
     scheme: Scheme,
     authority: Authority,
     /// `authority` as the `Host` header value, made once.
@@ -42,6 +59,8 @@ pub(crate) struct Upstream {
     /// HTTP/1.1 only: upgrades (WebSocket) need an HTTP/1.1 connection even
     /// when the upstream would offer HTTP/2 through ALPN.
     upgrade_client: HttpClient,
+    /// TCP connects for the connections client connections keep.
+    connector: HttpConnector,
     response_timeout: Duration,
 }
 
@@ -123,12 +142,15 @@ impl Upstream {
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
             GatewayError::config(key("upstream"), "host is not a valid header value")
         })?;
+        static IDS: AtomicU64 = AtomicU64::new(0);
         Ok(Self {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             scheme,
             authority,
             host,
             client: build(true),
             upgrade_client: build(false),
+            connector: http,
             response_timeout,
         })
     }
@@ -147,20 +169,17 @@ impl Upstream {
         self.host.clone()
     }
 
-    /// Sends the request; waits at most the response timeout for headers.
-    /// The body then streams without a deadline (downloads may be long).
     /// Sends `req` (in its own span when traces are on, whose context the
-    /// upstream gets as `traceparent`).
+    /// upstream gets as `traceparent`), on a connection of `held` (the
+    /// client connection's) when it can; waits at most the response timeout
+    /// for headers. The body then streams without a deadline (downloads may
+    /// be long).
     pub(crate) async fn send(
         &self,
         mut req: Request<BoxBody>,
         upgrade: bool,
+        held: Option<&ConnUpstreams>,
     ) -> Result<Response<Incoming>, ForwardError> {
-        let client = if upgrade {
-            &self.upgrade_client
-        } else {
-            &self.client
-        };
         let span = trace_context::Span::child("upstream", trace_context::SpanKind::Client, || {
             let uri = req.uri();
             let port = uri
@@ -181,11 +200,16 @@ impl Upstream {
         });
         let sent = async {
             trace_context::inject(req.headers_mut());
-            match tokio::time::timeout(self.response_timeout, client.request(req)).await {
-                Ok(Ok(resp)) => Ok(resp),
-                Ok(Err(e)) => Err(ForwardError::Failed(e)),
-                Err(_) => Err(ForwardError::Timeout),
-            }
+            let held = held.filter(|_| !upgrade && self.scheme == Scheme::HTTP);
+            let sent = async {
+                match held {
+                    Some(held) => self.send_held(req, held).await,
+                    None => self.send_pooled(req, upgrade).await,
+                }
+            };
+            tokio::time::timeout(self.response_timeout, sent)
+                .await
+                .unwrap_or(Err(ForwardError::Timeout))
         };
         let result = trace_context::within(span.as_ref(), sent).await;
         if let Some(span) = span {
@@ -198,6 +222,84 @@ impl Upstream {
             }
         }
         result
+    }
+
+    /// Through the pool (its connections are tasks of their own).
+    async fn send_pooled(
+        &self,
+        req: Request<BoxBody>,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let client = if upgrade {
+            &self.upgrade_client
+        } else {
+            &self.client
+        };
+        client
+            .request(req)
+            .await
+            .map_err(|e| ForwardError::Failed(e.into()))
+    }
+
+    /// On the client connection's idle connection to this upstream, or on a
+    /// new one it then keeps, or through the pool when it keeps its most.
+    async fn send_held(
+        &self,
+        req: Request<BoxBody>,
+        held: &ConnUpstreams,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let mut kept = None;
+        if let Some(mut sender) = held.take(self.id, IDLE_TIMEOUT) {
+            // Ready at once, or once the previous response's end is read.
+            if sender.ready().await.is_ok() {
+                kept = Some(sender);
+            }
+        }
+        let reused = kept.is_some();
+        let mut sender = match kept {
+            Some(sender) => sender,
+            // Boxed: connecting is rare, and its futures would otherwise
+            // enlarge (and be copied with) every request's future.
+            None if held.has_room() => Box::pin(self.open(req.uri(), held)).await?,
+            None => return self.send_pooled(req, false).await,
+        };
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                held.give_back(self.id, sender);
+                Ok(resp)
+            }
+            Err(mut e) => match e.take_message() {
+                // The kept connection closed before the request left it (the
+                // upstream's idle timeout): nothing was sent, so once more.
+                Some(req) if reused => self.send_pooled(req, false).await,
+                _ => Err(ForwardError::Failed(e.into_error().into())),
+            },
+        }
+    }
+
+    /// A new HTTP/1.1 connection, driven from now on by `held`'s client
+    /// connection.
+    async fn open(
+        &self,
+        uri: &Uri,
+        held: &ConnUpstreams,
+    ) -> Result<hyper::client::conn::http1::SendRequest<BoxBody>, ForwardError> {
+        let io = self
+            .connector
+            .clone()
+            .call(uri.clone())
+            .await
+            .map_err(|e| ForwardError::Failed(e.into()))?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| ForwardError::Failed(e.into()))?;
+        held.open(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 }
 

@@ -50,6 +50,7 @@ use crate::{
     App, Gateway, JWKS_PATH, Runtime, backchannel, bearer, forward_auth, rescue, return_url,
 };
 use orchestrator_http::body::{BoxBody, full};
+use orchestrator_http::upstream_conn::ConnUpstreams;
 use orchestrator_http::{ConnInfo, authority, trace_context};
 
 /// Who a request was served for, attached to the gateway's responses as an
@@ -321,7 +322,9 @@ where
         .flatten()
         .map(|id| TunnelWatch::new(gw, id, &view.route_host, path));
     let identity = identity.map(|(_, i)| i);
-    let result = forward(
+    // Boxed: every future around this one would otherwise hold (and copy,
+    // as it is moved into place) the forward's kilobytes too.
+    let result = Box::pin(forward(
         rt,
         req,
         app,
@@ -330,7 +333,7 @@ where
         target,
         (upgrade, watch),
         view,
-    )
+    ))
     .await;
     (user, result)
 }
@@ -353,7 +356,8 @@ where
 {
     // 7. upstream_request_filter
     let inbound_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let held = parts.extensions.remove::<ConnUpstreams>();
     let mut headers = parts.headers;
     strip_cookies(&mut headers, &rt.cookies.all());
     remove_hop_by_hop(&mut headers, upgrade.is_some());
@@ -378,7 +382,9 @@ where
 
     // 8. forward
     let sent = Instant::now();
-    let result = upstream.send(upstream_req, upgrade.is_some()).await;
+    let result = upstream
+        .send(upstream_req, upgrade.is_some(), held.as_ref())
+        .await;
     app.metrics.upstream(sent.elapsed());
     let mut resp = match result {
         Ok(resp) => resp,
@@ -603,7 +609,9 @@ pub(crate) async fn bearer_identity(
     let idp = rt.idps.get(&app.idp).ok_or(GatewayError::IdpUnavailable {
         idp: app.idp.clone(),
     })?;
-    let claims = bearer::verify(idp, check, &gw.introspections, token).await?;
+    // Boxed: the key fetch and introspection futures are large, and inline
+    // they would enlarge every proxied request's future.
+    let claims = Box::pin(bearer::verify(idp, check, &gw.introspections, token)).await?;
     Ok(Some(Arc::new(Identity::for_claims(rt, app, &claims))))
 }
 

@@ -100,7 +100,7 @@ pub(crate) async fn current(
     let Some(idp) = idp.filter(|_| session.renewable()) else {
         if past_grace {
             renewals.metrics.renewal("expired");
-            sessions.remove(&id, "identity_expired").await?;
+            Box::pin(sessions.remove(&id, "identity_expired")).await?;
             return Ok(None);
         }
         return Ok(Some(session));
@@ -123,7 +123,9 @@ pub(crate) async fn current(
     if recently_failed {
         return Ok(None);
     }
-    match renew(sessions, renewals, idp, id, session).await {
+    // Boxed, as the other rare paths below: inline, the refresh's HTTP
+    // future would enlarge (and be copied with) every request's future.
+    match Box::pin(renew(sessions, renewals, idp, id, session)).await {
         Ok(renewed) => Ok(Some(renewed)),
         Err(Failed::Ended) => Ok(None),
         // Past the grace an unconfirmed identity is not served; the session

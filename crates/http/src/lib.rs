@@ -10,7 +10,9 @@
 //! - W3C trace context in and out ([`trace_context`]);
 //! - the `Cookie` header rules ([`cookies`]): parsing as bytes (a non-ASCII
 //!   cookie beside ours changes nothing), one cookie of a name or none
-//!   (cookie tossing), and removing cookies from what an upstream sees.
+//!   (cookie tossing), and removing cookies from what an upstream sees;
+//! - the upstream connections an HTTP/1.1 client connection keeps and drives
+//!   in its own task ([`upstream_conn`]).
 //!
 //! It knows nothing of sessions, config or routing.
 
@@ -25,3 +27,4 @@ pub mod cookies;
 pub mod proxies;
 pub mod request_id;
 pub mod trace_context;
+pub mod upstream_conn;

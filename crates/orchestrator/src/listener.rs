@@ -1,7 +1,8 @@
 //! The main listener: accepts TCP (and TLS when configured), serves HTTP/1.1
 //! and HTTP/2 with hyper-util's auto builder, bounded header size and header
 //! read time, and hands each request to [`crate::dispatch`]. Connections are
-//! tracked so shutdown can drain them.
+//! tracked so shutdown can drain them. An HTTP/1.1 connection's task also
+//! drives the upstream connections its requests keep ([`ConnUpstreams`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use orchestrator_http::ConnInfo;
 use orchestrator_http::proxies::is_trusted;
 use orchestrator_http::request_id::{self, RequestId};
 use orchestrator_http::trace_context;
+use orchestrator_http::upstream_conn::ConnUpstreams;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -96,11 +98,19 @@ pub(crate) async fn serve(
         let handshake_timeout = listen_cfg.header_read_timeout;
         tokio::spawn(async move {
             let _slot = slot;
+            // The upstream connections this client connection keeps: driven
+            // below, with the connection, in this task.
+            let upstreams = ConnUpstreams::new();
             let service = {
                 let app = app.clone();
                 let is_tls = tls.is_some();
+                let upstreams = upstreams.clone();
                 service_fn(move |mut req: hyper::Request<Incoming>| {
                     let app = app.clone();
+                    // HTTP/2 streams are tasks of their own: they use the pool.
+                    if req.version() <= hyper::Version::HTTP_11 {
+                        req.extensions_mut().insert(upstreams.clone());
+                    }
                     async move {
                         let started = Instant::now();
                         // One runtime per request: the access-log switch and the
@@ -120,11 +130,13 @@ pub(crate) async fn serve(
                             is_tls,
                             &runtime.config.listen.trusted_proxies,
                         );
-                        let handled = id.clone().scope(crate::dispatch::dispatch(
+                        // Boxed once here: the wrappers below then move a
+                        // pointer, not the whole request future (kilobytes).
+                        let handled = id.clone().scope(Box::pin(crate::dispatch::dispatch(
                             &runtime,
                             req,
                             ConnInfo { peer, tls: is_tls },
-                        ));
+                        )));
                         let mut resp = trace_context::within(span.as_ref(), handled).await;
                         if let Some(span) = span {
                             span.set(KeyValue::new(
@@ -185,7 +197,7 @@ pub(crate) async fn serve(
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
+                    if let Err(e) = upstreams.drive(watcher.watch(conn)).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 }
@@ -193,7 +205,7 @@ pub(crate) async fn serve(
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
+                    if let Err(e) = upstreams.drive(watcher.watch(conn)).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 }

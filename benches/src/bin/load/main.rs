@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 mod drive;
+mod instructions;
 mod procs;
 mod report;
 
@@ -54,7 +55,8 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     rounds: u32,
     /// Scenarios, comma separated: small, latency, download, upload, logins,
-    /// exchanges, sessions, startup, or all.
+    /// exchanges, sessions, startup, or all; and instructions (callgrind's
+    /// count per request; only when named).
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Live sessions to create in the memory scenario (the report
@@ -64,6 +66,10 @@ struct Args {
     /// Starts to take the median start-to-ready time over.
     #[arg(long, default_value_t = 5)]
     starts: usize,
+    /// Where the instructions scenario leaves callgrind's files (for
+    /// `callgrind_annotate`); a temp dir, removed after, when not given.
+    #[arg(long)]
+    callgrind_dir: Option<PathBuf>,
     /// Print JSON instead of markdown.
     #[arg(long)]
     json: bool,
@@ -113,6 +119,9 @@ const ALL: [&str; 8] = [
     "sessions",
     "startup",
 ];
+
+/// Scenarios only run when named (they need valgrind and take minutes).
+const ON_REQUEST: [&str; 1] = ["instructions"];
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
@@ -232,8 +241,16 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
         ALL.to_vec()
     } else {
         let chosen: Vec<&str> = args.scenario.split(',').map(str::trim).collect();
-        if let Some(bad) = chosen.iter().find(|s| !ALL.contains(s)) {
-            return Err(format!("unknown scenario {bad}; one of {} or all", ALL.join(", ")).into());
+        if let Some(bad) = chosen
+            .iter()
+            .find(|s| !ALL.contains(s) && !ON_REQUEST.contains(s))
+        {
+            return Err(format!(
+                "unknown scenario {bad}; one of {}, {} or all",
+                ALL.join(", "),
+                ON_REQUEST.join(", ")
+            )
+            .into());
         }
         chosen
     };
@@ -516,6 +533,22 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
     }
     if wants("startup") {
         startup(args, cpus, &mut report, &bin, &secrets, upstream.addr).await?;
+    }
+    if wants("instructions") {
+        let nginx_bin = match args.no_nginx {
+            true => None,
+            false => Some(Nginx::ensure_installed().await?),
+        };
+        instructions::instructions(
+            cpus,
+            &mut report,
+            &bin,
+            &secrets,
+            upstream.addr,
+            nginx_bin.as_deref(),
+            args.callgrind_dir.as_deref(),
+        )
+        .await?;
     }
     Ok(report)
 }

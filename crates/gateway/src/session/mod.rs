@@ -238,7 +238,7 @@ impl SessionStore {
             return Ok(None);
         };
         if self.ended_by_idp(id, &session).await? {
-            self.remove(id, "backchannel").await?;
+            Box::pin(self.remove(id, "backchannel")).await?;
             return Ok(None);
         }
         Ok(Some(session))

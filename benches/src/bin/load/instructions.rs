@@ -1,0 +1,215 @@
+//! The `instructions` scenario: user-space instructions per authenticated GET,
+//! counted by valgrind's callgrind, for the orchestrator and for NGINX.
+//!
+//! CPU time per request on a shared VM moves by ±20% between runs; an
+//! instruction count moves by well under 1%, so this is the figure to
+//! compare builds by (kernel time, the other half of a request's cost, is
+//! not in it: both proxies make the same syscalls per request). Each process
+//! runs under `valgrind --tool=callgrind`; after a warm-up the counters are
+//! zeroed (`callgrind_control -z`), a fixed number of requests is sent, and a
+//! dump (`callgrind_control -d`) gives the total.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use benches::Error;
+use benches::client::{Browser, Conn, drain, get};
+use hyper::header;
+
+use crate::procs::{self, Cpus, Nginx, Orchestrator, Secrets};
+use crate::report::{Fact, Report};
+
+/// Requests counted per process (after `WARM_UP` uncounted ones).
+const REQUESTS: usize = 4_000;
+const WARM_UP: usize = 400;
+/// Concurrent keep-alive connections the requests are spread over.
+const CONNECTIONS: usize = 16;
+
+/// Runs the scenario; notes why when valgrind is missing.
+pub(crate) async fn instructions(
+    cpus: &Cpus,
+    report: &mut Report,
+    bin: &Path,
+    secrets: &Secrets,
+    upstream: SocketAddr,
+    nginx: Option<&Path>,
+    keep_in: Option<&Path>,
+) -> Result<(), Error> {
+    let (Some(valgrind), Some(control)) =
+        (procs::which("valgrind"), procs::which("callgrind_control"))
+    else {
+        report.note(
+            "valgrind not installed: instructions scenario skipped (apt-get install -y valgrind)"
+                .to_owned(),
+        );
+        return Ok(());
+    };
+    let temp = tempfile::Builder::new().prefix("callgrind-").tempdir()?;
+    let dir = match keep_in {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            // Dumps of an earlier run would be taken for this run's.
+            for e in std::fs::read_dir(d)?.flatten() {
+                let f = e.file_name();
+                let f = f.to_string_lossy();
+                if f.starts_with("orchestrator.out") || f.starts_with("nginx.out") {
+                    std::fs::remove_file(e.path())?;
+                }
+            }
+            d.to_owned()
+        }
+        None => temp.path().to_owned(),
+    };
+    let wrapper = |name: &str| {
+        vec![
+            valgrind.display().to_string(),
+            "--tool=callgrind".to_owned(),
+            format!("--callgrind-out-file={}/{name}.out", dir.display()),
+        ]
+    };
+
+    let orch =
+        Orchestrator::start_wrapped(bin, cpus, secrets, upstream, &wrapper("orchestrator")).await?;
+    let mut browser = Browser::connect(orch.addr, &orch.host).await?;
+    browser.login("/", procs::USER, procs::PASSWORD).await?;
+    let session = browser
+        .jar
+        .get("orchestrator_session")
+        .ok_or("no session cookie after login")?
+        .to_owned();
+    let cookie = format!("orchestrator_session={session}");
+    let orch_ir = count(&control, orch.pid, &dir, "orchestrator", |n| {
+        load(orch.addr, &orch.host, Some(&cookie), n)
+    })
+    .await?;
+    orch.stop().await;
+
+    let nginx_ir = match nginx {
+        Some(nginx_bin) => {
+            let n = Nginx::start_wrapped(nginx_bin, cpus, upstream, &wrapper("nginx")).await?;
+            let host = format!("{}:{}", procs::APP_HOST, n.addr.port());
+            Some(
+                count(&control, n.pid, &dir, "nginx", |k| {
+                    load(n.addr, &host, None, k)
+                })
+                .await?,
+            )
+        }
+        None => None,
+    };
+    let per = |ir: u64| ir as f64 / REQUESTS as f64;
+    report.fact(Fact::new(
+        "user-space instructions per authenticated GET, orchestrator (callgrind)",
+        format!("{:.0}", per(orch_ir)),
+        "(lower is better; compare builds by it)",
+        None,
+    ));
+    if let Some(n) = nginx_ir {
+        report.fact(Fact::new(
+            "same, NGINX proxy_pass",
+            format!(
+                "{:.0} (orchestrator {:.2}×)",
+                per(n),
+                orch_ir as f64 / n as f64
+            ),
+            "orchestrator ≤ 1.0×",
+            Some(orch_ir <= n),
+        ));
+    }
+    report.note(format!(
+        "instructions scenario: {REQUESTS} GET /small over {CONNECTIONS} connections after \
+         {WARM_UP} uncounted, each process under valgrind --tool=callgrind"
+    ));
+    Ok(())
+}
+
+/// Warms up (`WARM_UP` requests), zeroes the counters of `pid`, runs
+/// `REQUESTS` requests, dumps, and returns the instructions of the dump.
+async fn count<F, Fut>(
+    control: &Path,
+    pid: u32,
+    dir: &Path,
+    name: &str,
+    load: F,
+) -> Result<u64, Error>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<usize, Error>>,
+{
+    let _ = load(WARM_UP).await?;
+    callgrind_control(control, "-z", pid).await?;
+    let served = load(REQUESTS).await?;
+    if served != REQUESTS {
+        return Err(format!("{name}: {served} of {REQUESTS} requests answered 200").into());
+    }
+    callgrind_control(control, "-d", pid).await?;
+    let dump = newest_dump(dir, name)?;
+    let text = std::fs::read_to_string(&dump)?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("{name}: no instruction total in {}", dump.display()).into())
+}
+
+async fn callgrind_control(control: &Path, what: &str, pid: u32) -> Result<(), Error> {
+    let out = tokio::process::Command::new(control)
+        .arg(what)
+        .arg(pid.to_string())
+        .output()
+        .await?;
+    if !out.status.success() {
+        return Err(format!(
+            "callgrind_control {what} {pid} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The last dump of `name` (callgrind numbers them `<file>.1`, `.2`, …).
+fn newest_dump(dir: &Path, name: &str) -> Result<PathBuf, Error> {
+    let prefix = format!("{name}.out.");
+    std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|f| Some((f.strip_prefix(&prefix)?.parse::<u32>().ok()?, f)))
+        .max()
+        .map(|(_, f)| dir.join(f))
+        .ok_or_else(|| format!("{name}: callgrind wrote no dump").into())
+}
+
+/// `n` GETs of `/small`, spread over `CONNECTIONS` connections; how many
+/// answered 200 with the whole body.
+async fn load(
+    addr: SocketAddr,
+    host: &str,
+    cookie: Option<&str>,
+    n: usize,
+) -> Result<usize, Error> {
+    let per_conn = n / CONNECTIONS;
+    let tasks = (0..CONNECTIONS).map(|_| async move {
+        let mut conn = Conn::connect(addr).await?;
+        let mut ok = 0;
+        for _ in 0..per_conn {
+            let mut req = get(host, "/small")?;
+            if let Some(c) = cookie {
+                req.headers_mut().insert(header::COOKIE, c.parse()?);
+            }
+            let resp = conn.send(req).await?;
+            let status = resp.status();
+            let len = drain(resp).await?;
+            if status == 200 && len == benches::upstream::SMALL_BODY.len() {
+                ok += 1;
+            }
+        }
+        Ok::<_, Error>(ok)
+    });
+    let mut total = 0;
+    for r in futures::future::join_all(tasks).await {
+        total += r?;
+    }
+    Ok(total)
+}
