@@ -1,12 +1,12 @@
 //! Header surgery: what is removed from the inbound request, what the
 //! gateway sets for the upstream, and the hop-by-hop rules of RFC 9110 7.6.1.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+use orchestrator_http::proxies::{X_FORWARDED_FOR, ip_text};
 use orchestrator_http::{ConnInfo, authority};
 use serde_json::{Map, Value};
 
@@ -15,19 +15,44 @@ use serde_json::{Map, Value};
 /// `x-auth-request-email` as the same header.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct OwnedHeaders {
-    names: HashSet<String>,
+    /// Canonical names; a handful, so a scan beats hashing.
+    names: Vec<Box<str>>,
 }
 
+/// `name` lower-cased with `_` for `-`: the spelling CGI-style frameworks
+/// fold header names to.
 fn canonical(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Calls `check` with a header name as it arrived (lower-case, as every
+/// `HeaderName` is) and, when it has a `_`, once more in its canonical
+/// spelling; true when either call is.
+fn in_any_spelling(name: &HeaderName, check: impl Fn(&str) -> bool) -> bool {
+    let name = name.as_str();
+    check(name) || (name.contains('_') && check(&canonical(name)))
+}
+
+/// Removes every header whose name `doomed` picks, all occurrences: one
+/// pass over the names, then one removal per picked name.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let picked: Vec<HeaderName> = headers.keys().filter(|k| doomed(k)).cloned().collect();
+    for name in picked {
+        headers.remove(&name);
+    }
 }
 
 impl OwnedHeaders {
     /// The set of every name in `names`.
     pub(crate) fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        Self {
-            names: names.into_iter().map(canonical).collect(),
-        }
+        let mut names: Vec<Box<str>> = names.into_iter().map(|n| canonical(n).into()).collect();
+        names.sort();
+        names.dedup();
+        Self { names }
+    }
+
+    fn owns(&self, canonical_name: &str) -> bool {
+        self.names.iter().any(|n| **n == *canonical_name)
     }
 
     /// True when `headers` has a header the gateway owns under another
@@ -38,21 +63,13 @@ impl OwnedHeaders {
             && headers
                 .keys()
                 .filter(|k| k.as_str().contains('_'))
-                .any(|k| self.names.contains(&canonical(k.as_str())))
+                .any(|k| self.owns(&canonical(k.as_str())))
     }
 
     /// Removes every header the gateway owns, in any spelling, all occurrences.
     pub(crate) fn strip(&self, headers: &mut HeaderMap) {
-        if self.names.is_empty() {
-            return;
-        }
-        let doomed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| self.names.contains(&canonical(k.as_str())))
-            .cloned()
-            .collect();
-        for name in doomed {
-            headers.remove(&name);
+        if !self.names.is_empty() {
+            remove_where(headers, |k| in_any_spelling(k, |n| self.owns(n)));
         }
     }
 }
@@ -93,16 +110,11 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .filter(|n| !(keep_upgrade && n == header::UPGRADE))
         .collect();
-    for name in listed {
-        headers.remove(&name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
+    remove_where(headers, |k| {
+        HOP_BY_HOP.contains(k) || listed.contains(k) || (!keep_upgrade && k == header::UPGRADE)
+    });
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -176,36 +188,33 @@ impl ClientView {
                 client_ip: peer.ip().to_canonical(),
                 proto: own_proto,
                 host: host.to_owned(),
-                forwarded_for: peer.ip().to_string(),
+                forwarded_for: ip_text(peer.ip()),
             };
         }
-        let chain: Vec<String> = headers
-            .get_all("x-forwarded-for")
+        let mut forwarded_for = String::new();
+        for hop in headers
+            .get_all(X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .map(|s| s.trim().to_owned())
+            .map(str::trim)
             .filter(|s| !s.is_empty())
-            .collect();
-        let client_ip = orchestrator_http::proxies::client_ip(headers, peer.ip(), trusted);
-        let proto = match headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
         {
+            forwarded_for.push_str(hop);
+            forwarded_for.push_str(", ");
+        }
+        forwarded_for.push_str(&ip_text(peer.ip()));
+        let client_ip = orchestrator_http::proxies::client_ip(headers, peer.ip(), trusted);
+        let proto = match headers.get(X_FORWARDED_PROTO).and_then(|v| v.to_str().ok()) {
             Some(p) if p.trim().eq_ignore_ascii_case("https") => "https",
             Some(p) if p.trim().eq_ignore_ascii_case("http") => "http",
             _ => own_proto,
         };
         let fwd_host = headers
-            .get("x-forwarded-host")
+            .get(X_FORWARDED_HOST)
             .and_then(|v| v.to_str().ok())
             .map(|h| h.split(',').next().unwrap_or("").trim().to_owned())
             .filter(|h| !h.is_empty());
-        let mut forwarded_for = chain.join(", ");
-        if !forwarded_for.is_empty() {
-            forwarded_for.push_str(", ");
-        }
-        forwarded_for.push_str(&peer.ip().to_string());
         Self {
             via_trusted_proxy: true,
             route_host: authority::host(host),
@@ -222,57 +231,36 @@ impl ClientView {
     /// proxy headers ([`PROXY_ONLY`]), in every spelling: CGI, WSGI and PHP
     /// read `X_Original_URL` as `HTTP_X_ORIGINAL_URL` too.
     pub(crate) fn apply(&self, headers: &mut HeaderMap) {
-        headers.remove(header::FORWARDED);
-        for name in TARGET_OVERRIDES {
-            headers.remove(name);
-        }
-        if !self.via_trusted_proxy {
-            for name in PROXY_ONLY {
-                headers.remove(name);
-            }
-        }
-        // Other spellings need a look at each name; only ones with `_` can be.
-        if headers.keys().any(|k| k.as_str().contains('_')) {
-            let doomed: Vec<HeaderName> = headers
-                .keys()
-                .filter(|k| k.as_str().contains('_'))
-                .filter(|k| {
-                    let c = canonical(k.as_str());
-                    TARGET_OVERRIDES.contains(&c.as_str())
-                        || (!self.via_trusted_proxy && PROXY_ONLY.contains(&c.as_str()))
-                        || matches!(
-                            c.as_str(),
-                            "x-forwarded-for"
-                                | "x-forwarded-proto"
-                                | "x-forwarded-host"
-                                | "forwarded"
-                        )
-                })
-                .cloned()
-                .collect();
-            for name in doomed {
-                headers.remove(&name);
-            }
-        }
-        if let Ok(v) = HeaderValue::from_str(&self.client_ip.to_string()) {
-            headers.insert("x-real-ip", v);
+        remove_where(headers, |k| {
+            in_any_spelling(k, |n| {
+                TARGET_OVERRIDES.contains(&n)
+                    || (!self.via_trusted_proxy && PROXY_ONLY.contains(&n))
+                    || matches!(
+                        n,
+                        "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded"
+                    )
+                    // Respellings of the ones set below.
+                    || (n == "x-real-ip" && k.as_str() != n)
+            })
+        });
+        if let Ok(v) = HeaderValue::from_str(&ip_text(self.client_ip)) {
+            headers.insert(X_REAL_IP, v);
         }
         for (name, value) in [
-            ("x-forwarded-for", self.forwarded_for.as_str()),
-            ("x-forwarded-proto", self.proto),
-            ("x-forwarded-host", self.host.as_str()),
+            (X_FORWARDED_FOR, self.forwarded_for.as_str()),
+            (X_FORWARDED_PROTO, self.proto),
+            (X_FORWARDED_HOST, self.host.as_str()),
         ] {
-            match HeaderValue::from_str(value) {
-                Ok(v) => {
-                    headers.insert(name, v);
-                }
-                Err(_) => {
-                    headers.remove(name);
-                }
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(name, v);
             }
         }
     }
 }
+
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The `header → claim` pairs' values from the claims; arrays are joined
 /// with `,`; claims that are absent, objects, or not valid header bytes are

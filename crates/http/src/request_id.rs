@@ -11,10 +11,10 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header that carries the id, in and out.
-pub const HEADER: &str = "x-request-id";
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest id accepted from a proxy; a longer one is replaced.
 const MAX_LEN: usize = 128;
@@ -31,8 +31,14 @@ impl RequestId {
     /// A fresh id: 128 random bits as 32 hex digits (the form NGINX's
     /// `$request_id` has).
     pub fn generate() -> Self {
-        let n: u128 = rand::random();
-        Self(format!("{n:032x}").into())
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let bytes: [u8; 16] = rand::random();
+        let mut text = String::with_capacity(32);
+        for b in bytes {
+            text.push(char::from(HEX[usize::from(b >> 4)]));
+            text.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        Self(text.into())
     }
 
     /// The id a trusted proxy sent in `headers`, if it has exactly one
