@@ -4,6 +4,7 @@
 //! - `/slow/<ms>/…`: waits `ms` milliseconds, then echoes.
 //! - `/bytes/<n>`: streams `n` bytes of `x`.
 //! - `/close/…`: echoes, then closes the connection (`Connection: close`).
+//! - `/big-head/<n>`: echoes with an `x-big` response header of `n` bytes.
 //! - anything else: a JSON echo of the request: `method`, `uri` (path and
 //!   query exactly as received), `version`, `headers` (a list of
 //!   `[name, value]`, repeats kept), `body` (UTF-8, lossy), `bodyLen` and
@@ -172,6 +173,11 @@ async fn handle(mut req: Request<Incoming>, peer_port: u16) -> Result<Response<B
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
     );
+    if let Some(n) = path.strip_prefix("/big-head/").and_then(|n| n.parse().ok()) {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&"b".repeat(n)) {
+            resp.headers_mut().insert("x-big", v);
+        }
+    }
     if path.starts_with("/close/") {
         resp.headers_mut().insert(
             hyper::header::CONNECTION,

@@ -3,7 +3,8 @@
 //! (driven by the client connection's task), two client connections do not
 //! share one, a connection the upstream closed is replaced without an error,
 //! a fifth upstream (served through the pool) causes no reconnects, bodies both
-//! ways arrive whole, and HTTP/2 clients are served through the pool.
+//! ways arrive whole, HTTP/2 clients are served through the pool, and an
+//! upstream's response head over 16 KiB is a 502 on either path.
 
 #![allow(clippy::unwrap_used)]
 
@@ -195,4 +196,29 @@ async fn http2_clients_are_served_through_the_pool() {
         assert_eq!(status, 200);
         assert_eq!(uri, format!("/h2/{i}"));
     }
+}
+
+#[tokio::test]
+async fn a_response_head_over_16_kib_is_a_502_on_kept_and_pooled_connections() {
+    let upstream = TestUpstream::echo().await;
+    let orch = Orchestrator::start(&config(&[&upstream]), &[]).await;
+    // A kept connection (HTTP/1.1 client).
+    let mut conn = ClientConn::open(&orch).await;
+    let (status, _) = conn.send("app0.test", "/big-head/12000", b"").await;
+    assert_eq!(status, 200);
+    let (status, _) = conn.send("app0.test", "/big-head/20000", b"").await;
+    assert_eq!(status, 502);
+    // The pool (HTTP/2 client).
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("app0.test", ([127, 0, 0, 1], orch.port()).into())
+        .build()
+        .unwrap();
+    let get = |n: usize| {
+        client
+            .get(format!("http://app0.test:{}/big-head/{n}", orch.port()))
+            .send()
+    };
+    assert_eq!(get(12_000).await.unwrap().status(), 200);
+    assert_eq!(get(20_000).await.unwrap().status(), 502);
 }

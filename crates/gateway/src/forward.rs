@@ -37,6 +37,14 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, BoxBody>;
 /// upstream keep-alive timeouts.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Most bytes an upstream connection buffers as it reads (hyper's default is
+/// 400 KB), so also the largest response head an upstream may send (as
+/// HAProxy's default buffer; NGINX's is 4 or 8 KiB). Body chunks are read at
+/// most this big: with the client connection's write buffer (at most
+/// `listen.maxHeaderBytes` and one chunk), what one slow client's download
+/// holds in this process, ~100 KiB by default.
+const READ_BUF_BYTES: usize = 16 * 1024;
+
 /// Why a forward failed; the caller turns it into 502 or 504.
 #[derive(Debug)]
 pub(crate) enum ForwardError {
@@ -137,6 +145,7 @@ impl Upstream {
                 // hyper only re-sends a request it never wrote to a
                 // connection; nothing the upstream may have seen is retried.
                 .retry_canceled_requests(true)
+                .http1_max_buf_size(READ_BUF_BYTES)
                 .build(connector)
         };
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
@@ -291,6 +300,7 @@ impl Upstream {
             .await
             .map_err(|e| ForwardError::Failed(e.into()))?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(READ_BUF_BYTES)
             .handshake(io)
             .await
             .map_err(|e| ForwardError::Failed(e.into()))?;

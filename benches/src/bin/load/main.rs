@@ -16,10 +16,12 @@
 
 #![forbid(unsafe_code)]
 
+mod anchors;
 mod drive;
 mod instructions;
 mod procs;
 mod report;
+mod streams;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,8 +56,8 @@ struct Args {
     /// Rounds the targets alternate in (drift cancels out).
     #[arg(long, default_value_t = 3)]
     rounds: u32,
-    /// Scenarios, comma separated: small, latency, download, upload, logins,
-    /// exchanges, sessions, startup, or all; and instructions (callgrind's
+    /// Scenarios, comma separated: small, latency, download, upload, streams,
+    /// logins, exchanges, sessions, startup, or all; and instructions (callgrind's
     /// count per request; only when named).
     #[arg(long, default_value = "all")]
     scenario: String,
@@ -81,8 +83,8 @@ struct Args {
     /// with a 64 KiB buffer. Off by default for both.
     #[arg(long)]
     access_log: bool,
-    /// Leave NGINX out (no install, no NGINX rows): for a quick check that
-    /// every orchestrator target serves.
+    /// Leave NGINX, HAProxy and Caddy out (no install, no rows of theirs):
+    /// for a quick check that every orchestrator target serves.
     #[arg(long)]
     no_nginx: bool,
     /// The orchestrator binary (default: target/release/orchestrator).
@@ -109,11 +111,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-const ALL: [&str; 8] = [
+const ALL: [&str; 9] = [
     "small",
     "latency",
     "download",
     "upload",
+    "streams",
     "logins",
     "exchanges",
     "sessions",
@@ -259,7 +262,7 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
     let mut report = Report::new(cpus, args);
     let secrets = Secrets::generate(&bin).await?;
     let upstream = Upstream::start(cpus).await?;
-    let needs_proxies = ["small", "latency", "download", "upload"]
+    let needs_proxies = ["small", "latency", "download", "upload", "streams"]
         .iter()
         .any(|s| wants(s));
     let nginx = if needs_proxies && !args.no_nginx {
@@ -269,6 +272,19 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
     } else {
         None
     };
+    // HAProxy and Caddy beside NGINX, for the same rows.
+    let mut anchors = Vec::new();
+    if nginx.is_some() {
+        for kind in [anchors::Kind::Haproxy, anchors::Kind::Caddy] {
+            match anchors::Anchor::start(kind, cpus, upstream.addr).await {
+                Ok(a) => {
+                    report.note(a.version.clone());
+                    anchors.push((kind, a));
+                }
+                Err(e) => report.note(format!("{} left out: {e}", kind.name())),
+            }
+        }
+    }
     let orch = Orchestrator::start(&bin, cpus, &secrets, upstream.addr, &Backend::Memory).await?;
     report.fact(Fact::new(
         "orchestrator RSS right after ready (memory cache, nothing served)",
@@ -306,6 +322,16 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
             name: "nginx",
             addr: n.addr,
             pid: n.pid,
+            also: None,
+            host: orch.host.clone(),
+            cookie: None,
+        });
+    }
+    for (kind, a) in &anchors {
+        proxies.push(Target {
+            name: kind.name(),
+            addr: a.addr,
+            pid: a.pid,
             also: None,
             host: orch.host.clone(),
             cookie: None,
@@ -490,8 +516,28 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
         .await;
         report.rows("1 MiB upload", rows);
     }
+    if wants("streams") {
+        let mut subjects = vec![streams::Subject {
+            name: "orchestrator",
+            addr: orch.addr,
+            pid: orch.pid,
+            host: &orch.host,
+            cookie: Some(&cookie),
+        }];
+        if let Some(n) = &nginx {
+            subjects.push(streams::Subject {
+                name: "nginx",
+                addr: n.addr,
+                pid: n.pid,
+                host: &orch.host,
+                cookie: None,
+            });
+        }
+        streams::streams(&mut report, &subjects).await?;
+    }
     drop(nginx_auth);
     drop(nginx);
+    drop(anchors);
     if wants("logins") {
         logins(args, &mut report, &orch, &sso, half).await;
     }

@@ -270,9 +270,45 @@ fn clock_ticks() -> f64 {
     })
 }
 
+/// `program`, installed from Debian's `package` (`apt-get install -y`, after
+/// `apt-get update` when the lists are stale) when it is not on the PATH.
+pub(crate) async fn ensure_installed(program: &str, package: &str) -> Result<PathBuf, Error> {
+    if let Some(p) = which(program) {
+        return Ok(p);
+    }
+    eprintln!("{program} not found: apt-get install -y {package}");
+    let install = || async {
+        Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "-o",
+                "DPkg::Lock::Timeout=300",
+                package,
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status()
+            .await
+    };
+    if !install().await?.success() {
+        // A fresh machine may need the package lists first.
+        let _ = Command::new("apt-get")
+            .args(["update", "-q"])
+            .stdin(Stdio::null())
+            .status()
+            .await?;
+        install().await?;
+    }
+    which(program).ok_or_else(|| {
+        format!("{program} is not installed and apt-get could not install it").into()
+    })
+}
+
 /// Polls `GET path` on `addr` until it answers 200; returns how long that took
 /// from `since`. Fails when `child` exits or after [`READY_BOUND`].
-async fn poll_ready(
+pub(crate) async fn poll_ready(
     child: &mut Child,
     what: &str,
     addr: SocketAddr,
@@ -759,46 +795,7 @@ pub(crate) struct Nginx {
 impl Nginx {
     /// Installs NGINX (`apt-get install -y nginx`) when it is missing.
     pub(crate) async fn ensure_installed() -> Result<PathBuf, Error> {
-        if let Some(p) = which("nginx") {
-            return Ok(p);
-        }
-        eprintln!("nginx not found: apt-get install -y nginx");
-        let status = Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-q",
-                "-o",
-                "DPkg::Lock::Timeout=300",
-                "nginx",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .status()
-            .await?;
-        if !status.success() {
-            // A fresh machine may need the package lists first.
-            let _ = Command::new("apt-get")
-                .args(["update", "-q"])
-                .stdin(Stdio::null())
-                .status()
-                .await?;
-            Command::new("apt-get")
-                .args([
-                    "install",
-                    "-y",
-                    "-q",
-                    "-o",
-                    "DPkg::Lock::Timeout=300",
-                    "nginx",
-                ])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdin(Stdio::null())
-                .status()
-                .await?;
-        }
-        which("nginx")
-            .ok_or_else(|| "nginx is not installed and apt-get could not install it".into())
+        ensure_installed("nginx", "nginx").await
     }
 
     /// Plain `proxy_pass` to `upstream`; with `auth`, every request first
