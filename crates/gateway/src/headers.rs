@@ -86,6 +86,15 @@ pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     orchestrator_http::cookies::unique(headers, name)
 }
 
+/// The one cookie of the first of `names` that has one, in one pass (see
+/// [`orchestrator_http::cookies::first_unique`]).
+pub(crate) fn first_cookie_value<const N: usize>(
+    headers: &HeaderMap,
+    names: [&str; N],
+) -> Option<String> {
+    orchestrator_http::cookies::first_unique(headers, names)
+}
+
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),

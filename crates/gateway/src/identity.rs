@@ -13,6 +13,7 @@ use http::header::{HeaderName, HeaderValue};
 use moka::Expiry;
 use serde_json::{Map, Value};
 
+use crate::fast_hash::FastHash;
 use crate::headers::identity_values;
 use crate::session::{Session, SessionId};
 use crate::{App, Runtime};
@@ -133,7 +134,7 @@ impl Expiry<Key, Arc<Identity>> for OwnLifetime {
 
 /// The bounded cache of computed identities; built once, kept across reloads.
 pub(crate) struct IdentityCache {
-    cache: moka::sync::Cache<Key, Arc<Identity>>,
+    cache: moka::sync::Cache<Key, Arc<Identity>, FastHash>,
 }
 
 impl std::fmt::Debug for IdentityCache {
@@ -151,7 +152,7 @@ impl IdentityCache {
                 .max_capacity(MAX_BYTES)
                 .weigher(|_k, v: &Arc<Identity>| v.weight())
                 .expire_after(OwnLifetime)
-                .build(),
+                .build_with_hasher(FastHash::default()),
         }
     }
 

@@ -8,7 +8,7 @@ use orchestrator_http::trace_context;
 
 use crate::cookies::in_scope;
 use crate::error::GatewayError;
-use crate::headers::cookie_value;
+use crate::headers::first_cookie_value;
 use crate::session::{Session, SessionId};
 use crate::{Gateway, Runtime};
 
@@ -44,13 +44,7 @@ pub(crate) async fn current_session(
         // describes the request (an NLB in front of ingress-nginx says `http`).
         let secure = rt.cookies.session(true, host).name;
         let plain = rt.cookies.session(https, host).name;
-        let id = cookie_value(headers, secure)
-            .or_else(|| {
-                (plain != secure)
-                    .then(|| cookie_value(headers, plain))
-                    .flatten()
-            })
-            .and_then(|v| SessionId::parse(&v));
+        let id = first_cookie_value(headers, [secure, plain]).and_then(|v| SessionId::parse(&v));
         let Some(id) = id else {
             return Ok(None);
         };

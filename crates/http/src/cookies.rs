@@ -28,16 +28,39 @@ pub fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
 /// that browsers send first (cookie tossing), and which one is the user's
 /// cannot be known.
 pub fn unique(headers: &HeaderMap, name: &str) -> Option<String> {
-    let mut found = None;
+    first_unique(headers, [name])
+}
+
+/// The [`unique`] value of the first of `names` that has one, read in one
+/// pass over the fields: `first_unique(h, [a, b])` is
+/// `unique(h, a).or_else(|| unique(h, b))`.
+pub fn first_unique<const N: usize>(headers: &HeaderMap, names: [&str; N]) -> Option<String> {
+    /// What one pass saw of a name: nothing yet, one value, or two or more.
+    #[derive(Clone, Copy)]
+    enum Seen<'a> {
+        No,
+        Once(&'a [u8]),
+        Twice,
+    }
+    let mut seen = [Seen::No; N];
     for (n, v) in pairs(headers) {
-        if n == name.as_bytes() {
-            if found.is_some() {
-                return None;
+        for (name, state) in names.iter().zip(seen.iter_mut()) {
+            if n == name.as_bytes() {
+                *state = match *state {
+                    Seen::No => Seen::Once(v),
+                    _ => Seen::Twice,
+                };
             }
-            found = Some(v);
         }
     }
-    let v = found?;
+    seen.into_iter().find_map(|state| match state {
+        Seen::Once(v) => ascii_value(v),
+        _ => None,
+    })
+}
+
+/// A cookie value without the quotes around it, if it is ASCII.
+fn ascii_value(v: &[u8]) -> Option<String> {
     let v = v
         .strip_prefix(b"\"")
         .and_then(|v| v.strip_suffix(b"\""))
@@ -141,5 +164,30 @@ mod tests {
             HeaderValue::from_bytes(b"sess=\xff").unwrap(),
         );
         assert_eq!(unique(&non_ascii, "sess"), None);
+    }
+
+    #[test]
+    fn the_first_name_with_one_cookie_wins() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("b=plain; a=1; a=2"),
+        );
+        // `a` is tossed (twice), so `b` answers; alone, `a` is none.
+        assert_eq!(first_unique(&h, ["a", "b"]).as_deref(), Some("plain"));
+        assert_eq!(first_unique(&h, ["a"]), None);
+        h.append(header::COOKIE, HeaderValue::from_static("c=\"third\""));
+        assert_eq!(first_unique(&h, ["c", "b"]).as_deref(), Some("third"));
+        assert_eq!(first_unique(&h, ["b", "c"]).as_deref(), Some("plain"));
+        // A non-ASCII value is no value: the next name answers.
+        let mut odd = HeaderMap::new();
+        odd.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"a=\xff; b=ok").unwrap(),
+        );
+        assert_eq!(first_unique(&odd, ["a", "b"]).as_deref(), Some("ok"));
+        // The same name twice is that name.
+        assert_eq!(first_unique(&odd, ["b", "b"]).as_deref(), Some("ok"));
+        assert_eq!(first_unique(&odd, ["x", "y"]), None);
     }
 }

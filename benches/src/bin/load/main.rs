@@ -289,8 +289,8 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
     report.fact(Fact::new(
         "orchestrator RSS right after ready (memory cache, nothing served)",
         format!("{:.1} MiB", mib(orch.stats().rss_kib)),
-        "idle RSS ≤ 30 MiB",
-        Some(mib(orch.stats().rss_kib) <= 30.0),
+        "idle RSS ≤ 16 MiB",
+        Some(mib(orch.stats().rss_kib) <= 16.0),
     ));
 
     // One real login; every later request carries its cookies.
@@ -411,6 +411,29 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
         None
     };
 
+    // First, while the processes have served nothing large: RSS growth is
+    // what the stalled streams hold, not memory the allocator kept from
+    // earlier downloads and uploads.
+    if wants("streams") {
+        let mut subjects = vec![streams::Subject {
+            name: "orchestrator",
+            addr: orch.addr,
+            pid: orch.pid,
+            host: &orch.host,
+            cookie: Some(&cookie),
+        }];
+        if let Some(n) = &nginx {
+            subjects.push(streams::Subject {
+                name: "nginx",
+                addr: n.addr,
+                pid: n.pid,
+                host: &orch.host,
+                cookie: None,
+            });
+        }
+        streams::streams(&mut report, &subjects).await?;
+    }
+
     let half = args.duration / 2;
     let mut max_rps = None;
     if wants("small") {
@@ -515,25 +538,6 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
         )
         .await;
         report.rows("1 MiB upload", rows);
-    }
-    if wants("streams") {
-        let mut subjects = vec![streams::Subject {
-            name: "orchestrator",
-            addr: orch.addr,
-            pid: orch.pid,
-            host: &orch.host,
-            cookie: Some(&cookie),
-        }];
-        if let Some(n) = &nginx {
-            subjects.push(streams::Subject {
-                name: "nginx",
-                addr: n.addr,
-                pid: n.pid,
-                host: &orch.host,
-                cookie: None,
-            });
-        }
-        streams::streams(&mut report, &subjects).await?;
     }
     drop(nginx_auth);
     drop(nginx);
@@ -888,15 +892,15 @@ async fn exchanges(
         report.fact(Fact::new(
             "OIDC code exchanges/s, memory cache (authorize + token)",
             format!("{rate:.0}"),
-            "≥ 3,000/s",
-            Some(rate >= 3000.0),
+            "≥ 9,000/s",
+            Some(rate >= 9000.0),
         ));
     } else {
         report.fact(Fact::new(
             "OIDC code exchanges/s, Redis cache (authorize + token)",
             format!("{rate:.0}"),
-            "(no goal)",
-            None,
+            "≥ 6,000/s",
+            Some(rate >= 6000.0),
         ));
     }
     Ok(())
@@ -1074,14 +1078,14 @@ async fn startup(
             times[times.len() - 1].as_secs_f64() * 1000.0,
             times.len()
         ),
-        "≤ 200 ms",
-        Some(median <= Duration::from_millis(200)),
+        "≤ 10 ms",
+        Some(median <= Duration::from_millis(10)),
     ));
     report.fact(Fact::new(
         "idle RSS after start (median)",
         format!("{:.1} MiB", mib(rss[rss.len() / 2])),
-        "≤ 30 MiB",
-        Some(mib(rss[rss.len() / 2]) <= 30.0),
+        "≤ 16 MiB",
+        Some(mib(rss[rss.len() / 2]) <= 16.0),
     ));
     Ok(())
 }

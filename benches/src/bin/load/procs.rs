@@ -7,6 +7,7 @@
 //! dir, and is killed on drop. Readiness is polled, never waited for by time.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -272,6 +273,15 @@ fn clock_ticks() -> f64 {
 
 /// `program`, installed from Debian's `package` (`apt-get install -y`, after
 /// `apt-get update` when the lists are stale) when it is not on the PATH.
+/// Where apt-get's progress goes: this process's stderr, so the results on
+/// stdout (markdown or `--json`) stay clean.
+fn apt_output() -> Stdio {
+    std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
 pub(crate) async fn ensure_installed(program: &str, package: &str) -> Result<PathBuf, Error> {
     if let Some(p) = which(program) {
         return Ok(p);
@@ -289,6 +299,7 @@ pub(crate) async fn ensure_installed(program: &str, package: &str) -> Result<Pat
             ])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdin(Stdio::null())
+            .stdout(apt_output())
             .status()
             .await
     };
@@ -297,6 +308,7 @@ pub(crate) async fn ensure_installed(program: &str, package: &str) -> Result<Pat
         let _ = Command::new("apt-get")
             .args(["update", "-q"])
             .stdin(Stdio::null())
+            .stdout(apt_output())
             .status()
             .await?;
         install().await?;

@@ -24,6 +24,7 @@ use orchestrator_config::{AppGatewayConfig, SessionStore as StoreKind};
 use serde_json::Value;
 
 use crate::error::GatewayError;
+use crate::fast_hash::FastHash;
 use crate::metrics::GatewayMetrics;
 use id::{logout_key, now_millis, seal_refresh, storage_key};
 
@@ -36,7 +37,7 @@ const MAX_COUNTED_CLIENTS: u64 = 100_000;
 
 struct SharedBackend {
     cache: Arc<dyn Cache>,
-    near: moka::future::Cache<SessionId, Arc<Session>>,
+    near: moka::future::Cache<SessionId, Arc<Session>, FastHash>,
 }
 
 /// What ended sessions on this replica, for the tunnels that watch them
@@ -65,7 +66,7 @@ pub(crate) struct SessionStore {
     pub(crate) identity_grace: Duration,
     events: tokio::sync::broadcast::Sender<Ended>,
     metrics: Arc<GatewayMetrics>,
-    local: moka::future::Cache<SessionId, Arc<Session>>,
+    local: moka::future::Cache<SessionId, Arc<Session>, FastHash>,
     pending_local: moka::future::Cache<String, Arc<PendingLogin>>,
     /// Logins started per client address in the current `pendingLoginTtl`.
     started_by_client: moka::sync::Cache<IpAddr, Arc<AtomicU32>>,
@@ -77,7 +78,7 @@ pub(crate) struct SessionStore {
     cache: Arc<dyn Cache>,
     /// Recent answers of "did the IdP end this session?", per session, so
     /// the backend is asked at most once per [`LOGOUT_CHECK_TTL`].
-    logout_checked: moka::sync::Cache<[u8; 32], bool>,
+    logout_checked: moka::sync::Cache<[u8; 32], bool, FastHash>,
 }
 
 /// How long "the IdP has not ended this session" is believed before the
@@ -172,7 +173,7 @@ impl SessionStore {
                     _ => {}
                 }
             })
-            .build();
+            .build_with_hasher(FastHash::default());
         let pending_local = moka::future::Cache::builder()
             .max_capacity(gw.max_pending_login_bytes)
             .weigher(|k: &String, v: &Arc<PendingLogin>| {
@@ -190,7 +191,7 @@ impl SessionStore {
             near: moka::future::Cache::builder()
                 .max_capacity(cfg.max_entries.min(100_000))
                 .time_to_live(NEAR_CACHE_TTL.min(cfg.idle_timeout))
-                .build(),
+                .build_with_hasher(FastHash::default()),
         });
         Self {
             max_lifetime: cfg.max_lifetime,
@@ -207,7 +208,7 @@ impl SessionStore {
             logout_checked: moka::sync::Cache::builder()
                 .max_capacity(cfg.max_entries.min(1_000_000))
                 .time_to_live(LOGOUT_CHECK_TTL)
-                .build(),
+                .build_with_hasher(FastHash::default()),
         }
     }
 
