@@ -52,6 +52,9 @@ step "licenses, bans, sources (cargo deny)"
 command -v cargo-deny >/dev/null 2>&1 || cargo install cargo-deny --locked --quiet
 # Advisories need the RustSec database from GitHub: checked only when asked
 # (this build environment reaches package registries only).
+# deny reads the whole graph, every platform's crates too: fetch them first
+# (a build fetches only this platform's), then check without the network.
+cargo fetch --locked --quiet
 cargo deny --offline check licenses bans sources
 if [[ "${ORCHESTRATOR_DENY_ADVISORIES:-0}" == 1 ]]; then
     cargo deny check advisories
