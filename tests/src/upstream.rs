@@ -142,6 +142,9 @@ async fn handle(mut req: Request<Incoming>, peer_port: u16) -> Result<Response<B
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
+    // The request target as it came: `/p?q` (origin form) or
+    // `http://host/p?q` (absolute form, which apps should never see).
+    let target = req.uri().to_string();
     let version = format!("{:?}", req.version());
     let headers: Vec<(String, String)> = req
         .headers()
@@ -162,6 +165,7 @@ async fn handle(mut req: Request<Incoming>, peer_port: u16) -> Result<Response<B
     let json = serde_json::json!({
         "method": method,
         "uri": uri,
+        "target": target,
         "version": version,
         "headers": headers,
         "bodyLen": body.len(),

@@ -71,9 +71,10 @@ async fn a_client_connection_keeps_one_upstream_connection_per_upstream() {
     let mut first = ClientConn::open(&orch).await;
     let mut ports = Vec::new();
     for i in 0..5 {
-        let (status, echoed) = first.send("app0.test", &format!("/r{i}"), b"").await;
+        let (status, echoed) = first.send("app0.test", &format!("/r{i}?n={i}"), b"").await;
         assert_eq!(status, 200, "{echoed}");
-        assert_eq!(echoed["uri"], format!("/r{i}"));
+        // Origin form, as the pool sends it: apps read the target as a path.
+        assert_eq!(echoed["target"], format!("/r{i}?n={i}"));
         ports.push(echoed["peerPort"].as_u64().unwrap());
     }
     assert!(
@@ -132,6 +133,8 @@ async fn five_upstreams_on_one_client_connection_are_served_without_reconnects()
                 .send(&format!("app{i}.test"), &format!("/round/{round}"), b"")
                 .await;
             assert_eq!(status, 200, "app{i}: {echoed}");
+            // Kept (the first four) and pooled (the fifth) alike.
+            assert_eq!(echoed["target"], format!("/round/{round}"), "app{i}");
             seen.push(echoed["peerPort"].as_u64().unwrap());
         }
     }

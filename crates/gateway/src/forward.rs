@@ -254,7 +254,7 @@ impl Upstream {
     /// new one it then keeps, or through the pool when it keeps its most.
     async fn send_held(
         &self,
-        req: Request<BoxBody>,
+        mut req: Request<BoxBody>,
         held: &ConnUpstreams,
     ) -> Result<Response<Incoming>, ForwardError> {
         let mut kept = None;
@@ -264,7 +264,6 @@ impl Upstream {
                 kept = Some(sender);
             }
         }
-        let reused = kept.is_some();
         let mut sender = match kept {
             Some(sender) => sender,
             // Boxed: connecting is rare, and its futures would otherwise
@@ -272,16 +271,24 @@ impl Upstream {
             None if held.has_room() => Box::pin(self.open(req.uri(), held)).await?,
             None => return self.send_pooled(req, false).await,
         };
+        // A connection of its own writes the URI as it is: the origin form
+        // (path and query), as the pool sends it, never the absolute form.
+        let origin = origin_form(req.uri());
+        let absolute = std::mem::replace(req.uri_mut(), origin);
         match sender.try_send_request(req).await {
             Ok(resp) => {
                 held.give_back(self.id, sender);
                 Ok(resp)
             }
             Err(mut e) => match e.take_message() {
-                // The kept connection closed before the request left it (the
-                // upstream's idle timeout): nothing was sent, so once more.
-                Some(req) if reused => self.send_pooled(req, false).await,
-                _ => Err(ForwardError::Failed(e.into_error().into())),
+                // The connection closed before the request left it (a kept
+                // one at the upstream's idle timeout): nothing was sent, so
+                // once more through the pool, which needs the absolute URI.
+                Some(mut req) => {
+                    *req.uri_mut() = absolute;
+                    self.send_pooled(req, false).await
+                }
+                None => Err(ForwardError::Failed(e.into_error().into())),
             },
         }
     }
@@ -311,6 +318,14 @@ impl Upstream {
         });
         Ok(sender)
     }
+}
+
+/// The origin form of `uri` (RFC 9112 §3.2.1): its path and query, `/` when
+/// it has none.
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .cloned()
+        .map_or_else(|| Uri::from_static("/"), Uri::from)
 }
 
 fn tls_config(

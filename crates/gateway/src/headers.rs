@@ -111,7 +111,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// Removes hop-by-hop headers and those named in `Connection`; `Upgrade`
 /// (and `Connection: upgrade`) survive only when `keep_upgrade` is set.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let listed: Vec<HeaderName> = headers
+    let mut listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -119,8 +119,17 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .filter(|n| !(keep_upgrade && n == header::UPGRADE))
         .collect();
+    // Sorted, so a `Connection` field of thousands of names costs a search
+    // per header, not a scan of all of them.
+    listed.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    listed.dedup();
+    let is_listed = |k: &HeaderName| {
+        listed
+            .binary_search_by(|n| n.as_str().cmp(k.as_str()))
+            .is_ok()
+    };
     remove_where(headers, |k| {
-        HOP_BY_HOP.contains(k) || listed.contains(k) || (!keep_upgrade && k == header::UPGRADE)
+        HOP_BY_HOP.contains(k) || is_listed(k) || (!keep_upgrade && k == header::UPGRADE)
     });
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -379,6 +388,22 @@ mod tests {
             up.get(header::CONNECTION).map(|v| v.as_bytes()),
             Some(&b"upgrade"[..])
         );
+    }
+
+    #[test]
+    fn every_name_of_a_long_connection_field_is_removed() {
+        // Thousands of names, repeated and in any order: each listed one
+        // goes, the others stay.
+        let listed: Vec<String> = (0..3000).rev().map(|i| format!("x-hop-{i}")).collect();
+        let mut h = HeaderMap::new();
+        let field = format!("{}, x-hop-7, X-Hop-2999", listed.join(", "));
+        h.insert(header::CONNECTION, HeaderValue::from_str(&field).unwrap());
+        for n in ["x-hop-0", "x-hop-7", "x-hop-2999", "x-kept"] {
+            h.insert(HeaderName::from_static(n), HeaderValue::from_static("1"));
+        }
+        remove_hop_by_hop(&mut h, false);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
     }
 
     #[test]

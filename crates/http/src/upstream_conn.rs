@@ -68,14 +68,16 @@ impl ConnUpstreams {
     }
 
     /// An idle connection to `upstream` (an id the caller gives each
-    /// upstream), taken out until [`give_back`](Self::give_back). One idle
-    /// for longer than `max_idle`, or closed by the upstream, is dropped
-    /// (which closes it) and `None` returned.
+    /// upstream), taken out until [`give_back`](Self::give_back). Idle ones
+    /// of any upstream that were idle for longer than `max_idle`, or closed
+    /// by the upstream, are dropped first (which closes them): so are those
+    /// of upstreams no request names any more (after a reload).
     pub fn take(&self, upstream: u64, max_idle: Duration) -> Option<SendRequest<BoxBody>> {
         let mut held = self.lock();
+        held.idle
+            .retain(|i| !i.sender.is_closed() && i.since.elapsed() <= max_idle);
         let at = held.idle.iter().position(|i| i.upstream == upstream)?;
-        let idle = held.idle.swap_remove(at);
-        (!idle.sender.is_closed() && idle.since.elapsed() <= max_idle).then_some(idle.sender)
+        Some(held.idle.swap_remove(at).sender)
     }
 
     /// Whether a new connection may be opened into this set.
