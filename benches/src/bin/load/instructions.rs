@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use benches::Error;
-use benches::client::{Browser, Conn, drain, get};
+use benches::client::{Conn, drain, get};
 use hyper::header;
 
 use crate::procs::{self, Cpus, Nginx, Orchestrator, Secrets};
@@ -70,13 +70,7 @@ pub(crate) async fn instructions(
 
     let orch =
         Orchestrator::start_wrapped(bin, cpus, secrets, upstream, &wrapper("orchestrator")).await?;
-    let mut browser = Browser::connect(orch.addr, &orch.host).await?;
-    browser.login("/", procs::USER, procs::PASSWORD).await?;
-    let session = browser
-        .jar
-        .get("orchestrator_session")
-        .ok_or("no session cookie after login")?
-        .to_owned();
+    let (_browser, session) = procs::signed_in(orch.addr, &orch.host).await?;
     let cookie = format!("orchestrator_session={session}");
     let orch_ir = count(&control, orch.pid, &dir, "orchestrator", |n| {
         load(orch.addr, &orch.host, Some(&cookie), n)

@@ -294,13 +294,7 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
     ));
 
     // One real login; every later request carries its cookies.
-    let mut browser = Browser::connect(orch.addr, &orch.host).await?;
-    browser.login("/", procs::USER, procs::PASSWORD).await?;
-    let session = browser
-        .jar
-        .get("orchestrator_session")
-        .ok_or("no session cookie after login")?
-        .to_owned();
+    let (browser, session) = procs::signed_in(orch.addr, &orch.host).await?;
     let sso = browser
         .jar
         .get("oidc_session")
@@ -368,15 +362,7 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
     // Sessions are bound to the host they were made on: the second app's
     // requests carry a session of its own.
     let plain_host = format!("{}:{port}", procs::PLAIN_HOST);
-    let mut plain_browser = Browser::connect(orch.addr, &plain_host).await?;
-    plain_browser
-        .login("/", procs::USER, procs::PASSWORD)
-        .await?;
-    let plain_session = plain_browser
-        .jar
-        .get("orchestrator_session")
-        .ok_or("no session cookie after the login on the second app")?
-        .to_owned();
+    let (_plain_browser, plain_session) = procs::signed_in(orch.addr, &plain_host).await?;
     let plain = Target {
         name: "orchestrator (no assertion JWT)",
         addr: orch.addr,
@@ -392,13 +378,7 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
         // A binary from before traces existed refuses the config: no traced row then.
         match Orchestrator::start_traced(&bin, cpus, &secrets, upstream.addr, upstream.addr).await {
             Ok(t) => {
-                let mut b = Browser::connect(t.addr, &t.host).await?;
-                b.login("/", procs::USER, procs::PASSWORD).await?;
-                let session = b
-                    .jar
-                    .get("orchestrator_session")
-                    .ok_or("no session cookie after the login on the traced orchestrator")?
-                    .to_owned();
+                let (_browser, session) = procs::signed_in(t.addr, &t.host).await?;
                 Some((t, session))
             }
             Err(e) => {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use benches::Error;
-use benches::client::{Conn, get};
+use benches::client::{Browser, Conn, get};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, Command};
 
@@ -27,6 +27,19 @@ const READY_BOUND: Duration = Duration::from_secs(30);
 /// The user every bench logs in as, and the group the app's policy asks for.
 pub(crate) const USER: &str = "bench";
 pub(crate) const PASSWORD: &str = "bench-password-not-secret";
+
+/// A browser logged in as [`USER`] through the real flow on `host` (at
+/// `addr`), and the value of its gateway session cookie.
+pub(crate) async fn signed_in(addr: SocketAddr, host: &str) -> Result<(Browser, String), Error> {
+    let mut browser = Browser::connect(addr, host).await?;
+    browser.login("/", USER, PASSWORD).await?;
+    let session = browser
+        .jar
+        .get("orchestrator_session")
+        .ok_or_else(|| format!("no session cookie after the login on {host}"))?
+        .to_owned();
+    Ok((browser, session))
+}
 /// Host names the targets are addressed by (the listener is always 127.0.0.1).
 pub(crate) const APP_HOST: &str = "localhost";
 pub(crate) const PLAIN_HOST: &str = "plain.localhost";
@@ -104,6 +117,19 @@ impl Cpus {
             cmd
         } else {
             Command::new(program)
+        }
+    }
+
+    /// [`server_command`](Self::server_command) for `bin` run by `wrapper`
+    /// (a program and its arguments, e.g. valgrind), or alone when empty.
+    pub(crate) fn wrapped_server_command(&self, bin: &Path, wrapper: &[String]) -> Command {
+        match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = self.server_command(Path::new(program));
+                cmd.args(args).arg(bin);
+                cmd
+            }
+            None => self.server_command(bin),
         }
     }
 
@@ -586,14 +612,7 @@ impl Orchestrator {
         let config = dir.path().join("orchestrator.yaml");
         std::fs::write(&config, yaml + extra)?;
         let started = Instant::now();
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut cmd = cpus.server_command(Path::new(program));
-                cmd.args(args).arg(bin);
-                cmd
-            }
-            None => cpus.server_command(bin),
-        };
+        let mut cmd = cpus.wrapped_server_command(bin, wrapper);
         let mut child = cmd
             .arg("run")
             .arg("--config")
@@ -914,14 +933,7 @@ http {{
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
         let started = Instant::now();
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut cmd = cpus.server_command(Path::new(program));
-                cmd.args(args).arg(bin);
-                cmd
-            }
-            None => cpus.server_command(bin),
-        };
+        let mut cmd = cpus.wrapped_server_command(bin, wrapper);
         let mut child = cmd
             .arg("-p")
             .arg(dir.path())
