@@ -70,12 +70,13 @@ impl ConnUpstreams {
     /// An idle connection to `upstream` (an id the caller gives each
     /// upstream), taken out until [`give_back`](Self::give_back). Idle ones
     /// of any upstream that were idle for longer than `max_idle`, or closed
-    /// by the upstream, are dropped first (which closes them): so are those
-    /// of upstreams no request names any more (after a reload).
+    /// by the upstream, are dropped first (which closes them), so those of
+    /// upstreams a reload replaced do not stay beyond `max_idle` either.
     pub fn take(&self, upstream: u64, max_idle: Duration) -> Option<SendRequest<BoxBody>> {
         let mut held = self.lock();
+        let now = Instant::now();
         held.idle
-            .retain(|i| !i.sender.is_closed() && i.since.elapsed() <= max_idle);
+            .retain(|i| !i.sender.is_closed() && now.duration_since(i.since) <= max_idle);
         let at = held.idle.iter().position(|i| i.upstream == upstream)?;
         Some(held.idle.swap_remove(at).sender)
     }
