@@ -35,6 +35,9 @@ pub struct Span {
     pub kind: i32,
     /// Attributes as text.
     pub attributes: Vec<(String, String)>,
+    /// The headers of the export request that carried it (names lower
+    /// case).
+    pub headers: Arc<Vec<(String, String)>>,
 }
 
 impl Span {
@@ -74,7 +77,7 @@ fn text(v: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String 
     }
 }
 
-fn flatten(req: ExportTraceServiceRequest) -> Vec<Span> {
+fn flatten(req: ExportTraceServiceRequest, headers: &Arc<Vec<(String, String)>>) -> Vec<Span> {
     let mut out = Vec::new();
     for rs in req.resource_spans {
         let service = rs
@@ -97,6 +100,7 @@ fn flatten(req: ExportTraceServiceRequest) -> Vec<Span> {
                         .iter()
                         .map(|a| (a.key.clone(), text(a.value.as_ref())))
                         .collect(),
+                    headers: headers.clone(),
                 });
             }
         }
@@ -122,12 +126,25 @@ impl Collector {
                         let kept = kept.clone();
                         async move {
                             let path_ok = req.uri().path() == "/v1/traces";
+                            let headers = Arc::new(
+                                req.headers()
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (
+                                            k.as_str().to_owned(),
+                                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                        )
+                                    })
+                                    .collect::<Vec<_>>(),
+                            );
                             let body = req.into_body().collect().await.map(|b| b.to_bytes());
                             let status = match (path_ok, body) {
                                 (true, Ok(bytes)) => {
                                     match ExportTraceServiceRequest::decode(bytes) {
                                         Ok(decoded) => {
-                                            kept.lock().expect("spans").extend(flatten(decoded));
+                                            kept.lock()
+                                                .expect("spans")
+                                                .extend(flatten(decoded, &headers));
                                             200
                                         }
                                         Err(_) => 400,

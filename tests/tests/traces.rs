@@ -57,8 +57,12 @@ async fn start(collector: &str, trusted: &str) -> (Orchestrator, TestUpstream) {
     let orch = Orchestrator::start_with(Setup {
         yaml: &yaml,
         secrets: &[("op-key.pem", key.as_str()), ("hash", hash.trim())],
-        // Batches every 100 ms instead of 5 s: the test need not wait.
-        env: &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+        // Batches every 100 ms instead of 5 s: the test need not wait. A
+        // collector's key, percent-encoded as the variable wants it.
+        env: &[
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-key=k%3Dv%2C1"),
+        ],
         ..Setup::default()
     })
     .await;
@@ -119,6 +123,17 @@ async fn a_gateway_request_a_login_and_its_code_exchange_are_traced() {
         })
         .await;
     assert!(spans.iter().all(|s| s.service == "orchestrator-under-test"));
+    // Every export is protobuf and carries the configured header, decoded.
+    for s in &spans {
+        let header = |name: &str| {
+            s.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("content-type"), Some("application/x-protobuf"));
+        assert_eq!(header("x-collector-key"), Some("k=v,1"));
+    }
 
     // The proxied request: a server span under the client's, named by its
     // route, with the HTTP conventions; the upstream call is its child,

@@ -26,7 +26,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::error::GatewayError;
 use orchestrator_http::body::BoxBody;
-use orchestrator_http::trace_context::{self, KeyValue};
+use orchestrator_http::trace_context::{self, KeyValue, StringValue};
 use orchestrator_http::upstream_conn::ConnUpstreams;
 use tower_service::Service as _;
 
@@ -63,6 +63,9 @@ pub(crate) struct Upstream {
     authority: Authority,
     /// `authority` as the `Host` header value, made once.
     host: HeaderValue,
+    /// The upstream span's `server.address` and `server.port`, made once.
+    server_address: StringValue,
+    server_port: i64,
     client: HttpClient,
     /// HTTP/1.1 only: upgrades (WebSocket) need an HTTP/1.1 connection even
     /// when the upstream would offer HTTP/2 through ALPN.
@@ -151,9 +154,15 @@ impl Upstream {
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
             GatewayError::config(key("upstream"), "host is not a valid header value")
         })?;
+        let server_port =
+            authority
+                .port_u16()
+                .unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
         static IDS: AtomicU64 = AtomicU64::new(0);
         Ok(Self {
             id: IDS.fetch_add(1, Ordering::Relaxed),
+            server_address: StringValue::from(Arc::<str>::from(authority.host())),
+            server_port: i64::from(server_port),
             scheme,
             authority,
             host,
@@ -190,22 +199,17 @@ impl Upstream {
         held: Option<&ConnUpstreams>,
     ) -> Result<Response<Incoming>, ForwardError> {
         let span = trace_context::Span::child("upstream", trace_context::SpanKind::Client, || {
-            let uri = req.uri();
-            let port = uri
-                .port_u16()
-                .unwrap_or(if uri.scheme() == Some(&Scheme::HTTPS) {
-                    443
-                } else {
-                    80
-                });
-            vec![
+            // Room for the status code set when the answer comes.
+            let mut attributes = Vec::with_capacity(4);
+            attributes.extend([
                 KeyValue::new(
                     "http.request.method",
                     trace_context::method_name(req.method()),
                 ),
-                KeyValue::new("server.address", uri.host().unwrap_or_default().to_owned()),
-                KeyValue::new("server.port", i64::from(port)),
-            ]
+                KeyValue::new("server.address", self.server_address.clone()),
+                KeyValue::new("server.port", self.server_port),
+            ]);
+            attributes
         });
         let sent = async {
             trace_context::inject(req.headers_mut());

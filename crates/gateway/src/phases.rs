@@ -154,7 +154,7 @@ where
     ];
     if trace_context::enabled() {
         if let Some(route) = own.iter().find(|o| **o == p) {
-            trace_context::route(req.method(), route);
+            trace_context::route(req.method(), &(*route).to_owned());
         }
     }
     if p == JWKS_PATH {

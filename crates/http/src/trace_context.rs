@@ -23,10 +23,10 @@ use std::task::Poll;
 
 use http::HeaderMap;
 use opentelemetry::Context;
-pub use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapPropagator as _;
 pub use opentelemetry::trace::SpanKind;
 use opentelemetry::trace::{Status, TraceContextExt as _, Tracer as _, TracerProvider as _};
+pub use opentelemetry::{KeyValue, StringValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
@@ -214,15 +214,19 @@ pub fn method_name(method: &http::Method) -> &'static str {
 }
 
 /// Names the current (request) span after its route, as the HTTP
-/// conventions want it (`GET /api`), and records `http.route`.
-pub fn route(method: &http::Method, route: &str) {
+/// conventions want it (`GET /api`), and records `http.route` (a shared
+/// route, e.g. an `Arc<str>`, is recorded without a copy).
+pub fn route<R>(method: &http::Method, route: &R)
+where
+    R: AsRef<str> + Clone + Into<StringValue>,
+{
     if !enabled() {
         return;
     }
     Context::map_current(|cx| {
         let span = cx.span();
-        span.set_attribute(KeyValue::new("http.route", route.to_owned()));
-        span.update_name(format!("{} {route}", method_name(method)));
+        span.update_name(format!("{} {}", method_name(method), route.as_ref()));
+        span.set_attribute(KeyValue::new("http.route", route.clone().into()));
     });
 }
 

@@ -145,7 +145,7 @@ pub(crate) async fn serve(
                             ));
                             if let Some(who) = resp.extensions().get::<RequestIdentity>() {
                                 if let Some(app) = &who.app {
-                                    span.set(KeyValue::new("orchestrator.app", app.to_string()));
+                                    span.set(KeyValue::new("orchestrator.app", app.clone()));
                                 }
                             }
                             if resp.status().is_server_error() {
@@ -230,18 +230,21 @@ fn trace_span(
         return None;
     }
     let method = trace_context::method_name(req.method());
+    // Room for the route, the status code and the app, set later.
+    let mut attributes = Vec::with_capacity(8);
+    attributes.extend([
+        KeyValue::new("http.request.method", method),
+        KeyValue::new("url.path", req.uri().path().to_owned()),
+        KeyValue::new("url.scheme", if tls { "https" } else { "http" }),
+        KeyValue::new("network.peer.address", peer.ip().to_string()),
+        KeyValue::new(
+            "orchestrator.request_id",
+            opentelemetry::StringValue::from(id.to_shared()),
+        ),
+    ]);
     trace_context::Span::server(
         method,
-        vec![
-            KeyValue::new("http.request.method", method),
-            KeyValue::new("url.path", req.uri().path().to_owned()),
-            KeyValue::new("url.scheme", if tls { "https" } else { "http" }),
-            KeyValue::new("network.peer.address", peer.ip().to_string()),
-            KeyValue::new(
-                "orchestrator.request_id",
-                opentelemetry::StringValue::from(id.to_shared()),
-            ),
-        ],
+        attributes,
         req.headers(),
         is_trusted(trusted, peer.ip()),
     )

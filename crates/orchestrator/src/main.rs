@@ -77,11 +77,11 @@ fn run_blocking(config_path: &Path) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return commands::report(std::iter::once(format!("cannot start runtime: {e}"))),
     };
-    let export_failures = metrics::trace_export_failures();
+    let trace_counters = metrics::trace_counters();
     // Batches are sent on the runtime: the pipeline is built inside it.
     let traces = {
         let _inside = runtime.enter();
-        match telemetry::init(&config.traces, export_failures.clone()) {
+        match telemetry::init(&config.traces, trace_counters.clone()) {
             Ok(t) => t,
             Err(e) => return commands::report(std::iter::once(e)),
         }
@@ -91,7 +91,7 @@ fn run_blocking(config_path: &Path) -> ExitCode {
         Ok(pair) => pair,
         Err(e) => return commands::report(std::iter::once(e)),
     };
-    let result = runtime.block_on(run(config_path, config, levels, &log, export_failures));
+    let result = runtime.block_on(run(config_path, config, levels, &log, trace_counters));
     if let Some((_, traces)) = &traces {
         let _inside = runtime.enter();
         traces.shutdown();
@@ -112,13 +112,15 @@ async fn run(
     config: orchestrator_config::Config,
     levels: logging::LevelHandle,
     log: &logging::LogOutput,
-    export_failures: prometheus::IntCounter,
+    trace_counters: telemetry::Counters,
 ) -> Result<(), Vec<String>> {
     let metrics = metrics::Metrics::new().map_err(|e| vec![format!("metrics: {e}")])?;
-    metrics
-        .registry
-        .register(Box::new(export_failures))
-        .map_err(|e| vec![format!("metrics: {e}")])?;
+    for counter in [trace_counters.export_failures, trace_counters.spans_dropped] {
+        metrics
+            .registry
+            .register(Box::new(counter))
+            .map_err(|e| vec![format!("metrics: {e}")])?;
+    }
     let cache = orchestrator_cache::build(
         &config.cache,
         Arc::new(

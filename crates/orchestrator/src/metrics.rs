@@ -166,12 +166,21 @@ impl Metrics {
     }
 }
 
-/// `orchestrator_trace_export_failures_total`: made before the registry
-/// (the trace pipeline starts before the metrics), registered with it.
-pub(crate) fn trace_export_failures() -> IntCounter {
-    IntCounter::new(
-        "orchestrator_trace_export_failures_total",
-        "Batches of spans the OTLP exporter failed to send (collector down or refusing).",
-    )
-    .unwrap_or_else(|_| unreachable!("a valid metric name"))
+/// The trace pipeline's counters (`orchestrator_trace_export_failures_total`,
+/// `orchestrator_trace_spans_dropped_total`): made before the registry (the
+/// pipeline starts before the metrics), registered with it.
+pub(crate) fn trace_counters() -> crate::telemetry::Counters {
+    let counter = |name: &str, help: &str| {
+        IntCounter::new(name, help).unwrap_or_else(|_| unreachable!("a valid metric name"))
+    };
+    crate::telemetry::Counters {
+        export_failures: counter(
+            "orchestrator_trace_export_failures_total",
+            "Batches of spans the OTLP exporter failed to send (collector down or refusing).",
+        ),
+        spans_dropped: counter(
+            "orchestrator_trace_spans_dropped_total",
+            "Spans dropped because the export queue was full (the collector is slower than the traffic).",
+        ),
+    }
 }

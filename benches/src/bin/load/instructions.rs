@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use benches::Error;
 use benches::client::{Conn, drain, get};
@@ -24,6 +25,9 @@ const REQUESTS: usize = 4_000;
 const WARM_UP: usize = 400;
 /// Concurrent keep-alive connections the requests are spread over.
 const CONNECTIONS: usize = 16;
+/// The span batch processor's export schedule (the SDK's default,
+/// `OTEL_BSP_SCHEDULE_DELAY`).
+const EXPORT_SCHEDULE: Duration = Duration::from_secs(5);
 
 /// Runs the scenario; notes why when valgrind is missing.
 pub(crate) async fn instructions(
@@ -52,7 +56,10 @@ pub(crate) async fn instructions(
             for e in std::fs::read_dir(d)?.flatten() {
                 let f = e.file_name();
                 let f = f.to_string_lossy();
-                if f.starts_with("orchestrator.out") || f.starts_with("nginx.out") {
+                if ["orchestrator.out", "orchestrator-traced.out", "nginx.out"]
+                    .iter()
+                    .any(|p| f.starts_with(p))
+                {
                     std::fs::remove_file(e.path())?;
                 }
             }
@@ -72,18 +79,48 @@ pub(crate) async fn instructions(
         Orchestrator::start_wrapped(bin, cpus, secrets, upstream, &wrapper("orchestrator")).await?;
     let (_browser, session) = procs::signed_in(orch.addr, &orch.host).await?;
     let cookie = format!("orchestrator_session={session}");
-    let orch_ir = count(&control, orch.pid, &dir, "orchestrator", |n| {
-        load(orch.addr, &orch.host, Some(&cookie), n)
-    })
+    let orch_ir = count(
+        &control,
+        orch.pid,
+        &dir,
+        "orchestrator",
+        Duration::ZERO,
+        |n| load(orch.addr, &orch.host, Some(&cookie), n),
+    )
     .await?;
     orch.stop().await;
+
+    // The same with every request traced, spans exported to a sink on the
+    // upstream; the count waits out the batch processor's schedule, so the
+    // export of the last partial batch is in it too.
+    let traced = Orchestrator::start_traced(
+        bin,
+        cpus,
+        secrets,
+        upstream,
+        upstream,
+        &wrapper("orchestrator-traced"),
+    )
+    .await?;
+    let (_traced_browser, traced_session) = procs::signed_in(traced.addr, &traced.host).await?;
+    let traced_cookie = format!("orchestrator_session={traced_session}");
+    let traced_ir = count(
+        &control,
+        traced.pid,
+        &dir,
+        "orchestrator-traced",
+        EXPORT_SCHEDULE + Duration::from_secs(1),
+        |n| load(traced.addr, &traced.host, Some(&traced_cookie), n),
+    )
+    .await?;
+    traced.stop().await;
 
     let nginx_ir = match nginx {
         Some(nginx_bin) => {
             let n = Nginx::start_wrapped(nginx_bin, cpus, upstream, &wrapper("nginx")).await?;
             let host = format!("{}:{}", procs::APP_HOST, n.addr.port());
             Some(
-                count(&control, n.pid, &dir, "nginx", |k| {
+                count(&control, n.pid, &dir, "nginx", Duration::ZERO, |k| {
                     load(n.addr, &host, None, k)
                 })
                 .await?,
@@ -96,6 +133,17 @@ pub(crate) async fn instructions(
         "user-space instructions per authenticated GET, orchestrator (callgrind)",
         format!("{:.0}", per(orch_ir)),
         "(lower is better; compare builds by it)",
+        None,
+    ));
+    report.fact(Fact::new(
+        "same, traces on at 100% (spans exported)",
+        format!(
+            "{:.0} (+{:.0}, +{:.1}%)",
+            per(traced_ir),
+            per(traced_ir) - per(orch_ir),
+            (traced_ir as f64 / orch_ir as f64 - 1.0) * 100.0
+        ),
+        "what tracing adds per request, export included",
         None,
     ));
     if let Some(n) = nginx_ir {
@@ -118,12 +166,15 @@ pub(crate) async fn instructions(
 }
 
 /// Warms up (`WARM_UP` requests), zeroes the counters of `pid`, runs
-/// `REQUESTS` requests, dumps, and returns the instructions of the dump.
+/// `REQUESTS` requests, waits `settle` (for work the process does after
+/// answering, e.g. exporting spans), dumps, and returns the instructions of
+/// the dump.
 async fn count<F, Fut>(
     control: &Path,
     pid: u32,
     dir: &Path,
     name: &str,
+    settle: Duration,
     load: F,
 ) -> Result<u64, Error>
 where
@@ -136,6 +187,7 @@ where
     if served != REQUESTS {
         return Err(format!("{name}: {served} of {REQUESTS} requests answered 200").into());
     }
+    tokio::time::sleep(settle).await;
     callgrind_control(control, "-d", pid).await?;
     let dump = newest_dump(dir, name)?;
     let text = std::fs::read_to_string(&dump)?;

@@ -376,7 +376,9 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
     // a sink on the upstream): what traces cost.
     let traced = if wants("small") {
         // A binary from before traces existed refuses the config: no traced row then.
-        match Orchestrator::start_traced(&bin, cpus, &secrets, upstream.addr, upstream.addr).await {
+        match Orchestrator::start_traced(&bin, cpus, &secrets, upstream.addr, upstream.addr, &[])
+            .await
+        {
             Ok(t) => {
                 let (_browser, session) = procs::signed_in(t.addr, &t.host).await?;
                 Some((t, session))

@@ -509,13 +509,15 @@ impl Orchestrator {
     }
 
     /// [`Self::start`] with every request traced (`always_on`), the spans
-    /// exported over OTLP/HTTP to `collector`.
+    /// exported over OTLP/HTTP to `collector`; under `wrapper` when it is
+    /// not empty.
     pub(crate) async fn start_traced(
         bin: &Path,
         cpus: &Cpus,
         secrets: &Secrets,
         upstream: SocketAddr,
         collector: SocketAddr,
+        wrapper: &[String],
     ) -> Result<Self, Error> {
         let traces = format!("traces:\n  endpoint: http://{collector}\n  sampler: always_on\n");
         Self::start_with(
@@ -527,7 +529,7 @@ impl Orchestrator {
             Role::Both,
             free_port()?,
             &traces,
-            &[],
+            wrapper,
         )
         .await
     }

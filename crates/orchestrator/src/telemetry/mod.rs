@@ -5,21 +5,24 @@
 //! `OTEL_RESOURCE_ATTRIBUTES`); off when neither names an endpoint (or
 //! `OTEL_SDK_DISABLED=true`), and then nothing of it runs.
 //!
-//! Spans are batched: a bounded queue (2,048 spans) that drops when full,
-//! so export never blocks a request; each batch is sent on the tokio
-//! runtime, and failed batches are counted in
+//! Spans are batched ([`batch`]): a bounded queue (2,048 spans) that drops
+//! when full, so export never blocks a request, counted in
+//! `orchestrator_trace_spans_dropped_total`; each span is encoded as it ends
+//! ([`otlp_body`]), batches are sent on the tokio runtime ([`otlp_http`]),
+//! and failed batches are counted in
 //! `orchestrator_trace_export_failures_total`.
 
-use std::sync::Arc;
+mod batch;
+mod otlp_body;
+mod otlp_http;
+
+pub(crate) use batch::Counters;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use orchestrator_config::TracesConfig;
-use prometheus::IntCounter;
 
 /// The running trace pipeline; flushes what is queued when shut down.
 pub(crate) struct Traces {
@@ -77,7 +80,7 @@ fn sampler(name: &str, arg: Option<f64>) -> Option<Sampler> {
 /// tokio runtime (batches are sent on it).
 pub(crate) fn init(
     cfg: &TracesConfig,
-    failures: IntCounter,
+    counters: Counters,
 ) -> Result<Option<(SdkTracer, Traces)>, String> {
     let Some(endpoint) = endpoint(cfg) else {
         return Ok(None);
@@ -97,17 +100,9 @@ pub(crate) fn init(
             "traces.protocol: {protocol} is not supported (only http/protobuf)"
         ));
     }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(Protocol::HttpBinary)
-        .with_endpoint(endpoint)
-        .build()
-        .map_err(|e| format!("traces: cannot build the OTLP exporter: {e}"))?;
-    let exporter = Counted {
-        inner: Arc::new(exporter),
-        runtime: tokio::runtime::Handle::current(),
-        failures,
-    };
+    let exporter = otlp_http::OtlpHttp::new(&endpoint)?;
+    let processor =
+        batch::EncodingProcessor::start(exporter, batch::Settings::from_env()?, counters);
     let mut resource = Resource::builder();
     let service = cfg
         .service_name
@@ -120,7 +115,7 @@ pub(crate) fn init(
             .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
     );
     let mut builder = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_span_processor(processor)
         .with_resource(resource.build());
     // Unset in the config: the SDK reads OTEL_TRACES_SAMPLER itself.
     if let Some(name) = &cfg.sampler {
@@ -132,45 +127,4 @@ pub(crate) fn init(
     let tracer = provider.tracer("orchestrator");
     orchestrator_http::trace_context::enable(&provider);
     Ok(Some((tracer, Traces { provider })))
-}
-
-/// The OTLP exporter, run on the tokio runtime (its hyper client needs
-/// one; the batch processor calls from a thread of its own), with failed
-/// batches counted.
-struct Counted {
-    inner: Arc<opentelemetry_otlp::SpanExporter>,
-    runtime: tokio::runtime::Handle,
-    failures: IntCounter,
-}
-
-impl std::fmt::Debug for Counted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Counted").finish_non_exhaustive()
-    }
-}
-
-impl SpanExporter for Counted {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let inner = self.inner.clone();
-        let sent = self
-            .runtime
-            .spawn(async move { inner.export(batch).await })
-            .await
-            .unwrap_or_else(|e| Err(OTelSdkError::InternalFailure(e.to_string())));
-        if let Err(e) = &sent {
-            self.failures.inc();
-            tracing::debug!(error = %e, "trace export failed");
-        }
-        sent
-    }
-
-    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.set_resource(resource);
-        }
-    }
 }
