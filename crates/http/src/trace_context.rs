@@ -225,7 +225,12 @@ where
     }
     Context::map_current(|cx| {
         let span = cx.span();
-        span.update_name(format!("{} {}", method_name(method), route.as_ref()));
+        let (method, route_text) = (method_name(method), route.as_ref());
+        let mut name = String::with_capacity(method.len() + 1 + route_text.len());
+        name.push_str(method);
+        name.push(' ');
+        name.push_str(route_text);
+        span.update_name(name);
         span.set_attribute(KeyValue::new("http.route", route.clone().into()));
     });
 }

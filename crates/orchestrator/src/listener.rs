@@ -236,7 +236,10 @@ fn trace_span(
         KeyValue::new("http.request.method", method),
         KeyValue::new("url.path", req.uri().path().to_owned()),
         KeyValue::new("url.scheme", if tls { "https" } else { "http" }),
-        KeyValue::new("network.peer.address", peer.ip().to_string()),
+        KeyValue::new(
+            "network.peer.address",
+            orchestrator_http::proxies::ip_text(peer.ip()),
+        ),
         KeyValue::new(
             "orchestrator.request_id",
             opentelemetry::StringValue::from(id.to_shared()),

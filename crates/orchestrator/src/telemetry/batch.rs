@@ -14,10 +14,9 @@
 //! `OTEL_BSP_EXPORT_TIMEOUT` (30 s) or the exporter's timeout, the shorter.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use opentelemetry::Context;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
@@ -92,7 +91,8 @@ struct Shared {
     /// Held while batches are sent: one sender at a time, and a flush
     /// returns only once what was sending before it has gone.
     sending: tokio::sync::Mutex<()>,
-    encoder: ArcSwap<Encoder>,
+    /// Set once, when the provider is built (before any span ends).
+    encoder: OnceLock<Encoder>,
     settings: Settings,
     counters: Counters,
     exporter: OtlpHttp,
@@ -116,7 +116,7 @@ impl EncodingProcessor {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
             sending: tokio::sync::Mutex::new(()),
-            encoder: ArcSwap::from_pointee(Encoder::default()),
+            encoder: OnceLock::new(),
             settings,
             counters,
             exporter,
@@ -128,6 +128,13 @@ impl EncodingProcessor {
 }
 
 impl Shared {
+    fn encoder(&self) -> &Encoder {
+        static NO_RESOURCE: OnceLock<Encoder> = OnceLock::new();
+        self.encoder
+            .get()
+            .unwrap_or_else(|| NO_RESOURCE.get_or_init(Encoder::default))
+    }
+
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // A panic while holding the lock leaves a queue that is still whole.
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
@@ -161,7 +168,7 @@ impl Shared {
                 q.waiting -= batch.len();
                 batch
             };
-            let body = self.encoder.load().finish(batch);
+            let body = self.encoder().finish(batch);
             let timeout = self.settings.export_timeout;
             let sent = tokio::time::timeout(timeout, self.exporter.send(body))
                 .await
@@ -196,7 +203,7 @@ impl SpanProcessor for EncodingProcessor {
             return;
         }
         let s = &self.shared;
-        let encoder = s.encoder.load();
+        let encoder = s.encoder();
         let mut q = s.lock();
         if q.shut || q.waiting >= s.settings.max_queue {
             drop(q);
@@ -226,7 +233,9 @@ impl SpanProcessor for EncodingProcessor {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.shared.encoder.store(Arc::new(Encoder::new(resource)));
+        // The provider sets it once; a later resource would change what
+        // batches already hold say about their spans.
+        let _ = self.shared.encoder.set(Encoder::new(resource));
     }
 }
 

@@ -90,10 +90,10 @@ impl Encoder {
         let at = if batch
             .scopes
             .get(batch.last)
-            .is_some_and(|s| s.scope == *scope)
+            .is_some_and(|s| same(&s.scope, scope))
         {
             batch.last
-        } else if let Some(i) = batch.scopes.iter().position(|s| s.scope == *scope) {
+        } else if let Some(i) = batch.scopes.iter().position(|s| same(&s.scope, scope)) {
             i
         } else {
             let mut head = Vec::with_capacity(64);
@@ -156,6 +156,16 @@ impl Encoder {
             }
         }
     }
+}
+
+/// Whether two scopes are one: equal field by field in order first (the
+/// SDK's equality sorts copies of the attributes, on every span).
+fn same(a: &InstrumentationScope, b: &InstrumentationScope) -> bool {
+    (a.name() == b.name()
+        && a.version() == b.version()
+        && a.schema_url() == b.schema_url()
+        && a.attributes().eq(b.attributes()))
+        || a == b
 }
 
 /// The encoded size of a length-delimited field of `len` bytes with a tag
@@ -271,6 +281,7 @@ fn key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: &Value) {
     match scalar {
         Some(any_len) => {
             let kv_len = str_field_len(key) + 1 + encoded_len_varint(any_len as u64) + any_len;
+            buf.reserve(MAX_PREFIX + kv_len);
             prefix(buf, tag, kv_len);
             string(buf, 1, key);
             prefix(buf, 2, any_len);
