@@ -17,14 +17,15 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use opentelemetry::Context;
+use opentelemetry::{Context, InstrumentationScope};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+use orchestrator_http::trace_context::{Ended, SpanSink};
 use prometheus::IntCounter;
 use tokio::sync::Notify;
 
-use super::otlp_body::{Batch, Encoder};
+use super::otlp_body::{self, Batch, Encoder};
 use super::otlp_http::OtlpHttp;
 
 /// The batching bounds (`OTEL_BSP_*`).
@@ -96,6 +97,8 @@ struct Shared {
     settings: Settings,
     counters: Counters,
     exporter: OtlpHttp,
+    /// The instrumentation scope of the request path's own spans.
+    scope: InstrumentationScope,
     runtime: tokio::runtime::Handle,
 }
 
@@ -109,8 +112,19 @@ struct Queue {
 }
 
 impl EncodingProcessor {
-    /// Starts the sending task on the current tokio runtime.
-    pub(crate) fn start(exporter: OtlpHttp, settings: Settings, counters: Counters) -> Self {
+    /// Where the request path's own spans go: the same batches.
+    pub(crate) fn sink(&self) -> Arc<dyn SpanSink> {
+        self.shared.clone()
+    }
+
+    /// Starts the sending task on the current tokio runtime; `scope` is
+    /// the tracer's (the request path's spans are of it).
+    pub(crate) fn start(
+        exporter: OtlpHttp,
+        settings: Settings,
+        counters: Counters,
+        scope: InstrumentationScope,
+    ) -> Self {
         let runtime = tokio::runtime::Handle::current();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
@@ -120,6 +134,7 @@ impl EncodingProcessor {
             settings,
             counters,
             exporter,
+            scope,
             runtime: runtime.clone(),
         });
         runtime.spawn(Shared::run(Arc::clone(&shared)));
@@ -195,28 +210,43 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Encodes one ended, sampled span into the open batch, or drops and
+    /// counts it when the queue is full.
+    fn append(&self, ended: &Ended<'_>, scope: &InstrumentationScope) {
+        let encoder = self.encoder();
+        let mut q = self.lock();
+        if q.shut || q.waiting >= self.settings.max_queue {
+            drop(q);
+            self.counters.spans_dropped.inc();
+            return;
+        }
+        encoder.append(&mut q.open, ended, scope);
+        q.waiting += 1;
+        if q.open.len() >= self.settings.max_batch {
+            let full = std::mem::take(&mut q.open);
+            q.full.push_back(full);
+            drop(q);
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// The request path's own spans ([`orchestrator_http::trace_context::Span`]), of the scope
+/// the tracer has.
+impl SpanSink for Shared {
+    fn end(&self, span: &Ended<'_>) {
+        self.append(span, &self.scope);
+    }
+}
+
 impl SpanProcessor for EncodingProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
-        }
-        let s = &self.shared;
-        let encoder = s.encoder();
-        let mut q = s.lock();
-        if q.shut || q.waiting >= s.settings.max_queue {
-            drop(q);
-            s.counters.spans_dropped.inc();
-            return;
-        }
-        encoder.append(&mut q.open, &span);
-        q.waiting += 1;
-        if q.open.len() >= s.settings.max_batch {
-            let full = std::mem::take(&mut q.open);
-            q.full.push_back(full);
-            drop(q);
-            s.wake.notify_one();
+        if span.span_context.is_sampled() {
+            self.shared
+                .append(&otlp_body::ended(&span), &span.instrumentation_scope);
         }
     }
 
@@ -264,6 +294,10 @@ mod tests {
             export_failures: IntCounter::new("failures", "f").unwrap(),
             spans_dropped: IntCounter::new("dropped", "d").unwrap(),
         }
+    }
+
+    fn scope() -> InstrumentationScope {
+        InstrumentationScope::builder("test").build()
     }
 
     fn settings(max_queue: usize, max_batch: usize) -> Settings {
@@ -352,7 +386,12 @@ mod tests {
     async fn full_batches_go_at_once_and_the_rest_on_flush() {
         let (url, mut rx) = collector().await;
         let c = counters();
-        let p = EncodingProcessor::start(OtlpHttp::new(&url).unwrap(), settings(100, 2), c.clone());
+        let p = EncodingProcessor::start(
+            OtlpHttp::new(&url).unwrap(),
+            settings(100, 2),
+            c.clone(),
+            scope(),
+        );
         for n in 0..5 {
             p.on_end(span(n, true));
         }
@@ -389,6 +428,7 @@ mod tests {
             OtlpHttp::new("http://127.0.0.1:9/v1/traces").unwrap(),
             settings(3, 2),
             c.clone(),
+            scope(),
         );
         for n in 0..5 {
             p.on_end(span(n, true));
@@ -413,6 +453,7 @@ mod tests {
             OtlpHttp::new(&format!("http://127.0.0.1:{port}/v1/traces")).unwrap(),
             settings(100, 1),
             c.clone(),
+            scope(),
         );
         p.on_end(span(0, true));
         p.on_end(span(1, true));

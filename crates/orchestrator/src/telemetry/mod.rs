@@ -18,8 +18,8 @@ mod otlp_http;
 
 pub(crate) use batch::Counters;
 
-use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use orchestrator_config::TracesConfig;
@@ -75,6 +75,36 @@ fn sampler(name: &str, arg: Option<f64>) -> Option<Sampler> {
     })
 }
 
+/// The instrumentation scope of every span (the tracing layer's and the
+/// request path's).
+const TRACER_NAME: &str = "orchestrator";
+
+/// `traces.sampler`/`samplerArg`, else `OTEL_TRACES_SAMPLER`/`_ARG`, else
+/// `parentbased_always_on`: one sampler for the tracing layer's spans and
+/// the request path's.
+fn configured_sampler(cfg: &TracesConfig) -> Result<Sampler, String> {
+    if let Some(name) = &cfg.sampler {
+        return sampler(name, cfg.sampler_arg)
+            .ok_or_else(|| format!("traces.sampler: unknown sampler {name}"));
+    }
+    let Some(name) = non_empty("OTEL_TRACES_SAMPLER") else {
+        return Ok(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+    };
+    let arg = match non_empty("OTEL_TRACES_SAMPLER_ARG") {
+        Some(text) => Some(
+            text.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| {
+                    format!("OTEL_TRACES_SAMPLER_ARG: {text:?} is not a ratio from 0 to 1")
+                })?,
+        ),
+        None => None,
+    };
+    sampler(name.trim(), arg).ok_or_else(|| format!("OTEL_TRACES_SAMPLER: unknown sampler {name}"))
+}
+
 /// Builds the pipeline when traces are configured: the tracer for the
 /// tracing layer, and the handle to shut it down. Must run inside the
 /// tokio runtime (batches are sent on it).
@@ -100,9 +130,15 @@ pub(crate) fn init(
             "traces.protocol: {protocol} is not supported (only http/protobuf)"
         ));
     }
+    let sampler = configured_sampler(cfg)?;
     let exporter = otlp_http::OtlpHttp::new(&endpoint)?;
-    let processor =
-        batch::EncodingProcessor::start(exporter, batch::Settings::from_env()?, counters);
+    let processor = batch::EncodingProcessor::start(
+        exporter,
+        batch::Settings::from_env()?,
+        counters,
+        InstrumentationScope::builder(TRACER_NAME).build(),
+    );
+    let sink = processor.sink();
     let mut resource = Resource::builder();
     let service = cfg
         .service_name
@@ -114,17 +150,12 @@ pub(crate) fn init(
             .iter()
             .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
     );
-    let mut builder = SdkTracerProvider::builder()
+    let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
-        .with_resource(resource.build());
-    // Unset in the config: the SDK reads OTEL_TRACES_SAMPLER itself.
-    if let Some(name) = &cfg.sampler {
-        let s = sampler(name, cfg.sampler_arg)
-            .ok_or_else(|| format!("traces.sampler: unknown sampler {name}"))?;
-        builder = builder.with_sampler(s);
-    }
-    let provider = builder.build();
-    let tracer = provider.tracer("orchestrator");
-    orchestrator_http::trace_context::enable(&provider);
+        .with_sampler(sampler.clone())
+        .with_resource(resource.build())
+        .build();
+    let tracer = provider.tracer(TRACER_NAME);
+    orchestrator_http::trace_context::enable(sampler, sink);
     Ok(Some((tracer, Traces { provider })))
 }

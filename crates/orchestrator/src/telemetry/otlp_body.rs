@@ -20,6 +20,7 @@ use opentelemetry::trace::{SpanId, SpanKind, Status, TraceState};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
+use orchestrator_http::trace_context::Ended;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
 /// The parts of a batch that do not change between batches: the process's
@@ -83,10 +84,9 @@ impl Encoder {
         }
     }
 
-    /// Adds `span` to `batch`, under its instrumentation scope (scopes in
-    /// the order they first appear).
-    pub(crate) fn append(&self, batch: &mut Batch, span: &SpanData) {
-        let scope = &span.instrumentation_scope;
+    /// Adds `span` to `batch`, under the instrumentation scope that made
+    /// it (scopes in the order they first appear).
+    pub(crate) fn append(&self, batch: &mut Batch, span: &Ended<'_>, scope: &InstrumentationScope) {
         let at = if batch
             .scopes
             .get(batch.last)
@@ -174,23 +174,43 @@ fn field_len(len: usize) -> usize {
     1 + encoded_len_varint(len as u64) + len
 }
 
-fn write_span(buf: &mut Vec<u8>, span: &SpanData) {
-    let cx = &span.span_context;
+/// The SDK's span data as what an exporter writes.
+pub(crate) fn ended(span: &SpanData) -> Ended<'_> {
+    Ended {
+        span_context: &span.span_context,
+        parent_span_id: span.parent_span_id,
+        parent_span_is_remote: span.parent_span_is_remote,
+        kind: &span.span_kind,
+        name: &span.name,
+        start_time: span.start_time,
+        end_time: span.end_time,
+        attributes: &span.attributes,
+        dropped_attributes_count: span.dropped_attributes_count,
+        events: &span.events.events,
+        dropped_events_count: span.events.dropped_count,
+        links: &span.links.links,
+        dropped_links_count: span.links.dropped_count,
+        status: &span.status,
+    }
+}
+
+fn write_span(buf: &mut Vec<u8>, span: &Ended<'_>) {
+    let cx = span.span_context;
     bytes(buf, 1, &cx.trace_id().to_bytes());
     bytes(buf, 2, &cx.span_id().to_bytes());
     trace_state(buf, 3, cx.trace_state());
     if span.parent_span_id != SpanId::INVALID {
         bytes(buf, 4, &span.parent_span_id.to_bytes());
     }
-    string(buf, 5, &span.name);
-    uint(buf, 6, span_kind(&span.span_kind));
+    string(buf, 5, span.name);
+    uint(buf, 6, span_kind(span.kind));
     fixed64(buf, 7, nanos(span.start_time));
     fixed64(buf, 8, nanos(span.end_time));
-    for kv in &span.attributes {
+    for kv in span.attributes {
         key_value(buf, 9, kv.key.as_str(), &kv.value);
     }
     uint(buf, 10, span.dropped_attributes_count.into());
-    for event in span.events.iter() {
+    for event in span.events {
         message(buf, 11, |buf| {
             fixed64(buf, 1, nanos(event.timestamp));
             string(buf, 2, &event.name);
@@ -198,8 +218,8 @@ fn write_span(buf: &mut Vec<u8>, span: &SpanData) {
             uint(buf, 4, event.dropped_attributes_count.into());
         });
     }
-    uint(buf, 12, span.events.dropped_count.into());
-    for link in span.links.iter() {
+    uint(buf, 12, span.dropped_events_count.into());
+    for link in span.links {
         let lc = &link.span_context;
         message(buf, 13, |buf| {
             bytes(buf, 1, &lc.trace_id().to_bytes());
@@ -210,9 +230,9 @@ fn write_span(buf: &mut Vec<u8>, span: &SpanData) {
             fixed32(buf, 6, flags(lc.is_remote(), lc.trace_flags().to_u8()));
         });
     }
-    uint(buf, 14, span.links.dropped_count.into());
+    uint(buf, 14, span.dropped_links_count.into());
     // `Status` is always present: code UNSET 0, OK 1, ERROR 2.
-    message(buf, 15, |buf| match &span.status {
+    message(buf, 15, |buf| match span.status {
         Status::Unset => {}
         Status::Ok => uint(buf, 3, 1),
         Status::Error { description } => {
@@ -487,7 +507,7 @@ mod tests {
         let encoder = Encoder::new(resource);
         let mut batch = Batch::default();
         for s in spans {
-            encoder.append(&mut batch, s);
+            encoder.append(&mut batch, &ended(s), &s.instrumentation_scope);
         }
         assert_eq!(batch.len(), spans.len());
         let body = encoder.finish(batch);
