@@ -217,7 +217,9 @@ impl Pipeline {
                 cx: parent.with_remote_span_context(sc),
             };
         }
-        attributes.extend(sampling.attributes);
+        if !sampling.attributes.is_empty() {
+            attributes.extend(sampling.attributes);
+        }
         let dropped = attributes.len().saturating_sub(LIMIT);
         attributes.truncate(LIMIT);
         Span {

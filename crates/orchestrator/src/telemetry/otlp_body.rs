@@ -290,6 +290,21 @@ fn trace_state(buf: &mut Vec<u8>, tag: u32, state: &TraceState) {
 
 /// A `KeyValue` message (`key` 1, `value` 2: an `AnyValue`, always present).
 fn key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: &Value) {
+    // Most attributes: a short key and a short text, every length one byte.
+    if let Value::String(text) = value {
+        let (k, v) = (key.as_bytes(), text.as_str().as_bytes());
+        let any_len = 2 + v.len();
+        let kv_len = 2 + k.len() + 2 + any_len;
+        if tag < 16 && !k.is_empty() && kv_len < 0x80 {
+            let key_byte = |tag: u32| ((tag << 3) | WireType::LengthDelimited as u32) as u8;
+            buf.reserve(2 + kv_len);
+            buf.extend_from_slice(&[key_byte(tag), kv_len as u8, key_byte(1), k.len() as u8]);
+            buf.extend_from_slice(k);
+            buf.extend_from_slice(&[key_byte(2), any_len as u8, key_byte(1), v.len() as u8]);
+            buf.extend_from_slice(v);
+            return;
+        }
+    }
     // Scalars are measured and written in one go; arrays are rare.
     let scalar = match value {
         Value::String(s) => Some(field_len(s.as_str().len())),
@@ -350,19 +365,28 @@ fn each<T>(buf: &mut Vec<u8>, values: &[T], to: impl Fn(&T) -> Value) {
     }
 }
 
-/// Writes the fields `body` writes as a length-delimited field `tag`: the
-/// body first, then its key and length moved in front of it.
+/// Writes the fields `body` writes as a length-delimited field `tag`: two
+/// bytes are left for the length (spans are 128 bytes to 16 KiB), then
+/// closed up or widened when the body is shorter or longer.
 fn message(buf: &mut Vec<u8>, tag: u32, body: impl FnOnce(&mut Vec<u8>)) {
+    key(buf, tag, WireType::LengthDelimited);
+    let at = buf.len();
+    buf.extend_from_slice(&[0, 0]);
     let start = buf.len();
     body(buf);
     let len = buf.len() - start;
-    let mut head = [0u8; 15];
-    let mut rest = &mut head[..];
-    encode_key(tag, WireType::LengthDelimited, &mut rest);
-    encode_varint(len as u64, &mut rest);
-    let n = 15 - rest.len();
-    buf.extend_from_slice(&head[..n]);
-    buf[start..].rotate_right(n);
+    if (0x80..0x4000).contains(&len) {
+        buf[at] = (len & 0x7f) as u8 | 0x80;
+        buf[at + 1] = (len >> 7) as u8;
+    } else if len < 0x80 {
+        buf[at] = len as u8;
+        buf.copy_within(start.., at + 1);
+        buf.truncate(buf.len() - 1);
+    } else {
+        let mut head = Vec::with_capacity(10);
+        encode_varint(len as u64, &mut head);
+        buf.splice(at..start, head);
+    }
 }
 
 /// The key and length of a length-delimited field of `len` bytes.
@@ -632,6 +656,25 @@ mod tests {
         let names: Vec<_> = scopes[0].spans.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["a1", "a2", "a3"]);
         assert_same(spans, &resource);
+    }
+
+    #[test]
+    fn messages_of_every_length_class_read_back_the_same() {
+        // Nested messages under 128 bytes, up to 16 KiB and over it take
+        // one, two and three bytes of length.
+        let scope = InstrumentationScope::builder("orchestrator").build();
+        let spans = [1, 30, 3_000]
+            .into_iter()
+            .map(|n| {
+                let mut s = span("sized", &scope);
+                s.attributes = vec![KeyValue::new(
+                    "list",
+                    Value::Array(Array::String(vec![StringValue::from("abcdef"); n])),
+                )];
+                s
+            })
+            .collect();
+        assert_same(spans, &Resource::builder_empty().build());
     }
 
     #[test]
