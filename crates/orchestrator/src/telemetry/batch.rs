@@ -5,7 +5,7 @@
 //!
 //! In place of the SDK's batch processor, which moves each span through a
 //! channel to a thread of its own, gathers them in a `Vec` and hands that
-//! to an exporter: about 2,700 instructions a request more (benches
+//! to an exporter: about 3,400 instructions a request more (benches
 //! `instructions` scenario), and a thread. The bounds and the variables are
 //! the same: at most `OTEL_BSP_MAX_QUEUE_SIZE` spans (2,048) wait, more are
 //! dropped and counted (a request never waits for the collector); a batch
