@@ -220,8 +220,7 @@ impl Pipeline {
         if !sampling.attributes.is_empty() {
             attributes.extend(sampling.attributes);
         }
-        let dropped = attributes.len().saturating_sub(LIMIT);
-        attributes.truncate(LIMIT);
+        let (attributes, dropped_attributes) = limited(attributes);
         Span {
             cx: parent.with_span(Recording {
                 sc,
@@ -231,7 +230,7 @@ impl Pipeline {
                 name: Cow::Borrowed(name),
                 start: SystemTime::now(),
                 attributes,
-                dropped_attributes: count(dropped),
+                dropped_attributes,
                 events: Vec::new(),
                 dropped_events: 0,
                 links: Vec::new(),
@@ -243,8 +242,11 @@ impl Pipeline {
     }
 }
 
-fn count(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
+/// The first [`LIMIT`] attributes, and how many more there were.
+fn limited(mut attributes: Vec<KeyValue>) -> (Vec<KeyValue>, u32) {
+    let dropped = attributes.len().saturating_sub(LIMIT);
+    attributes.truncate(LIMIT);
+    (attributes, u32::try_from(dropped).unwrap_or(u32::MAX))
 }
 
 /// A sampled span's data while it runs; handed to the sink when it ends.
@@ -279,11 +281,9 @@ impl opentelemetry::trace::Span for Recording {
             self.dropped_events = self.dropped_events.saturating_add(1);
             return;
         }
-        let dropped = attributes.len().saturating_sub(LIMIT);
-        let mut attributes = attributes;
-        attributes.truncate(LIMIT);
+        let (attributes, dropped) = limited(attributes);
         self.events
-            .push(Event::new(name, timestamp, attributes, count(dropped)));
+            .push(Event::new(name, timestamp, attributes, dropped));
     }
 
     fn span_context(&self) -> &SpanContext {
@@ -330,11 +330,9 @@ impl opentelemetry::trace::Span for Recording {
             self.dropped_links = self.dropped_links.saturating_add(1);
             return;
         }
-        let dropped = attributes.len().saturating_sub(LIMIT);
-        let mut attributes = attributes;
-        attributes.truncate(LIMIT);
+        let (attributes, dropped) = limited(attributes);
         self.links
-            .push(Link::new(span_context, attributes, count(dropped)));
+            .push(Link::new(span_context, attributes, dropped));
     }
 
     fn end_with_timestamp(&mut self, timestamp: SystemTime) {

@@ -77,18 +77,7 @@ pub(crate) async fn instructions(
 
     let orch =
         Orchestrator::start_wrapped(bin, cpus, secrets, upstream, &wrapper("orchestrator")).await?;
-    let (_browser, session) = procs::signed_in(orch.addr, &orch.host).await?;
-    let cookie = format!("orchestrator_session={session}");
-    let orch_ir = count(
-        &control,
-        orch.pid,
-        &dir,
-        "orchestrator",
-        Duration::ZERO,
-        |n| load(orch.addr, &orch.host, Some(&cookie), n),
-    )
-    .await?;
-    orch.stop().await;
+    let orch_ir = count_signed_in(&control, orch, &dir, "orchestrator", Duration::ZERO).await?;
 
     // The same with every request traced, spans exported to a sink on the
     // upstream; the count waits out the batch processor's schedule, so the
@@ -102,18 +91,8 @@ pub(crate) async fn instructions(
         &wrapper("orchestrator-traced"),
     )
     .await?;
-    let (_traced_browser, traced_session) = procs::signed_in(traced.addr, &traced.host).await?;
-    let traced_cookie = format!("orchestrator_session={traced_session}");
-    let traced_ir = count(
-        &control,
-        traced.pid,
-        &dir,
-        "orchestrator-traced",
-        EXPORT_SCHEDULE + Duration::from_secs(1),
-        |n| load(traced.addr, &traced.host, Some(&traced_cookie), n),
-    )
-    .await?;
-    traced.stop().await;
+    let settle = EXPORT_SCHEDULE + Duration::from_secs(1);
+    let traced_ir = count_signed_in(&control, traced, &dir, "orchestrator-traced", settle).await?;
 
     let nginx_ir = match nginx {
         Some(nginx_bin) => {
@@ -163,6 +142,25 @@ pub(crate) async fn instructions(
          {WARM_UP} uncounted, each process under valgrind --tool=callgrind"
     ));
     Ok(())
+}
+
+/// Signs a browser in to `orch`, counts its authenticated GETs (see
+/// [`count`]) and stops it.
+async fn count_signed_in(
+    control: &Path,
+    orch: Orchestrator,
+    dir: &Path,
+    name: &str,
+    settle: Duration,
+) -> Result<u64, Error> {
+    let (_browser, session) = procs::signed_in(orch.addr, &orch.host).await?;
+    let cookie = format!("orchestrator_session={session}");
+    let ir = count(control, orch.pid, dir, name, settle, |n| {
+        load(orch.addr, &orch.host, Some(&cookie), n)
+    })
+    .await?;
+    orch.stop().await;
+    Ok(ir)
 }
 
 /// Warms up (`WARM_UP` requests), zeroes the counters of `pid`, runs
