@@ -454,6 +454,10 @@ appGateway:
     // The relying party goes down; the user signs out at the first replica,
     // which queues the delivery, fails to make it, and dies.
     drop(relying_party);
+    // Its port stays taken while it is down, so no other test's server
+    // takes it before it comes back: a listener that hangs up on every
+    // connection (a delivery fails as with nothing there).
+    let hold = hang_up_on(gw).await;
     let end_session = format!("http://127.0.0.1:{p1}/idp/end_session");
     let confirm = b.client().get(&end_session).send().await.unwrap();
     let token = orchestrator_tests::browser::hidden(&confirm.text().await.unwrap(), "token")
@@ -467,6 +471,8 @@ appGateway:
         .unwrap();
     assert_eq!(ended.status(), 200);
     drop(replica1);
+    hold.abort();
+    let _ = hold.await;
 
     // The relying party is back; the second replica finds the job (a retry
     // that is due, or one whose lease ran out) and delivers it.
@@ -484,4 +490,29 @@ appGateway:
             .await,
         Some(1.0)
     );
+}
+
+/// Listens on `port` (once the killed process that had it is gone: bounded
+/// retries) and closes every connection unanswered, until aborted.
+async fn hang_up_on(port: u16) -> tokio::task::JoinHandle<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listener = loop {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        match socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], port)))
+            .and_then(|()| socket.listen(64))
+        {
+            Ok(l) => break l,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "port {port} not released: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    })
 }
