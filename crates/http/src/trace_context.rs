@@ -57,19 +57,19 @@ pub struct Ended<'a> {
     pub kind: &'a SpanKind,
     /// Its name.
     pub name: &'a str,
-    /// When it started and ended.
+    /// When it started.
     pub start_time: SystemTime,
     /// When it ended.
     pub end_time: SystemTime,
-    /// Its attributes, and how many were over the limit.
+    /// Its attributes (at most the limit).
     pub attributes: &'a [KeyValue],
     /// Attributes over the limit.
     pub dropped_attributes_count: u32,
-    /// Its events, and how many were over the limit.
+    /// Its events (at most the limit).
     pub events: &'a [Event],
     /// Events over the limit.
     pub dropped_events_count: u32,
-    /// Its links, and how many were over the limit.
+    /// Its links (at most the limit).
     pub links: &'a [Link],
     /// Links over the limit.
     pub dropped_links_count: u32,

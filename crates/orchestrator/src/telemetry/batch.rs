@@ -14,7 +14,7 @@
 //! `OTEL_BSP_EXPORT_TIMEOUT` (30 s) or the exporter's timeout, the shorter.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use opentelemetry::{Context, InstrumentationScope};
@@ -92,8 +92,7 @@ struct Shared {
     /// Held while batches are sent: one sender at a time, and a flush
     /// returns only once what was sending before it has gone.
     sending: tokio::sync::Mutex<()>,
-    /// Set once, when the provider is built (before any span ends).
-    encoder: OnceLock<Encoder>,
+    encoder: Encoder,
     settings: Settings,
     counters: Counters,
     exporter: OtlpHttp,
@@ -118,19 +117,21 @@ impl EncodingProcessor {
     }
 
     /// Starts the sending task on the current tokio runtime; `scope` is
-    /// the tracer's (the request path's spans are of it).
+    /// the tracer's (the request path's spans are of it), `resource` the
+    /// one the provider is built with.
     pub(crate) fn start(
         exporter: OtlpHttp,
         settings: Settings,
         counters: Counters,
         scope: InstrumentationScope,
+        resource: &Resource,
     ) -> Self {
         let runtime = tokio::runtime::Handle::current();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
             sending: tokio::sync::Mutex::new(()),
-            encoder: OnceLock::new(),
+            encoder: Encoder::new(resource),
             settings,
             counters,
             exporter,
@@ -143,13 +144,6 @@ impl EncodingProcessor {
 }
 
 impl Shared {
-    fn encoder(&self) -> &Encoder {
-        static NO_RESOURCE: OnceLock<Encoder> = OnceLock::new();
-        self.encoder
-            .get()
-            .unwrap_or_else(|| NO_RESOURCE.get_or_init(Encoder::default))
-    }
-
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // A panic while holding the lock leaves a queue that is still whole.
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
@@ -183,7 +177,7 @@ impl Shared {
                 q.waiting -= batch.len();
                 batch
             };
-            let body = self.encoder().finish(batch);
+            let body = self.encoder.finish(batch);
             let timeout = self.settings.export_timeout;
             let sent = tokio::time::timeout(timeout, self.exporter.send(body))
                 .await
@@ -208,20 +202,17 @@ impl Shared {
             .recv_timeout(timeout)
             .map_err(|_| OTelSdkError::Timeout(timeout))
     }
-}
 
-impl Shared {
     /// Encodes one ended, sampled span into the open batch, or drops and
     /// counts it when the queue is full.
     fn append(&self, ended: &Ended<'_>, scope: &InstrumentationScope) {
-        let encoder = self.encoder();
         let mut q = self.lock();
         if q.shut || q.waiting >= self.settings.max_queue {
             drop(q);
             self.counters.spans_dropped.inc();
             return;
         }
-        encoder.append(&mut q.open, ended, scope);
+        self.encoder.append(&mut q.open, ended, scope);
         q.waiting += 1;
         if q.open.len() >= self.settings.max_batch {
             let full = std::mem::take(&mut q.open);
@@ -260,12 +251,6 @@ impl SpanProcessor for EncodingProcessor {
         self.shared.lock().shut = true;
         self.shared.wake.notify_one();
         result
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        // The provider sets it once; a later resource would change what
-        // batches already hold say about their spans.
-        let _ = self.shared.encoder.set(Encoder::new(resource));
     }
 }
 
@@ -391,6 +376,7 @@ mod tests {
             settings(100, 2),
             c.clone(),
             scope(),
+            &Resource::builder_empty().build(),
         );
         for n in 0..5 {
             p.on_end(span(n, true));
@@ -429,6 +415,7 @@ mod tests {
             settings(3, 2),
             c.clone(),
             scope(),
+            &Resource::builder_empty().build(),
         );
         for n in 0..5 {
             p.on_end(span(n, true));
@@ -454,6 +441,7 @@ mod tests {
             settings(100, 1),
             c.clone(),
             scope(),
+            &Resource::builder_empty().build(),
         );
         p.on_end(span(0, true));
         p.on_end(span(1, true));

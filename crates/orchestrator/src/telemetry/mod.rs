@@ -79,13 +79,16 @@ fn sampler(name: &str, arg: Option<f64>) -> Option<Sampler> {
 /// request path's).
 const TRACER_NAME: &str = "orchestrator";
 
+/// The sampler names the config and `OTEL_TRACES_SAMPLER` take.
+const SAMPLERS: &str = "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio";
+
 /// `traces.sampler`/`samplerArg`, else `OTEL_TRACES_SAMPLER`/`_ARG`, else
 /// `parentbased_always_on`: one sampler for the tracing layer's spans and
 /// the request path's.
 fn configured_sampler(cfg: &TracesConfig) -> Result<Sampler, String> {
     if let Some(name) = &cfg.sampler {
         return sampler(name, cfg.sampler_arg)
-            .ok_or_else(|| format!("traces.sampler: unknown sampler {name}"));
+            .ok_or_else(|| format!("traces.sampler: unknown sampler {name} (one of {SAMPLERS})"));
     }
     let Some(name) = non_empty("OTEL_TRACES_SAMPLER") else {
         return Ok(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
@@ -102,7 +105,8 @@ fn configured_sampler(cfg: &TracesConfig) -> Result<Sampler, String> {
         ),
         None => None,
     };
-    sampler(name.trim(), arg).ok_or_else(|| format!("OTEL_TRACES_SAMPLER: unknown sampler {name}"))
+    sampler(name.trim(), arg)
+        .ok_or_else(|| format!("OTEL_TRACES_SAMPLER: unknown sampler {name} (one of {SAMPLERS})"))
 }
 
 /// Builds the pipeline when traces are configured: the tracer for the
@@ -131,29 +135,32 @@ pub(crate) fn init(
         ));
     }
     let sampler = configured_sampler(cfg)?;
+    let service = cfg
+        .service_name
+        .clone()
+        .or_else(|| non_empty("OTEL_SERVICE_NAME"))
+        .unwrap_or_else(|| "orchestrator".to_owned());
+    let resource = Resource::builder()
+        .with_service_name(service)
+        .with_attributes(
+            cfg.resource_attributes
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
+        .build();
     let exporter = otlp_http::OtlpHttp::new(&endpoint)?;
     let processor = batch::EncodingProcessor::start(
         exporter,
         batch::Settings::from_env()?,
         counters,
         InstrumentationScope::builder(TRACER_NAME).build(),
+        &resource,
     );
     let sink = processor.sink();
-    let mut resource = Resource::builder();
-    let service = cfg
-        .service_name
-        .clone()
-        .or_else(|| non_empty("OTEL_SERVICE_NAME"))
-        .unwrap_or_else(|| "orchestrator".to_owned());
-    resource = resource.with_service_name(service).with_attributes(
-        cfg.resource_attributes
-            .iter()
-            .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-    );
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
         .with_sampler(sampler.clone())
-        .with_resource(resource.build())
+        .with_resource(resource)
         .build();
     let tracer = provider.tracer(TRACER_NAME);
     orchestrator_http::trace_context::enable(sampler, sink);

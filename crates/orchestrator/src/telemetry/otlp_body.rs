@@ -26,7 +26,7 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
 /// The parts of a batch that do not change between batches: the process's
 /// resource, encoded once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Encoder {
     /// `ResourceSpans.resource` (field 1, the `Resource` message) and
     /// `ResourceSpans.schema_url` (field 3), as written.
