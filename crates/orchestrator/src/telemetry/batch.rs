@@ -8,7 +8,9 @@
 //! to an exporter: about 3,400 instructions a request more (benches
 //! `instructions` scenario), and a thread. The bounds and the variables are
 //! the same: at most `OTEL_BSP_MAX_QUEUE_SIZE` spans (2,048) wait, more are
-//! dropped and counted (a request never waits for the collector); a batch
+//! dropped and counted (a request never waits for the collector), and, as
+//! what a span holds comes partly from requests (a path may be 64 KiB), at
+//! most 16 MiB of them encoded; a batch
 //! holds at most `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` (512); the open batch
 //! goes every `OTEL_BSP_SCHEDULE_DELAY` (5 s); one export may take
 //! `OTEL_BSP_EXPORT_TIMEOUT` (30 s) or the exporter's timeout, the shorter.
@@ -28,10 +30,15 @@ use tokio::sync::Notify;
 use super::otlp_body::{self, Batch, Encoder};
 use super::otlp_http::OtlpHttp;
 
+/// What waiting spans may take, encoded: 2,048 spans of an 8 KiB path each.
+const MAX_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
 /// The batching bounds (`OTEL_BSP_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Settings {
     pub(crate) max_queue: usize,
+    /// Encoded bytes that may wait (no standard variable: 16 MiB).
+    pub(crate) max_queue_bytes: usize,
     pub(crate) max_batch: usize,
     pub(crate) delay: Duration,
     pub(crate) export_timeout: Duration,
@@ -62,6 +69,7 @@ impl Settings {
             .clamp(1, max_queue);
         Ok(Settings {
             max_queue,
+            max_queue_bytes: MAX_QUEUE_BYTES,
             max_batch,
             delay: Duration::from_millis(number("OTEL_BSP_SCHEDULE_DELAY", 5_000)?.max(1)),
             export_timeout: Duration::from_millis(number("OTEL_BSP_EXPORT_TIMEOUT", 30_000)?),
@@ -105,8 +113,9 @@ struct Shared {
 struct Queue {
     open: Batch,
     full: VecDeque<Batch>,
-    /// Spans in `open` and `full`.
+    /// Spans in `open` and `full`, and their encoded bytes.
     waiting: usize,
+    waiting_bytes: usize,
     shut: bool,
 }
 
@@ -175,6 +184,7 @@ impl Shared {
                     None => return,
                 };
                 q.waiting -= batch.len();
+                q.waiting_bytes -= batch.bytes();
                 batch
             };
             let body = self.encoder.finish(batch);
@@ -207,13 +217,18 @@ impl Shared {
     /// counts it when the queue is full.
     fn append(&self, ended: &Ended<'_>, scope: &InstrumentationScope) {
         let mut q = self.lock();
-        if q.shut || q.waiting >= self.settings.max_queue {
+        if q.shut
+            || q.waiting >= self.settings.max_queue
+            || q.waiting_bytes >= self.settings.max_queue_bytes
+        {
             drop(q);
             self.counters.spans_dropped.inc();
             return;
         }
+        let before = q.open.bytes();
         self.encoder.append(&mut q.open, ended, scope);
         q.waiting += 1;
+        q.waiting_bytes += q.open.bytes() - before;
         if q.open.len() >= self.settings.max_batch {
             let full = std::mem::take(&mut q.open);
             q.full.push_back(full);
@@ -263,10 +278,10 @@ mod tests {
     use http_body_util::{BodyExt as _, Full};
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
-    use opentelemetry::InstrumentationScope;
     use opentelemetry::trace::{
         SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
     };
+    use opentelemetry::{InstrumentationScope, KeyValue};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
     use prost::Message as _;
@@ -288,6 +303,7 @@ mod tests {
     fn settings(max_queue: usize, max_batch: usize) -> Settings {
         Settings {
             max_queue,
+            max_queue_bytes: MAX_QUEUE_BYTES,
             max_batch,
             delay: Duration::from_secs(3600),
             export_timeout: Duration::from_secs(10),
@@ -427,6 +443,38 @@ mod tests {
         assert_eq!(q.open.len(), 1);
     }
 
+    #[test]
+    fn spans_past_the_byte_bound_are_dropped_and_counted() {
+        // As above: nothing leaves the queue.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _inside = rt.enter();
+        let c = counters();
+        let p = EncodingProcessor::start(
+            OtlpHttp::new("http://127.0.0.1:9/v1/traces").unwrap(),
+            Settings {
+                max_queue_bytes: 10_000,
+                ..settings(100, 50)
+            },
+            c.clone(),
+            scope(),
+            &Resource::builder_empty().build(),
+        );
+        // Each span carries a 4 KiB path: the third fills the bound.
+        for n in 0..5 {
+            let mut s = span(n, true);
+            s.attributes = vec![KeyValue::new("url.path", "/".repeat(4096))];
+            p.on_end(s);
+        }
+        assert_eq!(c.spans_dropped.get(), 2);
+        let q = p.shared.lock();
+        assert_eq!(q.waiting, 3);
+        assert!(q.waiting_bytes > 3 * 4096 && q.waiting_bytes < 3 * 4096 + 1024);
+        assert_eq!(q.waiting_bytes, q.open.bytes());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_collector_that_is_down_is_counted_per_batch() {
         // A port nothing listens on.
@@ -459,6 +507,7 @@ mod tests {
             none,
             Settings {
                 max_queue: 2_048,
+                max_queue_bytes: 16 * 1024 * 1024,
                 max_batch: 512,
                 delay: Duration::from_secs(5),
                 export_timeout: Duration::from_secs(30),

@@ -40,6 +40,8 @@ pub(crate) struct Batch {
     scopes: Vec<ScopeSpans>,
     last: usize,
     spans: usize,
+    /// The spans' encoded bytes.
+    bytes: usize,
 }
 
 #[derive(Debug)]
@@ -58,6 +60,11 @@ impl Batch {
     /// How many spans are in it.
     pub(crate) fn len(&self) -> usize {
         self.spans
+    }
+
+    /// How many bytes its spans take, encoded.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -118,7 +125,10 @@ impl Encoder {
         };
         batch.last = at;
         batch.spans += 1;
-        message(&mut batch.scopes[at].body, 2, |buf| write_span(buf, span));
+        let body = &mut batch.scopes[at].body;
+        let before = body.len();
+        message(body, 2, |buf| write_span(buf, span));
+        batch.bytes += body.len() - before;
     }
 
     /// The export request (`ExportTraceServiceRequest`) of `batch`: one
