@@ -54,12 +54,35 @@ pub fn binary() -> PathBuf {
     bin
 }
 
-/// A port that was free a moment ago (the OS picks it).
+/// A port that was free a moment ago, picked at random below the kernel's
+/// ephemeral range: the OS hands ports in that range to outgoing connections
+/// (every test's clients), so one taken from it can be gone again before the
+/// server that was promised it binds.
 pub fn free_port() -> u16 {
+    let (low, _) = ephemeral_range();
+    let start = low.saturating_sub(12_000).max(1024);
+    for _ in 0..200 {
+        let port = start + (rand::random::<u32>() % u32::from(low - start)) as u16;
+        if StdTcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     StdTcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// The kernel's range for ephemeral ports (Linux's default where it cannot be read).
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(str::parse::<u16>);
+            Some((it.next()?.ok()?, it.next()?.ok()?))
+        })
+        .filter(|(low, _)| *low > 2048)
+        .unwrap_or((32768, 60999))
 }
 
 /// How the config file sits on disk.
@@ -88,6 +111,7 @@ struct ConfigFiles {
 }
 
 /// What to start.
+#[derive(Clone, Copy)]
 pub struct Setup<'a> {
     /// Config YAML; `{port}` and `{admin_port}` are replaced. `listen`, `admin` and
     /// `secretsDir` are added when the YAML does not set them.
@@ -125,10 +149,42 @@ impl Orchestrator {
         .await
     }
 
-    /// Starts as `setup` says and waits until `/readyz` answers 200.
+    /// Starts as `setup` says and waits until `/readyz` answers 200. When
+    /// the ports were picked here and one was taken before the process bound
+    /// it, starts again on new ones (at most 5 times).
     pub async fn start_with(setup: Setup<'_>) -> Self {
-        let orch = Self::spawn(setup).await;
-        orch.wait_ready().await
+        let picked = setup.ports.is_none();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut orch = Self::spawn(setup).await;
+            if picked && attempts < 5 && orch.lost_its_port().await {
+                continue;
+            }
+            return orch.wait_ready().await;
+        }
+    }
+
+    /// True when the process exited because a port was in use (it exits at
+    /// once then; a process that gets past binding is left to `wait_ready`).
+    async fn lost_its_port(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::Client::new();
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return self.all_logs().contains("Address already in use");
+            }
+            if client
+                .get(format!("{}/readyz", self.admin_url()))
+                .send()
+                .await
+                .is_ok()
+            {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     /// Starts without waiting for readiness (for tests of start-up failures).
