@@ -26,7 +26,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::error::GatewayError;
 use orchestrator_http::body::BoxBody;
-use orchestrator_http::trace_context::{self, KeyValue, StringValue};
+use orchestrator_http::trace_context::{self, HttpAttributes, StringValue};
 use orchestrator_http::upstream_conn::ConnUpstreams;
 use tower_service::Service as _;
 
@@ -65,7 +65,7 @@ pub(crate) struct Upstream {
     host: HeaderValue,
     /// The upstream span's `server.address` and `server.port`, made once.
     server_address: StringValue,
-    server_port: i64,
+    server_port: u16,
     client: HttpClient,
     /// HTTP/1.1 only: upgrades (WebSocket) need an HTTP/1.1 connection even
     /// when the upstream would offer HTTP/2 through ALPN.
@@ -162,7 +162,7 @@ impl Upstream {
         Ok(Self {
             id: IDS.fetch_add(1, Ordering::Relaxed),
             server_address: StringValue::from(Arc::<str>::from(authority.host())),
-            server_port: i64::from(server_port),
+            server_port,
             scheme,
             authority,
             host,
@@ -198,19 +198,15 @@ impl Upstream {
         upgrade: bool,
         held: Option<&ConnUpstreams>,
     ) -> Result<Response<Incoming>, ForwardError> {
-        let span = trace_context::Span::child("upstream", trace_context::SpanKind::Client, || {
-            // Room for the status code set when the answer comes.
-            let mut attributes = Vec::with_capacity(4);
-            attributes.extend([
-                KeyValue::new(
-                    "http.request.method",
-                    trace_context::method_name(req.method()),
-                ),
-                KeyValue::new("server.address", self.server_address.clone()),
-                KeyValue::new("server.port", self.server_port),
-            ]);
-            attributes
-        });
+        let mut span =
+            trace_context::Span::child("upstream", trace_context::SpanKind::Client, || {
+                HttpAttributes {
+                    method: Some(trace_context::method_name(req.method())),
+                    server_address: Some(self.server_address.clone()),
+                    server_port: Some(self.server_port),
+                    ..HttpAttributes::NONE
+                }
+            });
         let sent = async {
             trace_context::inject(req.headers_mut());
             let held = held.filter(|_| !upgrade && self.scheme == Scheme::HTTP);
@@ -225,12 +221,13 @@ impl Upstream {
                 .unwrap_or(Err(ForwardError::Timeout))
         };
         let result = trace_context::within(span.as_ref(), sent).await;
-        if let Some(span) = span {
+        if let Some(span) = &mut span {
             match &result {
-                Ok(resp) => span.set(KeyValue::new(
-                    "http.response.status_code",
-                    i64::from(resp.status().as_u16()),
-                )),
+                Ok(resp) => {
+                    if let Some(http) = span.http() {
+                        http.status_code = Some(resp.status().as_u16());
+                    }
+                }
                 Err(_) => span.failed(),
             }
         }

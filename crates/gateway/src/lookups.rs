@@ -36,7 +36,7 @@ pub(crate) async fn current_session(
     let span = trace_context::Span::child(
         "session.lookup",
         trace_context::SpanKind::Internal,
-        Vec::new,
+        trace_context::HttpAttributes::default,
     );
     trace_context::within(span.as_ref(), async {
         // Over plain HTTP the secure cookie counts too: browsers send it only

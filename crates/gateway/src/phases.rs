@@ -51,7 +51,8 @@ use crate::{
 };
 use orchestrator_http::body::{BoxBody, full};
 use orchestrator_http::upstream_conn::ConnUpstreams;
-use orchestrator_http::{ConnInfo, authority, trace_context};
+use orchestrator_http::trace_context::{self, StringValue};
+use orchestrator_http::{ConnInfo, authority};
 
 /// Who a request was served for, attached to the gateway's responses as an
 /// extension so the listener's access log can name the app and the user.
@@ -68,6 +69,8 @@ pub struct RequestIdentity {
 struct Handled {
     app: Option<Arc<App>>,
     user: Option<Arc<str>>,
+    /// The route that served it, when traces are on (it names the span).
+    route: Option<StringValue>,
     result: Result<Response<BoxBody>, GatewayError>,
 }
 
@@ -76,8 +79,18 @@ impl Handled {
         Self {
             app,
             user: None,
+            route: None,
             result,
         }
+    }
+
+    /// The same, served by the route `route` makes (only made when traces
+    /// are on).
+    fn at(mut self, route: impl FnOnce() -> StringValue) -> Self {
+        if trace_context::enabled() {
+            self.route = Some(route());
+        }
+        self
     }
 }
 
@@ -93,8 +106,14 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let started = Instant::now();
-    let Handled { app, user, result } = pipeline(gw, rt, req, conn).await;
+    let Handled {
+        app,
+        user,
+        route,
+        result,
+    } = pipeline(gw, rt, req, conn).await;
     let mut resp = result.unwrap_or_else(|e| rescue::respond(&gw.pages, &e));
+    trace_context::record_route(&mut resp, route);
     match &app {
         Some(a) => a.metrics.record(resp.status()),
         None => gw.metrics.record("none", resp.status()),
@@ -127,7 +146,6 @@ where
     // the original path to it, and `authPath/../../admin` is a question
     // about `/admin`, not a request for it.
     if let Some(below) = below_prefix(req.uri().path(), &rt.auth_path) {
-        trace_context::route(req.method(), &rt.auth_path);
         let below = below.to_owned();
         let d = Box::pin(forward_auth::decide(
             gw, rt, &req, &authority, &below, &view,
@@ -136,8 +154,10 @@ where
         return Handled {
             app: d.app,
             user: d.user,
+            route: None,
             result: Ok(d.response),
-        };
+        }
+        .at(|| rt.auth_path.clone().into());
     }
     let path = match NormalPath::parse(req.uri().path()) {
         Ok(p) => p,
@@ -145,36 +165,26 @@ where
     };
     let query = req.uri().query().map(str::to_owned);
     let p = path.as_str();
-    let own = [
-        JWKS_PATH,
-        &rt.backchannel_logout_path,
-        &rt.callback_path,
-        &rt.logout_path,
-        &rt.login_path,
-    ];
-    if trace_context::enabled() {
-        if let Some(route) = own.iter().find(|o| **o == p) {
-            trace_context::route(req.method(), &(*route).to_owned());
-        }
-    }
+    // The gateway's own paths are their own routes.
+    let own = || StringValue::from(p.to_owned());
     if p == JWKS_PATH {
-        return Handled::by(None, Ok(jwks(rt)));
+        return Handled::by(None, Ok(jwks(rt))).at(own);
     }
     if p == rt.backchannel_logout_path {
-        return Handled::by(None, Ok(Box::pin(backchannel::receive(gw, rt, req)).await));
+        return Handled::by(None, Ok(Box::pin(backchannel::receive(gw, rt, req)).await)).at(own);
     }
     if p == rt.callback_path {
         // Login and logout futures (IdP calls over HTTP) are large and rare:
         // boxed, they keep every proxied request's future small (it is moved
         // through each layer of the stack).
         let result = Box::pin(callback(gw, rt, req.headers(), query.as_deref(), &view)).await;
-        return Handled::by(None, result);
+        return Handled::by(None, result).at(own);
     }
     if p == rt.logout_path {
-        return Handled::by(None, Box::pin(logout(gw, rt, req, &view)).await);
+        return Handled::by(None, Box::pin(logout(gw, rt, req, &view)).await).at(own);
     }
     if p == rt.login_path {
-        return match login_target(rt, &host, query.as_deref(), &view) {
+        let handled = match login_target(rt, &host, query.as_deref(), &view) {
             Ok((app, return_to, force)) => {
                 let result = Box::pin(start_login(
                     gw,
@@ -190,15 +200,17 @@ where
             }
             Err(e) => Handled::by(None, Err(e)),
         };
+        return handled.at(own);
     }
     let Some(app) = rt.router.find(&host, &path).cloned() else {
         return Handled::by(None, Err(GatewayError::NoRoute));
     };
-    trace_context::route(req.method(), &app.route);
+    let route = trace_context::enabled().then(|| app.route.clone().into());
     let (user, result) = proxy(gw, rt, req, &app, path, query, &view).await;
     Handled {
         app: Some(app),
         user,
+        route,
         result,
     }
 }

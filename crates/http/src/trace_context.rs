@@ -8,20 +8,23 @@
 //! tracing off no request pays for them beyond one atomic load.
 //!
 //! The spans every proxied request makes (the request, its session lookup
-//! and its upstream call) are made here directly, [`Span`], whose context a
-//! [`Traced`] future makes current while it runs: sampled by the tracer
-//! provider's sampler, recorded by a small [`opentelemetry::trace::Span`]
-//! of our own and handed to the exporter's [`SpanSink`] when they end. The
-//! SDK's spans (a tracer per span, limits, processors, a `SpanData` per
-//! span) cost about 1,000 instructions a span more; through `tracing`,
-//! several microseconds a span.
+//! and its upstream call) are made here directly, [`Span`]: sampled by the
+//! tracer provider's sampler, their well-known attributes kept as typed
+//! fields ([`HttpAttributes`]: no key, value or allocation each) until the
+//! exporter's [`SpanSink`] encodes them when they end. A [`Traced`] future
+//! makes a span's context current while it runs, so what runs inside (child
+//! spans, cache operations, `traceparent` on outgoing requests) is its
+//! child; the context carries the span's ids only, the data stays with the
+//! [`Span`], which its owner sets and ends. The SDK's spans (a tracer per
+//! span, limits, processors, a `SpanData` per span) cost about 1,000
+//! instructions a span more; through `tracing`, several microseconds a span.
 //! The rarer spans (login steps, IdP calls, cache operations) are `tracing`
 //! spans of the target [`TARGET`], which the OpenTelemetry layer turns into
 //! children of the current context; with tracing off no subscriber is
 //! interested in that target and they cost a cached atomic load each.
 
-use std::borrow::Cow;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
@@ -55,13 +58,16 @@ pub struct Ended<'a> {
     pub parent_span_is_remote: bool,
     /// Server, client, internal, …
     pub kind: &'a SpanKind,
-    /// Its name.
+    /// Its name; see [`Ended::name`] for the name with its route.
     pub name: &'a str,
     /// When it started.
     pub start_time: SystemTime,
     /// When it ended.
     pub end_time: SystemTime,
-    /// Its attributes (at most the limit).
+    /// Its well-known HTTP attributes ([`HttpAttributes::NONE`] for the
+    /// SDK's spans).
+    pub http: &'a HttpAttributes,
+    /// Its other attributes (at most the limit).
     pub attributes: &'a [KeyValue],
     /// Attributes over the limit.
     pub dropped_attributes_count: u32,
@@ -75,6 +81,116 @@ pub struct Ended<'a> {
     pub dropped_links_count: u32,
     /// Unset, ok or error.
     pub status: &'a Status,
+}
+
+impl Ended<'_> {
+    /// The span's name as exported: `name`, then ` {route}` when it has an
+    /// `http.route` (the HTTP conventions' `{method} {http.route}`); as
+    /// parts, so an encoder can write it without joining them first.
+    pub fn name(&self) -> (&str, Option<&str>) {
+        (self.name, self.http.route.as_ref().map(StringValue::as_str))
+    }
+}
+
+/// The attributes every proxied request's spans have, by the HTTP semantic
+/// conventions, as fields: set ones are exported, in this order, before
+/// the span's other attributes.
+#[derive(Debug, Clone, Default)]
+pub struct HttpAttributes {
+    /// `http.request.method`.
+    pub method: Option<&'static str>,
+    /// `url.path`: the request target's path, without its query (a clone
+    /// of the request's URI shares its bytes).
+    pub uri: Option<http::Uri>,
+    /// `url.scheme`.
+    pub scheme: Option<&'static str>,
+    /// `network.peer.address`.
+    pub peer: Option<IpAddr>,
+    /// `server.address`.
+    pub server_address: Option<StringValue>,
+    /// `server.port`.
+    pub server_port: Option<u16>,
+    /// `http.route`; it also names the span.
+    pub route: Option<StringValue>,
+    /// `http.response.status_code`.
+    pub status_code: Option<u16>,
+    /// `orchestrator.app`: the app that served the request.
+    pub app: Option<StringValue>,
+    /// `orchestrator.request_id`.
+    pub request_id: Option<StringValue>,
+}
+
+impl HttpAttributes {
+    /// None set.
+    pub const NONE: Self = Self {
+        method: None,
+        uri: None,
+        scheme: None,
+        peer: None,
+        server_address: None,
+        server_port: None,
+        route: None,
+        status_code: None,
+        app: None,
+        request_id: None,
+    };
+
+    /// Calls `f` with each set attribute's key and value, in the exported
+    /// order.
+    pub fn each(&self, mut f: impl FnMut(&'static str, Attr<'_>)) {
+        if let Some(m) = self.method {
+            f("http.request.method", Attr::Text(m));
+        }
+        if let Some(uri) = &self.uri {
+            f("url.path", Attr::Text(uri.path()));
+        }
+        if let Some(s) = self.scheme {
+            f("url.scheme", Attr::Text(s));
+        }
+        if let Some(ip) = self.peer {
+            let text = crate::proxies::IpText::new(ip);
+            f("network.peer.address", Attr::Text(text.as_str()));
+        }
+        if let Some(a) = &self.server_address {
+            f("server.address", Attr::Text(a.as_str()));
+        }
+        if let Some(p) = self.server_port {
+            f("server.port", Attr::Int(i64::from(p)));
+        }
+        if let Some(r) = &self.route {
+            f("http.route", Attr::Text(r.as_str()));
+        }
+        if let Some(c) = self.status_code {
+            f("http.response.status_code", Attr::Int(i64::from(c)));
+        }
+        if let Some(a) = &self.app {
+            f("orchestrator.app", Attr::Text(a.as_str()));
+        }
+        if let Some(id) = &self.request_id {
+            f("orchestrator.request_id", Attr::Text(id.as_str()));
+        }
+    }
+
+    /// The set attributes as key-values, in the exported order.
+    pub fn key_values(&self) -> Vec<KeyValue> {
+        let mut out = Vec::new();
+        self.each(|k, v| {
+            out.push(match v {
+                Attr::Text(t) => KeyValue::new(k, t.to_owned()),
+                Attr::Int(i) => KeyValue::new(k, i),
+            })
+        });
+        out
+    }
+}
+
+/// The value of one of [`HttpAttributes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attr<'a> {
+    /// A string.
+    Text(&'a str),
+    /// An integer.
+    Int(i64),
 }
 
 /// Where the spans made here go when they end (the exporter's batches).
@@ -114,23 +230,22 @@ pub fn in_trace() -> bool {
     enabled() && Context::map_current(|cx| cx.has_active_span())
 }
 
-/// The SDK's default span limits: more attributes, events or links than
-/// this are counted, not kept.
-const LIMIT: usize = 128;
-
-/// A span made here, ended when dropped (with the contexts that hold it).
+/// A span made here, ended when dropped.
 pub struct Span {
+    /// The context its children and outgoing requests continue: its ids.
     cx: Context,
+    /// What it records; `None` when not sampled (only the context goes on).
+    rec: Option<Box<Recording>>,
 }
 
 impl Span {
     /// The server span of a request: `name` (the method) until a route
-    /// names it, with `attributes`; continues the trace in `headers` when
+    /// names it, with `http`; continues the trace in `headers` when
     /// `trusted` (a trusted proxy sent them), else starts a trace. `None`
     /// when tracing is off.
     pub fn server(
         name: &'static str,
-        attributes: Vec<KeyValue>,
+        http: HttpAttributes,
         headers: &HeaderMap,
         trusted: bool,
     ) -> Option<Span> {
@@ -140,46 +255,88 @@ impl Span {
         } else {
             Context::new()
         };
-        Some(pipeline.start(&parent, name, SpanKind::Server, attributes))
+        Some(pipeline.start(&parent, name, SpanKind::Server, http))
     }
 
     /// A client or internal span under the current context, if that is a
     /// traced request's; `None` otherwise (or when tracing is off).
-    /// `attributes` is called only then.
+    /// `http` is called only then.
     pub fn child(
         name: &'static str,
         kind: SpanKind,
-        attributes: impl FnOnce() -> Vec<KeyValue>,
+        http: impl FnOnce() -> HttpAttributes,
     ) -> Option<Span> {
-        let pipeline = PIPELINE.get()?;
-        let parent = Context::current();
-        if !parent.has_active_span() {
-            return None;
-        }
-        Some(pipeline.start(&parent, name, kind, attributes()))
+        PIPELINE.get()?.child(name, kind, http)
     }
 
-    /// Adds or replaces an attribute.
-    pub fn set(&self, attribute: KeyValue) {
-        self.cx.span().set_attribute(attribute);
+    /// Its HTTP attributes, to set; `None` when it is not sampled.
+    pub fn http(&mut self) -> Option<&mut HttpAttributes> {
+        self.rec.as_mut().map(|r| &mut r.http)
     }
 
     /// Marks the span failed.
-    pub fn failed(&self) {
-        self.cx.span().set_status(Status::error(""));
+    pub fn failed(&mut self) {
+        if let Some(r) = &mut self.rec {
+            // Ok > Error > Unset, as the SDK orders them.
+            if r.status == Status::Unset {
+                r.status = Status::error("");
+            }
+        }
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        let Some(rec) = self.rec.take() else {
+            return;
+        };
+        let span = self.cx.span();
+        rec.sink.end(&Ended {
+            span_context: span.span_context(),
+            parent_span_id: rec.parent_id,
+            parent_span_is_remote: rec.parent_remote,
+            kind: &rec.kind,
+            name: rec.name,
+            start_time: rec.start,
+            end_time: SystemTime::now(),
+            http: &rec.http,
+            attributes: &[],
+            dropped_attributes_count: 0,
+            events: &[],
+            dropped_events_count: 0,
+            links: &[],
+            dropped_links_count: 0,
+            status: &rec.status,
+        });
     }
 }
 
 impl Pipeline {
+    /// A span under the current context, if that is a traced request's.
+    fn child(
+        &self,
+        name: &'static str,
+        kind: SpanKind,
+        http: impl FnOnce() -> HttpAttributes,
+    ) -> Option<Span> {
+        let parent = Context::current();
+        if !parent.has_active_span() {
+            return None;
+        }
+        Some(self.start(&parent, name, kind, http()))
+    }
+
     /// A span under `parent` (a valid span of it, else a new trace), as the
     /// SDK's tracer makes one: sampled, it records until dropped; not
-    /// sampled, it only carries its context (for `traceparent`).
+    /// sampled, it only carries its context (for `traceparent`). The
+    /// sampler sees no attributes and adds none: the SDK's read and add
+    /// none.
     fn start(
         &self,
         parent: &Context,
         name: &'static str,
         kind: SpanKind,
-        mut attributes: Vec<KeyValue>,
+        http: HttpAttributes,
     ) -> Span {
         let parent_span = parent.span();
         let psc = parent_span.span_context();
@@ -198,169 +355,63 @@ impl Pipeline {
                 TraceFlags::default(),
             )
         };
-        let sampling =
-            self.sampler
-                .should_sample(Some(parent), trace_id, name, &kind, &attributes, &[]);
-        let span_id = self.ids.new_span_id();
+        let sampling = self
+            .sampler
+            .should_sample(Some(parent), trace_id, name, &kind, &[], &[]);
         let sampled = sampling.decision == SamplingDecision::RecordAndSample;
         let sc = SpanContext::new(
             trace_id,
-            span_id,
+            self.ids.new_span_id(),
             flags.with_sampled(sampled),
             false,
             sampling.trace_state,
         );
+        // The context holds the ids only (a local span's: not remote).
+        let cx = parent.with_remote_span_context(sc);
         if !sampled {
             // Recording a span nobody exports is wasted: the context alone
             // goes on (children and the upstream see it unsampled).
-            return Span {
-                cx: parent.with_remote_span_context(sc),
-            };
+            return Span { cx, rec: None };
         }
-        if !sampling.attributes.is_empty() {
-            attributes.extend(sampling.attributes);
-        }
-        let (attributes, dropped_attributes) = limited(attributes);
         Span {
-            cx: parent.with_span(Recording {
-                sc,
+            cx,
+            rec: Some(Box::new(Recording {
                 parent_id,
                 parent_remote,
                 kind,
-                name: Cow::Borrowed(name),
+                name,
                 start: SystemTime::now(),
-                attributes,
-                dropped_attributes,
-                events: Vec::new(),
-                dropped_events: 0,
-                links: Vec::new(),
-                dropped_links: 0,
+                http,
                 status: Status::Unset,
-                sink: Some(Arc::clone(&self.sink)),
-            }),
+                sink: Arc::clone(&self.sink),
+            })),
         }
     }
-}
-
-/// The first [`LIMIT`] attributes, and how many more there were.
-fn limited(mut attributes: Vec<KeyValue>) -> (Vec<KeyValue>, u32) {
-    let dropped = attributes.len().saturating_sub(LIMIT);
-    attributes.truncate(LIMIT);
-    (attributes, u32::try_from(dropped).unwrap_or(u32::MAX))
 }
 
 /// A sampled span's data while it runs; handed to the sink when it ends.
 struct Recording {
-    sc: SpanContext,
     parent_id: SpanId,
     parent_remote: bool,
     kind: SpanKind,
-    name: Cow<'static, str>,
+    name: &'static str,
     start: SystemTime,
-    attributes: Vec<KeyValue>,
-    dropped_attributes: u32,
-    events: Vec<Event>,
-    dropped_events: u32,
-    links: Vec<Link>,
-    dropped_links: u32,
+    http: HttpAttributes,
     status: Status,
-    /// `None` once ended.
-    sink: Option<Arc<dyn SpanSink>>,
+    sink: Arc<dyn SpanSink>,
 }
 
-impl opentelemetry::trace::Span for Recording {
-    fn add_event_with_timestamp<T>(
-        &mut self,
-        name: T,
-        timestamp: SystemTime,
-        attributes: Vec<KeyValue>,
-    ) where
-        T: Into<Cow<'static, str>>,
-    {
-        if self.events.len() >= LIMIT {
-            self.dropped_events = self.dropped_events.saturating_add(1);
-            return;
-        }
-        let (attributes, dropped) = limited(attributes);
-        self.events
-            .push(Event::new(name, timestamp, attributes, dropped));
-    }
+/// The route a request was served by (`http.route`, which names its
+/// span), put on the response by whatever routed it for the listener that
+/// owns the request's span; only when traces are on.
+#[derive(Debug, Clone)]
+pub struct Route(pub StringValue);
 
-    fn span_context(&self) -> &SpanContext {
-        &self.sc
-    }
-
-    fn is_recording(&self) -> bool {
-        self.sink.is_some()
-    }
-
-    fn set_attribute(&mut self, attribute: KeyValue) {
-        if self.sink.is_none() {
-            return;
-        }
-        if let Some(old) = self
-            .attributes
-            .iter_mut()
-            .find(|kv| kv.key == attribute.key)
-        {
-            *old = attribute;
-        } else if self.attributes.len() < LIMIT {
-            self.attributes.push(attribute);
-        } else {
-            self.dropped_attributes = self.dropped_attributes.saturating_add(1);
-        }
-    }
-
-    fn set_status(&mut self, status: Status) {
-        // Ok > Error > Unset, as the SDK orders them.
-        if status > self.status {
-            self.status = status;
-        }
-    }
-
-    fn update_name<T>(&mut self, new_name: T)
-    where
-        T: Into<Cow<'static, str>>,
-    {
-        self.name = new_name.into();
-    }
-
-    fn add_link(&mut self, span_context: SpanContext, attributes: Vec<KeyValue>) {
-        if self.links.len() >= LIMIT || !span_context.is_valid() {
-            self.dropped_links = self.dropped_links.saturating_add(1);
-            return;
-        }
-        let (attributes, dropped) = limited(attributes);
-        self.links
-            .push(Link::new(span_context, attributes, dropped));
-    }
-
-    fn end_with_timestamp(&mut self, timestamp: SystemTime) {
-        let Some(sink) = self.sink.take() else {
-            return;
-        };
-        sink.end(&Ended {
-            span_context: &self.sc,
-            parent_span_id: self.parent_id,
-            parent_span_is_remote: self.parent_remote,
-            kind: &self.kind,
-            name: &self.name,
-            start_time: self.start,
-            end_time: timestamp,
-            attributes: &self.attributes,
-            dropped_attributes_count: self.dropped_attributes,
-            events: &self.events,
-            dropped_events_count: self.dropped_events,
-            links: &self.links,
-            dropped_links_count: self.dropped_links,
-            status: &self.status,
-        });
-    }
-}
-
-impl Drop for Recording {
-    fn drop(&mut self) {
-        opentelemetry::trace::Span::end_with_timestamp(self, SystemTime::now());
+/// Puts `route` on `resp` for the request's span (nothing when traces are
+/// off).
+pub fn record_route<B>(resp: &mut http::Response<B>, route: Option<StringValue>) {
+    if let Some(route) = route.filter(|_| enabled()) {
+        resp.extensions_mut().insert(Route(route));
     }
 }
 
@@ -459,28 +510,6 @@ pub fn method_name(method: &http::Method) -> &'static str {
     }
 }
 
-/// Names the current (request) span after its route, as the HTTP
-/// conventions want it (`GET /api`), and records `http.route` (a shared
-/// route, e.g. an `Arc<str>`, is recorded without a copy).
-pub fn route<R>(method: &http::Method, route: &R)
-where
-    R: AsRef<str> + Clone + Into<StringValue>,
-{
-    if !enabled() {
-        return;
-    }
-    Context::map_current(|cx| {
-        let span = cx.span();
-        let (method, route_text) = (method_name(method), route.as_ref());
-        let mut name = String::with_capacity(method.len() + 1 + route_text.len());
-        name.push_str(method);
-        name.push(' ');
-        name.push_str(route_text);
-        span.update_name(name);
-        span.set_attribute(KeyValue::new("http.route", route.clone().into()));
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,13 +536,19 @@ mod tests {
 
     impl SpanSink for Keep {
         fn end(&self, s: &Ended<'_>) {
+            let name = match s.name() {
+                (name, None) => name.to_owned(),
+                (name, Some(route)) => format!("{name} {route}"),
+            };
             self.0.lock().unwrap().push((
-                s.name.to_owned(),
+                name,
                 s.span_context.trace_id(),
                 s.span_context.span_id(),
                 s.parent_span_id,
-                s.attributes
+                s.http
+                    .key_values()
                     .iter()
+                    .chain(s.attributes)
                     .map(|kv| (kv.key.to_string(), kv.value.to_string()))
                     .collect(),
                 s.status.clone(),
@@ -531,44 +566,66 @@ mod tests {
         (p, keep)
     }
 
+    fn pairs(kv: &[(&str, &str)]) -> Vec<(String, String)> {
+        kv.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
     #[test]
     fn spans_end_into_the_sink_as_a_tree_with_what_was_set() {
-        // `route` acts only once traces are on (the global pipeline's sink
-        // is not this test's: the spans here are made by a local one).
-        enable(Sampler::AlwaysOn, Arc::new(Discard));
         let (p, keep) = pipeline(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
-        let server = p.start(
+        let mut server = p.start(
             &Context::new(),
             "GET",
             SpanKind::Server,
-            vec![KeyValue::new("url.path", "/a")],
+            HttpAttributes {
+                method: Some("GET"),
+                uri: Some(http::Uri::from_static("/a/b?secret=1")),
+                peer: Some(IpAddr::from([10, 0, 0, 7])),
+                ..HttpAttributes::NONE
+            },
         );
-        let child = p.start(&server.cx, "upstream", SpanKind::Client, Vec::new());
-        child.set(KeyValue::new("http.response.status_code", 502_i64));
+        let mut child = p.start(
+            &server.cx,
+            "upstream",
+            SpanKind::Client,
+            HttpAttributes {
+                server_port: Some(8080),
+                ..HttpAttributes::NONE
+            },
+        );
+        child.http().unwrap().status_code = Some(502);
         child.failed();
         drop(child);
-        {
-            let _in = server.cx.clone().attach();
-            route(&http::Method::GET, &"/api".to_owned());
-        }
-        server.set(KeyValue::new("url.path", "/b"));
         assert_eq!(keep.0.lock().unwrap().len(), 1, "the child ended first");
+        let http = server.http().unwrap();
+        http.route = Some("/a/{rest}".into());
+        http.status_code = Some(200);
         drop(server);
         let kept = keep.0.lock().unwrap();
         let (c, s) = (&kept[0], &kept[1]);
         assert_eq!(c.0, "upstream");
-        assert_eq!(s.0, "GET /api");
+        assert_eq!(s.0, "GET /a/{rest}", "a route names the span");
         assert_eq!(c.1, s.1, "one trace");
         assert_eq!(c.3, s.2, "the child's parent is the server span");
         assert_eq!(s.3, SpanId::INVALID, "a root");
         assert!(matches!(c.5, Status::Error { .. }));
+        assert_eq!(s.5, Status::Unset);
+        assert_eq!(
+            c.4,
+            pairs(&[("server.port", "8080"), ("http.response.status_code", "502")])
+        );
         assert_eq!(
             s.4,
-            [
-                ("url.path".to_owned(), "/b".to_owned()),
-                ("http.route".to_owned(), "/api".to_owned())
-            ],
-            "set replaces an attribute of the same key"
+            pairs(&[
+                ("http.request.method", "GET"),
+                ("url.path", "/a/b"),
+                ("network.peer.address", "10.0.0.7"),
+                ("http.route", "/a/{rest}"),
+                ("http.response.status_code", "200"),
+            ]),
+            "the path without its query"
         );
     }
 
@@ -583,39 +640,42 @@ mod tests {
             TraceState::default(),
         );
         let parent = Context::new().with_remote_span_context(remote.clone());
-        let server = p.start(&parent, "GET", SpanKind::Server, Vec::new());
+        let mut server = p.start(&parent, "GET", SpanKind::Server, HttpAttributes::NONE);
         let sc = server.cx.span().span_context().clone();
         assert_eq!(sc.trace_id(), remote.trace_id());
         assert_ne!(sc.span_id(), remote.span_id());
         assert!(!sc.is_sampled());
+        assert!(server.http().is_none(), "nothing to record");
         drop(server);
         let (off, off_keep) = pipeline(Sampler::AlwaysOff);
-        drop(off.start(&Context::new(), "GET", SpanKind::Server, Vec::new()));
+        drop(off.start(&Context::new(), "GET", SpanKind::Server, HttpAttributes::NONE));
         assert!(keep.0.lock().unwrap().is_empty());
         assert!(off_keep.0.lock().unwrap().is_empty());
     }
 
     #[test]
-    fn attributes_over_the_limit_are_counted_not_kept() {
-        struct Count(std::sync::Mutex<Option<(usize, u32)>>);
-        impl SpanSink for Count {
-            fn end(&self, s: &Ended<'_>) {
-                *self.0.lock().unwrap() = Some((s.attributes.len(), s.dropped_attributes_count));
-            }
-        }
-        let count = Arc::new(Count(std::sync::Mutex::new(None)));
-        let p = Pipeline {
-            sampler: Sampler::AlwaysOn,
-            ids: RandomIdGenerator::default(),
-            sink: count.clone(),
+    fn a_local_parent_is_not_remote_to_its_children() {
+        let (p, keep) = pipeline(Sampler::AlwaysOn);
+        let server = p.start(&Context::new(), "GET", SpanKind::Server, HttpAttributes::NONE);
+        assert!(!server.cx.span().span_context().is_remote());
+        let child = {
+            let _in = server.cx.clone().attach();
+            p.child("session.lookup", SpanKind::Internal, HttpAttributes::default)
         };
-        let many = (0..LIMIT + 5)
-            .map(|i| KeyValue::new(format!("k{i}"), 1_i64))
-            .collect();
-        let span = p.start(&Context::new(), "GET", SpanKind::Server, many);
-        span.set(KeyValue::new("one.more", 1_i64));
-        drop(span);
-        assert_eq!(*count.0.lock().unwrap(), Some((LIMIT, 6)));
+        assert!(child.is_some(), "under the attached server span");
+        drop(child);
+        drop(server);
+        let kept = keep.0.lock().unwrap();
+        assert_eq!(kept[0].3, kept[1].2);
+    }
+
+    #[test]
+    fn a_recorded_route_goes_on_the_response_for_the_listener() {
+        let mut resp = http::Response::new(());
+        enable(Sampler::AlwaysOn, Arc::new(Discard));
+        record_route(&mut resp, Some("/api".into()));
+        let route = resp.extensions().get::<Route>().map(|r| r.0.to_string());
+        assert_eq!(route.as_deref(), Some("/api"));
     }
 
     fn injected(sc: SpanContext) -> HeaderMap {

@@ -43,11 +43,9 @@ impl Provider {
             tls: conn.tls,
         };
         let endpoint = self.route(req.uri().path());
-        if orchestrator_http::trace_context::enabled() {
-            if let Some(route) = endpoint.template(&self.base_path, req.uri().path()) {
-                orchestrator_http::trace_context::route(req.method(), &route);
-            }
-        }
+        let route = orchestrator_http::trace_context::enabled()
+            .then(|| endpoint.template(&self.base_path, req.uri().path()))
+            .flatten();
         let mut resp = if req.method() == Method::OPTIONS && endpoint.cors() {
             web::cors_preflight()
         } else {
@@ -56,6 +54,7 @@ impl Provider {
         if endpoint.cors() {
             web::allow_any_origin(&mut resp);
         }
+        orchestrator_http::trace_context::record_route(&mut resp, route.map(Into::into));
         let label = endpoint.label();
         self.metrics
             .requests

@@ -13,13 +13,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use opentelemetry::KeyValue;
 use orchestrator_config::ListenConfig;
 use orchestrator_gateway::RequestIdentity;
 use orchestrator_http::ConnInfo;
 use orchestrator_http::proxies::is_trusted;
 use orchestrator_http::request_id::{self, RequestId};
-use orchestrator_http::trace_context;
+use orchestrator_http::trace_context::{self, HttpAttributes};
 use orchestrator_http::upstream_conn::ConnUpstreams;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -123,7 +122,7 @@ pub(crate) async fn serve(
                             .log
                             .access_log
                             .then(|| (req.method().clone(), req.uri().clone(), req.version()));
-                        let span = trace_span(
+                        let mut span = trace_span(
                             &req,
                             &id,
                             peer,
@@ -138,19 +137,8 @@ pub(crate) async fn serve(
                             ConnInfo { peer, tls: is_tls },
                         )));
                         let mut resp = trace_context::within(span.as_ref(), handled).await;
-                        if let Some(span) = span {
-                            span.set(KeyValue::new(
-                                "http.response.status_code",
-                                i64::from(resp.status().as_u16()),
-                            ));
-                            if let Some(who) = resp.extensions().get::<RequestIdentity>() {
-                                if let Some(app) = &who.app {
-                                    span.set(KeyValue::new("orchestrator.app", app.clone()));
-                                }
-                            }
-                            if resp.status().is_server_error() {
-                                span.failed();
-                            }
+                        if let Some(span) = &mut span {
+                            end_trace_span(span, &mut resp);
                         }
                         resp.headers_mut()
                             .insert(request_id::HEADER, id.header_value());
@@ -230,27 +218,39 @@ fn trace_span(
         return None;
     }
     let method = trace_context::method_name(req.method());
-    // Room for the route, the status code and the app, set later.
-    let mut attributes = Vec::with_capacity(8);
-    attributes.extend([
-        KeyValue::new("http.request.method", method),
-        KeyValue::new("url.path", req.uri().path().to_owned()),
-        KeyValue::new("url.scheme", if tls { "https" } else { "http" }),
-        KeyValue::new(
-            "network.peer.address",
-            orchestrator_http::proxies::ip_text(peer.ip()),
-        ),
-        KeyValue::new(
-            "orchestrator.request_id",
-            opentelemetry::StringValue::from(id.to_shared()),
-        ),
-    ]);
+    let http = HttpAttributes {
+        method: Some(method),
+        uri: Some(req.uri().clone()),
+        scheme: Some(if tls { "https" } else { "http" }),
+        peer: Some(peer.ip()),
+        request_id: Some(id.to_shared().into()),
+        ..HttpAttributes::NONE
+    };
     trace_context::Span::server(
         method,
-        attributes,
+        http,
         req.headers(),
         is_trusted(trusted, peer.ip()),
     )
+}
+
+/// What the response says about the request, on its span: the status
+/// (a 5xx fails it), the app and the route that served it.
+fn end_trace_span<B>(span: &mut trace_context::Span, resp: &mut hyper::Response<B>) {
+    let status = resp.status();
+    if status.is_server_error() {
+        span.failed();
+    }
+    let route = resp.extensions_mut().remove::<trace_context::Route>();
+    let app = resp
+        .extensions()
+        .get::<RequestIdentity>()
+        .and_then(|who| who.app.clone());
+    if let Some(http) = span.http() {
+        http.status_code = Some(status.as_u16());
+        http.app = app.map(Into::into);
+        http.route = route.map(|r| r.0);
+    }
 }
 
 /// The request's id: a trusted proxy's `X-Request-Id`, or a new one. Written

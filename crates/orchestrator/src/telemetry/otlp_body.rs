@@ -21,7 +21,7 @@ use opentelemetry::trace::{SpanId, SpanKind, Status, TraceState};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
-use orchestrator_http::trace_context::Ended;
+use orchestrator_http::trace_context::{Attr, Ended, HttpAttributes};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
 /// The parts of a batch that do not change between batches: the process's
@@ -195,6 +195,7 @@ pub(crate) fn ended(span: &SpanData) -> Ended<'_> {
         name: &span.name,
         start_time: span.start_time,
         end_time: span.end_time,
+        http: &HttpAttributes::NONE,
         attributes: &span.attributes,
         dropped_attributes_count: span.dropped_attributes_count,
         events: &span.events.events,
@@ -213,10 +214,22 @@ fn write_span(buf: &mut Vec<u8>, span: &Ended<'_>) {
     if span.parent_span_id != SpanId::INVALID {
         bytes(buf, 4, &span.parent_span_id.to_bytes());
     }
-    string(buf, 5, span.name);
+    match span.name() {
+        (name, None) => string(buf, 5, name),
+        (name, Some(route)) => {
+            prefix(buf, 5, name.len() + 1 + route.len());
+            buf.extend_from_slice(name.as_bytes());
+            buf.push(b' ');
+            buf.extend_from_slice(route.as_bytes());
+        }
+    }
     uint(buf, 6, span_kind(span.kind));
     fixed64(buf, 7, nanos(span.start_time));
     fixed64(buf, 8, nanos(span.end_time));
+    span.http.each(|key, value| match value {
+        Attr::Text(text) => text_attribute(buf, 9, key, text),
+        Attr::Int(v) => key_value(buf, 9, key, &Value::I64(v)),
+    });
     for kv in span.attributes {
         key_value(buf, 9, kv.key.as_str(), &kv.value);
     }
@@ -299,26 +312,37 @@ fn trace_state(buf: &mut Vec<u8>, tag: u32, state: &TraceState) {
     }
 }
 
+/// A `KeyValue` message whose value is a string.
+fn text_attribute(buf: &mut Vec<u8>, tag: u32, key: &str, text: &str) {
+    // Most attributes: a short key and a short text, every length one byte.
+    let (k, v) = (key.as_bytes(), text.as_bytes());
+    let any_len = 2 + v.len();
+    let kv_len = 2 + k.len() + 2 + any_len;
+    if tag < 16 && !k.is_empty() && kv_len < 0x80 {
+        let key_byte = |tag: u32| ((tag << 3) | WireType::LengthDelimited as u32) as u8;
+        buf.reserve(2 + kv_len);
+        buf.extend_from_slice(&[key_byte(tag), kv_len as u8, key_byte(1), k.len() as u8]);
+        buf.extend_from_slice(k);
+        buf.extend_from_slice(&[key_byte(2), any_len as u8, key_byte(1), v.len() as u8]);
+        buf.extend_from_slice(v);
+    } else {
+        let any_len = field_len(v.len());
+        let kv_len = str_field_len(key) + 1 + encoded_len_varint(any_len as u64) + any_len;
+        buf.reserve(MAX_PREFIX + kv_len);
+        prefix(buf, tag, kv_len);
+        string(buf, 1, key);
+        prefix(buf, 2, any_len);
+        length_delimited(buf, 1, v);
+    }
+}
+
 /// A `KeyValue` message (`key` 1, `value` 2: an `AnyValue`, always present).
 fn key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: &Value) {
-    // Most attributes: a short key and a short text, every length one byte.
     if let Value::String(text) = value {
-        let (k, v) = (key.as_bytes(), text.as_str().as_bytes());
-        let any_len = 2 + v.len();
-        let kv_len = 2 + k.len() + 2 + any_len;
-        if tag < 16 && !k.is_empty() && kv_len < 0x80 {
-            let key_byte = |tag: u32| ((tag << 3) | WireType::LengthDelimited as u32) as u8;
-            buf.reserve(2 + kv_len);
-            buf.extend_from_slice(&[key_byte(tag), kv_len as u8, key_byte(1), k.len() as u8]);
-            buf.extend_from_slice(k);
-            buf.extend_from_slice(&[key_byte(2), any_len as u8, key_byte(1), v.len() as u8]);
-            buf.extend_from_slice(v);
-            return;
-        }
+        return text_attribute(buf, tag, key, text.as_str());
     }
     // Scalars are measured and written in one go; arrays are rare.
     let scalar = match value {
-        Value::String(s) => Some(field_len(s.as_str().len())),
         Value::Bool(_) => Some(1 + 1),
         Value::I64(v) => Some(1 + encoded_len_varint(*v as u64)),
         Value::F64(_) => Some(1 + 8),
@@ -645,6 +669,57 @@ mod tests {
         consumer.span_kind = SpanKind::Consumer;
         consumer.status = Status::error("");
         assert_same(vec![s, ok, internal, consumer], &resource);
+    }
+
+    #[test]
+    fn typed_http_attributes_and_a_route_read_back_as_key_values_and_a_joined_name() {
+        let scope = InstrumentationScope::builder("orchestrator").build();
+        let resource = Resource::builder_empty().build();
+        // Long enough for a key-value over 127 bytes.
+        let long_path = format!("/files/{}", "a".repeat(200));
+        let cases = [
+            HttpAttributes {
+                method: Some("GET"),
+                uri: Some(format!("{long_path}?q=1").parse().unwrap()),
+                scheme: Some("https"),
+                peer: Some("2001:db8::7".parse().unwrap()),
+                route: Some(StringValue::from("/files")),
+                status_code: Some(404),
+                app: Some(StringValue::from(std::sync::Arc::<str>::from("files"))),
+                request_id: Some(StringValue::from("0af7651916cd43dd8448eb211c80319c")),
+                ..HttpAttributes::NONE
+            },
+            HttpAttributes {
+                method: Some("_OTHER"),
+                server_address: Some(StringValue::from("upstream.internal")),
+                server_port: Some(8443),
+                status_code: Some(200),
+                ..HttpAttributes::NONE
+            },
+            HttpAttributes {
+                peer: Some("192.168.100.254".parse().unwrap()),
+                ..HttpAttributes::NONE
+            },
+        ];
+        for http in cases {
+            let mut sdk = span("GET", &scope);
+            sdk.attributes = http.key_values();
+            sdk.attributes.push(KeyValue::new("sampler.attr", 1_i64));
+            if let Some(route) = &http.route {
+                sdk.name = Cow::Owned(format!("GET {}", route.as_str()));
+            }
+            let mut typed = span("GET", &scope);
+            typed.attributes = vec![KeyValue::new("sampler.attr", 1_i64)];
+            let ended = Ended {
+                http: &http,
+                ..ended(&typed)
+            };
+            let encoder = Encoder::new(&resource);
+            let mut batch = Batch::default();
+            encoder.append(&mut batch, &ended, &scope);
+            let mine = ExportTraceServiceRequest::decode(encoder.finish(batch)).unwrap();
+            assert_eq!(mine, reference(vec![sdk], &resource));
+        }
     }
 
     #[test]
