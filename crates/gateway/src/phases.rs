@@ -50,8 +50,8 @@ use crate::{
     App, Gateway, JWKS_PATH, Runtime, backchannel, bearer, forward_auth, rescue, return_url,
 };
 use orchestrator_http::body::{BoxBody, full};
-use orchestrator_http::upstream_conn::ConnUpstreams;
 use orchestrator_http::trace_context::{self, StringValue};
+use orchestrator_http::upstream_conn::ConnUpstreams;
 use orchestrator_http::{ConnInfo, authority};
 
 /// Who a request was served for, attached to the gateway's responses as an

@@ -10,65 +10,26 @@ use ipnet::IpNet;
 /// `X-Forwarded-For`, the one name every reader of the chain uses.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// `ip` as text (dotted quad, or RFC 5952 for IPv6), in one allocation of
-/// its length.
+/// `ip` as text (dotted quad, or RFC 5952 for IPv6), in one allocation:
+/// the IPv4 case, every request's, without the formatting machinery.
 pub fn ip_text(ip: IpAddr) -> String {
-    IpText::new(ip).as_str().to_owned()
-}
-
-/// `ip` as text on the stack: the IPv4 case, every request's, without the
-/// formatting machinery.
-pub struct IpText {
-    buf: [u8; IpText::MAX],
-    len: usize,
-}
-
-impl IpText {
-    /// The longest address text (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
-    const MAX: usize = 45;
-
-    /// The text of `ip`.
-    pub fn new(ip: IpAddr) -> Self {
-        let mut text = Self {
-            buf: [0; Self::MAX],
-            len: 0,
-        };
-        match ip {
-            IpAddr::V4(v4) => {
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        text.push(b'.');
-                    }
-                    if octet >= 100 {
-                        text.push(b'0' + octet / 100);
-                    }
-                    if octet >= 10 {
-                        text.push(b'0' + octet / 10 % 10);
-                    }
-                    text.push(b'0' + octet % 10);
-                }
-            }
-            IpAddr::V6(_) => {
-                use std::io::Write as _;
-                let mut rest = &mut text.buf[..];
-                // Never fails: the longest text fits.
-                let _ = write!(rest, "{ip}");
-                text.len = Self::MAX - rest.len();
-            }
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
         }
-        text
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
     }
-
-    fn push(&mut self, b: u8) {
-        self.buf[self.len] = b;
-        self.len += 1;
-    }
-
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        // Only ASCII digits, dots, colons and hex letters were written.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
-    }
+    text
 }
 
 /// True when `ip` belongs to one of the `trusted` networks. An IPv4-mapped

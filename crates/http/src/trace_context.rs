@@ -24,7 +24,6 @@
 //! interested in that target and they cost a cached atomic load each.
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
@@ -104,8 +103,8 @@ pub struct HttpAttributes {
     pub uri: Option<http::Uri>,
     /// `url.scheme`.
     pub scheme: Option<&'static str>,
-    /// `network.peer.address`.
-    pub peer: Option<IpAddr>,
+    /// `network.peer.address` (made once per connection).
+    pub peer: Option<StringValue>,
     /// `server.address`.
     pub server_address: Option<StringValue>,
     /// `server.port`.
@@ -147,9 +146,8 @@ impl HttpAttributes {
         if let Some(s) = self.scheme {
             f("url.scheme", Attr::Text(s));
         }
-        if let Some(ip) = self.peer {
-            let text = crate::proxies::IpText::new(ip);
-            f("network.peer.address", Attr::Text(text.as_str()));
+        if let Some(p) = &self.peer {
+            f("network.peer.address", Attr::Text(p.as_str()));
         }
         if let Some(a) = &self.server_address {
             f("server.address", Attr::Text(a.as_str()));
@@ -582,7 +580,7 @@ mod tests {
             HttpAttributes {
                 method: Some("GET"),
                 uri: Some(http::Uri::from_static("/a/b?secret=1")),
-                peer: Some(IpAddr::from([10, 0, 0, 7])),
+                peer: Some("10.0.0.7".into()),
                 ..HttpAttributes::NONE
             },
         );
@@ -614,7 +612,10 @@ mod tests {
         assert_eq!(s.5, Status::Unset);
         assert_eq!(
             c.4,
-            pairs(&[("server.port", "8080"), ("http.response.status_code", "502")])
+            pairs(&[
+                ("server.port", "8080"),
+                ("http.response.status_code", "502")
+            ])
         );
         assert_eq!(
             s.4,
@@ -648,7 +649,12 @@ mod tests {
         assert!(server.http().is_none(), "nothing to record");
         drop(server);
         let (off, off_keep) = pipeline(Sampler::AlwaysOff);
-        drop(off.start(&Context::new(), "GET", SpanKind::Server, HttpAttributes::NONE));
+        drop(off.start(
+            &Context::new(),
+            "GET",
+            SpanKind::Server,
+            HttpAttributes::NONE,
+        ));
         assert!(keep.0.lock().unwrap().is_empty());
         assert!(off_keep.0.lock().unwrap().is_empty());
     }
@@ -656,11 +662,20 @@ mod tests {
     #[test]
     fn a_local_parent_is_not_remote_to_its_children() {
         let (p, keep) = pipeline(Sampler::AlwaysOn);
-        let server = p.start(&Context::new(), "GET", SpanKind::Server, HttpAttributes::NONE);
+        let server = p.start(
+            &Context::new(),
+            "GET",
+            SpanKind::Server,
+            HttpAttributes::NONE,
+        );
         assert!(!server.cx.span().span_context().is_remote());
         let child = {
             let _in = server.cx.clone().attach();
-            p.child("session.lookup", SpanKind::Internal, HttpAttributes::default)
+            p.child(
+                "session.lookup",
+                SpanKind::Internal,
+                HttpAttributes::default,
+            )
         };
         assert!(child.is_some(), "under the attached server span");
         drop(child);

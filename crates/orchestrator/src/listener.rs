@@ -16,9 +16,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use orchestrator_config::ListenConfig;
 use orchestrator_gateway::RequestIdentity;
 use orchestrator_http::ConnInfo;
-use orchestrator_http::proxies::is_trusted;
+use orchestrator_http::proxies::{ip_text, is_trusted};
 use orchestrator_http::request_id::{self, RequestId};
-use orchestrator_http::trace_context::{self, HttpAttributes};
+use orchestrator_http::trace_context::{self, HttpAttributes, StringValue};
 use orchestrator_http::upstream_conn::ConnUpstreams;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -104,8 +104,12 @@ pub(crate) async fn serve(
                 let app = app.clone();
                 let is_tls = tls.is_some();
                 let upstreams = upstreams.clone();
+                // The peer's address as its spans record it, made once.
+                let peer_text = trace_context::enabled()
+                    .then(|| StringValue::from(Arc::<str>::from(ip_text(peer.ip()))));
                 service_fn(move |mut req: hyper::Request<Incoming>| {
                     let app = app.clone();
+                    let peer_text = peer_text.clone();
                     // HTTP/2 streams are tasks of their own: they use the pool.
                     if req.version() <= hyper::Version::HTTP_11 {
                         req.extensions_mut().insert(upstreams.clone());
@@ -115,20 +119,15 @@ pub(crate) async fn serve(
                         // One runtime per request: the access-log switch and the
                         // dispatch read the same config even across a reload.
                         let runtime = app.runtime();
-                        let id = request_id(&mut req, peer, &runtime.config.listen.trusted_proxies);
+                        let trusted = is_trusted(&runtime.config.listen.trusted_proxies, peer.ip());
+                        let id = request_id(&mut req, trusted);
                         // A clone of the URI shares its bytes: no copy of the path.
                         let access = runtime
                             .config
                             .log
                             .access_log
                             .then(|| (req.method().clone(), req.uri().clone(), req.version()));
-                        let mut span = trace_span(
-                            &req,
-                            &id,
-                            peer,
-                            is_tls,
-                            &runtime.config.listen.trusted_proxies,
-                        );
+                        let mut span = trace_span(&req, &id, peer_text, is_tls, trusted);
                         // Boxed once here: the wrappers below then move a
                         // pointer, not the whole request future (kilobytes).
                         let handled = id.clone().scope(Box::pin(crate::dispatch::dispatch(
@@ -210,9 +209,9 @@ pub(crate) async fn serve(
 fn trace_span(
     req: &hyper::Request<Incoming>,
     id: &RequestId,
-    peer: SocketAddr,
+    peer: Option<StringValue>,
     tls: bool,
-    trusted: &[ipnet::IpNet],
+    trusted: bool,
 ) -> Option<trace_context::Span> {
     if !trace_context::enabled() {
         return None;
@@ -222,16 +221,11 @@ fn trace_span(
         method: Some(method),
         uri: Some(req.uri().clone()),
         scheme: Some(if tls { "https" } else { "http" }),
-        peer: Some(peer.ip()),
+        peer,
         request_id: Some(id.to_shared().into()),
         ..HttpAttributes::NONE
     };
-    trace_context::Span::server(
-        method,
-        http,
-        req.headers(),
-        is_trusted(trusted, peer.ip()),
-    )
+    trace_context::Span::server(method, http, req.headers(), trusted)
 }
 
 /// What the response says about the request, on its span: the status
@@ -253,14 +247,10 @@ fn end_trace_span<B>(span: &mut trace_context::Span, resp: &mut hyper::Response<
     }
 }
 
-/// The request's id: a trusted proxy's `X-Request-Id`, or a new one. Written
+/// The request's id: a trusted proxy's (`trusted`: the peer is one) `X-Request-Id`, or a new one. Written
 /// into the request, so the upstream sees the id the access log names.
-fn request_id(
-    req: &mut hyper::Request<Incoming>,
-    peer: SocketAddr,
-    trusted: &[ipnet::IpNet],
-) -> RequestId {
-    let from_proxy = is_trusted(trusted, peer.ip())
+fn request_id(req: &mut hyper::Request<Incoming>, trusted: bool) -> RequestId {
+    let from_proxy = trusted
         .then(|| RequestId::from_proxy(req.headers()))
         .flatten();
     let id = from_proxy.unwrap_or_else(RequestId::generate);

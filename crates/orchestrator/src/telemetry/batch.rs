@@ -215,7 +215,8 @@ impl Shared {
 
     /// Encodes one ended, sampled span into the open batch, or drops and
     /// counts it when the queue is full.
-    fn append(&self, ended: &Ended<'_>, scope: &InstrumentationScope) {
+    /// `own`: `scope` is the processor's own (see [`otlp_body::Encoder::append`]).
+    fn append(&self, ended: &Ended<'_>, scope: &InstrumentationScope, own: bool) {
         let mut q = self.lock();
         if q.shut
             || q.waiting >= self.settings.max_queue
@@ -226,7 +227,7 @@ impl Shared {
             return;
         }
         let before = q.open.bytes();
-        self.encoder.append(&mut q.open, ended, scope);
+        self.encoder.append(&mut q.open, ended, scope, own);
         q.waiting += 1;
         q.waiting_bytes += q.open.bytes() - before;
         if q.open.len() >= self.settings.max_batch {
@@ -242,7 +243,7 @@ impl Shared {
 /// the tracer has.
 impl SpanSink for Shared {
     fn end(&self, span: &Ended<'_>) {
-        self.append(span, &self.scope);
+        self.append(span, &self.scope, true);
     }
 }
 
@@ -252,7 +253,7 @@ impl SpanProcessor for EncodingProcessor {
     fn on_end(&self, span: SpanData) {
         if span.span_context.is_sampled() {
             self.shared
-                .append(&otlp_body::ended(&span), &span.instrumentation_scope);
+                .append(&otlp_body::ended(&span), &span.instrumentation_scope, false);
         }
     }
 

@@ -39,6 +39,8 @@ pub(crate) struct Encoder {
 pub(crate) struct Batch {
     scopes: Vec<ScopeSpans>,
     last: usize,
+    /// Where the spans of the scope passed as `own` go (found once).
+    own: Option<usize>,
     spans: usize,
     /// The spans' encoded bytes.
     bytes: usize,
@@ -93,9 +95,19 @@ impl Encoder {
     }
 
     /// Adds `span` to `batch`, under the instrumentation scope that made
-    /// it (scopes in the order they first appear).
-    pub(crate) fn append(&self, batch: &mut Batch, span: &Ended<'_>, scope: &InstrumentationScope) {
-        let at = if batch
+    /// it (scopes in the order they first appear). `own`: `scope` is the
+    /// caller's one scope, always the same (its place is not looked up
+    /// again).
+    pub(crate) fn append(
+        &self,
+        batch: &mut Batch,
+        span: &Ended<'_>,
+        scope: &InstrumentationScope,
+        own: bool,
+    ) {
+        let at = if let Some(at) = batch.own.filter(|_| own) {
+            at
+        } else if batch
             .scopes
             .get(batch.last)
             .is_some_and(|s| same(&s.scope, scope))
@@ -124,6 +136,9 @@ impl Encoder {
             batch.scopes.len() - 1
         };
         batch.last = at;
+        if own {
+            batch.own = Some(at);
+        }
         batch.spans += 1;
         let body = &mut batch.scopes[at].body;
         let before = body.len();
@@ -228,7 +243,7 @@ fn write_span(buf: &mut Vec<u8>, span: &Ended<'_>) {
     fixed64(buf, 8, nanos(span.end_time));
     span.http.each(|key, value| match value {
         Attr::Text(text) => text_attribute(buf, 9, key, text),
-        Attr::Int(v) => key_value(buf, 9, key, &Value::I64(v)),
+        Attr::Int(v) => int_attribute(buf, 9, key, v),
     });
     for kv in span.attributes {
         key_value(buf, 9, kv.key.as_str(), &kv.value);
@@ -256,19 +271,32 @@ fn write_span(buf: &mut Vec<u8>, span: &Ended<'_>) {
     }
     uint(buf, 14, span.dropped_links_count.into());
     // `Status` is always present: code UNSET 0, OK 1, ERROR 2.
-    message(buf, 15, |buf| match span.status {
-        Status::Unset => {}
-        Status::Ok => uint(buf, 3, 1),
-        Status::Error { description } => {
+    match span.status {
+        Status::Unset => buf.extend_from_slice(&[key_byte(15, WireType::LengthDelimited), 0]),
+        Status::Ok => buf.extend_from_slice(&[
+            key_byte(15, WireType::LengthDelimited),
+            2,
+            key_byte(3, WireType::Varint),
+            1,
+        ]),
+        Status::Error { description } => message(buf, 15, |buf| {
             string(buf, 2, description);
             uint(buf, 3, 2);
-        }
-    });
-    fixed32(
-        buf,
-        16,
-        flags(span.parent_span_is_remote, cx.trace_flags().to_u8()),
+        }),
+    }
+    // `Span.flags` (field 16, fixed32): never 0 (the remoteness is known).
+    buf.extend_from_slice(&SPAN_FLAGS_KEY);
+    buf.extend_from_slice(
+        &flags(span.parent_span_is_remote, cx.trace_flags().to_u8()).to_le_bytes(),
     );
+}
+
+/// The key of `Span.flags`: field 16, fixed32, as its two-byte varint.
+const SPAN_FLAGS_KEY: [u8; 2] = [((16 << 3) | 5) as u8 | 0x80, 1];
+
+/// A field's key when its tag is below 16.
+const fn key_byte(tag: u32, wire_type: WireType) -> u8 {
+    ((tag << 3) | wire_type as u32) as u8
 }
 
 fn write_scope(buf: &mut Vec<u8>, scope: &InstrumentationScope) {
@@ -302,8 +330,11 @@ fn span_kind(kind: &SpanKind) -> u64 {
 }
 
 fn nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| {
+        d.as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(d.subsec_nanos()))
+    })
 }
 
 fn trace_state(buf: &mut Vec<u8>, tag: u32, state: &TraceState) {
@@ -319,11 +350,21 @@ fn text_attribute(buf: &mut Vec<u8>, tag: u32, key: &str, text: &str) {
     let any_len = 2 + v.len();
     let kv_len = 2 + k.len() + 2 + any_len;
     if tag < 16 && !k.is_empty() && kv_len < 0x80 {
-        let key_byte = |tag: u32| ((tag << 3) | WireType::LengthDelimited as u32) as u8;
+        let ld = WireType::LengthDelimited;
         buf.reserve(2 + kv_len);
-        buf.extend_from_slice(&[key_byte(tag), kv_len as u8, key_byte(1), k.len() as u8]);
+        buf.extend_from_slice(&[
+            key_byte(tag, ld),
+            kv_len as u8,
+            key_byte(1, ld),
+            k.len() as u8,
+        ]);
         buf.extend_from_slice(k);
-        buf.extend_from_slice(&[key_byte(2), any_len as u8, key_byte(1), v.len() as u8]);
+        buf.extend_from_slice(&[
+            key_byte(2, ld),
+            any_len as u8,
+            key_byte(1, ld),
+            v.len() as u8,
+        ]);
         buf.extend_from_slice(v);
     } else {
         let any_len = field_len(v.len());
@@ -333,6 +374,32 @@ fn text_attribute(buf: &mut Vec<u8>, tag: u32, key: &str, text: &str) {
         string(buf, 1, key);
         prefix(buf, 2, any_len);
         length_delimited(buf, 1, v);
+    }
+}
+
+/// A `KeyValue` message whose value is an integer.
+fn int_attribute(buf: &mut Vec<u8>, tag: u32, key: &str, value: i64) {
+    let k = key.as_bytes();
+    let any_len = 1 + encoded_len_varint(value as u64);
+    let kv_len = 2 + k.len() + 2 + any_len;
+    if tag < 16 && !k.is_empty() && kv_len < 0x80 {
+        let ld = WireType::LengthDelimited;
+        buf.reserve(2 + kv_len);
+        buf.extend_from_slice(&[
+            key_byte(tag, ld),
+            kv_len as u8,
+            key_byte(1, ld),
+            k.len() as u8,
+        ]);
+        buf.extend_from_slice(k);
+        buf.extend_from_slice(&[
+            key_byte(2, ld),
+            any_len as u8,
+            key_byte(3, WireType::Varint),
+        ]);
+        varint(buf, value as u64);
+    } else {
+        key_value(buf, tag, key, &Value::I64(value));
     }
 }
 
@@ -440,11 +507,14 @@ fn key(buf: &mut Vec<u8>, tag: u32, wire_type: WireType) {
     }
 }
 
-/// A varint: one byte below 128 (most lengths, kinds and flags here).
+/// A varint: one byte below 128 (most lengths, kinds and flags here), two
+/// below 16,384 (status codes, ports).
 #[inline]
 fn varint(buf: &mut Vec<u8>, value: u64) {
     if value < 0x80 {
         buf.push(value as u8);
+    } else if value < 0x4000 {
+        buf.extend_from_slice(&[(value & 0x7f) as u8 | 0x80, (value >> 7) as u8]);
     } else {
         encode_varint(value, buf);
     }
@@ -566,7 +636,9 @@ mod tests {
         let encoder = Encoder::new(resource);
         let mut batch = Batch::default();
         for s in spans {
-            encoder.append(&mut batch, &ended(s), &s.instrumentation_scope);
+            // The first scope seen is the caller's own, as the processor's is.
+            let own = s.instrumentation_scope == spans[0].instrumentation_scope;
+            encoder.append(&mut batch, &ended(s), &s.instrumentation_scope, own);
         }
         assert_eq!(batch.len(), spans.len());
         let body = encoder.finish(batch);
@@ -682,7 +754,7 @@ mod tests {
                 method: Some("GET"),
                 uri: Some(format!("{long_path}?q=1").parse().unwrap()),
                 scheme: Some("https"),
-                peer: Some("2001:db8::7".parse().unwrap()),
+                peer: Some(StringValue::from("2001:db8::7")),
                 route: Some(StringValue::from("/files")),
                 status_code: Some(404),
                 app: Some(StringValue::from(std::sync::Arc::<str>::from("files"))),
@@ -697,7 +769,7 @@ mod tests {
                 ..HttpAttributes::NONE
             },
             HttpAttributes {
-                peer: Some("192.168.100.254".parse().unwrap()),
+                peer: Some(StringValue::from("192.168.100.254")),
                 ..HttpAttributes::NONE
             },
         ];
@@ -716,7 +788,7 @@ mod tests {
             };
             let encoder = Encoder::new(&resource);
             let mut batch = Batch::default();
-            encoder.append(&mut batch, &ended, &scope);
+            encoder.append(&mut batch, &ended, &scope, true);
             let mine = ExportTraceServiceRequest::decode(encoder.finish(batch)).unwrap();
             assert_eq!(mine, reference(vec![sdk], &resource));
         }
