@@ -109,10 +109,11 @@ impl TunnelWatch {
             Ok(None) => return false,
             Err(_) => return true,
         };
+        let (sid, sub) = session.logout_ids();
         self.who = Some(Who {
             idp: session.idp.clone(),
-            sid: session.sid.clone(),
-            sub: session.sub.clone(),
+            sid,
+            sub,
         });
         let Some(app) = rt.router.find(&self.host, &self.path) else {
             return false;

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use orchestrator_cache::{Cache, CacheExt as _};
 use orchestrator_config::{AppGatewayConfig, SessionStore as StoreKind};
-use serde_json::Value;
 
 use crate::error::GatewayError;
 use crate::fast_hash::FastHash;
@@ -390,15 +389,7 @@ impl SessionStore {
         if let Some(known) = self.logout_checked.get(&id.bytes()) {
             return Ok(known);
         }
-        // Sessions written before `sid`/`sub` were kept: from the ID token.
-        let (sid, sub): (Option<Box<str>>, Box<str>) =
-            if session.sid.is_none() && session.sub.is_empty() {
-                let claims = session.claims().unwrap_or_default();
-                let text = |c: &str| claims.get(c).and_then(Value::as_str).map(Box::from);
-                (text("sid"), text("sub").unwrap_or_default())
-            } else {
-                (session.sid.clone(), session.sub.clone())
-            };
+        let (sid, sub) = session.logout_ids();
         let mut ended = false;
         if let Some(sid) = &sid {
             ended = self

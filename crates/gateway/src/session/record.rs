@@ -60,8 +60,10 @@ const TOKEN_ONLY_CLAIMS: &[&str] = &["nonce", "at_hash", "c_hash", "exp", "iat",
 
 /// A logged-in user, never in the cookie. The verified ID token is kept once,
 /// compactly: it is the `id_token_hint` at logout and its payload is the
-/// claims, read when a request first needs them (see [`crate::identity`]).
+/// claims, read when a request first needs them (see [`crate::identity`]),
+/// and the `sid` and `sub` a back-channel logout names ([`Session::logout_ids`]).
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(into = "Stored", from = "Stored")]
 pub(crate) struct Session {
     /// Name of the identity provider that logged the user in.
     pub(crate) idp: Arc<str>,
@@ -71,35 +73,101 @@ pub(crate) struct Session {
     /// The ID token the login verified.
     id_token: CompactJwt,
     /// Userinfo claims the ID token lacks (a JSON object), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     extra: Option<Box<str>>,
     /// Creation time, seconds since the epoch.
     pub(crate) created: u64,
     /// Creation time in milliseconds (a logout by subject ends the sessions
     /// created before it, a login in the same second after it survives);
     /// 0 in sessions written before it was kept.
-    #[serde(default)]
     pub(super) created_ms: u64,
-    /// The IdP's session id (`sid`) and the user's `sub`, from the ID token:
-    /// what an IdP's back-channel logout names.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) sid: Option<Box<str>>,
-    #[serde(default)]
-    pub(crate) sub: Box<str>,
+    /// The IdP's session id when the ID token no longer has it (a renewal's
+    /// token without `sid`: the login's still names the session).
+    kept_sid: Option<Box<str>>,
     /// The refresh token, sealed with a key derived from the session id
     /// (see [`seal_refresh`]): a dump of the shared store cannot use it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) refresh: Option<Box<str>>,
     /// Until when the identity holds (the ID token's `exp`, or the renewed
     /// access token's), seconds since the epoch; then it is renewed or,
     /// `identityGrace` later, the session ends. 0: no limit (sessions
     /// written before it was kept).
-    #[serde(default)]
     pub(crate) valid_until: u64,
     /// Renewals so far: each one may change the claims, so computed
     /// identities are kept per renewal.
-    #[serde(default)]
     pub(crate) renewals: u32,
+}
+
+/// A session as the shared store holds it (layout [`FORMAT_VERSION`]):
+/// `sid` and `sub` written out beside the token, for the replicas of
+/// releases that read them from there.
+#[derive(Clone, Serialize, Deserialize)]
+struct Stored {
+    idp: Arc<str>,
+    host: Box<str>,
+    id_token: CompactJwt,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    extra: Option<Box<str>>,
+    created: u64,
+    #[serde(default)]
+    created_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<Box<str>>,
+    #[serde(default)]
+    sub: Box<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh: Option<Box<str>>,
+    #[serde(default)]
+    valid_until: u64,
+    #[serde(default)]
+    renewals: u32,
+}
+
+impl From<Session> for Stored {
+    fn from(s: Session) -> Self {
+        let (sid, sub) = s.logout_ids();
+        Self {
+            idp: s.idp,
+            host: s.host,
+            id_token: s.id_token,
+            extra: s.extra,
+            created: s.created,
+            created_ms: s.created_ms,
+            sid,
+            sub,
+            refresh: s.refresh,
+            valid_until: s.valid_until,
+            renewals: s.renewals,
+        }
+    }
+}
+
+impl From<Stored> for Session {
+    fn from(s: Stored) -> Self {
+        let mut session = Self {
+            idp: s.idp,
+            host: s.host,
+            id_token: s.id_token,
+            extra: s.extra,
+            created: s.created,
+            created_ms: s.created_ms,
+            kept_sid: None,
+            refresh: s.refresh,
+            valid_until: s.valid_until,
+            renewals: s.renewals,
+        };
+        if session.token_ids().0.is_none() {
+            session.kept_sid = s.sid;
+        }
+        session
+    }
+}
+
+/// The claims of an ID token's payload a back-channel logout names.
+#[derive(Deserialize)]
+struct LogoutIds<'a> {
+    #[serde(borrow, default)]
+    sid: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    sub: Option<std::borrow::Cow<'a, str>>,
 }
 
 impl Session {
@@ -113,23 +181,48 @@ impl Session {
     ) -> Self {
         let extra = encode_extra(extra);
         let id_token = CompactJwt::new(id_token);
-        let token_claims = id_token
+        #[derive(Deserialize)]
+        struct Expiry {
+            #[serde(default)]
+            exp: Option<Value>,
+        }
+        let valid_until = id_token
             .payload()
-            .and_then(|p| serde_json::from_slice::<Map<String, Value>>(&p).ok())
-            .unwrap_or_default();
-        let text = |c: &str| token_claims.get(c).and_then(Value::as_str).map(Box::from);
+            .and_then(|p| serde_json::from_slice::<Expiry>(&p).ok())
+            .and_then(|e| e.exp?.as_u64())
+            .unwrap_or(0);
         Self {
             idp,
             host: host.into(),
-            sid: text("sid"),
-            sub: text("sub").unwrap_or_default(),
-            valid_until: token_claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+            valid_until,
             id_token,
             extra,
             created: now_secs(),
             created_ms: now_millis(),
+            kept_sid: None,
             refresh: None,
             renewals: 0,
+        }
+    }
+
+    /// The IdP's session id (`sid`) and the user's `sub`: what an IdP's
+    /// back-channel logout names (`sub` empty when the token has none).
+    pub(crate) fn logout_ids(&self) -> (Option<Box<str>>, Box<str>) {
+        let (sid, sub) = self.token_ids();
+        (
+            sid.or_else(|| self.kept_sid.clone()),
+            sub.unwrap_or_default(),
+        )
+    }
+
+    /// `sid` and `sub` of the ID token.
+    fn token_ids(&self) -> (Option<Box<str>>, Option<Box<str>>) {
+        let Some(payload) = self.id_token.payload() else {
+            return (None, None);
+        };
+        match serde_json::from_slice::<LogoutIds<'_>>(&payload) {
+            Ok(ids) => (ids.sid.map(Box::from), ids.sub.map(Box::from)),
+            Err(_) => (None, None),
         }
     }
 
@@ -156,7 +249,9 @@ impl Session {
                 fresh.extra = self.extra.clone();
                 fresh.created = self.created;
                 fresh.created_ms = self.created_ms;
-                fresh.sid = fresh.sid.or_else(|| self.sid.clone());
+                if fresh.token_ids().0.is_none() {
+                    fresh.kept_sid = self.logout_ids().0;
+                }
                 fresh
             }
             None => {
@@ -369,6 +464,44 @@ mod tests {
             URL_SAFE_NO_PAD.encode(payload.to_string()),
             URL_SAFE_NO_PAD.encode([7u8; 64])
         )
+    }
+
+    #[test]
+    fn logout_ids_come_from_the_token_and_a_renewal_without_sid_keeps_the_logins() {
+        let login = jwt(&serde_json::json!({"sub": "alice", "sid": "s-1", "exp": 10}));
+        let session = Session::new("idp".into(), "app.example", &login, &Map::new());
+        assert_eq!(session.logout_ids(), (Some("s-1".into()), "alice".into()));
+        assert_eq!(session.valid_until, 10);
+        let id = SessionId::random();
+        let renewed = session.renewed(
+            &id,
+            &orchestrator_rp::Refreshed {
+                id_token: Some(jwt(&serde_json::json!({"sub": "alice", "exp": 20}))),
+                extra: None,
+                refresh_token: None,
+                expires_in: None,
+            },
+        );
+        assert_eq!(renewed.valid_until, 20);
+        assert_eq!(
+            renewed.logout_ids(),
+            (Some("s-1".into()), "alice".into()),
+            "the login's sid still names the session"
+        );
+        // The shared store writes both out (older replicas read them there)
+        // and reads the kept sid back.
+        let stored = serde_json::to_value(&renewed).unwrap();
+        assert_eq!(stored["sid"], "s-1");
+        assert_eq!(stored["sub"], "alice");
+        let back: Session = serde_json::from_value(stored).unwrap();
+        assert_eq!(back.logout_ids(), (Some("s-1".into()), "alice".into()));
+        // A token with escapes in its claims, and one without them.
+        let escaped = jwt(&serde_json::json!({"sub": "a\"b\u{e9}"}));
+        let session = Session::new("idp".into(), "app.example", &escaped, &Map::new());
+        assert_eq!(session.logout_ids(), (None, "a\"b\u{e9}".into()));
+        let bare = jwt(&serde_json::json!({}));
+        let session = Session::new("idp".into(), "app.example", &bare, &Map::new());
+        assert_eq!(session.logout_ids(), (None, Box::<str>::from("")));
     }
 
     #[test]
