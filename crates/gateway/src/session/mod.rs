@@ -7,6 +7,7 @@
 //! Pending logins follow the same split, so a callback may land on any replica.
 
 mod id;
+mod interned;
 mod record;
 
 pub use id::SessionId;
@@ -225,7 +226,7 @@ impl SessionStore {
     }
 
     fn remaining(&self, session: &Session) -> Option<Duration> {
-        let age = now_secs().saturating_sub(session.created);
+        let age = now_secs().saturating_sub(session.created_secs());
         self.max_lifetime
             .checked_sub(Duration::from_secs(age))
             .filter(|d| !d.is_zero())
@@ -414,11 +415,7 @@ impl SessionStore {
                     } else {
                         at
                     };
-                    let created_ms = match session.created_ms {
-                        0 => session.created.saturating_mul(1000),
-                        ms => ms,
-                    };
-                    created_ms <= at_ms
+                    session.created_ms <= at_ms
                 });
         }
         self.logout_checked.insert(id.bytes(), ended);

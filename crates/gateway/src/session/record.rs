@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::id::{SessionId, now_millis, now_secs, open_refresh, seal_refresh};
+use super::interned;
 
 /// Bytes a pending login costs beyond its strings (moka's node, key, `Arc`).
 const PENDING_OVERHEAD: usize = 256;
@@ -69,17 +70,16 @@ pub(crate) struct Session {
     pub(crate) idp: Arc<str>,
     /// The host (lower-case, no port) the session was created on: its cookie
     /// is host-only, so on any other host the id is a stolen or planted one.
-    pub(crate) host: Box<str>,
+    /// Shared with the other sessions of the host ([`interned`]).
+    pub(crate) host: Arc<str>,
     /// The ID token the login verified.
     id_token: CompactJwt,
     /// Userinfo claims the ID token lacks (a JSON object), if any.
     extra: Option<Box<str>>,
-    /// Creation time, seconds since the epoch.
-    pub(crate) created: u64,
-    /// Creation time in milliseconds (a logout by subject ends the sessions
-    /// created before it, a login in the same second after it survives);
-    /// 0 in sessions written before it was kept.
-    pub(super) created_ms: u64,
+    /// Creation time, milliseconds since the epoch (a logout by subject ends
+    /// the sessions created before it, a login in the same second after it
+    /// survives).
+    pub(crate) created_ms: u64,
     /// The IdP's session id when the ID token no longer has it (a renewal's
     /// token without `sid`: the login's still names the session).
     kept_sid: Option<Box<str>>,
@@ -102,11 +102,13 @@ pub(crate) struct Session {
 #[derive(Clone, Serialize, Deserialize)]
 struct Stored {
     idp: Arc<str>,
-    host: Box<str>,
+    host: Arc<str>,
     id_token: CompactJwt,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     extra: Option<Box<str>>,
+    /// Seconds since the epoch.
     created: u64,
+    /// Milliseconds since the epoch; 0 in sessions written before it was kept.
     #[serde(default)]
     created_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,12 +126,13 @@ struct Stored {
 impl From<Session> for Stored {
     fn from(s: Session) -> Self {
         let (sid, sub) = s.logout_ids();
+        let created = s.created_secs();
         Self {
             idp: s.idp,
             host: s.host,
             id_token: s.id_token,
             extra: s.extra,
-            created: s.created,
+            created,
             created_ms: s.created_ms,
             sid,
             sub,
@@ -144,11 +147,13 @@ impl From<Stored> for Session {
     fn from(s: Stored) -> Self {
         let mut session = Self {
             idp: s.idp,
-            host: s.host,
+            host: interned::host(&s.host),
             id_token: s.id_token,
             extra: s.extra,
-            created: s.created,
-            created_ms: s.created_ms,
+            created_ms: match s.created_ms {
+                0 => s.created.saturating_mul(1000),
+                ms => ms,
+            },
             kept_sid: None,
             refresh: s.refresh,
             valid_until: s.valid_until,
@@ -193,16 +198,20 @@ impl Session {
             .unwrap_or(0);
         Self {
             idp,
-            host: host.into(),
+            host: interned::host(host),
             valid_until,
             id_token,
             extra,
-            created: now_secs(),
             created_ms: now_millis(),
             kept_sid: None,
             refresh: None,
             renewals: 0,
         }
+    }
+
+    /// Creation time, seconds since the epoch.
+    pub(crate) fn created_secs(&self) -> u64 {
+        self.created_ms / 1000
     }
 
     /// The IdP's session id (`sid`) and the user's `sub`: what an IdP's
@@ -247,7 +256,6 @@ impl Session {
             Some(token) => {
                 let mut fresh = Self::new(self.idp.clone(), &self.host, token, &Map::new());
                 fresh.extra = self.extra.clone();
-                fresh.created = self.created;
                 fresh.created_ms = self.created_ms;
                 if fresh.token_ids().0.is_none() {
                     fresh.kept_sid = self.logout_ids().0;
@@ -302,7 +310,7 @@ impl fmt::Debug for Session {
         f.debug_struct("Session")
             .field("idp", &self.idp)
             .field("host", &self.host)
-            .field("created", &self.created)
+            .field("created_ms", &self.created_ms)
             .finish_non_exhaustive()
     }
 }
@@ -317,14 +325,15 @@ fn encode_extra(extra: &Map<String, Value>) -> Option<Box<str>> {
 
 /// A compact JWS (`header.payload.signature`) held as its decoded bytes: a
 /// quarter smaller than the base64url text, and the payload needs no decoding
-/// to read. A token whose text would not come back byte for byte from its
-/// bytes (non-canonical base64url) is kept as text.
+/// to read. The header, the same in every token an IdP key signs, is shared
+/// ([`interned`]). A token whose text would not come back byte for byte from
+/// its bytes (non-canonical base64url) is kept as text.
 #[derive(Clone)]
 enum CompactJwt {
     Decoded {
-        /// Header, payload and signature bytes, one after the other.
-        bytes: Box<[u8]>,
-        header_len: u32,
+        header: Arc<[u8]>,
+        /// Payload and signature bytes, one after the other.
+        rest: Box<[u8]>,
         payload_len: u32,
     },
     Text(Box<str>),
@@ -338,14 +347,13 @@ impl CompactJwt {
             if parts.next().is_some() {
                 return None;
             }
-            let mut bytes = URL_SAFE_NO_PAD.decode(h).ok()?;
-            let header_len = u32::try_from(bytes.len()).ok()?;
-            URL_SAFE_NO_PAD.decode_vec(p, &mut bytes).ok()?;
-            let payload_len = u32::try_from(bytes.len()).ok()? - header_len;
-            URL_SAFE_NO_PAD.decode_vec(s, &mut bytes).ok()?;
+            let header = URL_SAFE_NO_PAD.decode(h).ok()?;
+            let mut rest = URL_SAFE_NO_PAD.decode(p).ok()?;
+            let payload_len = u32::try_from(rest.len()).ok()?;
+            URL_SAFE_NO_PAD.decode_vec(s, &mut rest).ok()?;
             let jwt = Self::Decoded {
-                bytes: bytes.into_boxed_slice(),
-                header_len,
+                header: interned::header(&header),
+                rest: rest.into_boxed_slice(),
                 payload_len,
             };
             (jwt.to_string() == text).then_some(jwt)
@@ -353,22 +361,18 @@ impl CompactJwt {
         decoded.unwrap_or_else(|| Self::Text(text.into()))
     }
 
-    /// Header, payload and signature bytes of a decoded token.
-    fn parts(bytes: &[u8], header_len: u32, payload_len: u32) -> Option<(&[u8], &[u8], &[u8])> {
-        let (header, rest) = bytes.split_at_checked(usize::try_from(header_len).ok()?)?;
-        let (payload, signature) = rest.split_at_checked(usize::try_from(payload_len).ok()?)?;
-        Some((header, payload, signature))
+    /// Payload and signature bytes of a decoded token.
+    fn split(rest: &[u8], payload_len: u32) -> Option<(&[u8], &[u8])> {
+        rest.split_at_checked(usize::try_from(payload_len).ok()?)
     }
 
     /// The payload's bytes (the claims JSON).
     fn payload(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
         match self {
             Self::Decoded {
-                bytes,
-                header_len,
-                payload_len,
-            } => Self::parts(bytes, *header_len, *payload_len)
-                .map(|(_, payload, _)| std::borrow::Cow::Borrowed(payload)),
+                rest, payload_len, ..
+            } => Self::split(rest, *payload_len)
+                .map(|(payload, _)| std::borrow::Cow::Borrowed(payload)),
             Self::Text(t) => {
                 let p = t.split('.').nth(1)?;
                 URL_SAFE_NO_PAD.decode(p).ok().map(std::borrow::Cow::Owned)
@@ -381,12 +385,11 @@ impl fmt::Display for CompactJwt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Decoded {
-                bytes,
-                header_len,
+                header,
+                rest,
                 payload_len,
             } => {
-                let (header, payload, signature) =
-                    Self::parts(bytes, *header_len, *payload_len).ok_or(fmt::Error)?;
+                let (payload, signature) = Self::split(rest, *payload_len).ok_or(fmt::Error)?;
                 write!(
                     f,
                     "{}.{}.{}",
@@ -502,6 +505,38 @@ mod tests {
         let bare = jwt(&serde_json::json!({}));
         let session = Session::new("idp".into(), "app.example", &bare, &Map::new());
         assert_eq!(session.logout_ids(), (None, Box::<str>::from("")));
+    }
+
+    #[test]
+    fn sessions_share_their_tokens_header_and_host_and_keep_their_creation_time() {
+        let a = Session::new(
+            "idp".into(),
+            "app.example",
+            &jwt(&serde_json::json!({"sub": "a"})),
+            &Map::new(),
+        );
+        let b = Session::new(
+            "idp".into(),
+            "app.example",
+            &jwt(&serde_json::json!({"sub": "b"})),
+            &Map::new(),
+        );
+        let header = |s: &Session| match &s.id_token {
+            CompactJwt::Decoded { header, .. } => header.clone(),
+            CompactJwt::Text(_) => unreachable!("canonical tokens are decoded"),
+        };
+        assert!(Arc::ptr_eq(&header(&a), &header(&b)));
+        assert!(Arc::ptr_eq(&a.host, &b.host));
+        // Read back from the store, and from a record without milliseconds.
+        let mut stored = serde_json::to_value(&a).unwrap();
+        assert_eq!(stored["created"], a.created_secs());
+        let back: Session = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(back.created_ms, a.created_ms);
+        assert!(Arc::ptr_eq(&back.host, &a.host));
+        stored["created_ms"] = 0.into();
+        stored["created"] = 1234.into();
+        let old: Session = serde_json::from_value(stored).unwrap();
+        assert_eq!((old.created_ms, old.created_secs()), (1_234_000, 1234));
     }
 
     #[test]
