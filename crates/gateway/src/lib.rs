@@ -50,8 +50,8 @@ use orchestrator_ui::PagesHandle;
 pub use assertion::ASSERTION_ISSUER;
 pub use error::GatewayError;
 pub use metrics::GatewayMetrics;
+pub use orchestrator_http::RequestIdentity;
 pub use orchestrator_http::body::BoxBody;
-pub use phases::RequestIdentity;
 pub use route::NormalPath;
 pub use session::SessionId;
 

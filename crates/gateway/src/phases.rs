@@ -52,17 +52,7 @@ use crate::{
 use orchestrator_http::body::{BoxBody, full};
 use orchestrator_http::trace_context::{self, StringValue};
 use orchestrator_http::upstream_conn::ConnUpstreams;
-use orchestrator_http::{ConnInfo, authority};
-
-/// Who a request was served for, attached to the gateway's responses as an
-/// extension so the listener's access log can name the app and the user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestIdentity {
-    /// The app that matched, if any.
-    pub app: Option<Arc<str>>,
-    /// The session's `sub`, when the request was authenticated.
-    pub user: Option<Arc<str>>,
-}
+use orchestrator_http::{ConnInfo, RequestIdentity, authority};
 
 /// What the phases made of one request: the response (or the error that
 /// [`crate::rescue`] turns into one), and who it was served for.
@@ -113,7 +103,6 @@ where
         result,
     } = pipeline(gw, rt, req, conn).await;
     let mut resp = result.unwrap_or_else(|e| rescue::respond(&gw.pages, &e));
-    trace_context::record_route(&mut resp, route);
     match &app {
         Some(a) => a.metrics.record(resp.status()),
         None => gw.metrics.record("none", resp.status()),
@@ -124,6 +113,7 @@ where
     resp.extensions_mut().insert(RequestIdentity {
         app: app.as_ref().map(|a| a.name.clone()),
         user,
+        route,
     });
     resp
 }

@@ -6,7 +6,8 @@
 //! - which host a request is for ([`authority`]);
 //! - the body type every response is built with ([`body`]);
 //! - who is a trusted proxy, and who the client is behind one ([`proxies`]);
-//! - the request id ([`request_id`]);
+//! - the request id ([`request_id`]), and who a request was served for
+//!   ([`RequestIdentity`]);
 //! - W3C trace context in and out ([`trace_context`]);
 //! - the `Cookie` header rules ([`cookies`]): parsing as bytes (a non-ASCII
 //!   cookie beside ours changes nothing), one cookie of a name or none
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub use conn::ConnInfo;
+pub use served::RequestIdentity;
 
 pub mod authority;
 pub mod body;
@@ -26,5 +28,6 @@ mod conn;
 pub mod cookies;
 pub mod proxies;
 pub mod request_id;
+mod served;
 pub mod trace_context;
 pub mod upstream_conn;

@@ -399,20 +399,6 @@ struct Recording {
     sink: Arc<dyn SpanSink>,
 }
 
-/// The route a request was served by (`http.route`, which names its
-/// span), put on the response by whatever routed it for the listener that
-/// owns the request's span; only when traces are on.
-#[derive(Debug, Clone)]
-pub struct Route(pub StringValue);
-
-/// Puts `route` on `resp` for the request's span (nothing when traces are
-/// off).
-pub fn record_route<B>(resp: &mut http::Response<B>, route: Option<StringValue>) {
-    if let Some(route) = route.filter(|_| enabled()) {
-        resp.extensions_mut().insert(Route(route));
-    }
-}
-
 /// Runs `fut` with `span` (if any) as the current context on every poll,
 /// so the spans, cache operations and outgoing requests in it are its
 /// children.
@@ -682,15 +668,6 @@ mod tests {
         drop(server);
         let kept = keep.0.lock().unwrap();
         assert_eq!(kept[0].3, kept[1].2);
-    }
-
-    #[test]
-    fn a_recorded_route_goes_on_the_response_for_the_listener() {
-        let mut resp = http::Response::new(());
-        enable(Sampler::AlwaysOn, Arc::new(Discard));
-        record_route(&mut resp, Some("/api".into()));
-        let route = resp.extensions().get::<Route>().map(|r| r.0.to_string());
-        assert_eq!(route.as_deref(), Some("/api"));
     }
 
     fn injected(sc: SpanContext) -> HeaderMap {

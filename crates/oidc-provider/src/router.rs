@@ -54,7 +54,13 @@ impl Provider {
         if endpoint.cors() {
             web::allow_any_origin(&mut resp);
         }
-        orchestrator_http::trace_context::record_route(&mut resp, route.map(Into::into));
+        if let Some(route) = route {
+            resp.extensions_mut()
+                .insert(orchestrator_http::RequestIdentity {
+                    route: Some(route.into()),
+                    ..Default::default()
+                });
+        }
         let label = endpoint.label();
         self.metrics
             .requests

@@ -14,12 +14,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use orchestrator_config::ListenConfig;
-use orchestrator_gateway::RequestIdentity;
-use orchestrator_http::ConnInfo;
 use orchestrator_http::proxies::{ip_text, is_trusted};
 use orchestrator_http::request_id::{self, RequestId};
 use orchestrator_http::trace_context::{self, HttpAttributes, StringValue};
 use orchestrator_http::upstream_conn::ConnUpstreams;
+use orchestrator_http::{ConnInfo, RequestIdentity};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -136,14 +135,14 @@ pub(crate) async fn serve(
                             ConnInfo { peer, tls: is_tls },
                         )));
                         let mut resp = trace_context::within(span.as_ref(), handled).await;
+                        let who = resp.extensions_mut().remove::<RequestIdentity>();
                         if let Some(span) = &mut span {
-                            end_trace_span(span, &mut resp);
+                            end_trace_span(span, resp.status(), who.as_ref());
                         }
                         resp.headers_mut()
                             .insert(request_id::HEADER, id.header_value());
                         let elapsed = started.elapsed();
                         app.metrics.main.request(resp.status().as_u16(), elapsed);
-                        let who = resp.extensions_mut().remove::<RequestIdentity>();
                         if let Some((method, uri, version)) = access {
                             let (app_name, user) = who.map_or((None, None), |w| (w.app, w.user));
                             app.access.write(&AccessLine {
@@ -230,20 +229,20 @@ fn trace_span(
 
 /// What the response says about the request, on its span: the status
 /// (a 5xx fails it), the app and the route that served it.
-fn end_trace_span<B>(span: &mut trace_context::Span, resp: &mut hyper::Response<B>) {
-    let status = resp.status();
+fn end_trace_span(
+    span: &mut trace_context::Span,
+    status: hyper::StatusCode,
+    who: Option<&RequestIdentity>,
+) {
     if status.is_server_error() {
         span.failed();
     }
-    let route = resp.extensions_mut().remove::<trace_context::Route>();
-    let app = resp
-        .extensions()
-        .get::<RequestIdentity>()
-        .and_then(|who| who.app.clone());
     if let Some(http) = span.http() {
         http.status_code = Some(status.as_u16());
-        http.app = app.map(Into::into);
-        http.route = route.map(|r| r.0);
+        if let Some(who) = who {
+            http.app = who.app.clone().map(Into::into);
+            http.route.clone_from(&who.route);
+        }
     }
 }
 

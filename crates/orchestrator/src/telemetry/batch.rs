@@ -231,7 +231,8 @@ impl Shared {
         q.waiting += 1;
         q.waiting_bytes += q.open.bytes() - before;
         if q.open.len() >= self.settings.max_batch {
-            let full = std::mem::take(&mut q.open);
+            let room = q.open.bytes();
+            let full = std::mem::replace(&mut q.open, Batch::with_room(room));
             q.full.push_back(full);
             drop(q);
             self.wake.notify_one();

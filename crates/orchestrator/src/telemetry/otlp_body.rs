@@ -44,6 +44,8 @@ pub(crate) struct Batch {
     spans: usize,
     /// The spans' encoded bytes.
     bytes: usize,
+    /// Room for spans the first scope's buffer is made with.
+    room: usize,
 }
 
 #[derive(Debug)]
@@ -59,6 +61,16 @@ struct ScopeSpans {
 }
 
 impl Batch {
+    /// An empty batch with room for `bytes` of spans (what the last full
+    /// one took, so its buffer is not grown again span by span), within
+    /// 16 KiB to 4 MiB.
+    pub(crate) fn with_room(bytes: usize) -> Self {
+        Self {
+            room: bytes.clamp(MIN_ROOM, MAX_ROOM),
+            ..Self::default()
+        }
+    }
+
     /// How many spans are in it.
     pub(crate) fn len(&self) -> usize {
         self.spans
@@ -69,6 +81,10 @@ impl Batch {
         self.bytes
     }
 }
+
+/// The least and most room a batch's buffer is made with.
+const MIN_ROOM: usize = 16 * 1024;
+const MAX_ROOM: usize = 4 * 1024 * 1024;
 
 /// The largest key and length prefix of a length-delimited field.
 const MAX_PREFIX: usize = 1 + 10;
@@ -124,7 +140,7 @@ impl Encoder {
             // batch's only scope: the request's and the `ResourceSpans`'
             // prefixes, the resource, the `ScopeSpans` prefix and its scope.
             let reserved = MAX_PREFIX * 2 + self.resource.len() + MAX_PREFIX + head.len();
-            let mut body = Vec::with_capacity(reserved + 16 * 1024);
+            let mut body = Vec::with_capacity(reserved + batch.room.max(MIN_ROOM));
             body.resize(reserved, 0);
             batch.scopes.push(ScopeSpans {
                 scope: scope.clone(),
@@ -313,12 +329,14 @@ fn attributes(buf: &mut Vec<u8>, tag: u32, attributes: &[KeyValue]) {
     }
 }
 
+#[inline]
 fn flags(remote: bool, trace_flags: u8) -> u32 {
     u32::from(trace_flags) | HAS_IS_REMOTE | if remote { IS_REMOTE } else { 0 }
 }
 
 /// `SpanKind` of the protocol: INTERNAL 1, SERVER 2, CLIENT 3, PRODUCER 4,
 /// CONSUMER 5.
+#[inline]
 fn span_kind(kind: &SpanKind) -> u64 {
     match kind {
         SpanKind::Internal => 1,
@@ -329,6 +347,7 @@ fn span_kind(kind: &SpanKind) -> u64 {
     }
 }
 
+#[inline]
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| {
         d.as_secs()
@@ -337,6 +356,7 @@ fn nanos(t: SystemTime) -> u64 {
     })
 }
 
+#[inline]
 fn trace_state(buf: &mut Vec<u8>, tag: u32, state: &TraceState) {
     if *state != TraceState::NONE {
         string(buf, tag, &state.header());
@@ -492,6 +512,7 @@ fn message(buf: &mut Vec<u8>, tag: u32, body: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// The key and length of a length-delimited field of `len` bytes.
+#[inline]
 fn prefix(buf: &mut Vec<u8>, tag: u32, len: usize) {
     key(buf, tag, WireType::LengthDelimited);
     varint(buf, len as u64);
@@ -520,6 +541,7 @@ fn varint(buf: &mut Vec<u8>, value: u64) {
     }
 }
 
+#[inline]
 fn length_delimited(buf: &mut Vec<u8>, tag: u32, value: &[u8]) {
     prefix(buf, tag, value.len());
     buf.extend_from_slice(value);
@@ -531,10 +553,12 @@ fn str_field_len(s: &str) -> usize {
 }
 
 /// A string or bytes field; left out when empty (proto3's default).
+#[inline]
 fn string(buf: &mut Vec<u8>, tag: u32, value: &str) {
     bytes(buf, tag, value.as_bytes());
 }
 
+#[inline]
 fn bytes(buf: &mut Vec<u8>, tag: u32, value: &[u8]) {
     if !value.is_empty() {
         length_delimited(buf, tag, value);
@@ -542,6 +566,7 @@ fn bytes(buf: &mut Vec<u8>, tag: u32, value: &[u8]) {
 }
 
 /// A varint field (uint32, uint64, enum); left out when 0.
+#[inline]
 fn uint(buf: &mut Vec<u8>, tag: u32, value: u64) {
     if value != 0 {
         key(buf, tag, WireType::Varint);
@@ -549,6 +574,7 @@ fn uint(buf: &mut Vec<u8>, tag: u32, value: u64) {
     }
 }
 
+#[inline]
 fn fixed64(buf: &mut Vec<u8>, tag: u32, value: u64) {
     if value != 0 {
         key(buf, tag, WireType::SixtyFourBit);
