@@ -13,21 +13,30 @@ import pytest
 import requests
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A free port below the kernel's ephemeral range, which outgoing connections draw from."""
+    """A free port below the kernel's ephemeral range (outgoing connections draw from that one),
+    never the same twice in a run."""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
+    if low <= 2048:
+        low = 32768
     start = max(1024, low - 12000)
     for _ in range(200):
         port = random.randrange(start, low)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _HANDED_OUT.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -174,12 +174,17 @@ impl Orchestrator {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return self.all_logs().contains("Address already in use");
             }
-            if client
+            let answered = client
                 .get(format!("{}/readyz", self.admin_url()))
                 .send()
                 .await
-                .is_ok()
-            {
+                .is_ok();
+            // An answer while ours is still running is ours: another
+            // process on the admin port would have made ours exit.
+            if answered {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return self.all_logs().contains("Address already in use");
+                }
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

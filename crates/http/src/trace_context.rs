@@ -169,7 +169,8 @@ impl HttpAttributes {
         }
     }
 
-    /// The set attributes as key-values, in the exported order.
+    /// The set attributes as key-values, in the exported order (for a sink
+    /// that takes key-values; the encoder's tests compare with it).
     pub fn key_values(&self) -> Vec<KeyValue> {
         let mut out = Vec::new();
         self.each(|k, v| {
@@ -647,7 +648,24 @@ mod tests {
 
     #[test]
     fn a_local_parent_is_not_remote_to_its_children() {
-        let (p, keep) = pipeline(Sampler::AlwaysOn);
+        /// The spans' (span id, parent id, parent is remote).
+        #[derive(Default)]
+        struct Parents(std::sync::Mutex<Vec<(SpanId, SpanId, bool)>>);
+        impl SpanSink for Parents {
+            fn end(&self, s: &Ended<'_>) {
+                self.0.lock().unwrap().push((
+                    s.span_context.span_id(),
+                    s.parent_span_id,
+                    s.parent_span_is_remote,
+                ));
+            }
+        }
+        let keep = Arc::new(Parents::default());
+        let p = Pipeline {
+            sampler: Sampler::AlwaysOn,
+            ids: RandomIdGenerator::default(),
+            sink: keep.clone(),
+        };
         let server = p.start(
             &Context::new(),
             "GET",
@@ -667,7 +685,11 @@ mod tests {
         drop(child);
         drop(server);
         let kept = keep.0.lock().unwrap();
-        assert_eq!(kept[0].3, kept[1].2);
+        assert_eq!(
+            kept[0].1, kept[1].0,
+            "the child's parent is the server span"
+        );
+        assert!(!kept[0].2, "and not a remote one");
     }
 
     fn injected(sc: SpanContext) -> HeaderMap {

@@ -126,7 +126,7 @@ pub(crate) async fn serve(
                             .log
                             .access_log
                             .then(|| (req.method().clone(), req.uri().clone(), req.version()));
-                        let mut span = trace_span(&req, &id, peer_text, is_tls, trusted);
+                        let span = trace_span(&req, &id, peer_text, is_tls, trusted);
                         // Boxed once here: the wrappers below then move a
                         // pointer, not the whole request future (kilobytes).
                         let handled = id.clone().scope(Box::pin(crate::dispatch::dispatch(
@@ -136,8 +136,9 @@ pub(crate) async fn serve(
                         )));
                         let mut resp = trace_context::within(span.as_ref(), handled).await;
                         let who = resp.extensions_mut().remove::<RequestIdentity>();
-                        if let Some(span) = &mut span {
-                            end_trace_span(span, resp.status(), who.as_ref());
+                        // The span ends here, with the response's head.
+                        if let Some(mut span) = span {
+                            end_trace_span(&mut span, resp.status(), who.as_ref());
                         }
                         resp.headers_mut()
                             .insert(request_id::HEADER, id.header_value());

@@ -1,7 +1,8 @@
 //! Values many sessions hold the same of (an IdP's ID token header, an
 //! app's host), kept once and shared. Each table holds a bounded number of
-//! short values: past that (a wildcard app's hosts are the client's to
-//! choose), a value is simply not shared.
+//! short values; when it is full (a wildcard app's hosts are the client's
+//! to choose, keys rotate) it starts over: values handed out stay valid,
+//! and the ones in use are shared again as they come back.
 
 use std::collections::HashSet;
 use std::hash::Hash;
@@ -30,18 +31,27 @@ where
     T: ?Sized + Eq + Hash + AsRef<[u8]>,
     Arc<T>: for<'a> From<&'a T>,
 {
-    if value.as_ref().len() > MAX_LEN {
-        return Arc::from(value);
-    }
     let mut values = table
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    share(&mut values, value)
+}
+
+/// `value`'s copy in `values`, put there if it is short enough.
+fn share<T>(values: &mut HashSet<Arc<T>>, value: &T) -> Arc<T>
+where
+    T: ?Sized + Eq + Hash + AsRef<[u8]>,
+    Arc<T>: for<'a> From<&'a T>,
+{
     if let Some(found) = values.get(value) {
         return Arc::clone(found);
     }
     let new = Arc::from(value);
-    if values.len() < MAX_VALUES {
+    if value.as_ref().len() <= MAX_LEN {
+        if values.len() >= MAX_VALUES {
+            values.clear();
+        }
         values.insert(Arc::clone(&new));
     }
     new
@@ -52,21 +62,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn equal_values_share_one_copy_up_to_the_bound() {
+    fn equal_values_share_one_copy() {
         let a = host("app.example");
         let b = host(&String::from("app.example"));
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(&*a, "app.example");
         let h = header(br#"{"alg":"ES256"}"#);
         assert!(Arc::ptr_eq(&h, &header(br#"{"alg":"ES256"}"#)));
-        // Past the bound values are still right, just not shared.
-        let many: Vec<_> = (0..MAX_VALUES + 8)
-            .map(|i| host(&format!("h{i}.wild.example")))
-            .collect();
-        let last = format!("h{}.wild.example", MAX_VALUES + 7);
-        assert_eq!(&*many[MAX_VALUES + 7], last);
-        assert!(!Arc::ptr_eq(&many[MAX_VALUES + 7], &host(&last)));
+    }
+
+    #[test]
+    fn a_full_table_starts_over_and_long_values_are_not_kept() {
+        let mut values: HashSet<Arc<str>> = HashSet::new();
+        let first = share(&mut values, "h0.wild.example");
+        for i in 1..MAX_VALUES {
+            share(&mut values, &*format!("h{i}.wild.example"));
+        }
+        assert_eq!(values.len(), MAX_VALUES);
+        assert!(Arc::ptr_eq(&first, &share(&mut values, "h0.wild.example")));
+        // One more: the table starts over with it.
+        let next = share(&mut values, "one.more.example");
+        assert_eq!(values.len(), 1);
+        assert!(Arc::ptr_eq(&next, &share(&mut values, "one.more.example")));
+        assert_eq!(&*first, "h0.wild.example", "handed-out values stay valid");
         let long = "x".repeat(MAX_LEN + 1);
-        assert!(!Arc::ptr_eq(&host(&long), &host(&long)));
+        let kept = share(&mut values, &*long);
+        assert_eq!(&*kept, long);
+        assert_eq!(values.len(), 1, "not kept");
     }
 }

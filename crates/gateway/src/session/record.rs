@@ -166,13 +166,14 @@ impl From<Stored> for Session {
     }
 }
 
-/// The claims of an ID token's payload a back-channel logout names.
+/// The claims of an ID token's payload a back-channel logout names (of
+/// any JSON type: one that is not a string is not there).
 #[derive(Deserialize)]
-struct LogoutIds<'a> {
-    #[serde(borrow, default)]
-    sid: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    sub: Option<std::borrow::Cow<'a, str>>,
+struct LogoutIds {
+    #[serde(default)]
+    sid: Option<Value>,
+    #[serde(default)]
+    sub: Option<Value>,
 }
 
 impl Session {
@@ -229,10 +230,11 @@ impl Session {
         let Some(payload) = self.id_token.payload() else {
             return (None, None);
         };
-        match serde_json::from_slice::<LogoutIds<'_>>(&payload) {
-            Ok(ids) => (ids.sid.map(Box::from), ids.sub.map(Box::from)),
-            Err(_) => (None, None),
-        }
+        let Ok(ids) = serde_json::from_slice::<LogoutIds>(&payload) else {
+            return (None, None);
+        };
+        let text = |v: Option<Value>| v.as_ref().and_then(Value::as_str).map(Box::from);
+        (text(ids.sid), text(ids.sub))
     }
 
     /// Whether the login left a refresh token to renew the identity with.
@@ -502,6 +504,13 @@ mod tests {
         let escaped = jwt(&serde_json::json!({"sub": "a\"b\u{e9}"}));
         let session = Session::new("idp".into(), "app.example", &escaped, &Map::new());
         assert_eq!(session.logout_ids(), (None, "a\"b\u{e9}".into()));
+        let odd = jwt(&serde_json::json!({"sub": "alice", "sid": 123}));
+        let session = Session::new("idp".into(), "app.example", &odd, &Map::new());
+        assert_eq!(
+            session.logout_ids(),
+            (None, "alice".into()),
+            "a sid that is not a string is not one; the sub still counts"
+        );
         let bare = jwt(&serde_json::json!({}));
         let session = Session::new("idp".into(), "app.example", &bare, &Map::new());
         assert_eq!(session.logout_ids(), (None, Box::<str>::from("")));

@@ -119,6 +119,14 @@ struct Queue {
     shut: bool,
 }
 
+impl Queue {
+    /// The open batch; the next one is made with room for as many bytes.
+    fn take_open(&mut self) -> Batch {
+        let room = self.open.bytes();
+        std::mem::replace(&mut self.open, Batch::with_room(room))
+    }
+}
+
 impl EncodingProcessor {
     /// Where the request path's own spans go: the same batches.
     pub(crate) fn sink(&self) -> Arc<dyn SpanSink> {
@@ -180,7 +188,7 @@ impl Shared {
                 let mut q = self.lock();
                 let batch = match q.full.pop_front() {
                     Some(b) => b,
-                    None if all && q.open.len() > 0 => std::mem::take(&mut q.open),
+                    None if all && q.open.len() > 0 => q.take_open(),
                     None => return,
                 };
                 q.waiting -= batch.len();
@@ -231,8 +239,7 @@ impl Shared {
         q.waiting += 1;
         q.waiting_bytes += q.open.bytes() - before;
         if q.open.len() >= self.settings.max_batch {
-            let room = q.open.bytes();
-            let full = std::mem::replace(&mut q.open, Batch::with_room(room));
+            let full = q.take_open();
             q.full.push_back(full);
             drop(q);
             self.wake.notify_one();

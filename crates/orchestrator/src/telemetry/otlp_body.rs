@@ -140,7 +140,9 @@ impl Encoder {
             // batch's only scope: the request's and the `ResourceSpans`'
             // prefixes, the resource, the `ScopeSpans` prefix and its scope.
             let reserved = MAX_PREFIX * 2 + self.resource.len() + MAX_PREFIX + head.len();
-            let mut body = Vec::with_capacity(reserved + batch.room.max(MIN_ROOM));
+            // The room is the first scope's: the others are rare.
+            let room = std::mem::take(&mut batch.room);
+            let mut body = Vec::with_capacity(reserved + room.max(MIN_ROOM));
             body.resize(reserved, 0);
             batch.scopes.push(ScopeSpans {
                 scope: scope.clone(),
