@@ -73,6 +73,45 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A port nothing listens on: connections to it are refused. It stays
+/// bound (not listening) while this lives, so no other test's server can
+/// take it meanwhile.
+pub struct ClosedPort {
+    _held: tokio::net::TcpSocket,
+    port: u16,
+}
+
+impl ClosedPort {
+    /// Binds a free port without listening on it.
+    pub fn new() -> Self {
+        for _ in 0..50 {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            if socket
+                .bind(std::net::SocketAddr::from(([127, 0, 0, 1], free_port())))
+                .is_ok()
+            {
+                let port = socket.local_addr().expect("bound").port();
+                return Self {
+                    _held: socket,
+                    port,
+                };
+            }
+        }
+        panic!("no closed port could be held");
+    }
+
+    /// Its number.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Default for ClosedPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The kernel's range for ephemeral ports (Linux's default where it cannot be read).
 fn ephemeral_range() -> (u16, u16) {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use orchestrator_tests::browser::{Browser, sign_out};
-use orchestrator_tests::{Orchestrator, Setup, TestUpstream, free_port, run_cli};
+use orchestrator_tests::{ClosedPort, Orchestrator, Setup, TestUpstream, free_port, run_cli};
 
 /// The provider and gateway A, in one process.
 const PROVIDER_AND_A: &str = r#"
@@ -58,6 +58,8 @@ struct Two {
     a: Orchestrator,
     b: Orchestrator,
     _app: TestUpstream,
+    /// The port of the client that is never there.
+    _dead: ClosedPort,
 }
 
 async fn start() -> Two {
@@ -66,11 +68,11 @@ async fn start() -> Two {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .unwrap()
         .serialize_pem();
-    let (b_port, dead_port) = (free_port(), free_port());
+    let (b_port, dead) = (free_port(), ClosedPort::new());
     let a = Orchestrator::start(
         &PROVIDER_AND_A
             .replace("{b_port}", &b_port.to_string())
-            .replace("{dead_port}", &dead_port.to_string())
+            .replace("{dead_port}", &dead.port().to_string())
             .replace("{upstream}", &app.url()),
         &[("op-key.pem", key.as_str()), ("hash", hash.trim())],
     )
@@ -84,7 +86,12 @@ async fn start() -> Two {
         ..Setup::default()
     })
     .await;
-    Two { a, b, _app: app }
+    Two {
+        a,
+        b,
+        _app: app,
+        _dead: dead,
+    }
 }
 
 fn browser() -> Browser {

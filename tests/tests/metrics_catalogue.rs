@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use orchestrator_tests::browser::{Browser, sign_out};
 use orchestrator_tests::otlp::Collector;
-use orchestrator_tests::{Orchestrator, Setup, TestUpstream, free_port, run_cli};
+use orchestrator_tests::{ClosedPort, Orchestrator, Setup, TestUpstream, run_cli};
 
 const YAML: &str = r#"
 traces:
@@ -140,10 +140,12 @@ async fn metrics_and_their_catalogue_agree() {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .unwrap()
         .serialize_pem();
+    // Held until the test ends: nobody else may listen there.
+    let dead = ClosedPort::new();
     let yaml = YAML
         .replace("{collector}", &collector.url())
         .replace("{upstream}", &app.url())
-        .replace("{dead}", &free_port().to_string());
+        .replace("{dead}", &dead.port().to_string());
     let mut orch = Orchestrator::start_with(Setup {
         yaml: &yaml,
         secrets: &[("op-key.pem", key.as_str()), ("hash", hash.trim())],

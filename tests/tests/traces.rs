@@ -220,8 +220,9 @@ async fn an_untrusted_clients_traceparent_starts_a_new_trace() {
 
 #[tokio::test]
 async fn with_the_collector_down_requests_work_and_failed_exports_are_counted() {
-    // A port nobody listens on.
-    let dead = format!("http://127.0.0.1:{}", orchestrator_tests::free_port());
+    // A port nobody listens on (held: nobody else may take it meanwhile).
+    let closed = orchestrator_tests::ClosedPort::new();
+    let dead = format!("http://127.0.0.1:{}", closed.port());
     let (orch, _app) = start(&dead, "127.0.0.1/32").await;
     let b = Browser::new();
     let page = format!("{}/page", orch.base_url());
