@@ -365,28 +365,34 @@ fn trace_state(buf: &mut Vec<u8>, tag: u32, state: &TraceState) {
     }
 }
 
+/// The head of a short `KeyValue` (each length one byte): its key and the
+/// prefix of an `AnyValue` of `any_len` bytes, with room for those. `false`,
+/// and nothing written, when it is not short.
+#[inline]
+fn short_key_value_head(buf: &mut Vec<u8>, tag: u32, key: &[u8], any_len: usize) -> bool {
+    let kv_len = 2 + key.len() + 2 + any_len;
+    if tag >= 16 || key.is_empty() || kv_len >= 0x80 {
+        return false;
+    }
+    let ld = WireType::LengthDelimited;
+    buf.reserve(2 + kv_len);
+    buf.extend_from_slice(&[
+        key_byte(tag, ld),
+        kv_len as u8,
+        key_byte(1, ld),
+        key.len() as u8,
+    ]);
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(&[key_byte(2, ld), any_len as u8]);
+    true
+}
+
 /// A `KeyValue` message whose value is a string.
 fn text_attribute(buf: &mut Vec<u8>, tag: u32, key: &str, text: &str) {
     // Most attributes: a short key and a short text, every length one byte.
-    let (k, v) = (key.as_bytes(), text.as_bytes());
-    let any_len = 2 + v.len();
-    let kv_len = 2 + k.len() + 2 + any_len;
-    if tag < 16 && !k.is_empty() && kv_len < 0x80 {
-        let ld = WireType::LengthDelimited;
-        buf.reserve(2 + kv_len);
-        buf.extend_from_slice(&[
-            key_byte(tag, ld),
-            kv_len as u8,
-            key_byte(1, ld),
-            k.len() as u8,
-        ]);
-        buf.extend_from_slice(k);
-        buf.extend_from_slice(&[
-            key_byte(2, ld),
-            any_len as u8,
-            key_byte(1, ld),
-            v.len() as u8,
-        ]);
+    let v = text.as_bytes();
+    if short_key_value_head(buf, tag, key.as_bytes(), 2 + v.len()) {
+        buf.extend_from_slice(&[key_byte(1, WireType::LengthDelimited), v.len() as u8]);
         buf.extend_from_slice(v);
     } else {
         let any_len = field_len(v.len());
@@ -401,24 +407,9 @@ fn text_attribute(buf: &mut Vec<u8>, tag: u32, key: &str, text: &str) {
 
 /// A `KeyValue` message whose value is an integer.
 fn int_attribute(buf: &mut Vec<u8>, tag: u32, key: &str, value: i64) {
-    let k = key.as_bytes();
     let any_len = 1 + encoded_len_varint(value as u64);
-    let kv_len = 2 + k.len() + 2 + any_len;
-    if tag < 16 && !k.is_empty() && kv_len < 0x80 {
-        let ld = WireType::LengthDelimited;
-        buf.reserve(2 + kv_len);
-        buf.extend_from_slice(&[
-            key_byte(tag, ld),
-            kv_len as u8,
-            key_byte(1, ld),
-            k.len() as u8,
-        ]);
-        buf.extend_from_slice(k);
-        buf.extend_from_slice(&[
-            key_byte(2, ld),
-            any_len as u8,
-            key_byte(3, WireType::Varint),
-        ]);
+    if short_key_value_head(buf, tag, key.as_bytes(), any_len) {
+        buf.push(key_byte(3, WireType::Varint));
         varint(buf, value as u64);
     } else {
         key_value(buf, tag, key, &Value::I64(value));
