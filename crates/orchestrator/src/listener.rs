@@ -247,8 +247,9 @@ fn end_trace_span(
     }
 }
 
-/// The request's id: a trusted proxy's (`trusted`: the peer is one) `X-Request-Id`, or a new one. Written
-/// into the request, so the upstream sees the id the access log names.
+/// The request's id: a trusted proxy's `X-Request-Id` (`trusted`: the peer
+/// is one), or a new one. Written into the request, so the upstream sees the
+/// id the access log names.
 fn request_id(req: &mut hyper::Request<Incoming>, trusted: bool) -> RequestId {
     let from_proxy = trusted
         .then(|| RequestId::from_proxy(req.headers()))

@@ -425,23 +425,30 @@ mod tests {
             .unwrap();
     }
 
-    #[test]
-    fn a_full_queue_drops_spans_and_counts_them() {
-        // A runtime nobody drives: the sending task never runs, so nothing
-        // leaves the queue.
+    /// A processor started on a runtime nobody drives: the sending task
+    /// never runs, so nothing leaves the queue.
+    fn undriven(settings: Settings) -> (tokio::runtime::Runtime, EncodingProcessor, Counters) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let _inside = rt.enter();
         let c = counters();
-        let p = EncodingProcessor::start(
-            OtlpHttp::new("http://127.0.0.1:9/v1/traces").unwrap(),
-            settings(3, 2),
-            c.clone(),
-            scope(),
-            &Resource::builder_empty().build(),
-        );
+        let p = {
+            let _inside = rt.enter();
+            EncodingProcessor::start(
+                OtlpHttp::new("http://127.0.0.1:9/v1/traces").unwrap(),
+                settings,
+                c.clone(),
+                scope(),
+                &Resource::builder_empty().build(),
+            )
+        };
+        (rt, p, c)
+    }
+
+    #[test]
+    fn a_full_queue_drops_spans_and_counts_them() {
+        let (_rt, p, c) = undriven(settings(3, 2));
         for n in 0..5 {
             p.on_end(span(n, true));
         }
@@ -454,23 +461,10 @@ mod tests {
 
     #[test]
     fn spans_past_the_byte_bound_are_dropped_and_counted() {
-        // As above: nothing leaves the queue.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _inside = rt.enter();
-        let c = counters();
-        let p = EncodingProcessor::start(
-            OtlpHttp::new("http://127.0.0.1:9/v1/traces").unwrap(),
-            Settings {
-                max_queue_bytes: 10_000,
-                ..settings(100, 50)
-            },
-            c.clone(),
-            scope(),
-            &Resource::builder_empty().build(),
-        );
+        let (_rt, p, c) = undriven(Settings {
+            max_queue_bytes: 10_000,
+            ..settings(100, 50)
+        });
         // Each span carries a 4 KiB path: the third fills the bound.
         for n in 0..5 {
             let mut s = span(n, true);
