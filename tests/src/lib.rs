@@ -19,9 +19,11 @@ pub mod raw;
 mod upstream;
 pub mod ws;
 
+use std::collections::BTreeSet;
 use std::net::TcpListener as StdTcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
@@ -57,20 +59,31 @@ pub fn binary() -> PathBuf {
 /// A port that was free a moment ago, picked at random below the kernel's
 /// ephemeral range: the OS hands ports in that range to outgoing connections
 /// (every test's clients), so one taken from it can be gone again before the
-/// server that was promised it binds.
+/// server that was promised it binds. A port is never handed out twice in
+/// one test process: two picked for one server (its listener and its admin
+/// port) would otherwise be the same now and then.
 pub fn free_port() -> u16 {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let (low, _) = ephemeral_range();
     let start = low.saturating_sub(12_000).max(1024);
     for _ in 0..200 {
         let port = start + (rand::random::<u32>() % u32::from(low - start)) as u16;
-        if StdTcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !handed_out.contains(&port) && StdTcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
             return port;
         }
     }
-    StdTcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    for _ in 0..200 {
+        let port = StdTcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
+    panic!("no free port left to hand out");
 }
 
 /// A port nothing listens on: connections to it are refused. It stays
