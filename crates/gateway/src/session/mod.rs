@@ -1,6 +1,6 @@
 //! Sessions: the random id in the cookie, what it names, and where that lives.
 //!
-//! `store: local` keeps sessions in a bounded moka cache in this process.
+//! `store: local` keeps sessions in a bounded cache in this process ([`local`]).
 //! `store: shared` keeps them in the [`orchestrator_cache::Cache`] backend
 //! (keyed by a hash of the id, so a dump of Redis holds no usable cookie),
 //! with a small local near-cache so most requests never leave the process.
@@ -8,6 +8,7 @@
 
 mod id;
 mod interned;
+mod local;
 mod record;
 
 pub use id::SessionId;
@@ -66,7 +67,7 @@ pub(crate) struct SessionStore {
     pub(crate) identity_grace: Duration,
     events: tokio::sync::broadcast::Sender<Ended>,
     metrics: Arc<GatewayMetrics>,
-    local: moka::future::Cache<SessionId, Arc<Session>, FastHash>,
+    local: Arc<local::LocalSessions>,
     pending_local: moka::future::Cache<String, Arc<PendingLogin>>,
     /// Logins started per client address in the current `pendingLoginTtl`.
     started_by_client: moka::sync::Cache<IpAddr, Arc<AtomicU32>>,
@@ -154,26 +155,15 @@ impl SessionStore {
     ) -> Self {
         let cfg = &gw.session;
         let pending_ttl = gw.pending_login_ttl;
-        let gauge = metrics.active_sessions.clone();
-        let ended = metrics.sessions_ended.clone();
-        // The max lifetime is checked on every read (`remaining`), so moka
-        // keeps one expiry order per entry (idle), not two.
-        let local = moka::future::Cache::builder()
-            .max_capacity(cfg.max_entries)
-            .time_to_idle(cfg.idle_timeout)
-            .eviction_listener(move |_k, _v, cause| {
-                use moka::notification::RemovalCause;
-                if cause != RemovalCause::Replaced {
-                    gauge.dec();
-                }
-                // Explicit removals are counted by `remove`, with their reason.
-                match cause {
-                    RemovalCause::Expired => ended.with_label_values(&["expiry"]).inc(),
-                    RemovalCause::Size => ended.with_label_values(&["eviction"]).inc(),
-                    _ => {}
-                }
-            })
-            .build_with_hasher(FastHash::default());
+        let local = Arc::new(local::LocalSessions::new(
+            cfg.max_entries,
+            cfg.idle_timeout,
+            cfg.max_lifetime,
+            &metrics,
+        ));
+        if cfg.store == StoreKind::Local {
+            local.keep_swept();
+        }
         let pending_local = moka::future::Cache::builder()
             .max_capacity(gw.max_pending_login_bytes)
             .weigher(|k: &String, v: &Arc<PendingLogin>| {
@@ -333,21 +323,7 @@ impl SessionStore {
     ) -> Result<Option<Arc<Session>>, GatewayError> {
         let next = Arc::new(next);
         let Some(shared) = &self.shared else {
-            // One atomic step per key: only a session still there is replaced.
-            let replaced = self
-                .local
-                .entry(*id)
-                .and_compute_with(|current| {
-                    let op = match current {
-                        Some(_) => moka::ops::compute::Op::Put(next.clone()),
-                        None => moka::ops::compute::Op::Nop,
-                    };
-                    std::future::ready(op)
-                })
-                .await;
-            return Ok(
-                matches!(replaced, moka::ops::compute::CompResult::ReplacedWith(_)).then_some(next),
-            );
+            return Ok(self.local.replace(*id, next.clone()).then_some(next));
         };
         let Some(remaining) = self.remaining(&next) else {
             return Ok(None);
@@ -424,18 +400,8 @@ impl SessionStore {
 
     async fn lookup(&self, id: &SessionId) -> Result<Option<Arc<Session>>, GatewayError> {
         let Some(shared) = &self.shared else {
-            let Some(found) = self.local.get(id).await else {
-                return Ok(None);
-            };
-            if self.remaining(&found).is_none() {
-                self.local.invalidate(id).await;
-                self.metrics
-                    .sessions_ended
-                    .with_label_values(&["expiry"])
-                    .inc();
-                return Ok(None);
-            }
-            return Ok(Some(found));
+            // Idle and too old ones end there (counted as `expiry`).
+            return Ok(self.local.get(id));
         };
         if let Some(s) = shared.near.get(id).await {
             if self.remaining(&s).is_some() {
@@ -483,8 +449,7 @@ impl SessionStore {
         let session = Arc::new(session);
         match &self.shared {
             None => {
-                self.local.insert(id, session).await;
-                metrics.active_sessions.inc();
+                self.local.insert(id, session);
             }
             Some(shared) => {
                 let ttl = self.idle_timeout.min(self.max_lifetime);
@@ -503,9 +468,7 @@ impl SessionStore {
     /// `orchestrator_gateway_sessions_ended_total`), then tells the tunnels.
     pub(crate) async fn remove(&self, id: &SessionId, reason: &str) -> Result<(), GatewayError> {
         match &self.shared {
-            None => {
-                self.local.invalidate(id).await;
-            }
+            None => self.local.remove(id),
             Some(shared) => {
                 // Marked first, so a renewal in flight cannot write it back
                 // (see `replace`); the store before the near-cache, so no

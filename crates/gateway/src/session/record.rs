@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::id::{SessionId, now_millis, now_secs, open_refresh, seal_refresh};
 use super::interned;
+use super::local::LastUsed;
 
 /// Bytes a pending login costs beyond its strings (moka's node, key, `Arc`).
 const PENDING_OVERHEAD: usize = 256;
@@ -94,6 +95,8 @@ pub(crate) struct Session {
     /// Renewals so far: each one may change the claims, so computed
     /// identities are kept per renewal.
     pub(crate) renewals: u32,
+    /// When the local store last served it (its idle timeout).
+    pub(super) last_used: LastUsed,
 }
 
 /// A session as the shared store holds it (layout [`FORMAT_VERSION`]):
@@ -158,6 +161,7 @@ impl From<Stored> for Session {
             refresh: s.refresh,
             valid_until: s.valid_until,
             renewals: s.renewals,
+            last_used: LastUsed::now(),
         };
         if session.token_ids().0.is_none() {
             session.kept_sid = s.sid;
@@ -207,6 +211,7 @@ impl Session {
             kept_sid: None,
             refresh: None,
             renewals: 0,
+            last_used: LastUsed::now(),
         }
     }
 
