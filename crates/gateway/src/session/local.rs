@@ -6,7 +6,7 @@
 //! and a sweep removes the idle and the too-old ones nobody reads.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge};
@@ -18,24 +18,25 @@ use super::record::Session;
 use crate::fast_hash::FastHash;
 use crate::metrics::GatewayMetrics;
 
-/// When a session was last read, milliseconds since the epoch: one atomic
-/// field in the record, so a read shares the cache's read lock only.
+/// When a session was last read, whole seconds since the epoch: one atomic
+/// field in the record, so a read shares the cache's read lock only. Four
+/// bytes, so the record with its `Arc` stays in jemalloc's 160-byte class.
 #[derive(Debug)]
-pub(crate) struct LastUsed(AtomicU64);
+pub(crate) struct LastUsed(AtomicU32);
 
 impl LastUsed {
     /// Used now.
     pub(crate) fn now() -> Self {
-        Self(AtomicU64::new(now_millis()))
+        Self(AtomicU32::new(secs(now_millis())))
     }
 
-    fn get(&self) -> u64 {
+    fn get(&self) -> u32 {
         self.0.load(Ordering::Relaxed)
     }
 
-    /// Marks it used at `now` (a write only when the time moved on, so
+    /// Marks it used at `now` (a write only when the second moved on, so
     /// parallel reads of one session do not all dirty its cache line).
-    fn touch(&self, now: u64) {
+    fn touch(&self, now: u32) {
         if self.get() < now {
             self.0.store(now, Ordering::Relaxed);
         }
@@ -44,8 +45,13 @@ impl LastUsed {
 
 impl Clone for LastUsed {
     fn clone(&self) -> Self {
-        Self(AtomicU64::new(self.get()))
+        Self(AtomicU32::new(self.get()))
     }
+}
+
+/// Whole seconds since the epoch of a time in milliseconds (until 2106).
+fn secs(ms: u64) -> u32 {
+    u32::try_from(ms / 1000).unwrap_or(u32::MAX)
 }
 
 /// Counts the sessions the cache evicts to stay within `maxEntries`.
@@ -78,7 +84,9 @@ impl Lifecycle<SessionId, Arc<Session>> for CountEvictions {
 /// The sessions of `store: local`.
 pub(super) struct LocalSessions {
     cache: Cache<SessionId, Arc<Session>, UnitWeighter, FastHash, CountEvictions>,
-    idle_ms: u64,
+    /// The idle timeout in whole seconds, rounded up: a session is never
+    /// ended early, and at most a second late.
+    idle_secs: u64,
     max_lifetime_ms: u64,
     active: IntGauge,
     expired: IntCounter,
@@ -105,7 +113,7 @@ impl LocalSessions {
         };
         Self {
             cache: Cache::with_options(options, UnitWeighter, FastHash::default(), lifecycle),
-            idle_ms: ms(idle),
+            idle_secs: ms(idle).div_ceil(1000),
             max_lifetime_ms: ms(max_lifetime),
             active: metrics.active_sessions.clone(),
             expired: metrics.sessions_ended.with_label_values(&["expiry"]),
@@ -115,12 +123,16 @@ impl LocalSessions {
     /// How often [`sweep`](Self::sweep) should run: a quarter of the
     /// shorter limit, between 1 s and 1 min.
     pub(super) fn sweep_interval(&self) -> Duration {
-        let ms = self.idle_ms.min(self.max_lifetime_ms) / 4;
+        let ms = self
+            .idle_secs
+            .saturating_mul(1000)
+            .min(self.max_lifetime_ms)
+            / 4;
         Duration::from_millis(ms.clamp(1_000, 60_000))
     }
 
     fn expired(&self, session: &Session, now: u64) -> bool {
-        now.saturating_sub(session.last_used.get()) > self.idle_ms
+        u64::from(secs(now).saturating_sub(session.last_used.get())) > self.idle_secs
             || now.saturating_sub(session.created_ms) >= self.max_lifetime_ms
     }
 
@@ -144,7 +156,7 @@ impl LocalSessions {
             }
             return None;
         }
-        found.last_used.touch(now);
+        found.last_used.touch(secs(now));
         Some(found)
     }
 
