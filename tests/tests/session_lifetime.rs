@@ -29,7 +29,7 @@ oidcProvider:
   users:
 {users}
 appGateway:
-  session: {identityGrace: {grace}}
+  session: {identityGrace: {grace}, idleTimeout: {idle}}
   identityProviders:
     - name: own
       issuer: "http://127.0.0.1:{port}/idp"
@@ -50,6 +50,7 @@ appGateway:
 struct Knobs {
     id_ttl: &'static str,
     grace: &'static str,
+    idle: &'static str,
     grants: &'static str,
     /// Groups of alice; `None`: alice is not a user any more.
     alice_groups: Option<&'static str>,
@@ -61,6 +62,7 @@ impl Default for Knobs {
         Self {
             id_ttl: "1h",
             grace: "5m",
+            idle: "1h",
             grants: "authorization_code, refresh_token",
             alice_groups: Some("eng"),
             allowed: "eng, ops",
@@ -91,6 +93,7 @@ fn yaml(k: &Knobs, upstream: &str) -> String {
     }
     YAML.replace("{id_ttl}", k.id_ttl)
         .replace("{grace}", k.grace)
+        .replace("{idle}", k.idle)
         .replace("{grants}", k.grants)
         .replace("{users}\n", &users)
         .replace("{allowed}", k.allowed)
@@ -218,6 +221,38 @@ async fn an_expired_identity_is_renewed_with_fresh_claims_and_a_removed_user_is_
             Duration::from_secs(5),
         )
         .await;
+}
+
+#[tokio::test]
+async fn an_idle_session_nobody_reads_again_is_swept_and_one_in_use_stays() {
+    let s = start(&Knobs {
+        idle: "2s",
+        ..Knobs::default()
+    })
+    .await;
+    let _idle = signed_in(&s).await;
+    let in_use = signed_in(&s).await;
+    let active = "orchestrator_gateway_active_sessions";
+    let expired = "orchestrator_gateway_sessions_ended_total{reason=\"expiry\"}";
+    assert_eq!(s.orch.metric(active).await, Some(2.0));
+    // Only `in_use` is read from here on: the other ends with nobody asking
+    // for it (the sweep), this one stays (bounded: 15 s).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, groups) = page(&s, &in_use).await;
+        assert_eq!((status, groups.as_deref()), (200, Some("eng")));
+        if s.orch.metric(active).await == Some(1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the idle session was never swept\n{}",
+            s.orch.all_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(s.orch.metric(expired).await, Some(1.0));
+    assert_eq!(page(&s, &in_use).await.0, 200, "the session in use stays");
 }
 
 #[tokio::test]
