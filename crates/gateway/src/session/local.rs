@@ -85,7 +85,8 @@ impl Lifecycle<SessionId, Arc<Session>> for CountEvictions {
 pub(super) struct LocalSessions {
     cache: Cache<SessionId, Arc<Session>, UnitWeighter, FastHash, CountEvictions>,
     /// The idle timeout in whole seconds, rounded up: a session is never
-    /// ended early, and at most a second late.
+    /// ended early, and ended on a read at most two seconds late (whole seconds
+    /// on both sides of the comparison).
     idle_secs: u64,
     max_lifetime_ms: u64,
     active: IntGauge,
