@@ -321,6 +321,24 @@ mod tests {
     }
 
     #[test]
+    fn any_max_entries_the_config_allows_builds_a_store_that_allocates_as_it_fills() {
+        let m = metrics();
+        for max in [1, u64::MAX] {
+            let store = LocalSessions::new(max, IDLE, LIFETIME, &m);
+            assert_eq!(
+                store.cache.memory_used().entries,
+                0,
+                "{max}: nothing up front"
+            );
+            let id = SessionId::random();
+            store.insert(id, session());
+            assert!(store.get(&id).is_some(), "{max}");
+            store.remove(&id);
+        }
+        assert_eq!(m.active_sessions.get(), 0);
+    }
+
+    #[test]
     fn replace_only_replaces_a_session_still_there() {
         let m = metrics();
         let store = LocalSessions::new(100, IDLE, LIFETIME, &m);
