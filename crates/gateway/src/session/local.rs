@@ -5,9 +5,9 @@
 //! here: a session idle longer than `idleTimeout` is gone when next read,
 //! and a sweep removes the idle and the too-old ones nobody reads.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntGauge};
 use quick_cache::sync::Cache;
@@ -18,7 +18,44 @@ use super::record::Session;
 use crate::fast_hash::FastHash;
 use crate::metrics::GatewayMetrics;
 
-/// When a session was last read, whole seconds since the epoch: one atomic
+/// A tick of the idle clock: 1/64 s. A `u32` of them spans 2.1 years, far
+/// beyond any session's idle time, so differences are taken wrapping.
+const TICK: Duration = Duration::from_micros(15_625);
+
+/// The time a read is judged at: the wall clock for the max lifetime
+/// (creation times are wall-clock, shared with other replicas), a
+/// monotonic tick count for the idle timeout (a clock step does not end
+/// every session).
+#[derive(Clone, Copy)]
+struct Now {
+    wall_ms: u64,
+    ticks: u32,
+}
+
+impl Now {
+    fn current() -> Self {
+        Self::at(now_millis(), Instant::now())
+    }
+
+    fn at(wall_ms: u64, monotonic: Instant) -> Self {
+        static BASE: OnceLock<Instant> = OnceLock::new();
+        let since = monotonic.saturating_duration_since(*BASE.get_or_init(Instant::now));
+        // Wrapping on purpose: only differences of ticks are used.
+        let ticks = (since.as_micros() / TICK.as_micros()) as u32;
+        Self { wall_ms, ticks }
+    }
+
+    #[cfg(test)]
+    fn plus(self, d: Duration) -> Self {
+        let ticks = (d.as_micros() / TICK.as_micros()) as u32;
+        Self {
+            wall_ms: self.wall_ms + u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            ticks: self.ticks.wrapping_add(ticks),
+        }
+    }
+}
+
+/// When a session was last read, in ticks of the idle clock: one atomic
 /// field in the record, so a read shares the cache's read lock only. Four
 /// bytes, so the record with its `Arc` stays in jemalloc's 160-byte class.
 #[derive(Debug)]
@@ -27,17 +64,17 @@ pub(crate) struct LastUsed(AtomicU32);
 impl LastUsed {
     /// Used now.
     pub(crate) fn now() -> Self {
-        Self(AtomicU32::new(secs(now_millis())))
+        Self(AtomicU32::new(Now::current().ticks))
     }
 
     fn get(&self) -> u32 {
         self.0.load(Ordering::Relaxed)
     }
 
-    /// Marks it used at `now` (a write only when the second moved on, so
+    /// Marks it used at `now` (a write only when the tick moved on, so
     /// parallel reads of one session do not all dirty its cache line).
     fn touch(&self, now: u32) {
-        if self.get() < now {
+        if self.get() != now {
             self.0.store(now, Ordering::Relaxed);
         }
     }
@@ -47,11 +84,6 @@ impl Clone for LastUsed {
     fn clone(&self) -> Self {
         Self(AtomicU32::new(self.get()))
     }
-}
-
-/// Whole seconds since the epoch of a time in milliseconds (until 2106).
-fn secs(ms: u64) -> u32 {
-    u32::try_from(ms / 1000).unwrap_or(u32::MAX)
 }
 
 /// Counts the sessions the cache evicts to stay within `maxEntries`.
@@ -84,11 +116,13 @@ impl Lifecycle<SessionId, Arc<Session>> for CountEvictions {
 /// The sessions of `store: local`.
 pub(super) struct LocalSessions {
     cache: Cache<SessionId, Arc<Session>, UnitWeighter, FastHash, CountEvictions>,
-    /// The idle timeout in whole seconds, rounded up: a session is never
-    /// ended early, and ended on a read at most two seconds late (whole seconds
-    /// on both sides of the comparison).
-    idle_secs: u64,
+    /// The idle timeout in ticks, rounded up, plus the tick a reading can
+    /// be short by: a session is never ended early, and on a read at most
+    /// three ticks (~47 ms) late.
+    idle_ticks: u64,
     max_lifetime_ms: u64,
+    /// A quarter of the shorter limit, between 1 s and 1 min.
+    sweep_every: Duration,
     active: IntGauge,
     expired: IntCounter,
 }
@@ -114,8 +148,12 @@ impl LocalSessions {
         };
         Self {
             cache: Cache::with_options(options, UnitWeighter, FastHash::default(), lifecycle),
-            idle_secs: ms(idle).div_ceil(1000),
+            idle_ticks: u64::try_from(idle.as_micros().div_ceil(TICK.as_micros()))
+                .unwrap_or(u64::MAX)
+                .saturating_add(1),
             max_lifetime_ms: ms(max_lifetime),
+            sweep_every: (idle.min(max_lifetime) / 4)
+                .clamp(Duration::from_secs(1), Duration::from_secs(60)),
             active: metrics.active_sessions.clone(),
             expired: metrics.sessions_ended.with_label_values(&["expiry"]),
         }
@@ -124,26 +162,21 @@ impl LocalSessions {
     /// How often [`sweep`](Self::sweep) should run: a quarter of the
     /// shorter limit, between 1 s and 1 min.
     pub(super) fn sweep_interval(&self) -> Duration {
-        let ms = self
-            .idle_secs
-            .saturating_mul(1000)
-            .min(self.max_lifetime_ms)
-            / 4;
-        Duration::from_millis(ms.clamp(1_000, 60_000))
+        self.sweep_every
     }
 
-    fn expired(&self, session: &Session, now: u64) -> bool {
-        u64::from(secs(now).saturating_sub(session.last_used.get())) > self.idle_secs
-            || now.saturating_sub(session.created_ms) >= self.max_lifetime_ms
+    fn expired(&self, session: &Session, now: Now) -> bool {
+        u64::from(now.ticks.wrapping_sub(session.last_used.get())) > self.idle_ticks
+            || now.wall_ms.saturating_sub(session.created_ms) >= self.max_lifetime_ms
     }
 
     /// Session `id`, marked used; `None` when there is none or it just
     /// ran out (ended then, counted as `expiry`).
     pub(super) fn get(&self, id: &SessionId) -> Option<Arc<Session>> {
-        self.get_at(id, now_millis())
+        self.get_at(id, Now::current())
     }
 
-    fn get_at(&self, id: &SessionId, now: u64) -> Option<Arc<Session>> {
+    fn get_at(&self, id: &SessionId, now: Now) -> Option<Arc<Session>> {
         let found = self.cache.get(id)?;
         if self.expired(&found, now) {
             // Only this value: a session put there meanwhile stays.
@@ -157,7 +190,7 @@ impl LocalSessions {
             }
             return None;
         }
-        found.last_used.touch(secs(now));
+        found.last_used.touch(now.ticks);
         Some(found)
     }
 
@@ -185,21 +218,27 @@ impl LocalSessions {
 
     /// Removes the sessions that ran out unread (counted as `expiry`).
     pub(super) fn sweep(&self) {
-        self.sweep_at(now_millis());
+        self.sweep_at(Now::current());
     }
 
-    fn sweep_at(&self, now: u64) {
-        let removed = AtomicU64::new(0);
-        self.cache.retain(|_, session| {
-            let keep = !self.expired(session, now);
-            if !keep {
-                removed.fetch_add(1, Ordering::Relaxed);
+    /// Walks the sessions one read lock at a time (never a whole shard
+    /// locked for the walk; the walk goes by slot, so a removal behind it
+    /// does not disturb it) and removes each one that ran out, unless it was
+    /// replaced meanwhile.
+    fn sweep_at(&self, now: Now) {
+        for (id, session) in self.cache.iter() {
+            if !self.expired(&session, now) {
+                continue;
             }
-            keep
-        });
-        let removed = removed.into_inner();
-        self.active.sub(i64::try_from(removed).unwrap_or(i64::MAX));
-        self.expired.inc_by(removed);
+            if self
+                .cache
+                .remove_if(&id, |v| Arc::ptr_eq(v, &session))
+                .is_some()
+            {
+                self.active.dec();
+                self.expired.inc();
+            }
+        }
     }
 
     /// Sweeps every [`sweep_interval`](Self::sweep_interval) on the current
@@ -220,7 +259,14 @@ impl LocalSessions {
                 let Some(sessions) = sessions.upgrade() else {
                     return;
                 };
-                sessions.sweep();
+                // Off the runtime's workers: a walk of a million sessions
+                // takes a while.
+                if tokio::task::spawn_blocking(move || sessions.sweep())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
             }
         });
     }
@@ -231,6 +277,7 @@ mod tests {
     use super::*;
     use serde_json::Map;
 
+    const SEC: Duration = Duration::from_secs(1);
     const IDLE: Duration = Duration::from_secs(60);
     const LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -256,18 +303,37 @@ mod tests {
         let m = metrics();
         let store = LocalSessions::new(100, IDLE, LIFETIME, &m);
         let (kept, left) = (SessionId::random(), SessionId::random());
-        let s = session();
-        let t0 = s.created_ms;
-        store.insert(kept, s);
+        store.insert(kept, session());
         store.insert(left, session());
+        let t0 = Now::current();
         assert_eq!(m.active_sessions.get(), 2);
         // Read every 50 s, `kept` outlives the 60 s idle timeout twice over.
         for step in 1..=3 {
-            assert!(store.get_at(&kept, t0 + step * 50_000).is_some());
+            assert!(store.get_at(&kept, t0.plus(step * 50 * SEC)).is_some());
         }
-        assert!(store.get_at(&left, t0 + 150_000).is_none(), "idle 150 s");
+        assert!(
+            store.get_at(&left, t0.plus(150 * SEC)).is_none(),
+            "idle 150 s"
+        );
         assert!(store.get_at(&left, t0).is_none(), "gone, not just hidden");
         assert_eq!(m.active_sessions.get(), 1);
+        assert_eq!(ended(&m, "expiry"), 1);
+    }
+
+    #[test]
+    fn a_short_idle_timeout_is_kept_to_the_tick_and_never_early() {
+        let m = metrics();
+        let store = LocalSessions::new(100, SEC, LIFETIME, &m);
+        let id = SessionId::random();
+        store.insert(id, session());
+        let t0 = Now::current();
+        let ms = Duration::from_millis;
+        assert!(store.get_at(&id, t0.plus(ms(900))).is_some());
+        assert!(
+            store.get_at(&id, t0.plus(ms(1900))).is_some(),
+            "1 s after the last read"
+        );
+        assert!(store.get_at(&id, t0.plus(ms(3000))).is_none(), "1.1 s idle");
         assert_eq!(ended(&m, "expiry"), 1);
     }
 
@@ -276,12 +342,11 @@ mod tests {
         let m = metrics();
         let store = LocalSessions::new(100, IDLE, Duration::from_secs(120), &m);
         let id = SessionId::random();
-        let s = session();
-        let t0 = s.created_ms;
-        store.insert(id, s);
-        assert!(store.get_at(&id, t0 + 50_000).is_some());
-        assert!(store.get_at(&id, t0 + 100_000).is_some());
-        assert!(store.get_at(&id, t0 + 120_000).is_none());
+        store.insert(id, session());
+        let t0 = Now::current();
+        assert!(store.get_at(&id, t0.plus(50 * SEC)).is_some());
+        assert!(store.get_at(&id, t0.plus(100 * SEC)).is_some());
+        assert!(store.get_at(&id, t0.plus(120 * SEC)).is_none());
         assert_eq!(ended(&m, "expiry"), 1);
         assert_eq!(m.active_sessions.get(), 0);
     }
@@ -291,19 +356,19 @@ mod tests {
         let m = metrics();
         let store = LocalSessions::new(100, IDLE, LIFETIME, &m);
         let ids: Vec<_> = (0..10).map(|_| SessionId::random()).collect();
-        let t0 = now_millis();
         for id in &ids {
             store.insert(*id, session());
         }
+        let t0 = Now::current();
         for id in &ids[..4] {
-            assert!(store.get_at(id, t0 + 40_000).is_some());
+            assert!(store.get_at(id, t0.plus(40 * SEC)).is_some());
         }
-        store.sweep_at(t0 + 90_000);
+        store.sweep_at(t0.plus(90 * SEC));
         assert_eq!(store.cache.len(), 4, "the six unread for 90 s are gone");
         assert_eq!(m.active_sessions.get(), 4);
         assert_eq!(ended(&m, "expiry"), 6);
         for id in &ids[..4] {
-            assert!(store.get_at(id, t0 + 90_000).is_some());
+            assert!(store.get_at(id, t0.plus(90 * SEC)).is_some());
         }
     }
 
