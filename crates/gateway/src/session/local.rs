@@ -13,7 +13,7 @@ use prometheus::{IntCounter, IntGauge};
 use quick_cache::sync::Cache;
 use quick_cache::{Lifecycle, OptionsBuilder, UnitWeighter};
 
-use super::id::{SessionId, now_millis};
+use super::id::{SessionId, now_secs};
 use super::record::Session;
 use crate::fast_hash::FastHash;
 use crate::metrics::GatewayMetrics;
@@ -28,28 +28,26 @@ const TICK: Duration = Duration::from_micros(15_625);
 /// every session).
 #[derive(Clone, Copy)]
 struct Now {
-    wall_ms: u64,
+    wall_secs: u64,
     ticks: u32,
 }
 
 impl Now {
     fn current() -> Self {
-        Self::at(now_millis(), Instant::now())
-    }
-
-    fn at(wall_ms: u64, monotonic: Instant) -> Self {
         static BASE: OnceLock<Instant> = OnceLock::new();
-        let since = monotonic.saturating_duration_since(*BASE.get_or_init(Instant::now));
-        // Wrapping on purpose: only differences of ticks are used.
-        let ticks = (since.as_micros() / TICK.as_micros()) as u32;
-        Self { wall_ms, ticks }
+        let since = BASE.get_or_init(Instant::now).elapsed();
+        Self {
+            wall_secs: now_secs(),
+            // Wrapping on purpose: only differences of ticks are used.
+            ticks: (since.as_micros() / TICK.as_micros()) as u32,
+        }
     }
 
     #[cfg(test)]
     fn plus(self, d: Duration) -> Self {
         let ticks = (d.as_micros() / TICK.as_micros()) as u32;
         Self {
-            wall_ms: self.wall_ms + u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            wall_secs: self.wall_secs + d.as_secs(),
             ticks: self.ticks.wrapping_add(ticks),
         }
     }
@@ -120,7 +118,7 @@ pub(super) struct LocalSessions {
     /// be short by: a session is never ended early, and on a read at most
     /// three ticks (~47 ms) late.
     idle_ticks: u64,
-    max_lifetime_ms: u64,
+    max_lifetime: Duration,
     /// A quarter of the shorter limit, between 1 s and 1 min.
     sweep_every: Duration,
     active: IntGauge,
@@ -136,7 +134,6 @@ impl LocalSessions {
         max_lifetime: Duration,
         metrics: &GatewayMetrics,
     ) -> Self {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let options = OptionsBuilder::new()
             .estimated_items_capacity(usize::try_from(max_entries).unwrap_or(usize::MAX))
             .weight_capacity(max_entries)
@@ -151,7 +148,7 @@ impl LocalSessions {
             idle_ticks: u64::try_from(idle.as_micros().div_ceil(TICK.as_micros()))
                 .unwrap_or(u64::MAX)
                 .saturating_add(1),
-            max_lifetime_ms: ms(max_lifetime),
+            max_lifetime,
             sweep_every: (idle.min(max_lifetime) / 4)
                 .clamp(Duration::from_secs(1), Duration::from_secs(60)),
             active: metrics.active_sessions.clone(),
@@ -159,15 +156,11 @@ impl LocalSessions {
         }
     }
 
-    /// How often [`sweep`](Self::sweep) should run: a quarter of the
-    /// shorter limit, between 1 s and 1 min.
-    pub(super) fn sweep_interval(&self) -> Duration {
-        self.sweep_every
-    }
-
     fn expired(&self, session: &Session, now: Now) -> bool {
         u64::from(now.ticks.wrapping_sub(session.last_used.get())) > self.idle_ticks
-            || now.wall_ms.saturating_sub(session.created_ms) >= self.max_lifetime_ms
+            || session
+                .lifetime_left(self.max_lifetime, now.wall_secs)
+                .is_none()
     }
 
     /// Session `id`, marked used; `None` when there is none or it just
@@ -241,7 +234,7 @@ impl LocalSessions {
         }
     }
 
-    /// Sweeps every [`sweep_interval`](Self::sweep_interval) on the current
+    /// Sweeps every `sweep_every` on the current
     /// Tokio runtime (none outside one: reads still end what ran out), for
     /// as long as the sessions live.
     pub(super) fn keep_swept(self: &Arc<Self>) {
@@ -249,7 +242,7 @@ impl LocalSessions {
             return;
         };
         let sessions = Arc::downgrade(self);
-        let interval = self.sweep_interval();
+        let interval = self.sweep_every;
         runtime.spawn(async move {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -427,7 +420,7 @@ mod tests {
     #[test]
     fn sweeps_run_between_once_a_second_and_once_a_minute() {
         let m = metrics();
-        let every = |idle, life| LocalSessions::new(10, idle, life, &m).sweep_interval();
+        let every = |idle, life| LocalSessions::new(10, idle, life, &m).sweep_every;
         assert_eq!(
             every(Duration::from_secs(2), LIFETIME),
             Duration::from_secs(1)

@@ -216,10 +216,7 @@ impl SessionStore {
     }
 
     fn remaining(&self, session: &Session) -> Option<Duration> {
-        let age = now_secs().saturating_sub(session.created_secs());
-        self.max_lifetime
-            .checked_sub(Duration::from_secs(age))
-            .filter(|d| !d.is_zero())
+        session.lifetime_left(self.max_lifetime, now_secs())
     }
 
     /// The session named by `id`, if it exists, is neither expired nor

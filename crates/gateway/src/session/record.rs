@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -218,6 +219,16 @@ impl Session {
     /// Creation time, seconds since the epoch.
     pub(crate) fn created_secs(&self) -> u64 {
         self.created_ms / 1000
+    }
+
+    /// How long it may live on at `now_secs` (seconds since the epoch)
+    /// under `max_lifetime`; `None` once that is over. The one rule of both
+    /// stores.
+    pub(super) fn lifetime_left(&self, max_lifetime: Duration, now_secs: u64) -> Option<Duration> {
+        let age = now_secs.saturating_sub(self.created_secs());
+        max_lifetime
+            .checked_sub(Duration::from_secs(age))
+            .filter(|d| !d.is_zero())
     }
 
     /// The IdP's session id (`sid`) and the user's `sub`: what an IdP's
