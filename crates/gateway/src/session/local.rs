@@ -18,8 +18,9 @@ use super::record::Session;
 use crate::fast_hash::FastHash;
 use crate::metrics::GatewayMetrics;
 
-/// A tick of the idle clock: 1/64 s. A `u32` of them spans 2.1 years, far
-/// beyond any session's idle time, so differences are taken wrapping.
+/// A tick of the idle clock: 1/64 s. A `u32` of them spans 2.1 years, so
+/// differences are taken wrapping, as signed: half of it (a year) either
+/// way, far beyond any session's idle time.
 const TICK: Duration = Duration::from_micros(15_625);
 
 /// The time a read is judged at: the wall clock for the max lifetime
@@ -69,10 +70,18 @@ impl LastUsed {
         self.0.load(Ordering::Relaxed)
     }
 
+    /// Ticks from the last use to `now`; 0 when a parallel read, whose
+    /// clock was read a moment later, marked a later use.
+    fn idle_at(&self, now: u32) -> u64 {
+        // Reinterpreted as signed on purpose (see `TICK`).
+        u64::try_from(now.wrapping_sub(self.get()) as i32).unwrap_or(0)
+    }
+
     /// Marks it used at `now` (a write only when the tick moved on, so
-    /// parallel reads of one session do not all dirty its cache line).
+    /// parallel reads of one session do not all dirty its cache line, and
+    /// never back to an earlier tick).
     fn touch(&self, now: u32) {
-        if self.get() != now {
+        if self.idle_at(now) > 0 {
             self.0.store(now, Ordering::Relaxed);
         }
     }
@@ -157,7 +166,7 @@ impl LocalSessions {
     }
 
     fn expired(&self, session: &Session, now: Now) -> bool {
-        u64::from(now.ticks.wrapping_sub(session.last_used.get())) > self.idle_ticks
+        session.last_used.idle_at(now.ticks) > self.idle_ticks
             || session
                 .lifetime_left(self.max_lifetime, now.wall_secs)
                 .is_none()
@@ -311,6 +320,23 @@ mod tests {
         assert!(store.get_at(&left, t0).is_none(), "gone, not just hidden");
         assert_eq!(m.active_sessions.get(), 1);
         assert_eq!(ended(&m, "expiry"), 1);
+    }
+
+    #[test]
+    fn a_read_judged_just_before_a_parallel_one_marked_the_session_used_keeps_it() {
+        let m = metrics();
+        let store = LocalSessions::new(100, IDLE, LIFETIME, &m);
+        let id = SessionId::random();
+        store.insert(id, session());
+        let t0 = Now::current();
+        // The later reader marks it first; the earlier one's clock is behind.
+        assert!(store.get_at(&id, t0.plus(SEC)).is_some());
+        assert!(store.get_at(&id, t0).is_some(), "not idle: used after `t0`");
+        assert!(
+            store.get_at(&id, t0.plus(SEC + IDLE)).is_some(),
+            "the later use stays the last one"
+        );
+        assert_eq!(ended(&m, "expiry"), 0);
     }
 
     #[test]
