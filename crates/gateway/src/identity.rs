@@ -7,18 +7,18 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
-use moka::Expiry;
+use quick_cache::Weighter;
 use serde_json::{Map, Value};
 
-use crate::fast_hash::FastHash;
+use crate::expiring::Expiring;
 use crate::headers::identity_values;
 use crate::session::{Session, SessionId};
 use crate::{App, Runtime};
 
-/// Most memory held by computed identities (moka weighs each entry).
+/// Most memory held by computed identities (each entry weighed).
 const MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How long an identity without an assertion is reused (policy and headers
@@ -26,9 +26,14 @@ const MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// which is part of the key; this only bounds idle entries).
 const MAX_AGE: Duration = Duration::from_secs(300);
 
-/// Bytes per entry beyond its header values (moka's nodes, key, `Arc`, the
-/// `Vec`); measured with 100,000 entries of four headers and an assertion.
-const ENTRY_OVERHEAD: usize = 512;
+/// Bytes per entry beyond its header values: the cache's slot (key,
+/// deadline, links, its hash-table slot: ~100), the `Identity` in its `Arc`
+/// (~112), the `Vec`'s allocation and the allocator's rounding.
+const ENTRY_OVERHEAD: usize = 256;
+
+/// What an entry typically weighs (four headers and an assertion), to size
+/// the cache's bookkeeping.
+const TYPICAL_WEIGHT: u64 = 1024;
 
 /// A fresh number per config generation: identities of an older config are
 /// never read again (and age out).
@@ -119,28 +124,25 @@ struct Key {
     renewals: u32,
 }
 
-struct OwnLifetime;
+/// Weighs an identity by the bytes it holds.
+#[derive(Clone)]
+struct ByBytes;
 
-impl Expiry<Key, Arc<Identity>> for OwnLifetime {
-    fn expire_after_create(
-        &self,
-        _key: &Key,
-        value: &Arc<Identity>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(value.lifetime)
+impl Weighter<Key, Arc<Identity>> for ByBytes {
+    fn weight(&self, _key: &Key, value: &Arc<Identity>) -> u64 {
+        u64::from(value.weight())
     }
 }
 
 /// The bounded cache of computed identities; built once, kept across reloads.
 pub(crate) struct IdentityCache {
-    cache: moka::sync::Cache<Key, Arc<Identity>, FastHash>,
+    cache: Expiring<Key, Arc<Identity>, ByBytes>,
 }
 
 impl std::fmt::Debug for IdentityCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdentityCache")
-            .field("entries", &self.cache.entry_count())
+            .field("entries", &self.cache.len())
             .finish()
     }
 }
@@ -148,11 +150,7 @@ impl std::fmt::Debug for IdentityCache {
 impl IdentityCache {
     pub(crate) fn new() -> Self {
         Self {
-            cache: moka::sync::Cache::builder()
-                .max_capacity(MAX_BYTES)
-                .weigher(|_k, v: &Arc<Identity>| v.weight())
-                .expire_after(OwnLifetime)
-                .build_with_hasher(FastHash::default()),
+            cache: Expiring::new(MAX_BYTES, MAX_BYTES / TYPICAL_WEIGHT, ByBytes),
         }
     }
 
@@ -175,7 +173,7 @@ impl IdentityCache {
             return Some(hit);
         }
         let identity = Arc::new(Identity::for_claims(rt, app, &session.claims()?));
-        self.cache.insert(key, identity.clone());
+        self.cache.insert(key, identity.clone(), identity.lifetime);
         Some(identity)
     }
 }

@@ -20,6 +20,7 @@ mod backchannel;
 mod bearer;
 mod cookies;
 mod error;
+mod expiring;
 mod fast_hash;
 mod forward;
 mod forward_auth;

@@ -23,9 +23,10 @@ use std::time::Duration;
 
 use orchestrator_cache::{Cache, CacheExt as _};
 use orchestrator_config::{AppGatewayConfig, SessionStore as StoreKind};
+use quick_cache::UnitWeighter;
 
 use crate::error::GatewayError;
-use crate::fast_hash::FastHash;
+use crate::expiring::Expiring;
 use crate::metrics::GatewayMetrics;
 use id::{logout_key, now_millis, seal_refresh, storage_key};
 
@@ -38,7 +39,9 @@ const MAX_COUNTED_CLIENTS: u64 = 100_000;
 
 struct SharedBackend {
     cache: Arc<dyn Cache>,
-    near: moka::future::Cache<SessionId, Arc<Session>, FastHash>,
+    near: Expiring<SessionId, Arc<Session>>,
+    /// How long the near-cache serves a session.
+    near_ttl: Duration,
 }
 
 /// What ended sessions on this replica, for the tunnels that watch them
@@ -79,7 +82,7 @@ pub(crate) struct SessionStore {
     cache: Arc<dyn Cache>,
     /// Recent answers of "did the IdP end this session?", per session, so
     /// the backend is asked at most once per [`LOGOUT_CHECK_TTL`].
-    logout_checked: moka::sync::Cache<[u8; 32], bool, FastHash>,
+    logout_checked: Expiring<[u8; 32], bool>,
 }
 
 /// How long "the IdP has not ended this session" is believed before the
@@ -178,10 +181,11 @@ impl SessionStore {
             .build();
         let shared = (cfg.store == StoreKind::Shared).then(|| SharedBackend {
             cache: cache.clone(),
-            near: moka::future::Cache::builder()
-                .max_capacity(cfg.max_entries.min(100_000))
-                .time_to_live(NEAR_CACHE_TTL.min(cfg.idle_timeout))
-                .build_with_hasher(FastHash::default()),
+            near: {
+                let max = cfg.max_entries.min(100_000);
+                Expiring::new(max, max, UnitWeighter)
+            },
+            near_ttl: NEAR_CACHE_TTL.min(cfg.idle_timeout),
         });
         Self {
             max_lifetime: cfg.max_lifetime,
@@ -195,10 +199,10 @@ impl SessionStore {
             shared_pending_bytes: WindowBudget::new(pending_ttl, gw.max_pending_login_bytes),
             shared,
             cache,
-            logout_checked: moka::sync::Cache::builder()
-                .max_capacity(cfg.max_entries.min(1_000_000))
-                .time_to_live(LOGOUT_CHECK_TTL)
-                .build_with_hasher(FastHash::default()),
+            logout_checked: {
+                let max = cfg.max_entries.min(1_000_000);
+                Expiring::new(max, max, UnitWeighter)
+            },
         }
     }
 
@@ -256,7 +260,7 @@ impl SessionStore {
             .await
             .map_err(cache_err)?;
         // This replica believes it at once.
-        self.logout_checked.invalidate_all();
+        self.logout_checked.clear();
         let _ = self.events.send(Ended::ByIdp {
             idp: idp.into(),
             sid: sid.map(Arc::from),
@@ -305,7 +309,7 @@ impl SessionStore {
         id: &SessionId,
     ) -> Result<Option<Arc<Session>>, GatewayError> {
         if let Some(shared) = &self.shared {
-            shared.near.invalidate(id).await;
+            shared.near.remove(id);
         }
         self.lookup(id).await
     }
@@ -341,7 +345,7 @@ impl SessionStore {
             shared.cache.delete(&key).await.map_err(cache_err)?;
             return Ok(None);
         }
-        shared.near.insert(*id, next.clone()).await;
+        shared.near.insert(*id, next.clone(), shared.near_ttl);
         Ok(Some(next))
     }
 
@@ -391,7 +395,8 @@ impl SessionStore {
                     session.created_ms <= at_ms
                 });
         }
-        self.logout_checked.insert(id.bytes(), ended);
+        self.logout_checked
+            .insert(id.bytes(), ended, LOGOUT_CHECK_TTL);
         Ok(ended)
     }
 
@@ -400,7 +405,7 @@ impl SessionStore {
             // Idle and too old ones end there (counted as `expiry`).
             return Ok(self.local.get(id));
         };
-        if let Some(s) = shared.near.get(id).await {
+        if let Some(s) = shared.near.get(id) {
             if self.remaining(&s).is_some() {
                 return Ok(Some(s));
             }
@@ -425,7 +430,7 @@ impl SessionStore {
             .await
             .map_err(cache_err)?;
         let session = Arc::new(session);
-        shared.near.insert(*id, session.clone()).await;
+        shared.near.insert(*id, session.clone(), shared.near_ttl);
         Ok(Some(session))
     }
 
@@ -455,7 +460,7 @@ impl SessionStore {
                     .set_typed(&id.storage_key(SESSION_PREFIX), &*session, ttl)
                     .await
                     .map_err(cache_err)?;
-                shared.near.insert(id, session).await;
+                shared.near.insert(id, session, shared.near_ttl);
             }
         }
         Ok(id)
@@ -480,7 +485,7 @@ impl SessionStore {
                     .delete(&id.storage_key(SESSION_PREFIX))
                     .await
                     .map_err(cache_err)?;
-                shared.near.invalidate(id).await;
+                shared.near.remove(id);
             }
         }
         let _ = self.events.send(Ended::Session(id.bytes()));
