@@ -2,7 +2,7 @@
 //!
 //! Holds the object-safe [`Cache`] trait (byte values, per-entry TTL, atomic
 //! `take`/`set_if_absent`/`incr`/`decr`, an eviction count), its two
-//! backends — [`MemoryCache`] on moka for one replica and [`RedisCache`] on
+//! backends — [`MemoryCache`] on quick_cache for one replica and [`RedisCache`] on
 //! the `redis` crate (standalone or cluster, TLS, bounded by a per-operation
 //! timeout) for many — the one record layer ([`CacheExt`], [`Versioned`]:
 //! records behind a header naming their kind and layout version, which the

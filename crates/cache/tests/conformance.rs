@@ -144,8 +144,8 @@ async fn redis_cluster() {
 }
 
 /// A full store evicts, and the metrics decorator counts it at the next health
-/// check as `orchestrator_cache_evictions_total{backend}`: memory (moka, size
-/// evictions only) and Redis (`evicted_keys` of a server that may evict).
+/// check as `orchestrator_cache_evictions_total{backend}`: memory (live entries
+/// evicted for space) and Redis (`evicted_keys` of a server that may evict).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evictions_are_counted_at_health_checks() {
     use orchestrator_cache::{CacheMetrics, Instrumented};
