@@ -95,9 +95,15 @@ struct ByBytes {
     min: u64,
 }
 
+impl ByBytes {
+    fn of(&self, key: &str, value: &[u8]) -> u64 {
+        (key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD).max(self.min)
+    }
+}
+
 impl Weighter<String, Entry> for ByBytes {
     fn weight(&self, key: &String, entry: &Entry) -> u64 {
-        (key.len() as u64 + entry.value.len() as u64 + ENTRY_OVERHEAD).max(self.min)
+        self.of(key, &entry.value)
     }
 }
 
@@ -250,15 +256,14 @@ impl MemoryCache {
     /// A new entry for `key`, unless it is too large for the store to admit
     /// (an error, not a value silently dropped).
     fn entry(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Entry, CacheError> {
-        let entry = Entry::new(value, ttl);
-        if self.weigher.weight(&key.to_owned(), &entry) > self.max_entry_weight {
+        if self.weigher.of(key, value) > self.max_entry_weight {
             return Err(CacheError::Backend(format!(
                 "a value of {} bytes is more than cache.memory.maxBytes admits per entry ({} bytes)",
                 value.len(),
                 self.max_entry_weight
             )));
         }
-        Ok(entry)
+        Ok(Entry::new(value, ttl))
     }
 
     /// One atomic step on `key`: `live` changes a live entry in place (or
