@@ -5,9 +5,11 @@
 //! where moka's also recorded the read in its access order and its
 //! housekeeping, and an entry costs ~100 bytes of the cache's own, not
 //! ~350. An entry past its deadline is never returned; it is removed when
-//! next read, or evicted as the cache fills.
+//! next read, by a sweep (see [`Expiring::swept_every`]), or evicted as the
+//! cache fills.
 
 use std::hash::Hash;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quick_cache::sync::Cache;
@@ -35,14 +37,14 @@ impl<K, V, W: Weighter<K, V>> Weighter<K, Entry<V>> for ByValue<W> {
 /// Values of type `V` by `K`, at most `max_weight` of them by `W`'s measure
 /// (by count with [`UnitWeighter`]), each for as long as it was inserted for.
 pub(crate) struct Expiring<K, V, W = UnitWeighter> {
-    cache: Cache<K, Entry<V>, ByValue<W>, FastHash>,
+    cache: Arc<Cache<K, Entry<V>, ByValue<W>, FastHash>>,
 }
 
 impl<K, V, W> Expiring<K, V, W>
 where
-    K: Eq + Hash + Clone,
-    V: Clone,
-    W: Weighter<K, V> + Clone,
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    W: Weighter<K, V> + Clone + Send + Sync + 'static,
 {
     /// At most `max_weight`, weighed by `weighter`; `expected_items` sizes
     /// the eviction bookkeeping (memory is taken as entries arrive, not up
@@ -56,13 +58,43 @@ where
             .build()
             .unwrap_or_else(|_| unreachable!("both sizes are set"));
         Self {
-            cache: Cache::with_options(
+            cache: Arc::new(Cache::with_options(
                 options,
                 ByValue(weighter),
                 FastHash::default(),
                 Default::default(),
-            ),
+            )),
         }
+    }
+
+    /// The same, with the entries past their deadline removed every `every`
+    /// by a task on the current runtime (none outside one), which ends with
+    /// the cache: entries nobody reads again would otherwise stay until the
+    /// cache is full.
+    pub(crate) fn swept_every(self, every: Duration) -> Self {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let cache = Arc::downgrade(&self.cache);
+            runtime.spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks.tick().await;
+                loop {
+                    ticks.tick().await;
+                    let Some(cache) = cache.upgrade() else { return };
+                    if cache.is_empty() {
+                        continue;
+                    }
+                    // Each shard locked in turn: off the runtime's threads.
+                    if tokio::task::spawn_blocking(move || sweep(&cache, Instant::now()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+        self
     }
 
     /// The value for `key`, unless there is none or it ran out (removed then).
@@ -102,6 +134,16 @@ where
     pub(crate) fn len(&self) -> usize {
         self.cache.len()
     }
+}
+
+/// Removes the entries past their deadline at `now`.
+fn sweep<K, V, W>(cache: &Cache<K, Entry<V>, ByValue<W>, FastHash>, now: Instant)
+where
+    K: Eq + Hash + Clone,
+    V: Clone,
+    W: Weighter<K, V> + Clone,
+{
+    cache.retain(|_, e| now < e.until);
 }
 
 #[cfg(test)]
@@ -168,6 +210,33 @@ mod tests {
         assert_eq!(cache.get(&2), Some(2));
         cache.clear();
         assert_eq!(cache.get(&2), None);
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn a_sweep_removes_what_ran_out_and_keeps_the_rest() {
+        let cache: Expiring<u32, u32> = Expiring::new(100, 100, UnitWeighter);
+        for i in 0..50 {
+            cache.insert(i, i, Duration::from_secs(1));
+        }
+        cache.insert(100, 100, Duration::from_secs(60));
+        sweep(&cache.cache, Instant::now() + Duration::from_secs(2));
+        assert_eq!(cache.len(), 1, "only the entry still in its time");
+        assert_eq!(cache.get(&100), Some(100));
+    }
+
+    #[tokio::test]
+    async fn a_swept_cache_loses_its_expired_entries_unread() {
+        let cache: Expiring<u32, u32> =
+            Expiring::new(100, 100, UnitWeighter).swept_every(Duration::from_millis(10));
+        for i in 0..50 {
+            cache.insert(i, i, Duration::from_millis(1));
+        }
+        // Bounded wait for the background task's sweep.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cache.len() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert_eq!(cache.len(), 0);
     }
 

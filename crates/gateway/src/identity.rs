@@ -31,6 +31,9 @@ const MAX_AGE: Duration = Duration::from_secs(300);
 /// (~112), the `Vec`'s allocation and the allocator's rounding.
 const ENTRY_OVERHEAD: usize = 256;
 
+/// How often identities past their lifetime are removed unread.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
 /// What an entry typically weighs (four headers and an assertion), to size
 /// the cache's bookkeeping.
 const TYPICAL_WEIGHT: u64 = 1024;
@@ -150,7 +153,8 @@ impl std::fmt::Debug for IdentityCache {
 impl IdentityCache {
     pub(crate) fn new() -> Self {
         Self {
-            cache: Expiring::new(MAX_BYTES, MAX_BYTES / TYPICAL_WEIGHT, ByBytes),
+            cache: Expiring::new(MAX_BYTES, MAX_BYTES / TYPICAL_WEIGHT, ByBytes)
+                .swept_every(SWEEP_EVERY),
         }
     }
 

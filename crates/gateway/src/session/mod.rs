@@ -183,7 +183,7 @@ impl SessionStore {
             cache: cache.clone(),
             near: {
                 let max = cfg.max_entries.min(100_000);
-                Expiring::new(max, max, UnitWeighter)
+                Expiring::new(max, max, UnitWeighter).swept_every(NEAR_CACHE_TTL)
             },
             near_ttl: NEAR_CACHE_TTL.min(cfg.idle_timeout),
         });
@@ -200,8 +200,10 @@ impl SessionStore {
             shared,
             cache,
             logout_checked: {
+                // Swept: an entry per session read in the last seconds, not
+                // one per session ever read.
                 let max = cfg.max_entries.min(1_000_000);
-                Expiring::new(max, max, UnitWeighter)
+                Expiring::new(max, max, UnitWeighter).swept_every(LOGOUT_CHECK_TTL)
             },
         }
     }
