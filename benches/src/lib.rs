@@ -6,11 +6,14 @@
 //!   the browser's walk through the login flow (app → authorize → login form →
 //!   callback → app) and the OIDC client's code exchange (authorize with an
 //!   SSO session, then token).
+//! - [`bare_proxy`]: the least a reverse proxy on hyper and tokio does, the
+//!   floor every proxy on this stack starts from.
 //!
 //! It holds no measurement logic: criterion and `src/bin/load` do that.
 
 #![forbid(unsafe_code)]
 
+pub mod bare_proxy;
 pub mod client;
 pub mod upstream;
 

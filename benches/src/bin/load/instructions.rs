@@ -1,5 +1,6 @@
 //! The `instructions` scenario: user-space instructions per authenticated GET,
-//! counted by valgrind's callgrind, for the orchestrator and for NGINX.
+//! counted by valgrind's callgrind, for the orchestrator, for NGINX and for
+//! the bare hyper proxy (the floor of the stack).
 //!
 //! CPU time per request on a shared VM moves by ±20% between runs; an
 //! instruction count moves by well under 1%, so this is the figure to
@@ -17,7 +18,7 @@ use benches::Error;
 use benches::client::{Conn, drain, get};
 use hyper::header;
 
-use crate::procs::{self, Cpus, Nginx, Orchestrator, Secrets};
+use crate::procs::{self, Cpus, Nginx, Orchestrator, Secrets, Upstream};
 use crate::report::{Fact, Report};
 
 /// Requests counted per process (after `WARM_UP` uncounted ones).
@@ -56,9 +57,14 @@ pub(crate) async fn instructions(
             for e in std::fs::read_dir(d)?.flatten() {
                 let f = e.file_name();
                 let f = f.to_string_lossy();
-                if ["orchestrator.out", "orchestrator-traced.out", "nginx.out"]
-                    .iter()
-                    .any(|p| f.starts_with(p))
+                if [
+                    "orchestrator.out",
+                    "orchestrator-traced.out",
+                    "nginx.out",
+                    "bare-proxy.out",
+                ]
+                .iter()
+                .any(|p| f.starts_with(p))
                 {
                     std::fs::remove_file(e.path())?;
                 }
@@ -107,6 +113,18 @@ pub(crate) async fn instructions(
         }
         None => None,
     };
+    let bare = Upstream::bare_proxy(cpus, upstream, &wrapper("bare-proxy")).await?;
+    let bare_host = format!("{}:{}", procs::APP_HOST, bare.addr.port());
+    let bare_ir = count(
+        &control,
+        bare.pid,
+        &dir,
+        "bare-proxy",
+        Duration::ZERO,
+        |k| load(bare.addr, &bare_host, None, k),
+    )
+    .await?;
+    drop(bare);
     let per = |ir: u64| ir as f64 / REQUESTS as f64;
     report.fact(Fact::new(
         "user-space instructions per authenticated GET, orchestrator (callgrind)",
@@ -137,6 +155,20 @@ pub(crate) async fn instructions(
             Some(orch_ir <= n),
         ));
     }
+    report.fact(Fact::new(
+        "same, the bare hyper proxy (the floor of the stack)",
+        format!(
+            "{:.0} (orchestrator {:.2}×{})",
+            per(bare_ir),
+            orch_ir as f64 / bare_ir as f64,
+            nginx_ir.map_or_else(String::new, |n| format!(
+                ", NGINX {:.2}×",
+                n as f64 / bare_ir as f64
+            ))
+        ),
+        "what any proxy on hyper and tokio starts from",
+        None,
+    ));
     report.note(format!(
         "instructions scenario: {REQUESTS} GET /small over {CONNECTIONS} connections after \
          {WARM_UP} uncounted, each process under valgrind --tool=callgrind"

@@ -93,6 +93,10 @@ struct Args {
     /// Internal: run as the upstream server and print its port.
     #[arg(long, hide = true)]
     serve_upstream: bool,
+    /// Internal: run as the bare hyper proxy in front of this upstream and
+    /// print its port.
+    #[arg(long, hide = true)]
+    serve_bare_proxy: Option<SocketAddr>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -129,7 +133,12 @@ const ON_REQUEST: [&str; 1] = ["instructions"];
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if args.serve_upstream {
-        return serve_upstream();
+        return serve("upstream", benches::upstream::serve);
+    }
+    if let Some(upstream) = args.serve_bare_proxy {
+        return serve("bare proxy", move |l| {
+            benches::bare_proxy::serve(l, upstream)
+        });
     }
     procs::ACCESS_LOG.store(args.access_log, std::sync::atomic::Ordering::Relaxed);
     let cpus = Cpus::plan(!args.no_pin);
@@ -162,15 +171,20 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// The upstream mode: bind, print the port, serve until killed.
-fn serve_upstream() -> std::process::ExitCode {
+/// A server mode (the upstream, the bare proxy): bind, print the port, serve
+/// until killed.
+fn serve<F, Fut>(what: &str, serve: F) -> std::process::ExitCode
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("upstream: {e}");
+            eprintln!("{what}: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -178,18 +192,18 @@ fn serve_upstream() -> std::process::ExitCode {
         let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("upstream: {e}");
+                eprintln!("{what}: {e}");
                 return std::process::ExitCode::FAILURE;
             }
         };
         match listener.local_addr() {
             Ok(a) => println!("{}", a.port()),
             Err(e) => {
-                eprintln!("upstream: {e}");
+                eprintln!("{what}: {e}");
                 return std::process::ExitCode::FAILURE;
             }
         }
-        benches::upstream::serve(listener).await;
+        serve(listener).await;
         std::process::ExitCode::SUCCESS
     })
 }
@@ -285,6 +299,13 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
             }
         }
     }
+    // The floor of the stack: what a proxy on hyper and tokio costs before
+    // it does anything of its own.
+    let bare = if needs_proxies {
+        Some(Upstream::bare_proxy(cpus, upstream.addr, &[]).await?)
+    } else {
+        None
+    };
     let orch = Orchestrator::start(&bin, cpus, &secrets, upstream.addr, &Backend::Memory).await?;
     report.fact(Fact::new(
         "orchestrator RSS right after ready (memory cache, nothing served)",
@@ -326,6 +347,16 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
             name: kind.name(),
             addr: a.addr,
             pid: a.pid,
+            also: None,
+            host: orch.host.clone(),
+            cookie: None,
+        });
+    }
+    if let Some(b) = &bare {
+        proxies.push(Target {
+            name: "bare hyper proxy",
+            addr: b.addr,
+            pid: b.pid,
             also: None,
             host: orch.host.clone(),
             cookie: None,
@@ -524,6 +555,7 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
     drop(nginx_auth);
     drop(nginx);
     drop(anchors);
+    drop(bare);
     if wants("logins") {
         logins(args, &mut report, &orch, &sso, half).await;
     }

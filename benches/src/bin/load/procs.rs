@@ -373,7 +373,9 @@ pub(crate) async fn poll_ready(
     }
 }
 
-/// The upstream: this binary with `--serve-upstream`, on the server CPUs.
+/// This binary re-executed as a server on the server CPUs: the upstream
+/// (`--serve-upstream`) or the bare hyper proxy in front of it
+/// (`--serve-bare-proxy`). It prints its port and serves until killed.
 pub(crate) struct Upstream {
     _child: Child,
     pub(crate) pid: u32,
@@ -381,26 +383,42 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
+    /// The upstream every target forwards to.
     pub(crate) async fn start(cpus: &Cpus) -> Result<Self, Error> {
+        Self::spawn(cpus, &["--serve-upstream".to_owned()], &[]).await
+    }
+
+    /// The bare hyper proxy ([`benches::bare_proxy`]) in front of `upstream`,
+    /// under `wrapper` when it is not empty.
+    pub(crate) async fn bare_proxy(
+        cpus: &Cpus,
+        upstream: SocketAddr,
+        wrapper: &[String],
+    ) -> Result<Self, Error> {
+        let args = ["--serve-bare-proxy".to_owned(), upstream.to_string()];
+        Self::spawn(cpus, &args, wrapper).await
+    }
+
+    async fn spawn(cpus: &Cpus, args: &[String], wrapper: &[String]) -> Result<Self, Error> {
         let exe = std::env::current_exe()?;
         let mut child = cpus
-            .server_command(&exe)
-            .arg("--serve-upstream")
+            .wrapped_server_command(&exe, wrapper)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()?;
-        let stdout = child.stdout.take().ok_or("upstream stdout")?;
+        let stdout = child.stdout.take().ok_or("server stdout")?;
         let mut line = String::new();
         tokio::time::timeout(READY_BOUND, BufReader::new(stdout).read_line(&mut line))
             .await
-            .map_err(|_| "upstream did not report its port")??;
+            .map_err(|_| format!("{args:?} did not report its port"))??;
         let port: u16 = line
             .trim()
             .parse()
-            .map_err(|_| format!("upstream said {line:?}"))?;
-        let pid = child.id().ok_or("upstream exited")?;
+            .map_err(|_| format!("{args:?} said {line:?}"))?;
+        let pid = child.id().ok_or("server exited")?;
         Ok(Self {
             _child: child,
             pid,

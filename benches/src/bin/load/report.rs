@@ -153,6 +153,19 @@ impl Report {
                     "≥ 1.0×",
                     Some(ratio >= 1.0),
                 ));
+                if let Some(b) = find("bare hyper proxy") {
+                    let r = b.outcome.rate() / n.outcome.rate().max(1e-9);
+                    self.facts.push(Fact::new(
+                        "(the floor of the stack) bare hyper proxy / NGINX proxy_pass",
+                        format!(
+                            "{r:.2}× ({:.0} req/s); orchestrator / bare proxy {:.2}×",
+                            b.outcome.rate(),
+                            o.outcome.rate() / b.outcome.rate().max(1e-9)
+                        ),
+                        "",
+                        None,
+                    ));
+                }
                 if let Some(p) = find("orchestrator (no assertion JWT)") {
                     let r = p.outcome.rate() / n.outcome.rate().max(1e-9);
                     self.facts.push(Fact::new(
