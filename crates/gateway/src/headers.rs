@@ -196,8 +196,8 @@ pub(crate) struct ClientView {
 impl ClientView {
     /// Reads the client's view from the request; inbound `X-Forwarded-*`
     /// count only when the peer is a trusted proxy.
-    pub(crate) fn new(headers: &HeaderMap, host: &str, conn: ConnInfo, trusted: &[IpNet]) -> Self {
-        let ConnInfo { peer, tls } = conn;
+    pub(crate) fn new(headers: &HeaderMap, host: &str, conn: &ConnInfo, trusted: &[IpNet]) -> Self {
+        let (peer, tls) = (conn.peer, conn.tls);
         let own_proto = if tls { "https" } else { "http" };
         if !is_trusted(trusted, peer.ip()) {
             return Self {
@@ -261,15 +261,28 @@ impl ClientView {
                     || (n == "x-real-ip" && k.as_str() != n)
             })
         });
-        if let Ok(v) = HeaderValue::from_str(&ip_text(self.client_ip)) {
-            headers.insert(X_REAL_IP, v);
-        }
+        let real_ip = HeaderValue::from_str(&ip_text(self.client_ip)).ok();
+        // Straight from a client (no proxy before us) the chain is that
+        // same address: one value for both.
+        let forwarded_for = match &real_ip {
+            Some(ip) if ip.as_bytes() == self.forwarded_for.as_bytes() => Some(ip.clone()),
+            _ => HeaderValue::from_str(&self.forwarded_for).ok(),
+        };
+        // Usually the `Host` the client sent: its value is shared, not copied.
+        let host = match headers.get(header::HOST) {
+            Some(h) if h.as_bytes() == self.host.as_bytes() => Some(h.clone()),
+            _ => HeaderValue::from_str(&self.host).ok(),
+        };
         for (name, value) in [
-            (X_FORWARDED_FOR, self.forwarded_for.as_str()),
-            (X_FORWARDED_PROTO, self.proto),
-            (X_FORWARDED_HOST, self.host.as_str()),
+            (X_REAL_IP, real_ip),
+            (X_FORWARDED_FOR, forwarded_for),
+            (
+                X_FORWARDED_PROTO,
+                Some(HeaderValue::from_static(self.proto)),
+            ),
+            (X_FORWARDED_HOST, host),
         ] {
-            if let Ok(v) = HeaderValue::from_str(value) {
+            if let Some(v) = value {
                 headers.insert(name, v);
             }
         }
@@ -341,7 +354,7 @@ mod tests {
         h.insert("x_custom_app_header", HeaderValue::from_static("kept"));
         let peer: SocketAddr = ([10, 0, 0, 1], 5000).into();
         let mut from_client = h.clone();
-        ClientView::new(&h, "app.example", ConnInfo::plain(peer), &[]).apply(&mut from_client);
+        ClientView::new(&h, "app.example", &ConnInfo::plain(peer), &[]).apply(&mut from_client);
         for name in PROXY_ONLY
             .iter()
             .chain(&TARGET_OVERRIDES)
@@ -354,7 +367,7 @@ mod tests {
         assert_eq!(from_client["x_custom_app_header"], "kept");
         let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
         let mut from_proxy = h.clone();
-        ClientView::new(&h, "app.example", ConnInfo::plain(peer), &nets).apply(&mut from_proxy);
+        ClientView::new(&h, "app.example", &ConnInfo::plain(peer), &nets).apply(&mut from_proxy);
         assert_eq!(from_proxy["x-forwarded-prefix"], "/admin");
         for name in TARGET_OVERRIDES
             .iter()
@@ -419,13 +432,13 @@ mod tests {
             HeaderValue::from_static("forged.example"),
         );
         let peer: SocketAddr = ([10, 0, 0, 1], 5000).into();
-        let untrusted = ClientView::new(&h, "app.example", ConnInfo::plain(peer), &[]);
+        let untrusted = ClientView::new(&h, "app.example", &ConnInfo::plain(peer), &[]);
         assert_eq!(untrusted.client_ip, peer.ip());
         assert_eq!(untrusted.proto, "http");
         assert_eq!(untrusted.host, "app.example");
         assert_eq!(untrusted.forwarded_for, "10.0.0.1");
         let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
-        let trusted = ClientView::new(&h, "app.example", ConnInfo::plain(peer), &nets);
+        let trusted = ClientView::new(&h, "app.example", &ConnInfo::plain(peer), &nets);
         assert_eq!(trusted.client_ip, "6.6.6.6".parse::<IpAddr>().expect("ip"));
         assert_eq!(trusted.proto, "https");
         assert_eq!(trusted.host, "forged.example");

@@ -126,7 +126,26 @@ impl Gateway {
     }
 
     /// Serves one request (whatever app matches; a 404 page when none).
+    /// Who it was served for is on the response, as a [`RequestIdentity`]
+    /// extension (never sent to the client).
     pub async fn handle<B>(&self, req: http::Request<B>, conn: ConnInfo) -> http::Response<BoxBody>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (mut resp, who) = self.serve(req, conn).await;
+        resp.extensions_mut().insert(who);
+        resp
+    }
+
+    /// [`handle`](Self::handle), with who the request was served for beside
+    /// the response rather than in its extensions (which cost a map per
+    /// request): for the listener's access log and span.
+    pub async fn serve<B>(
+        &self,
+        req: http::Request<B>,
+        conn: ConnInfo,
+    ) -> (http::Response<BoxBody>, RequestIdentity)
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

@@ -84,13 +84,14 @@ impl Handled {
     }
 }
 
-/// Runs every phase for one request and records its metrics.
+/// Runs every phase for one request and records its metrics; with who it
+/// was served for.
 pub(crate) async fn serve<B>(
     gw: &Gateway,
     rt: &Runtime,
     req: Request<B>,
     conn: ConnInfo,
-) -> Response<BoxBody>
+) -> (Response<BoxBody>, RequestIdentity)
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -102,20 +103,19 @@ where
         route,
         result,
     } = pipeline(gw, rt, req, conn).await;
-    let mut resp = result.unwrap_or_else(|e| rescue::respond(&gw.pages, &e));
+    let resp = result.unwrap_or_else(|e| rescue::respond(&gw.pages, &e));
     match &app {
         Some(a) => a.metrics.record(resp.status()),
         None => gw.metrics.record("none", resp.status()),
     }
     let label = app.as_ref().map_or("none", |a| &*a.name);
     tracing::debug!(app = label, status = resp.status().as_u16(), elapsed = ?started.elapsed(), "gateway request");
-    // For the access log of whoever serves the listener; never sent to the client.
-    resp.extensions_mut().insert(RequestIdentity {
+    let who = RequestIdentity {
         app: app.as_ref().map(|a| a.name.clone()),
         user,
         route,
-    });
-    resp
+    };
+    (resp, who)
 }
 
 /// Phases 1 and 2, then the gateway's own endpoint or phases 3 to 9.
@@ -130,7 +130,7 @@ where
         Err(e) => return Handled::by(None, Err(e)),
     };
     let host = authority::host(&authority);
-    let view = ClientView::new(req.headers(), &authority, conn, &rt.trusted);
+    let view = ClientView::new(req.headers(), &authority, &conn, &rt.trusted);
 
     // 2. route. The auth endpoint is matched on the raw path: Envoy appends
     // the original path to it, and `authPath/../../admin` is a question
@@ -196,7 +196,8 @@ where
         return Handled::by(None, Err(GatewayError::NoRoute));
     };
     let route = trace_context::enabled().then(|| app.route.clone().into());
-    let (user, result) = proxy(gw, rt, req, &app, path, query, &view).await;
+    let held = conn.upstreams.as_ref();
+    let (user, result) = proxy(gw, rt, req, &app, (path, query), &view, held).await;
     Handled {
         app: Some(app),
         user,
@@ -245,9 +246,9 @@ async fn proxy<B>(
     rt: &Runtime,
     mut req: Request<B>,
     app: &App,
-    path: NormalPath,
-    query: Option<String>,
+    (path, query): (NormalPath, Option<String>),
     view: &ClientView,
+    held: Option<&ConnUpstreams>,
 ) -> (Option<Arc<str>>, Result<Response<BoxBody>, GatewayError>)
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -335,6 +336,7 @@ where
         target,
         (upgrade, watch),
         view,
+        held,
     ))
     .await;
     (user, result)
@@ -351,6 +353,7 @@ async fn forward<B>(
     target: String,
     (upgrade, watch): (Option<String>, Option<TunnelWatch>),
     view: &ClientView,
+    held: Option<&ConnUpstreams>,
 ) -> Result<Response<BoxBody>, GatewayError>
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -358,8 +361,7 @@ where
 {
     // 7. upstream_request_filter
     let inbound_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    let held = parts.extensions.remove::<ConnUpstreams>();
+    let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
     strip_cookies(&mut headers, &rt.cookies.all());
     remove_hop_by_hop(&mut headers, upgrade.is_some());
@@ -384,9 +386,7 @@ where
 
     // 8. forward
     let sent = Instant::now();
-    let result = upstream
-        .send(upstream_req, upgrade.is_some(), held.as_ref())
-        .await;
+    let result = upstream.send(upstream_req, upgrade.is_some(), held).await;
     app.metrics.upstream(sent.elapsed());
     let mut resp = match result {
         Ok(resp) => resp,

@@ -28,38 +28,12 @@ impl NormalPath {
     /// characters, malformed escapes and encoded `/`, `\`, `;` or NUL, which
     /// upstreams decode inconsistently.
     pub fn parse(raw: &str) -> Result<Self, GatewayError> {
-        if !raw.starts_with('/') {
-            return Err(GatewayError::BadRequest("path must start with /"));
+        let decoded = Self::decode(raw)?;
+        // What browsers send is already normal: kept as decoded, no copy.
+        if is_normal(&decoded) {
+            return Ok(Self(decoded));
         }
-        let decoded = decode_unreserved(raw)?;
-        // Segments: empty ones (`//`) collapse, `.` disappears, `..` pops.
-        let mut out: Vec<&str> = Vec::new();
-        let segments: Vec<&str> = decoded.split('/').skip(1).collect();
-        let last = segments.len().saturating_sub(1);
-        let mut trailing_slash = false;
-        for (i, seg) in segments.iter().enumerate() {
-            match *seg {
-                "" => trailing_slash = i == last,
-                "." => trailing_slash = i == last,
-                ".." => {
-                    out.pop();
-                    trailing_slash = i == last;
-                }
-                s => {
-                    out.push(s);
-                    trailing_slash = false;
-                }
-            }
-        }
-        let mut path = String::with_capacity(decoded.len());
-        for seg in &out {
-            path.push('/');
-            path.push_str(seg);
-        }
-        if path.is_empty() || trailing_slash {
-            path.push('/');
-        }
-        Ok(Self(path))
+        Ok(Self(collapse(&decoded)))
     }
 
     /// Like [`parse`](Self::parse), but also refuses a path that
@@ -70,20 +44,21 @@ impl NormalPath {
     /// app that does not normalise serves `/admin`. Browsers never send dot
     /// segments.
     pub fn parse_as_sent(raw: &str) -> Result<Self, GatewayError> {
-        let normal = Self::parse(raw)?;
-        let decoded = decode_unreserved(raw)?;
-        let segments: Vec<&str> = decoded.split('/').skip(1).collect();
-        let last = segments.len().saturating_sub(1);
-        let clean = segments
-            .iter()
-            .enumerate()
-            .all(|(i, s)| !matches!(*s, "." | "..") && (!s.is_empty() || i == last));
-        if !clean {
+        let decoded = Self::decode(raw)?;
+        if !is_normal(&decoded) {
             return Err(GatewayError::BadRequest(
                 "dot or empty segments in the original path",
             ));
         }
-        Ok(normal)
+        Ok(Self(decoded))
+    }
+
+    /// The checks every raw path passes, and its unreserved escapes decoded.
+    fn decode(raw: &str) -> Result<String, GatewayError> {
+        if !raw.starts_with('/') {
+            return Err(GatewayError::BadRequest("path must start with /"));
+        }
+        decode_unreserved(raw)
     }
 
     /// True when this path is `prefix` or below it, on a segment boundary
@@ -114,6 +89,50 @@ fn is_unreserved(b: u8) -> bool {
 /// Decodes `%XX` of unreserved characters (RFC 3986 6.2.2.2), keeps other
 /// escapes upper-cased, and refuses the characters that change meaning
 /// between proxies and apps.
+/// True when [`collapse`] would leave `decoded` as it is: no `.` or `..`
+/// segment and no empty one but the last (a trailing `/`).
+fn is_normal(decoded: &str) -> bool {
+    let mut segments = decoded.split('/').skip(1).peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        if matches!(seg, "." | "..") || (seg.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Segments of a decoded path collapsed: empty ones (`//`) go, `.`
+/// disappears, `..` pops; a trailing `/` stays.
+fn collapse(decoded: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut trailing_slash = false;
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "" | "." => trailing_slash = i == last,
+            ".." => {
+                out.pop();
+                trailing_slash = i == last;
+            }
+            s => {
+                out.push(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut path = String::with_capacity(decoded.len());
+    for seg in &out {
+        path.push('/');
+        path.push_str(seg);
+    }
+    if path.is_empty() || trailing_slash {
+        path.push('/');
+    }
+    path
+}
+
 fn decode_unreserved(raw: &str) -> Result<String, GatewayError> {
     let bytes = raw.as_bytes();
     let mut out = String::with_capacity(raw.len());
@@ -259,6 +278,16 @@ mod tests {
             "/a/..",
         ] {
             assert!(NormalPath::parse_as_sent(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_path_taken_as_normal_is_one_collapsing_leaves_alone() {
+        for p in [
+            "/", "/a", "/a/", "/a/b", "/a/b/", "/a.b", "/.a", "/a..", "/...", "/a/.b/", "//",
+            "/a//b", "/./", "/a/.", "/a/..", "/../a", "/a/./b", "/a/b/..",
+        ] {
+            assert_eq!(is_normal(p), collapse(p) == p, "{p}");
         }
     }
 

@@ -11,6 +11,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header that carries the id, in and out.
@@ -24,8 +25,22 @@ tokio::task_local! {
 }
 
 /// A request id: printable, at most 128 bytes of `[A-Za-z0-9._:+/=-]`.
+/// Its text and the header value it is sent as share one allocation: the
+/// request's and the response's headers and the span clone it, none copies.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestId(Arc<str>);
+pub struct RequestId {
+    text: Arc<str>,
+    value: HeaderValue,
+}
+
+/// The id's text as the bytes of a [`Bytes`].
+struct Shared(Arc<str>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
 
 impl RequestId {
     /// A fresh id: 128 random bits as 32 hex digits (the form NGINX's
@@ -33,12 +48,12 @@ impl RequestId {
     pub fn generate() -> Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let bytes: [u8; 16] = rand::random();
-        let mut text = String::with_capacity(32);
-        for b in bytes {
-            text.push(char::from(HEX[usize::from(b >> 4)]));
-            text.push(char::from(HEX[usize::from(b & 0xf)]));
+        let mut text = [0u8; 32];
+        for (pair, b) in text.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xf)];
         }
-        Self(text.into())
+        Self::of(std::str::from_utf8(&text).unwrap_or("-"))
     }
 
     /// The id a trusted proxy sent in `headers`, if it has exactly one
@@ -55,12 +70,20 @@ impl RequestId {
             && text
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._:+/=-".contains(&b));
-        ok.then(|| Self(text.into()))
+        ok.then(|| Self::of(text))
+    }
+
+    /// An id of checked characters (visible ASCII).
+    fn of(text: &str) -> Self {
+        let text: Arc<str> = Arc::from(text);
+        let value = HeaderValue::from_maybe_shared(Bytes::from_owner(Shared(text.clone())))
+            .unwrap_or(HeaderValue::from_static("-"));
+        Self { text, value }
     }
 
     /// The id as a shared string (a cheap clone).
     pub fn to_shared(&self) -> Arc<str> {
-        self.0.clone()
+        self.text.clone()
     }
 
     /// The id of the request being served by this task, if the listener set one.
@@ -75,18 +98,18 @@ impl RequestId {
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
-    /// The id as a header value (always valid: the characters are checked).
+    /// The id as a header value: a clone sharing its bytes.
     pub fn header_value(&self) -> HeaderValue {
-        HeaderValue::from_str(&self.0).unwrap_or(HeaderValue::from_static("-"))
+        self.value.clone()
     }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -108,6 +131,8 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.as_str().len(), 32);
         assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a.header_value().as_bytes(), a.as_str().as_bytes());
+        assert_eq!(&*a.to_shared(), a.as_str());
         assert_eq!(RequestId::from_proxy(&headers(&[a.as_str()])), Some(a));
     }
 

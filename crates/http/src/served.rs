@@ -1,6 +1,8 @@
-//! Who a request was served for: put on the response, as an extension, by
-//! whatever served it (the gateway, the provider), for the listener's
-//! access log and the request's span. Never sent to the client.
+//! Who a request was served for, for the listener's access log and the
+//! request's span: handed back beside the response by the gateway
+//! (`Gateway::serve`; `Gateway::handle` puts it in the response's
+//! extensions), put in the response's extensions by the provider when
+//! traces are on. Never sent to the client.
 
 use std::sync::Arc;
 

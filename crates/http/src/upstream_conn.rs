@@ -6,8 +6,9 @@
 //! connection over HTTP/1.1 sends one request at a time, so it can keep the
 //! upstream connections of its own requests (a few, one per upstream) and
 //! poll them from the task that serves it: the listener wraps the server
-//! connection's future in [`ConnUpstreams::drive`] and puts a clone of the
-//! [`ConnUpstreams`] in each request's extensions; the gateway takes an idle
+//! connection's future in [`ConnUpstreams::drive`] and hands a clone of the
+//! [`ConnUpstreams`] with each request ([`crate::ConnInfo::upstreams`]; not
+//! in its extensions, which would cost a map per request); the gateway takes an idle
 //! connection from it, or opens one into it, or falls back to its pool.
 //! When the client connection ends, its upstream connections close with it.
 

@@ -195,6 +195,12 @@ impl Provider {
         self.sub_path(path).is_some()
     }
 
+    /// True when `path` is the issuer's or below it (whatever the host): the
+    /// cheap half of [`matches`](Self::matches), to ask first.
+    pub fn serves_path(&self, path: &str) -> bool {
+        self.sub_path(path).is_some()
+    }
+
     /// The path below the issuer, starting with '/' (or empty for the issuer itself).
     pub(crate) fn sub_path<'a>(&self, path: &'a str) -> Option<&'a str> {
         let rest = path.strip_prefix(self.base_path.as_str())?;

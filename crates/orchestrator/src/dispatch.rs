@@ -6,41 +6,52 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use orchestrator_http::{ConnInfo, authority};
+use orchestrator_http::{ConnInfo, RequestIdentity, authority};
 
 use crate::app::Runtime;
 
 pub(crate) use orchestrator_http::body::BoxBody;
 
-/// Serves one request of the main listener.
+/// Serves one request of the main listener; with who it was served for
+/// when the gateway served it (the provider puts that on the response, as
+/// an extension, when traces are on).
 pub(crate) async fn dispatch(
     runtime: &Runtime,
     req: Request<Incoming>,
     conn: ConnInfo,
-) -> Response<BoxBody> {
+) -> (Response<BoxBody>, Option<RequestIdentity>) {
     // RFC 9112 §3.2: more than one Host is a 400. Every later decision (which
     // of provider or gateway, which app, the callback URL) reads the host, so
     // two of them could make two parts of this process see different requests.
     if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
-        return plain(StatusCode::BAD_REQUEST, "more than one Host header\n");
+        return (
+            plain(StatusCode::BAD_REQUEST, "more than one Host header\n"),
+            None,
+        );
     }
     if authority_conflicts_with_host(&req) {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            ":authority and Host name different hosts\n",
+        return (
+            plain(
+                StatusCode::BAD_REQUEST,
+                ":authority and Host name different hosts\n",
+            ),
+            None,
         );
     }
     if let Some(provider) = &runtime.provider {
-        if provider.matches(authority::of_request(&req), req.uri().path()) {
+        // The path first: checking the authority costs a copy of it.
+        let path = req.uri().path();
+        if provider.serves_path(path) && provider.matches(authority::of_request(&req), path) {
             // Boxed: the provider's future is large, and inline it would
             // enlarge (and be copied with) every proxied request's future.
-            return Box::pin(provider.handle(req, conn)).await;
+            return (Box::pin(provider.handle(req, conn)).await, None);
         }
     }
     if let Some(gateway) = &runtime.gateway {
-        return gateway.handle(req, conn).await;
+        let (resp, who) = gateway.serve(req, conn).await;
+        return (resp, Some(who));
     }
-    not_found()
+    (not_found(), None)
 }
 
 /// RFC 9113 §8.3.1: an HTTP/2 request whose `Host` differs from its

@@ -110,9 +110,8 @@ pub(crate) async fn serve(
                     let app = app.clone();
                     let peer_text = peer_text.clone();
                     // HTTP/2 streams are tasks of their own: they use the pool.
-                    if req.version() <= hyper::Version::HTTP_11 {
-                        req.extensions_mut().insert(upstreams.clone());
-                    }
+                    let upstreams =
+                        (req.version() <= hyper::Version::HTTP_11).then(|| upstreams.clone());
                     async move {
                         let started = Instant::now();
                         // One runtime per request: the access-log switch and the
@@ -132,10 +131,14 @@ pub(crate) async fn serve(
                         let handled = id.clone().scope(Box::pin(crate::dispatch::dispatch(
                             &runtime,
                             req,
-                            ConnInfo { peer, tls: is_tls },
+                            ConnInfo {
+                                peer,
+                                tls: is_tls,
+                                upstreams,
+                            },
                         )));
-                        let mut resp = trace_context::within(span.as_ref(), handled).await;
-                        let who = resp.extensions_mut().remove::<RequestIdentity>();
+                        let (mut resp, who) = trace_context::within(span.as_ref(), handled).await;
+                        let who = who.or_else(|| resp.extensions_mut().remove::<RequestIdentity>());
                         // The span ends here, with the response's head.
                         if let Some(mut span) = span {
                             end_trace_span(&mut span, resp.status(), who.as_ref());
