@@ -25,7 +25,7 @@ tokio::task_local! {
 }
 
 /// A request id: printable, at most 128 bytes of `[A-Za-z0-9._:+/=-]`.
-/// Its text and the header value it is sent as share one allocation: the
+/// Its text is made once and the header value it is sent as shares it: the
 /// request's and the response's headers and the span clone it, none copies.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestId {
