@@ -177,6 +177,27 @@ impl Report {
                 }
             }
         }
+        if scenario == "small GET" {
+            let traced = find("orchestrator (traces on, 100%)");
+            if let (Some(o), Some(t)) = (find("orchestrator"), traced) {
+                if let (Some(plain), Some(on)) = (o.cpu_per_1k(), t.cpu_per_1k()) {
+                    // CPU-s per 1,000 requests is ms per request: × 1000 for µs.
+                    let added = (on - plain) * 1000.0;
+                    let by_rate =
+                        1e6 / t.outcome.rate().max(1e-9) - 1e6 / o.outcome.rate().max(1e-9);
+                    self.facts.push(Fact::new(
+                        "CPU added per proxied GET by traces at 100% (same run)",
+                        format!(
+                            "{added:.1} µs ({:.1} → {:.1} µs; by throughput {by_rate:+.1} µs)",
+                            plain * 1000.0,
+                            on * 1000.0
+                        ),
+                        "≤ 3 µs",
+                        Some(added <= 3.0),
+                    ));
+                }
+            }
+        }
         if scenario == "small GET at half max" {
             if let (Some(o), Some(d)) = (find("orchestrator"), find("direct")) {
                 let added = o.outcome.ms(0.99) - d.outcome.ms(0.99);
