@@ -86,9 +86,6 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
-/// Decodes `%XX` of unreserved characters (RFC 3986 6.2.2.2), keeps other
-/// escapes upper-cased, and refuses the characters that change meaning
-/// between proxies and apps.
 /// True when [`collapse`] would leave `decoded` as it is: no `.` or `..`
 /// segment and no empty one but the last (a trailing `/`).
 fn is_normal(decoded: &str) -> bool {
@@ -133,6 +130,9 @@ fn collapse(decoded: &str) -> String {
     path
 }
 
+/// Decodes `%XX` of unreserved characters (RFC 3986 6.2.2.2), keeps other
+/// escapes upper-cased, and refuses the characters that change meaning
+/// between proxies and apps.
 fn decode_unreserved(raw: &str) -> Result<String, GatewayError> {
     let bytes = raw.as_bytes();
     let mut out = String::with_capacity(raw.len());
