@@ -187,8 +187,11 @@ impl Report {
                         1e6 / t.outcome.rate().max(1e-9) - 1e6 / o.outcome.rate().max(1e-9);
                     self.facts.push(Fact::new(
                         "CPU added per proxied GET by traces at 100% (same run)",
+                        // The share of the untraced cost: comparable across
+                        // machines of different speed, where µs are not.
                         format!(
-                            "{added:.1} µs ({:.1} → {:.1} µs; by throughput {by_rate:+.1} µs)",
+                            "{added:.1} µs, {:+.1}% ({:.1} → {:.1} µs; by throughput {by_rate:+.1} µs)",
+                            100.0 * (on - plain) / plain.max(1e-12),
                             plain * 1000.0,
                             on * 1000.0
                         ),
