@@ -123,12 +123,12 @@ impl Idp {
         })?;
         let id_token = token.id_token().ok_or_else(|| failed("no ID token"))?;
         let nonce = Nonce::new(nonce.to_owned());
-        let verified = match id_token.claims(&d.client.id_token_verifier(), &nonce) {
+        let verified = match id_token.claims(&d.id_token_verifier(), &nonce) {
             Ok(c) => c.subject().to_string(),
             Err(first) => {
                 // Perhaps the IdP rotated its keys: refresh once and retry.
                 let d2 = self.client(true).await?;
-                match id_token.claims(&d2.client.id_token_verifier(), &nonce) {
+                match id_token.claims(&d2.id_token_verifier(), &nonce) {
                     Ok(c) => c.subject().to_string(),
                     Err(_) => {
                         tracing::info!(idp = %self.name, error = %first, "ID token rejected");

@@ -92,6 +92,21 @@ struct Discovered {
     fetched: Instant,
 }
 
+/// Clock skew tolerated on an ID token's `exp` (OpenID Connect Core §3.1.3.7
+/// allows a small leeway): an IdP whose clock runs a little ahead, or a
+/// short-lived token issued late in its second (`exp` is whole seconds),
+/// still signs the user in.
+const ID_TOKEN_LEEWAY: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
+impl Discovered {
+    /// The ID token verifier of this IdP, with [`ID_TOKEN_LEEWAY`] on `exp`.
+    fn id_token_verifier(&self) -> openidconnect::core::CoreIdTokenVerifier<'_> {
+        self.client
+            .id_token_verifier()
+            .set_time_fn(|| chrono::Utc::now() - ID_TOKEN_LEEWAY)
+    }
+}
+
 #[derive(Default)]
 struct Backoff {
     failures: u32,

@@ -61,7 +61,7 @@ impl Idp {
                         (Some(n), Some(e)) if n.secret() == e => Ok(()),
                         _ => Err("nonce differs from the login's".to_owned()),
                     };
-                    new.claims(&d.client.id_token_verifier(), nonce_check)
+                    new.claims(&d.id_token_verifier(), nonce_check)
                         .map(|c| c.subject().to_string())
                 };
                 let verified = match verify(&d) {
