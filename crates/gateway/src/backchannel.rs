@@ -28,8 +28,8 @@ use orchestrator_http::body::{BoxBody, full};
 const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 /// Largest request body read (a logout token is well under 4 KiB).
 const MAX_BODY: usize = 16 * 1024;
-/// Clock skew tolerated on `iat` and `exp`.
-const LEEWAY_SECS: u64 = 60;
+/// Clock skew tolerated on `iat` and `exp` (the one rule).
+const LEEWAY_SECS: u64 = orchestrator_rp::CLOCK_SKEW_SECS;
 
 fn now() -> u64 {
     SystemTime::now()

@@ -21,8 +21,8 @@ use sha2::{Digest as _, Sha256};
 use crate::error::GatewayError;
 use orchestrator_rp::Idp;
 
-/// Clock skew tolerated on `exp`, `nbf` and `iat`.
-const LEEWAY_SECS: u64 = 30;
+/// Clock skew tolerated on `exp`, `nbf` and `iat` (the one rule).
+const LEEWAY_SECS: u64 = orchestrator_rp::CLOCK_SKEW_SECS;
 /// Longest token read from `Authorization` (a JWT with many groups stays far below).
 const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// Most bytes of introspection answers held (moka weighs each entry).

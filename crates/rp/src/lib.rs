@@ -92,11 +92,16 @@ struct Discovered {
     fetched: Instant,
 }
 
-/// Clock skew tolerated on an ID token's `exp` (OpenID Connect Core §3.1.3.7
-/// allows a small leeway): an IdP whose clock runs a little ahead, or a
-/// short-lived token issued late in its second (`exp` is whole seconds),
-/// still signs the user in.
-const ID_TOKEN_LEEWAY: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+/// Clock skew tolerated between this process and an identity provider, in
+/// seconds: on an ID token's `exp` at sign-in and refresh (OpenID Connect
+/// Core §3.1.3.7 allows a small leeway), on a bearer token's `exp`, `nbf`
+/// and `iat`, and on a logout token's `iat`. An IdP whose clock runs a
+/// little ahead, or a short-lived token issued late in its second (the
+/// claims are whole seconds), is still taken; one rule for every check.
+pub const CLOCK_SKEW_SECS: u64 = 30;
+
+/// [`CLOCK_SKEW_SECS`] as the ID token verifier's clock takes it.
+const ID_TOKEN_LEEWAY: chrono::TimeDelta = chrono::TimeDelta::seconds(CLOCK_SKEW_SECS as i64);
 
 impl Discovered {
     /// The ID token verifier of this IdP, with [`ID_TOKEN_LEEWAY`] on `exp`.
