@@ -166,13 +166,21 @@ async fn a_gateway_request_a_login_and_its_code_exchange_are_traced() {
         format!("00-{CLIENT_TRACE}-{}-01", upstream.span_id)
     );
 
-    // Cache operations are client spans of their own.
-    assert!(
-        spans
+    // Cache operations are client spans of their own, each under a span of
+    // the request that made it (the request path's own spans, or a
+    // `tracing` span inside them): none starts a trace.
+    let ops: Vec<_> = spans
+        .iter()
+        .filter(|s| s.kind == 3 && s.attr("db.system.name") == Some("memory"))
+        .collect();
+    assert!(!ops.is_empty(), "cache operations are traced");
+    for op in ops {
+        let parent = spans
             .iter()
-            .any(|s| s.kind == 3 && s.attr("db.system.name") == Some("memory")),
-        "cache operations are traced"
-    );
+            .find(|s| s.span_id == op.parent_span_id)
+            .unwrap_or_else(|| panic!("{} has a parent", op.name));
+        assert_eq!(parent.trace_id, op.trace_id);
+    }
 
     // The login: the callback's span holds the code exchange, whose token
     // request reached our provider with its context (one trace, the
@@ -183,6 +191,16 @@ async fn a_gateway_request_a_login_and_its_code_exchange_are_traced() {
         .find(|s| s.span_id == exchange.parent_span_id)
         .expect("the exchange's parent");
     assert_eq!(callback.name, "login.callback");
+    // A `tracing` span made inside the request path's own span is its child.
+    let callback_request = spans
+        .iter()
+        .find(|s| s.span_id == callback.parent_span_id)
+        .expect("the callback's parent");
+    assert_eq!(
+        callback_request.kind, 2,
+        "the callback request's server span"
+    );
+    assert_eq!(callback_request.trace_id, callback.trace_id);
     let token = spans
         .iter()
         .find(|s| s.kind == 2 && s.attr("http.route") == Some("/idp/token"))
