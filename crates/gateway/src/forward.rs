@@ -207,20 +207,22 @@ impl Upstream {
                     ..HttpAttributes::NONE
                 }
             });
+        // The span's context goes to the upstream; nothing else in the
+        // sending makes spans, so it is not made current (a context
+        // attached on every poll costs).
+        if let Some(span) = &span {
+            span.inject(req.headers_mut());
+        }
+        let held = held.filter(|_| !upgrade && self.scheme == Scheme::HTTP);
         let sent = async {
-            trace_context::inject(req.headers_mut());
-            let held = held.filter(|_| !upgrade && self.scheme == Scheme::HTTP);
-            let sent = async {
-                match held {
-                    Some(held) => self.send_held(req, held).await,
-                    None => self.send_pooled(req, upgrade).await,
-                }
-            };
-            tokio::time::timeout(self.response_timeout, sent)
-                .await
-                .unwrap_or(Err(ForwardError::Timeout))
+            match held {
+                Some(held) => self.send_held(req, held).await,
+                None => self.send_pooled(req, upgrade).await,
+            }
         };
-        let result = trace_context::within(span.as_ref(), sent).await;
+        let result = tokio::time::timeout(self.response_timeout, sent)
+            .await
+            .unwrap_or(Err(ForwardError::Timeout));
         if let Some(span) = &mut span {
             match &result {
                 Ok(resp) => {

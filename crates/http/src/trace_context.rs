@@ -34,7 +34,7 @@ use opentelemetry::Context;
 use opentelemetry::propagation::TextMapPropagator as _;
 pub use opentelemetry::trace::SpanKind;
 use opentelemetry::trace::{
-    Event, Link, SpanContext, SpanId, Status, TraceContextExt as _, TraceFlags,
+    Event, Link, SpanContext, SpanId, Status, TraceContextExt as _, TraceFlags, TraceState,
 };
 pub use opentelemetry::{KeyValue, StringValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -273,6 +273,13 @@ impl Span {
         self.rec.as_mut().map(|r| &mut r.http)
     }
 
+    /// Writes its context into `headers` as W3C Trace Context, as
+    /// [`inject`] writes the current one: for a request it sends itself
+    /// (whose future then needs no [`within`]).
+    pub fn inject(&self, headers: &mut HeaderMap) {
+        write_trace_context(self.cx.span().span_context(), headers);
+    }
+
     /// Marks the span failed.
     pub fn failed(&mut self) {
         if let Some(r) = &mut self.rec {
@@ -313,7 +320,7 @@ impl Drop for Span {
 impl Pipeline {
     /// A span under the current context, if that is a traced request's.
     fn child(
-        &self,
+        &'static self,
         name: &'static str,
         kind: SpanKind,
         http: impl FnOnce() -> HttpAttributes,
@@ -331,7 +338,7 @@ impl Pipeline {
     /// sampler sees no attributes and adds none: the SDK's read and add
     /// none.
     fn start(
-        &self,
+        &'static self,
         parent: &Context,
         name: &'static str,
         kind: SpanKind,
@@ -382,7 +389,7 @@ impl Pipeline {
                 start: SystemTime::now(),
                 http,
                 status: Status::Unset,
-                sink: Arc::clone(&self.sink),
+                sink: &*self.sink,
             })),
         }
     }
@@ -397,7 +404,8 @@ struct Recording {
     start: SystemTime,
     http: HttpAttributes,
     status: Status,
-    sink: Arc<dyn SpanSink>,
+    /// The pipeline's (which lives as long as the process).
+    sink: &'static dyn SpanSink,
 }
 
 /// Runs `fut` with `span` (if any) as the current context on every poll,
@@ -436,34 +444,37 @@ pub fn inject(headers: &mut HeaderMap) {
     if !enabled() {
         return;
     }
-    Context::map_current(|cx| {
-        let span = cx.span();
-        let sc = span.span_context();
-        if !sc.is_valid() {
-            return;
+    Context::map_current(|cx| write_trace_context(cx.span().span_context(), headers));
+}
+
+/// `sc` into `headers` as W3C Trace Context (see [`inject`]); nothing when
+/// it is not a valid span's.
+fn write_trace_context(sc: &SpanContext, headers: &mut HeaderMap) {
+    if !sc.is_valid() {
+        return;
+    }
+    // `00-{trace id}-{span id}-{flags}`, written into a fixed buffer: the
+    // propagator formats and re-parses a String for it.
+    let mut value = [0u8; TRACEPARENT_LEN];
+    value[..3].copy_from_slice(b"00-");
+    hex_into(&mut value[3..35], &sc.trace_id().to_bytes());
+    value[35] = b'-';
+    hex_into(&mut value[36..52], &sc.span_id().to_bytes());
+    value[52] = b'-';
+    hex_into(&mut value[53..55], &[sc.trace_flags().to_u8() & 1]);
+    if let Ok(v) = http::HeaderValue::from_bytes(&value) {
+        headers.insert(TRACEPARENT, v);
+    }
+    let state = sc.trace_state();
+    let state = (*state != TraceState::NONE).then(|| state.header());
+    match state.as_deref().map(http::HeaderValue::from_str) {
+        Some(Ok(v)) if !v.is_empty() => {
+            headers.insert(TRACESTATE, v);
         }
-        // `00-{trace id}-{span id}-{flags}`, written into a fixed buffer:
-        // the propagator formats and re-parses a String for it.
-        let mut value = [0u8; TRACEPARENT_LEN];
-        value[..3].copy_from_slice(b"00-");
-        hex_into(&mut value[3..35], &sc.trace_id().to_bytes());
-        value[35] = b'-';
-        hex_into(&mut value[36..52], &sc.span_id().to_bytes());
-        value[52] = b'-';
-        hex_into(&mut value[53..55], &[sc.trace_flags().to_u8() & 1]);
-        if let Ok(v) = http::HeaderValue::from_bytes(&value) {
-            headers.insert(TRACEPARENT, v);
+        _ => {
+            headers.remove(TRACESTATE);
         }
-        let state = sc.trace_state().header();
-        match http::HeaderValue::from_str(&state) {
-            Ok(v) if !state.is_empty() => {
-                headers.insert(TRACESTATE, v);
-            }
-            _ => {
-                headers.remove(TRACESTATE);
-            }
-        }
-    });
+    }
 }
 
 const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
@@ -498,7 +509,7 @@ pub fn method_name(method: &http::Method) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::{TraceId, TraceState};
+    use opentelemetry::trace::TraceId;
 
     struct Discard;
 
@@ -541,13 +552,15 @@ mod tests {
         }
     }
 
-    fn pipeline(sampler: Sampler) -> (Pipeline, Arc<Keep>) {
+    /// A pipeline of its own (leaked: spans hold it for `'static`, as they
+    /// hold the process's one).
+    fn pipeline(sampler: Sampler) -> (&'static Pipeline, Arc<Keep>) {
         let keep = Arc::new(Keep::default());
-        let p = Pipeline {
+        let p = Box::leak(Box::new(Pipeline {
             sampler,
             ids: RandomIdGenerator::default(),
             sink: keep.clone(),
-        };
+        }));
         (p, keep)
     }
 
@@ -661,11 +674,11 @@ mod tests {
             }
         }
         let keep = Arc::new(Parents::default());
-        let p = Pipeline {
+        let p: &'static Pipeline = Box::leak(Box::new(Pipeline {
             sampler: Sampler::AlwaysOn,
             ids: RandomIdGenerator::default(),
             sink: keep.clone(),
-        };
+        }));
         let server = p.start(
             &Context::new(),
             "GET",
@@ -701,6 +714,35 @@ mod tests {
         enable(Sampler::AlwaysOn, Arc::new(Discard));
         inject(&mut headers);
         headers
+    }
+
+    #[test]
+    fn a_span_writes_its_own_context_into_a_request_it_sends() {
+        let (p, _keep) = pipeline(Sampler::AlwaysOn);
+        let server = p.start(
+            &Context::new(),
+            "GET",
+            SpanKind::Server,
+            HttpAttributes::NONE,
+        );
+        let upstream = {
+            let _in = server.cx.clone().attach();
+            p.child("upstream", SpanKind::Client, HttpAttributes::default)
+                .expect("under the server span")
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACESTATE, http::HeaderValue::from_static("old=1"));
+        upstream.inject(&mut headers);
+        let sc = upstream.cx.span().span_context().clone();
+        assert_eq!(
+            headers["traceparent"],
+            format!("00-{}-{}-01", sc.trace_id(), sc.span_id()).as_str(),
+            "the upstream span's own ids, not the current context's (none)"
+        );
+        assert!(
+            !headers.contains_key("tracestate"),
+            "no state: the old one goes"
+        );
     }
 
     #[test]

@@ -120,10 +120,12 @@ struct Queue {
 }
 
 impl Queue {
-    /// The open batch; the next one is made with room for as many bytes.
+    /// The open batch; the next one is made with room for as many bytes
+    /// and an eighth more (spans differ a little in size: without it, most
+    /// batches grew once, a copy of the whole buffer).
     fn take_open(&mut self) -> Batch {
         let room = self.open.bytes();
-        std::mem::replace(&mut self.open, Batch::with_room(room))
+        std::mem::replace(&mut self.open, Batch::with_room(room + room / 8))
     }
 }
 
