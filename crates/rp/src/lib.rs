@@ -95,7 +95,7 @@ struct Discovered {
 /// Clock skew tolerated between this process and an identity provider, in
 /// seconds: on an ID token's `exp` at sign-in and refresh (OpenID Connect
 /// Core §3.1.3.7 allows a small leeway), on a bearer token's `exp`, `nbf`
-/// and `iat`, and on a logout token's `iat`. An IdP whose clock runs a
+/// and `iat`, and on a logout token's `iat` and `exp`. An IdP whose clock runs a
 /// little ahead, or a short-lived token issued late in its second (the
 /// claims are whole seconds), is still taken; one rule for every check.
 pub const CLOCK_SKEW_SECS: u64 = 30;
