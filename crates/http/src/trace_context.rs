@@ -202,8 +202,28 @@ pub trait SpanSink: Send + Sync + 'static {
 /// where ended spans go.
 struct Pipeline {
     sampler: Sampler,
+    /// Whether a span under a local parent takes the parent's decision
+    /// (see [`inherits_decisions`]).
+    inherit: bool,
     ids: RandomIdGenerator,
     sink: Arc<dyn SpanSink>,
+}
+
+/// Whether `sampler` decides a span under a local parent as it decided the
+/// parent, so the parent's flag can stand for asking it: the SDK's
+/// `ParentBased` takes the parent's flag whenever there is a parent;
+/// `TraceIdRatioBased` decides by the trace id, which a child shares; the
+/// constant ones are constant. Each keeps the parent's trace state. Every
+/// sampler the configuration names is one of these; another (a remote
+/// sampler) is asked for every span.
+fn inherits_decisions(sampler: &Sampler) -> bool {
+    matches!(
+        sampler,
+        Sampler::AlwaysOn
+            | Sampler::AlwaysOff
+            | Sampler::TraceIdRatioBased(_)
+            | Sampler::ParentBased(_)
+    )
 }
 
 static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
@@ -212,6 +232,7 @@ static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
 /// the tracer provider was built with) and go to `sink` when they end.
 pub fn enable(sampler: Sampler, sink: Arc<dyn SpanSink>) {
     let _ = PIPELINE.set(Pipeline {
+        inherit: inherits_decisions(&sampler),
         sampler,
         ids: RandomIdGenerator::default(),
         sink,
@@ -239,12 +260,12 @@ pub struct Span {
 
 impl Span {
     /// The server span of a request: `name` (the method) until a route
-    /// names it, with `http`; continues the trace in `headers` when
-    /// `trusted` (a trusted proxy sent them), else starts a trace. `None`
-    /// when tracing is off.
+    /// names it, with `http` (called only when it is sampled); continues
+    /// the trace in `headers` when `trusted` (a trusted proxy sent them),
+    /// else starts a trace. `None` when tracing is off.
     pub fn server(
         name: &'static str,
-        http: HttpAttributes,
+        http: impl FnOnce() -> HttpAttributes,
         headers: &HeaderMap,
         trusted: bool,
     ) -> Option<Span> {
@@ -258,8 +279,10 @@ impl Span {
     }
 
     /// A client or internal span under the current context, if that is a
-    /// traced request's; `None` otherwise (or when tracing is off).
-    /// `http` is called only then.
+    /// traced request's; `None` otherwise (or when tracing is off), and an
+    /// internal one also when the request is not sampled (nothing would
+    /// record it or see its id; a client span's id still goes out in
+    /// `traceparent`). `http` is called only when it is sampled.
     pub fn child(
         name: &'static str,
         kind: SpanKind,
@@ -329,7 +352,17 @@ impl Pipeline {
         if !parent.has_active_span() {
             return None;
         }
-        Some(self.start(&parent, name, kind, http()))
+        let parent_span = parent.span();
+        let psc = parent_span.span_context();
+        if self.inherit && psc.is_valid() && !psc.is_remote() {
+            let sampled = psc.is_sampled();
+            if !sampled && kind == SpanKind::Internal {
+                return None;
+            }
+            let state = psc.trace_state().clone();
+            return Some(self.open(&parent, psc, sampled, state, name, kind, http));
+        }
+        Some(self.start(&parent, name, kind, http))
     }
 
     /// A span under `parent` (a valid span of it, else a new trace), as the
@@ -342,35 +375,56 @@ impl Pipeline {
         parent: &Context,
         name: &'static str,
         kind: SpanKind,
-        http: HttpAttributes,
+        http: impl FnOnce() -> HttpAttributes,
     ) -> Span {
         let parent_span = parent.span();
         let psc = parent_span.span_context();
-        let (trace_id, parent_id, parent_remote, flags) = if psc.is_valid() {
-            (
-                psc.trace_id(),
-                psc.span_id(),
-                psc.is_remote(),
-                psc.trace_flags(),
-            )
+        let trace_id = if psc.is_valid() {
+            psc.trace_id()
         } else {
-            (
-                self.ids.new_trace_id(),
-                SpanId::INVALID,
-                false,
-                TraceFlags::default(),
-            )
+            self.ids.new_trace_id()
         };
         let sampling = self
             .sampler
             .should_sample(Some(parent), trace_id, name, &kind, &[], &[]);
         let sampled = sampling.decision == SamplingDecision::RecordAndSample;
+        let root;
+        let psc = if psc.is_valid() {
+            psc
+        } else {
+            root = SpanContext::new(
+                trace_id,
+                SpanId::INVALID,
+                TraceFlags::default(),
+                false,
+                TraceState::NONE,
+            );
+            &root
+        };
+        self.open(parent, psc, sampled, sampling.trace_state, name, kind, http)
+    }
+
+    /// The span of the decision `sampled` under `parent` (whose span's
+    /// context is `psc`, or one with an invalid span id for a root, which
+    /// gives the trace id).
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        &'static self,
+        parent: &Context,
+        psc: &SpanContext,
+        sampled: bool,
+        trace_state: TraceState,
+        name: &'static str,
+        kind: SpanKind,
+        http: impl FnOnce() -> HttpAttributes,
+    ) -> Span {
+        let (parent_id, parent_remote) = (psc.span_id(), psc.is_remote());
         let sc = SpanContext::new(
-            trace_id,
+            psc.trace_id(),
             self.ids.new_span_id(),
-            flags.with_sampled(sampled),
+            psc.trace_flags().with_sampled(sampled),
             false,
-            sampling.trace_state,
+            trace_state,
         );
         // The context holds the ids only (a local span's: not remote).
         let cx = parent.with_remote_span_context(sc);
@@ -387,7 +441,7 @@ impl Pipeline {
                 kind,
                 name,
                 start: SystemTime::now(),
-                http,
+                http: http(),
                 status: Status::Unset,
                 sink: &*self.sink,
             })),
@@ -567,6 +621,7 @@ mod tests {
     fn pipeline(sampler: Sampler) -> (&'static Pipeline, Arc<Keep>) {
         let keep = Arc::new(Keep::default());
         let p = Box::leak(Box::new(Pipeline {
+            inherit: inherits_decisions(&sampler),
             sampler,
             ids: RandomIdGenerator::default(),
             sink: keep.clone(),
@@ -583,26 +638,20 @@ mod tests {
     #[test]
     fn spans_end_into_the_sink_as_a_tree_with_what_was_set() {
         let (p, keep) = pipeline(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
-        let mut server = p.start(
-            &Context::new(),
-            "GET",
-            SpanKind::Server,
+        let mut server = p.start(&Context::new(), "GET", SpanKind::Server, || {
             HttpAttributes {
                 method: Some("GET"),
                 uri: Some(http::Uri::from_static("/a/b?secret=1")),
                 peer: Some("10.0.0.7".into()),
                 ..HttpAttributes::NONE
-            },
-        );
-        let mut child = p.start(
-            &server.cx,
-            "upstream",
-            SpanKind::Client,
+            }
+        });
+        let mut child = p.start(&server.cx, "upstream", SpanKind::Client, || {
             HttpAttributes {
                 server_port: Some(8080),
                 ..HttpAttributes::NONE
-            },
-        );
+            }
+        });
         child.http().unwrap().status_code = Some(502);
         child.failed();
         drop(child);
@@ -651,7 +700,7 @@ mod tests {
             TraceState::default(),
         );
         let parent = Context::new().with_remote_span_context(remote.clone());
-        let mut server = p.start(&parent, "GET", SpanKind::Server, HttpAttributes::NONE);
+        let mut server = p.start(&parent, "GET", SpanKind::Server, || HttpAttributes::NONE);
         let sc = server.cx.span().span_context().clone();
         assert_eq!(sc.trace_id(), remote.trace_id());
         assert_ne!(sc.span_id(), remote.span_id());
@@ -659,14 +708,105 @@ mod tests {
         assert!(server.http().is_none(), "nothing to record");
         drop(server);
         let (off, off_keep) = pipeline(Sampler::AlwaysOff);
-        drop(off.start(
-            &Context::new(),
-            "GET",
-            SpanKind::Server,
-            HttpAttributes::NONE,
-        ));
+        drop(off.start(&Context::new(), "GET", SpanKind::Server, || {
+            HttpAttributes::NONE
+        }));
         assert!(keep.0.lock().unwrap().is_empty());
         assert!(off_keep.0.lock().unwrap().is_empty());
+    }
+
+    /// Every sampler the configuration can name.
+    fn configurable_samplers() -> Vec<Sampler> {
+        let ratio = || Sampler::TraceIdRatioBased(0.5);
+        vec![
+            Sampler::AlwaysOn,
+            Sampler::AlwaysOff,
+            ratio(),
+            Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+            Sampler::ParentBased(Box::new(ratio())),
+        ]
+    }
+
+    #[test]
+    fn children_take_the_decision_and_state_the_sampler_would_give_them() {
+        let mut seen = (0, 0);
+        for sampler in configurable_samplers() {
+            assert!(inherits_decisions(&sampler), "{sampler:?}");
+            let (p, _keep) = pipeline(sampler.clone());
+            for n in 0..64_u64 {
+                // No parent, and remote parents sampled and not, with state.
+                let parent = match n % 3 {
+                    0 => Context::new(),
+                    r => Context::new().with_remote_span_context(SpanContext::new(
+                        TraceId::from(
+                            u128::from(n) << 64 | u128::from(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                        ),
+                        SpanId::from(n + 1),
+                        if r == 1 {
+                            TraceFlags::SAMPLED
+                        } else {
+                            TraceFlags::default()
+                        },
+                        true,
+                        TraceState::from_key_value([("vendor", "v1")]).unwrap(),
+                    )),
+                };
+                let server = p.start(&parent, "GET", SpanKind::Server, || HttpAttributes::NONE);
+                let server_sc = server.cx.span().span_context().clone();
+                let asked = sampler.should_sample(
+                    Some(&server.cx),
+                    server_sc.trace_id(),
+                    "upstream",
+                    &SpanKind::Client,
+                    &[],
+                    &[],
+                );
+                let child = {
+                    let _in = server.cx.clone().attach();
+                    p.child("upstream", SpanKind::Client, HttpAttributes::default)
+                        .expect("a client span goes on, sampled or not")
+                };
+                let sc = child.cx.span().span_context().clone();
+                let sampled = asked.decision == SamplingDecision::RecordAndSample;
+                assert_eq!(sc.is_sampled(), sampled, "{sampler:?}, parent {n}");
+                assert_eq!(child.rec.is_some(), sampled);
+                assert_eq!(sc.trace_state(), &asked.trace_state);
+                assert_eq!(sc.trace_id(), server_sc.trace_id());
+                if sampled { seen.0 += 1 } else { seen.1 += 1 }
+            }
+        }
+        assert!(
+            seen.0 > 0 && seen.1 > 0,
+            "both decisions were checked: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn an_unsampled_request_has_no_internal_spans_and_builds_no_attributes() {
+        let (p, keep) = pipeline(Sampler::AlwaysOff);
+        let server = p.start(&Context::new(), "GET", SpanKind::Server, || {
+            panic!("attributes built for a span nobody records")
+        });
+        let _in = server.cx.clone().attach();
+        assert!(
+            p.child("session.lookup", SpanKind::Internal, || panic!("built"))
+                .is_none(),
+            "nothing would record it or see its id"
+        );
+        let upstream = p
+            .child("upstream", SpanKind::Client, || panic!("built"))
+            .expect("its id still goes to the upstream");
+        let mut headers = HeaderMap::new();
+        upstream.inject(&mut headers);
+        let sc = upstream.cx.span().span_context().clone();
+        assert_eq!(
+            headers["traceparent"],
+            format!("00-{}-{}-00", sc.trace_id(), sc.span_id()).as_str()
+        );
+        assert_eq!(sc.trace_id(), server.cx.span().span_context().trace_id());
+        drop(upstream);
+        assert!(keep.0.lock().unwrap().is_empty());
     }
 
     #[test]
@@ -686,15 +826,13 @@ mod tests {
         let keep = Arc::new(Parents::default());
         let p: &'static Pipeline = Box::leak(Box::new(Pipeline {
             sampler: Sampler::AlwaysOn,
+            inherit: true,
             ids: RandomIdGenerator::default(),
             sink: keep.clone(),
         }));
-        let server = p.start(
-            &Context::new(),
-            "GET",
-            SpanKind::Server,
-            HttpAttributes::NONE,
-        );
+        let server = p.start(&Context::new(), "GET", SpanKind::Server, || {
+            HttpAttributes::NONE
+        });
         assert!(!server.cx.span().span_context().is_remote());
         let child = {
             let _in = server.cx.clone().attach();
@@ -729,12 +867,9 @@ mod tests {
     #[test]
     fn a_span_writes_its_own_context_into_a_request_it_sends() {
         let (p, _keep) = pipeline(Sampler::AlwaysOn);
-        let server = p.start(
-            &Context::new(),
-            "GET",
-            SpanKind::Server,
-            HttpAttributes::NONE,
-        );
+        let server = p.start(&Context::new(), "GET", SpanKind::Server, || {
+            HttpAttributes::NONE
+        });
         let upstream = {
             let _in = server.cx.clone().attach();
             p.child("upstream", SpanKind::Client, HttpAttributes::default)

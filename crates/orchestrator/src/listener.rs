@@ -220,7 +220,8 @@ fn trace_span(
         return None;
     }
     let method = trace_context::method_name(req.method());
-    let http = HttpAttributes {
+    // Built only when the request is sampled.
+    let http = || HttpAttributes {
         method: Some(method),
         uri: Some(req.uri().clone()),
         scheme: Some(if tls { "https" } else { "http" }),

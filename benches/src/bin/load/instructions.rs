@@ -18,7 +18,7 @@ use benches::Error;
 use benches::client::{Conn, drain, get};
 use hyper::header;
 
-use crate::procs::{self, Cpus, Nginx, Orchestrator, Secrets, Upstream};
+use crate::procs::{self, Cpus, Nginx, Orchestrator, Sampling, Secrets, Upstream};
 use crate::report::{Fact, Report};
 
 /// Requests counted per process (after `WARM_UP` uncounted ones).
@@ -60,6 +60,7 @@ pub(crate) async fn instructions(
                 if [
                     "orchestrator.out",
                     "orchestrator-traced.out",
+                    "orchestrator-traced-10.out",
                     "nginx.out",
                     "bare-proxy.out",
                 ]
@@ -94,11 +95,26 @@ pub(crate) async fn instructions(
         secrets,
         upstream,
         upstream,
+        Sampling::Every,
         &wrapper("orchestrator-traced"),
     )
     .await?;
     let settle = EXPORT_SCHEDULE + Duration::from_secs(1);
     let traced_ir = count_signed_in(&control, traced, &dir, "orchestrator-traced", settle).await?;
+    // And as operators run it: a tenth of the traces sampled; what the
+    // other nine tenths cost (ids, context, `traceparent`, nothing
+    // recorded) is in it.
+    let tenth = Orchestrator::start_traced(
+        bin,
+        cpus,
+        secrets,
+        upstream,
+        upstream,
+        Sampling::Ratio(0.1),
+        &wrapper("orchestrator-traced-10"),
+    )
+    .await?;
+    let tenth_ir = count_signed_in(&control, tenth, &dir, "orchestrator-traced-10", settle).await?;
 
     let nginx_ir = match nginx {
         Some(nginx_bin) => {
@@ -141,6 +157,17 @@ pub(crate) async fn instructions(
             (traced_ir as f64 / orch_ir as f64 - 1.0) * 100.0
         ),
         "what tracing adds per request, export included",
+        None,
+    ));
+    report.fact(Fact::new(
+        "same, traces on at 10% (parentbased_traceidratio 0.1)",
+        format!(
+            "{:.0} (+{:.0}, +{:.1}%)",
+            per(tenth_ir),
+            per(tenth_ir) - per(orch_ir),
+            (tenth_ir as f64 / orch_ir as f64 - 1.0) * 100.0
+        ),
+        "what tracing adds at a production sampling ratio",
         None,
     ));
     if let Some(n) = nginx_ir {

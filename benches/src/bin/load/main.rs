@@ -39,7 +39,7 @@ use hyper::header;
 use hyper::{Method, Request};
 
 use drive::{Outcome, Pace};
-use procs::{Backend, Cpus, Nginx, Orchestrator, ProcStats, Role, Secrets, Upstream};
+use procs::{Backend, Cpus, Nginx, Orchestrator, ProcStats, Role, Sampling, Secrets, Upstream};
 use report::{Fact, Report, Row};
 
 /// Load benches: orchestrator vs NGINX vs the bare upstream, on loopback.
@@ -407,8 +407,16 @@ async fn run(args: &Args, cpus: &Cpus) -> Result<Report, Error> {
     // a sink on the upstream): what traces cost.
     let traced = if wants("small") {
         // A binary from before traces existed refuses the config: no traced row then.
-        match Orchestrator::start_traced(&bin, cpus, &secrets, upstream.addr, upstream.addr, &[])
-            .await
+        match Orchestrator::start_traced(
+            &bin,
+            cpus,
+            &secrets,
+            upstream.addr,
+            upstream.addr,
+            Sampling::Every,
+            &[],
+        )
+        .await
         {
             Ok(t) => {
                 let (_browser, session) = procs::signed_in(t.addr, &t.host).await?;

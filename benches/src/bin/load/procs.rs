@@ -445,6 +445,16 @@ pub(crate) enum Role {
     Gateway { provider_port: u16 },
 }
 
+/// Which requests a traced orchestrator samples.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Sampling {
+    /// Every request (`always_on`).
+    Every,
+    /// This share of new traces (`parentbased_traceidratio`), as operators
+    /// run it: the others are not recorded, their context still propagated.
+    Ratio(f64),
+}
+
 /// One orchestrator process with a generated config in a temp dir.
 pub(crate) struct Orchestrator {
     child: Child,
@@ -526,7 +536,7 @@ impl Orchestrator {
         .await
     }
 
-    /// [`Self::start`] with every request traced (`always_on`), the spans
+    /// [`Self::start`] with traces on, sampled by `sampling`, the spans
     /// exported over OTLP/HTTP to `collector`; under `wrapper` when it is
     /// not empty.
     pub(crate) async fn start_traced(
@@ -535,9 +545,14 @@ impl Orchestrator {
         secrets: &Secrets,
         upstream: SocketAddr,
         collector: SocketAddr,
+        sampling: Sampling,
         wrapper: &[String],
     ) -> Result<Self, Error> {
-        let traces = format!("traces:\n  endpoint: http://{collector}\n  sampler: always_on\n");
+        let sampler = match sampling {
+            Sampling::Every => "sampler: always_on".to_owned(),
+            Sampling::Ratio(r) => format!("sampler: parentbased_traceidratio\n  samplerArg: {r}"),
+        };
+        let traces = format!("traces:\n  endpoint: http://{collector}\n  {sampler}\n");
         Self::start_with(
             bin,
             cpus,
