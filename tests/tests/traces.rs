@@ -3,7 +3,8 @@
 //! its code exchange arrive as spans with the right parents and attributes;
 //! the upstream and our provider (the IdP, over HTTP) get `traceparent` of
 //! the same trace; a client's `traceparent` is continued only from a
-//! trusted proxy; with the collector down requests still work and the
+//! trusted proxy, and an unsampled one goes on unsampled with nothing
+//! recorded; with the collector down requests still work and the
 //! failed exports are counted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -234,6 +235,52 @@ async fn an_untrusted_clients_traceparent_starts_a_new_trace() {
         .unwrap();
     assert_eq!(root.parent_span_id, "", "a root span");
     assert!(spans.iter().all(|s| s.trace_id != CLIENT_TRACE));
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_unsampled_trace_goes_on_unsampled_and_records_nothing() {
+    let collector = Collector::start().await;
+    let (orch, _app) = start(&collector.url(), "127.0.0.1/32").await;
+    let b = Browser::new();
+    let page = format!("{}/page", orch.base_url());
+    assert_eq!(b.visit(&page, "alice", "pw").await.unwrap().status, 200);
+    let get = |trace: &str, flags: &str| {
+        b.client()
+            .get(&page)
+            .header("traceparent", format!("00-{trace}-{CLIENT_PARENT}-{flags}"))
+            .send()
+    };
+    let resp = get(CLIENT_TRACE, "00").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let echo: Value = resp.json().await.unwrap();
+    let sent_up = upstream_traceparent(&echo).expect("the trace goes on upstream");
+    let parts: Vec<&str> = sent_up.split('-').collect();
+    assert_eq!(parts[1], CLIENT_TRACE, "the client's trace: {sent_up}");
+    assert_ne!(parts[2], CLIENT_PARENT, "under a span id of the proxy's");
+    assert_eq!(parts[3], "00", "still not sampled");
+    // A sampled request after it: its spans are exported after any of the
+    // first one's would have been (spans go out in the order they end).
+    let marker = "0af7651916cd43dd8448eb211c80319c";
+    assert_eq!(get(marker, "01").await.unwrap().status(), 200);
+    let spans = collector
+        .wait_for(Duration::from_secs(10), |spans| {
+            spans.iter().any(|s| s.trace_id == marker && s.kind == 2)
+        })
+        .await;
+    assert!(
+        named(&spans, "session.lookup")
+            .iter()
+            .any(|s| s.trace_id == marker),
+        "the sampled request's internal spans are there"
+    );
+    let unsampled: Vec<_> = spans
+        .iter()
+        .filter(|s| s.trace_id == CLIENT_TRACE)
+        .collect();
+    assert!(
+        unsampled.is_empty(),
+        "spans of an unsampled trace: {unsampled:?}"
+    );
 }
 
 #[tokio::test]

@@ -241,10 +241,10 @@ impl Instrumented {
         ok_label: impl FnOnce(&T) -> &'static str,
     ) -> Result<T, CacheError> {
         let start = Instant::now();
-        // A span per operation of a traced request (the target is off
+        // A span per operation of a sampled request (the target is off
         // when traces are; background work, probes and the queue's poll
-        // make no traces of their own).
-        let result = if !orchestrator_http::trace_context::in_trace() {
+        // make no traces of their own, nor do requests not sampled).
+        let result = if !orchestrator_http::trace_context::in_sampled_trace() {
             fut.await
         } else {
             let span = tracing::trace_span!(

@@ -244,10 +244,11 @@ pub fn enabled() -> bool {
     PIPELINE.get().is_some()
 }
 
-/// Whether the code running now is part of a traced request (a span of
-/// it is current): background work makes no spans of its own.
-pub fn in_trace() -> bool {
-    enabled() && Context::map_current(|cx| cx.has_active_span())
+/// Whether the code running now is part of a sampled request (a sampled
+/// span of it is current): background work makes no spans of its own, and
+/// a request that is not sampled none that nothing would record.
+pub fn in_sampled_trace() -> bool {
+    enabled() && Context::map_current(|cx| cx.span().span_context().is_sampled())
 }
 
 /// A span made here, ended when dropped.
@@ -807,6 +808,20 @@ mod tests {
         assert_eq!(sc.trace_id(), server.cx.span().span_context().trace_id());
         drop(upstream);
         assert!(keep.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_a_sampled_span_makes_the_code_in_it_part_of_a_sampled_trace() {
+        enable(Sampler::AlwaysOn, Arc::new(Discard));
+        assert!(!in_sampled_trace(), "outside any span");
+        for (sampler, sampled) in [(Sampler::AlwaysOff, false), (Sampler::AlwaysOn, true)] {
+            let (p, _keep) = pipeline(sampler);
+            let server = p.start(&Context::new(), "GET", SpanKind::Server, || {
+                HttpAttributes::NONE
+            });
+            let _in = server.cx.clone().attach();
+            assert_eq!(in_sampled_trace(), sampled);
+        }
     }
 
     #[test]
