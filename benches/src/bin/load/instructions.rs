@@ -142,6 +142,15 @@ pub(crate) async fn instructions(
     .await?;
     drop(bare);
     let per = |ir: u64| ir as f64 / REQUESTS as f64;
+    // A traced count, and what it adds to the plain one.
+    let added = |ir: u64| {
+        format!(
+            "{:.0} (+{:.0}, +{:.1}%)",
+            per(ir),
+            per(ir) - per(orch_ir),
+            (ir as f64 / orch_ir as f64 - 1.0) * 100.0
+        )
+    };
     report.fact(Fact::new(
         "user-space instructions per authenticated GET, orchestrator (callgrind)",
         format!("{:.0}", per(orch_ir)),
@@ -150,23 +159,13 @@ pub(crate) async fn instructions(
     ));
     report.fact(Fact::new(
         "same, traces on at 100% (spans exported)",
-        format!(
-            "{:.0} (+{:.0}, +{:.1}%)",
-            per(traced_ir),
-            per(traced_ir) - per(orch_ir),
-            (traced_ir as f64 / orch_ir as f64 - 1.0) * 100.0
-        ),
+        added(traced_ir),
         "what tracing adds per request, export included",
         None,
     ));
     report.fact(Fact::new(
         "same, traces on at 10% (parentbased_traceidratio 0.1)",
-        format!(
-            "{:.0} (+{:.0}, +{:.1}%)",
-            per(tenth_ir),
-            per(tenth_ir) - per(orch_ir),
-            (tenth_ir as f64 / orch_ir as f64 - 1.0) * 100.0
-        ),
+        added(tenth_ir),
         "what tracing adds at a production sampling ratio",
         None,
     ));
